@@ -1,0 +1,55 @@
+"""The local report channel between a task's script and the agent that runs it.
+
+Standard library only: the script's side must import in milliseconds. The agent listens
+on a Unix socket (``unix:/path``) or on loopback TCP (``tcp:127.0.0.1:PORT``) and puts the
+address in ``HPO_REPORT_ADDR``; the script sends one JSON object per line:
+
+    {"kind": "scalar", "title": ..., "series": ..., "iteration": 3, "value": 0.9, "time": ...}
+    {"kind": "params", "values": {"General/lr": 0.1}}
+
+``HPO_TASK_ID`` names the task and ``HPO_TASK_SPEC`` is a JSON file with its id, project,
+name and parameters, written by the agent before the script starts.
+"""
+
+from __future__ import annotations
+
+import json
+
+TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
+if TYPE_CHECKING:
+    from typing import Any
+    import socket
+
+ENV_TASK_ID = "HPO_TASK_ID"
+ENV_TASK_SPEC = "HPO_TASK_SPEC"
+ENV_REPORT_ADDR = "HPO_REPORT_ADDR"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    # allow_nan: a NaN report must reach the store as a NaN (the job then counts as failed).
+    return json.dumps(message, separators=(",", ":"), allow_nan=True).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    message = json.loads(line)
+    if not isinstance(message, dict) or "kind" not in message:
+        raise ValueError("a report must be a JSON object with a 'kind'")
+    return message
+
+
+def connect(address: str, timeout: float = 5.0) -> socket.socket:
+    """A connected socket to ``unix:/path`` or ``tcp:HOST:PORT``."""
+    import socket  # here, not at the top: most scripts never open the channel
+
+    scheme, _, rest = address.partition(":")
+    if scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(rest)
+    elif scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    else:
+        raise ValueError(f"unknown report channel address {address!r}")
+    sock.settimeout(None)
+    return sock

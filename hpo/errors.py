@@ -1,0 +1,35 @@
+"""The one error base of hpo and its kinds.
+
+Every error a user can cause or fix derives from :class:`HpoError`; its message is one
+line that names the problem and the fix. Command-line tools print it and exit with 2.
+"""
+
+from __future__ import annotations
+
+
+class HpoError(Exception):
+    """Base of every error hpo raises on purpose."""
+
+
+class ConfigError(HpoError):
+    """Bad input: a malformed parameter, a missing script, a wrong setting."""
+
+
+class StoreError(HpoError):
+    """The store failed to do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database cannot be reached or opened."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a version of hpo that this one does not know."""
+
+
+class TaskNotFound(StoreError):
+    """No task has the given id (or name)."""
+
+
+class InvalidTransition(StoreError):
+    """A status change that the task's life cycle does not allow."""

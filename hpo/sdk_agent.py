@@ -1,0 +1,92 @@
+"""The SDK's side of a task run by an agent. Standard library only: importing hpo in a
+training script must not pull in SQLAlchemy or Celery (see ``hpo.channel``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+from hpo import channel
+from hpo.errors import ConfigError
+
+TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
+if TYPE_CHECKING:
+    from typing import Any
+    import socket
+
+
+class AgentBackend:
+    """Parameters come from the spec file the agent wrote; reports go over the channel."""
+
+    overrides = True
+
+    def __init__(self, spec: dict[str, Any], address: str | None) -> None:
+        self.task_id: str = spec["id"]
+        self.project: str = spec.get("project", "")
+        self.name: str = spec.get("name", "")
+        self.type: str = spec.get("type", "training")
+        self._parameters: dict[str, Any] = dict(spec.get("parameters") or {})
+        self._address = address
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._warned = False
+
+    @classmethod
+    def from_env(cls) -> AgentBackend:
+        path = os.environ.get(channel.ENV_TASK_SPEC)
+        if not path:
+            raise ConfigError(
+                f"{channel.ENV_TASK_ID} is set but {channel.ENV_TASK_SPEC} is not: run the "
+                f"script through hpo-agent, or unset {channel.ENV_TASK_ID} to run it by hand")
+        try:
+            with open(path, encoding="utf-8") as f:
+                spec = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the task spec {path}: {exc}") from None
+        return cls(spec, os.environ.get(channel.ENV_REPORT_ADDR))
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(self._parameters)
+
+    def record_parameters(self, values: dict[str, Any]) -> None:
+        new = {k: v for k, v in values.items() if self._parameters.get(k, object()) != v}
+        if new:
+            self._parameters.update(new)
+            self._send({"kind": "params", "values": new})
+
+    def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
+        self._send({"kind": "scalar", "title": title, "series": series,
+                    "iteration": int(iteration), "value": float(value), "time": time.time()})
+
+    def report_text(self, text: str) -> None:
+        # The agent already records this process's stdout in the task log.
+        print(text, flush=True)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def close(self, status: str | None = None, message: str | None = None) -> None:
+        # The agent owns the task's status: it reads the exit code.
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if not self._address:
+            return
+        data = channel.encode(message)
+        with self._lock:
+            try:
+                if self._sock is None:
+                    self._sock = channel.connect(self._address)
+                self._sock.sendall(data)
+            except OSError as exc:
+                self._sock = None
+                if not self._warned:
+                    self._warned = True
+                    print(f"hpo: cannot reach the agent's report channel {self._address}: "
+                          f"{exc}; reports are lost", file=sys.stderr, flush=True)

@@ -1,0 +1,42 @@
+"""Where hpo keeps its data, read from the environment.
+
+``HPO_HOME`` (default ``~/.hpo``) holds the embedded store and broker files.
+``HPO_STORE_URL`` is a SQLAlchemy URL; the default is a SQLite file in ``HPO_HOME``,
+``postgresql+psycopg://user@host/db`` is the cluster choice.
+``HPO_BROKER_URL`` is the Celery broker; the default needs no server.
+Every command-line tool takes ``--store`` (and the agent ``--broker``) to override them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def hpo_home() -> Path:
+    return Path(os.environ.get("HPO_HOME") or Path.home() / ".hpo").expanduser()
+
+
+def default_store_url() -> str:
+    return f"sqlite:///{hpo_home() / 'hpo.db'}"
+
+
+def default_broker_url() -> str:
+    return f"sqla+sqlite:///{hpo_home() / 'broker.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    store_url: str
+    broker_url: str
+
+    @classmethod
+    def load(cls, store_url: str | None = None, broker_url: str | None = None) -> Settings:
+        """Settings from the environment; explicit arguments (``--store``) win."""
+        return cls(
+            home=hpo_home(),
+            store_url=store_url or os.environ.get("HPO_STORE_URL") or default_store_url(),
+            broker_url=broker_url or os.environ.get("HPO_BROKER_URL") or default_broker_url(),
+        )

@@ -1,0 +1,36 @@
+"""The task store: the source of truth every hpo process reads and writes.
+
+Open one with :func:`open_store`; the API, grouped by what it holds:
+
+* tasks: ``create_task``, ``get_task``, ``get_tasks``, ``find_tasks``, ``resolve_task_id``,
+  ``update_task``, ``set_parameters``, ``clone_task``, ``count_tasks``;
+* life cycle (checked, see ``hpo.models.TRANSITIONS``): ``set_status``, ``enqueue``,
+  ``dequeue``, ``claim`` (atomic, exactly one winner), ``finish`` and ``requeue`` (only
+  by the attempt that owns the task), ``request_stop``, ``reset``;
+* scalars and logs: ``append_scalars``, ``read_scalars`` (incremental, by cursor),
+  ``task_scalars``, ``scalar_summary`` (last/min/max for many tasks in one query),
+  ``append_logs``, ``read_logs``, ``tail_logs``;
+* workers: ``heartbeat``, ``list_workers``, ``remove_worker``, ``lost_tasks``.
+
+SQLite runs in WAL mode with a busy timeout, so several processes share one file;
+PostgreSQL is the choice for clusters. Every failure is an ``hpo.errors.StoreError``.
+"""
+
+from __future__ import annotations
+
+from hpo.settings import Settings
+from hpo.store.metrics import MetricsMixin, ScalarReport
+from hpo.store.tasks import TasksMixin, new_task_id
+from hpo.store.workers import WorkersMixin
+
+__all__ = ["ScalarReport", "Store", "new_task_id", "open_store"]
+
+
+class Store(TasksMixin, MetricsMixin, WorkersMixin):
+    """One database; safe to share between threads, open one per process."""
+
+
+def open_store(url: str | None = None) -> Store:
+    """The store at ``url``, else ``HPO_STORE_URL``, else the SQLite file in ``HPO_HOME``.
+    Creates the tables on first use."""
+    return Store(Settings.load(store_url=url).store_url)

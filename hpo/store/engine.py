@@ -1,0 +1,139 @@
+"""Opening a database: engine options per backend, the schema check, and the one place
+where driver errors become hpo's own."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from hpo.errors import SchemaVersionError, StoreError, StoreUnavailable
+from hpo.store import schema
+
+# How long a SQLite writer waits for another process's write lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Serialises schema creation when many processes open a new PostgreSQL database at once.
+_PG_SCHEMA_LOCK = 0x68706F  # "hpo"
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def create(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreUnavailable(
+            f"bad store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _create_sqlite(url, parsed.database)
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StoreUnavailable(
+            f"no driver for store URL {safe_url(url)} ({exc}): use sqlite:/// or "
+            "postgresql+psycopg://"
+        ) from None
+
+
+def _create_sqlite(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN instead of pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the lock up front: a deferred transaction that reads and then
+        # writes can fail at once with "database is locked" instead of waiting.
+        write = conn.get_execution_options().get("hpo_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """Turn SQLAlchemy and driver errors into StoreError with a readable line."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if exc.connection_invalidated or _is_connect_error(exc):
+            raise StoreUnavailable(
+                f"cannot reach the store at {safe_url(url)}: {_first_line(exc.orig)}; "
+                "start the database or point HPO_STORE_URL / --store at a running one"
+            ) from None
+        raise StoreError(f"store error at {safe_url(url)}: {_first_line(exc.orig)}") from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"store error at {safe_url(url)}: {_first_line(exc)}") from exc
+
+
+def _is_connect_error(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        marker in text
+        for marker in ("connection refused", "could not connect", "unable to open database",
+                       "connection failed", "name or service not known", "does not exist",
+                       "timeout expired", "server closed the connection")
+    )
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def ensure_schema(engine: Engine, url: str) -> None:
+    """Create the tables on first use and refuse a database of an unknown version."""
+    with translated(url):
+        version = _read_version(engine)
+        if version is None:
+            with engine.connect().execution_options(hpo_write=True) as conn, conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
+                schema.metadata.create_all(conn, checkfirst=True)
+                row = conn.execute(
+                    select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+                ).first()
+                if row is None:
+                    conn.execute(schema.meta.insert().values(
+                        key="schema_version", value=str(schema.SCHEMA_VERSION)))
+                    version = schema.SCHEMA_VERSION
+                else:
+                    version = int(row[0])
+    if version != schema.SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the store at {safe_url(url)} has schema version {version}, this hpo knows "
+            f"{schema.SCHEMA_VERSION}: install the hpo version that wrote it, or use a new "
+            "store"
+        )
+
+
+def _read_version(engine: Engine) -> int | None:
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, schema.meta.name):
+            return None
+        row = conn.execute(
+            select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+        ).first()
+        return None if row is None else int(row[0])

@@ -1,0 +1,137 @@
+"""Scalars and log lines: appended in batches, read incrementally by cursor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import and_, func, or_, select
+
+from hpo.records import LogLine, MetricSummary, Scalar
+from hpo.store import schema
+from hpo.store.base import StoreBase
+
+S = schema.scalars
+L = schema.logs
+
+
+class ScalarReport(NamedTuple):
+    """One value as reported: what ``append_scalars`` takes."""
+
+    title: str
+    series: str
+    iteration: int
+    value: float
+    time: float
+
+
+class MetricsMixin(StoreBase):
+    def append_scalars(
+        self, task_id: str, reports: Iterable[ScalarReport | Sequence[Any]], *, attempt: int = 0
+    ) -> int:
+        """Append a batch of reports in one transaction; returns how many."""
+        rows = [_scalar_row(task_id, ScalarReport(*r), attempt) for r in reports]
+        if rows:
+            with self._write() as conn:
+                conn.execute(S.insert(), rows)
+        return len(rows)
+
+    def read_scalars(self, cursors: Mapping[str, int], *, limit: int | None = None) -> list[Scalar]:
+        """Every scalar of the given tasks after each task's cursor (a scalar id; 0 for
+        all), oldest first. Feed the last id seen per task back in as its cursor."""
+        if not cursors:
+            return []
+        condition = or_(*(and_(S.c.task_id == t, S.c.id > c) for t, c in cursors.items()))
+        query = select(S).where(condition).order_by(S.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_scalar(row._mapping) for row in conn.execute(query)]
+
+    def task_scalars(
+        self, task_id: str, *, title: str | None = None, series: str | None = None
+    ) -> list[Scalar]:
+        """All scalars of one task (optionally one title or series), oldest first."""
+        query = select(S).where(S.c.task_id == task_id).order_by(S.c.id)
+        if title is not None:
+            query = query.where(S.c.title == title)
+        if series is not None:
+            query = query.where(S.c.series == series)
+        with self._read() as conn:
+            return [_scalar(row._mapping) for row in conn.execute(query)]
+
+    def scalar_summary(
+        self, task_ids: Sequence[str], *, title: str | None = None, series: str | None = None
+    ) -> list[MetricSummary]:
+        """Last (at the highest iteration), min and max of each series of each task, in
+        one query however many tasks. NaN reports count for last but not min/max."""
+        if not task_ids:
+            return []
+        key = (S.c.task_id, S.c.title, S.c.series)
+        inner = select(
+            *key, S.c.value, S.c.iteration,
+            func.row_number().over(partition_by=key,
+                                   order_by=(S.c.iteration.desc(), S.c.id.desc())).label("rn"),
+            func.min(S.c.value).over(partition_by=key).label("mn"),
+            func.max(S.c.value).over(partition_by=key).label("mx"),
+            func.count().over(partition_by=key).label("n"),
+        ).where(S.c.task_id.in_(list(task_ids)))
+        if title is not None:
+            inner = inner.where(S.c.title == title)
+        if series is not None:
+            inner = inner.where(S.c.series == series)
+        sub = inner.subquery()
+        query = select(sub).where(sub.c.rn == 1).order_by(sub.c.task_id, sub.c.title,
+                                                           sub.c.series)
+        with self._read() as conn:
+            return [
+                MetricSummary(
+                    task_id=r.task_id, title=r.title, series=r.series, last=_float(r.value),
+                    min=_float(r.mn), max=_float(r.mx), last_iteration=r.iteration, count=r.n,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def append_logs(self, task_id: str, lines: Iterable[tuple[float, str, str]]) -> int:
+        """Append a batch of (time, stream, text) log lines in one transaction."""
+        rows = [{"task_id": task_id, "time": t, "stream": stream, "text": text}
+                for t, stream, text in lines]
+        if rows:
+            with self._write() as conn:
+                conn.execute(L.insert(), rows)
+        return len(rows)
+
+    def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
+        """Log lines of a task after a cursor (a line id), oldest first."""
+        query = select(L).where(L.c.task_id == task_id, L.c.id > after).order_by(L.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [LogLine(**row._mapping) for row in conn.execute(query)]
+
+    def tail_logs(self, task_id: str, count: int) -> list[LogLine]:
+        """The last ``count`` log lines of a task, oldest first."""
+        query = select(L).where(L.c.task_id == task_id).order_by(L.c.id.desc()).limit(count)
+        with self._read() as conn:
+            rows = [LogLine(**row._mapping) for row in conn.execute(query)]
+        return rows[::-1]
+
+
+def _scalar_row(task_id: str, r: ScalarReport, attempt: int) -> dict[str, Any]:
+    value = float(r.value)
+    return {
+        "task_id": task_id, "title": str(r.title), "series": str(r.series),
+        "iteration": int(r.iteration), "value": value if math.isfinite(value) else
+        (None if math.isnan(value) else value), "time": float(r.time), "attempt": attempt,
+    }
+
+
+def _float(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _scalar(m: Mapping[str, Any]) -> Scalar:
+    return Scalar(id=m["id"], task_id=m["task_id"], title=m["title"], series=m["series"],
+                  iteration=m["iteration"], value=_float(m["value"]), time=m["time"],
+                  attempt=m["attempt"])

@@ -1,0 +1,118 @@
+"""The store's tables (SQLAlchemy Core). Times are UNIX seconds as floats, the same on
+SQLite and PostgreSQL; parameters, tags and script are JSON text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+# Bump when a table changes; open() refuses a database with a newer number.
+SCHEMA_VERSION = 1
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as text, so NaN, infinities and key order survive on every backend."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "hpo_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+tasks = Table(
+    "hpo_tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project", String(255), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("parent", String(32)),
+    Column("tags", JSONText, nullable=False),
+    Column("queue", String(255)),
+    Column("script", JSONText),
+    Column("parameters", JSONText, nullable=False),
+    Column("time_limit", Float),
+    Column("worker", String(255)),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("stop_requested", Boolean, nullable=False, default=False),
+    Column("status_message", Text),
+    Column("exit_code", Integer),
+    Column("comment", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Index("ix_hpo_tasks_project_name", "project", "name"),
+    Index("ix_hpo_tasks_parent", "parent"),
+    Index("ix_hpo_tasks_status", "status"),
+)
+
+# id is the cursor of incremental reads: one writer per task (its agent) appends in
+# order, so within a task ids grow in commit order.
+scalars = Table(
+    "hpo_scalars",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(32), nullable=False),
+    Column("title", String(255), nullable=False),
+    Column("series", String(255), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    # NULL is a NaN report: SQLite cannot keep NaN, so both backends store NULL.
+    Column("value", Float),
+    Column("time", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Index("ix_hpo_scalars_task_id", "task_id", "id"),
+    Index("ix_hpo_scalars_series", "task_id", "title", "series", "iteration"),
+)
+
+logs = Table(
+    "hpo_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(32), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("stream", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_hpo_logs_task_id", "task_id", "id"),
+)
+
+workers = Table(
+    "hpo_workers",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("queues", JSONText, nullable=False),
+    Column("slots", JSONText, nullable=False),
+    Column("running", JSONText, nullable=False),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("last_heartbeat", Float, nullable=False),
+)

@@ -1,0 +1,358 @@
+"""Tasks: creation, cloning, parameters, and the checked status life cycle."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, select, update
+
+from hpo import params as P
+from hpo.errors import ConfigError, InvalidTransition, TaskNotFound
+from hpo.models import TRANSITIONS, Status, TaskType
+from hpo.records import ScriptInfo, TaskRecord
+from hpo.store import schema
+from hpo.store.base import StoreBase
+
+T = schema.tasks
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TasksMixin(StoreBase):
+    def create_task(
+        self,
+        project: str,
+        name: str,
+        *,
+        type: str | TaskType = TaskType.training,
+        script: ScriptInfo | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        parent: str | None = None,
+        queue: str | None = None,
+        time_limit: float | None = None,
+        comment: str | None = None,
+    ) -> TaskRecord:
+        """A new task in status ``created``."""
+        if not project or not name:
+            raise ConfigError("a task needs a project and a name: pass --project and --name")
+        now = self.now()
+        task_id = new_task_id()
+        values = {
+            "id": task_id, "project": project, "name": name,
+            "type": TaskType(type).value, "status": Status.created.value, "parent": parent,
+            "tags": list(tags), "queue": queue,
+            "script": script.to_dict() if script else None,
+            "parameters": _qualified(parameters or {}), "time_limit": time_limit,
+            "worker": None, "attempt": 0, "stop_requested": False, "comment": comment,
+            "created_at": now, "updated_at": now,
+        }
+        with self._write() as conn:
+            conn.execute(T.insert().values(**values))
+            return self._get(conn, task_id)
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        with self._read() as conn:
+            return self._get(conn, task_id)
+
+    def get_tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """Several tasks in one query, in the order asked; unknown ids are left out."""
+        if not task_ids:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(select(T).where(T.c.id.in_(list(task_ids)))).all()
+        by_id = {row.id: _record(row) for row in rows}
+        return [by_id[i] for i in task_ids if i in by_id]
+
+    def resolve_task_id(self, text: str) -> str:
+        """A full id, or the id that a unique prefix of at least 4 characters names."""
+        text = text.strip().lower()
+        with self._read() as conn:
+            if conn.execute(select(T.c.id).where(T.c.id == text)).first():
+                return text
+            if len(text) >= 4:
+                ids = conn.execute(
+                    select(T.c.id).where(T.c.id.like(f"{text}%")).limit(2)).scalars().all()
+                if len(ids) == 1:
+                    return ids[0]
+                if len(ids) > 1:
+                    raise TaskNotFound(f"task id prefix {text!r} is ambiguous: give more of it")
+        raise TaskNotFound(f"no task with id {text!r}: `hpo task list` shows the ids")
+
+    def find_tasks(
+        self,
+        *,
+        project: str | None = None,
+        name: str | None = None,
+        status: Status | str | Iterable[Status | str] | None = None,
+        tag: str | None = None,
+        parent: str | None = None,
+        type: str | TaskType | None = None,
+        limit: int | None = None,
+    ) -> list[TaskRecord]:
+        """Tasks matching every filter given, newest first."""
+        query = select(T).order_by(T.c.created_at.desc(), T.c.id)
+        if project is not None:
+            query = query.where(T.c.project == project)
+        if name is not None:
+            query = query.where(T.c.name == name)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            query = query.where(T.c.status.in_([Status(s).value for s in statuses]))
+        if parent is not None:
+            query = query.where(T.c.parent == parent)
+        if type is not None:
+            query = query.where(T.c.type == TaskType(type).value)
+        if tag is not None:
+            # Tags are JSON text; match the quoted tag, then check exactly below.
+            query = query.where(T.c.tags.like(f'%"{tag}"%'))
+        if limit is not None and tag is None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            records = [_record(row) for row in conn.execute(query)]
+        if tag is not None:
+            records = [r for r in records if tag in r.tags][:limit]
+        return records
+
+    def update_task(self, task_id: str, **fields: Any) -> TaskRecord:
+        """Change name, tags, script, queue, time_limit, comment or status_message."""
+        allowed = {"name", "tags", "script", "queue", "time_limit", "comment",
+                   "status_message", "project"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ConfigError(f"cannot update task field(s) {sorted(unknown)}")
+        if isinstance(fields.get("script"), ScriptInfo):
+            fields["script"] = fields["script"].to_dict()
+        if "tags" in fields:
+            fields["tags"] = list(fields["tags"])
+        with self._write() as conn:
+            self._get(conn, task_id)
+            conn.execute(update(T).where(T.c.id == task_id).values(
+                updated_at=self.now(), **fields))
+            return self._get(conn, task_id)
+
+    def set_parameters(
+        self, task_id: str, values: Mapping[str, Any], *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Merge (or with ``replace`` set) the task's parameters; returns all of them."""
+        with self._write() as conn:
+            task = self._get(conn, task_id)
+            current = {} if replace else task.parameters
+            merged = {**current, **_qualified(values)}
+            conn.execute(update(T).where(T.c.id == task_id).values(
+                parameters=merged, updated_at=self.now()))
+            return merged
+
+    def clone_task(
+        self,
+        source_id: str,
+        *,
+        name: str | None = None,
+        parent: str | None = None,
+        project: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        time_limit: float | None = None,
+    ) -> TaskRecord:
+        """A new ``created`` task with the source's script and parameters; the given
+        parameters override the source's and take the type of the value they replace."""
+        with self._read() as conn:
+            source = self._get(conn, source_id)
+        merged = dict(source.parameters)
+        for key, value in _qualified(parameters or {}).items():
+            merged[key] = P.coerce(value, merged.get(key)) if isinstance(value, str) else value
+        return self.create_task(
+            project or source.project,
+            name or f"{source.name} (clone)",
+            type=source.type,
+            script=source.script,
+            parameters=merged,
+            tags=list(tags) if tags is not None else list(source.tags),
+            parent=parent,
+            time_limit=time_limit if time_limit is not None else source.time_limit,
+            comment=f"cloned from {source.id}",
+        )
+
+    # ----- life cycle -------------------------------------------------------------
+
+    def set_status(
+        self,
+        task_id: str,
+        to: Status | str,
+        *,
+        message: str | None = None,
+        exit_code: int | None = None,
+    ) -> TaskRecord:
+        """Move a task along the life cycle; an illegal change raises InvalidTransition."""
+        to = Status(to)
+        with self._write() as conn:
+            task = self._get(conn, task_id)
+            _check(task, to)
+            values: dict[str, Any] = {"status": to.value, "updated_at": self.now()}
+            if message is not None:
+                values["status_message"] = message
+            if exit_code is not None:
+                values["exit_code"] = exit_code
+            values.update(_timestamps_for(to, self.now()))
+            if to is Status.running:
+                values["attempt"] = task.attempt + 1
+            if to is Status.created:
+                values.update(worker=None, stop_requested=False, exit_code=None,
+                              started_at=None, ended_at=None, status_message=None)
+            conn.execute(update(T).where(T.c.id == task_id).values(**values))
+            return self._get(conn, task_id)
+
+    def enqueue(self, task_id: str, queue: str) -> TaskRecord:
+        """created -> queued on ``queue``. Publishing the message is the broker's job."""
+        if not queue:
+            raise ConfigError("enqueue needs a queue name: pass --queue NAME")
+        with self._write() as conn:
+            task = self._get(conn, task_id)
+            _check(task, Status.queued)
+            conn.execute(update(T).where(T.c.id == task_id).values(
+                status=Status.queued.value, queue=queue, stop_requested=False,
+                status_message=None, updated_at=self.now()))
+            return self._get(conn, task_id)
+
+    def dequeue(self, task_id: str) -> TaskRecord:
+        """queued -> created; a message still in the broker is dropped at its claim."""
+        return self.set_status(task_id, Status.created)
+
+    def claim(self, task_id: str, worker: str) -> int | None:
+        """Atomically take a queued task for ``worker``: returns the new attempt number,
+        or None when the task is not queued (already claimed, dequeued, aborted,
+        unknown). Of several concurrent claims of one task exactly one wins."""
+        now = self.now()
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.status == Status.queued.value)
+            .values(status=Status.running.value, worker=worker, attempt=T.c.attempt + 1,
+                    started_at=now, updated_at=now, ended_at=None, exit_code=None,
+                    stop_requested=False, status_message=None)
+            .returning(T.c.attempt)
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).scalar_one_or_none()
+
+    def finish(
+        self,
+        task_id: str,
+        attempt: int,
+        status: Status | str,
+        *,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """End the running ``attempt`` as completed, failed or stopped. False when that
+        attempt no longer owns the task (it was re-queued or ended meanwhile)."""
+        status = Status(status)
+        if not status.is_final:
+            raise InvalidTransition(f"finish() takes a final status, not {status.value}")
+        now = self.now()
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.status == Status.running.value,
+                   T.c.attempt == attempt)
+            .values(status=status.value, exit_code=exit_code, status_message=message,
+                    ended_at=now, updated_at=now)
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def requeue(self, task_id: str, attempt: int, message: str | None = None) -> bool:
+        """Put a running ``attempt`` back in its queue (its agent was lost or shut down).
+        False when that attempt no longer owns the task."""
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.status == Status.running.value,
+                   T.c.attempt == attempt)
+            .values(status=Status.queued.value, worker=None, status_message=message,
+                    stop_requested=False, updated_at=self.now())
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def request_stop(self, task_id: str, message: str | None = None) -> TaskRecord:
+        """Abort: a queued task is stopped at once (its message is dropped at the claim);
+        a running one is flagged, and its agent stops it."""
+        message = message or "stop requested"
+        with self._write() as conn:
+            task = self._get(conn, task_id)
+            now = self.now()
+            if task.status is Status.queued:
+                conn.execute(update(T).where(T.c.id == task_id).values(
+                    status=Status.stopped.value, status_message=message, ended_at=now,
+                    updated_at=now))
+            elif task.status is Status.running:
+                conn.execute(update(T).where(T.c.id == task_id).values(
+                    stop_requested=True, status_message=message, updated_at=now))
+            else:
+                raise InvalidTransition(
+                    f"task {task_id} is {task.status.value}: only a queued or running task "
+                    "can be stopped")
+            return self._get(conn, task_id)
+
+    def reset(self, task_id: str) -> TaskRecord:
+        """A finished task back to created, its scalars and logs cleared."""
+        with self._write() as conn:
+            task = self._get(conn, task_id)
+            _check(task, Status.created)
+            conn.execute(delete(schema.scalars).where(schema.scalars.c.task_id == task_id))
+            conn.execute(delete(schema.logs).where(schema.logs.c.task_id == task_id))
+        return self.set_status(task_id, Status.created)
+
+    def count_tasks(self, *, parent: str | None = None,
+                    status: Iterable[Status] | None = None) -> int:
+        query = select(func.count()).select_from(T)
+        if parent is not None:
+            query = query.where(T.c.parent == parent)
+        if status is not None:
+            query = query.where(T.c.status.in_([Status(s).value for s in status]))
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # ----- helpers ----------------------------------------------------------------
+
+    def _get(self, conn: Connection, task_id: str) -> TaskRecord:
+        row = conn.execute(select(T).where(T.c.id == task_id)).first()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
+        return _record(row)
+
+
+def _qualified(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {P.qualify(k): P.to_json_value(v) for k, v in values.items()}
+
+
+def _check(task: TaskRecord, to: Status) -> None:
+    if to not in TRANSITIONS[task.status]:
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[task.status]))
+        raise InvalidTransition(
+            f"task {task.id} is {task.status.value} and cannot become {to.value} "
+            f"(allowed: {allowed})")
+
+
+def _timestamps_for(to: Status, now: float) -> dict[str, Any]:
+    if to is Status.running:
+        return {"started_at": now, "ended_at": None}
+    if to.is_final:
+        return {"ended_at": now}
+    return {}
+
+
+def _record(row: Row[Any]) -> TaskRecord:
+    m = row._mapping
+    return TaskRecord(
+        id=m["id"], project=m["project"], name=m["name"], type=m["type"],
+        status=Status(m["status"]), parent=m["parent"], tags=list(m["tags"] or []),
+        queue=m["queue"], script=ScriptInfo.from_dict(m["script"]),
+        parameters=dict(m["parameters"] or {}), time_limit=m["time_limit"],
+        worker=m["worker"], attempt=m["attempt"], stop_requested=bool(m["stop_requested"]),
+        status_message=m["status_message"], exit_code=m["exit_code"],
+        created_at=m["created_at"], updated_at=m["updated_at"],
+        started_at=m["started_at"], ended_at=m["ended_at"], comment=m["comment"],
+    )
