@@ -1,0 +1,195 @@
+"""``hpo task``: create, list, show and clone tasks; read their scalars and logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpo import params as P
+from hpo.cli import output
+from hpo.cli.common import add_store_option, store_from
+from hpo.errors import ConfigError
+from hpo.models import Status, TaskType
+from hpo.records import ScriptInfo, TaskRecord
+from hpo.script_info import git_state
+
+
+def register(commands: Any) -> None:
+    task = commands.add_parser("task", help="create, list, show and clone tasks",
+                               description="Create, list, show and clone tasks.")
+    sub = task.add_subparsers(dest="task_command", metavar="ACTION", required=True)
+
+    def action(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        add_store_option(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = action("create", cmd_create, "register a script as a template task without running it")
+    p.add_argument("--script", required=True, help="path of the training script")
+    p.add_argument("--project", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--type", default=TaskType.training.value,
+                   choices=[t.value for t in TaskType])
+    p.add_argument("--param", action="append", default=[], metavar="SECTION/NAME=VALUE",
+                   help="a parameter, typed from its text: 3 int, 0.5 float, true bool, "
+                   "null None, [1,2] list, else a string (repeatable)")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    p.add_argument("--working-dir", help="directory to run the script in (default: here)")
+    p.add_argument("--python", help="interpreter for the script (default: this Python)")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop the task after this long when an agent runs it")
+    p.add_argument("--json", action="store_true", help="print the task as JSON")
+    p.add_argument("--args", nargs=argparse.REMAINDER, default=[], metavar="ARG",
+                   help="arguments for the script; everything after --args is passed on")
+
+    p = action("list", cmd_list, "list tasks, newest first")
+    p.add_argument("--project")
+    p.add_argument("--name")
+    p.add_argument("--status", action="append", choices=[s.value for s in Status])
+    p.add_argument("--tag")
+    p.add_argument("--parent", help="only children of this task id")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+
+    p = action("show", cmd_show, "a task's fields, parameters (with types) and last metrics")
+    p.add_argument("id", help="task id (a unique prefix of 4+ characters will do)")
+    p.add_argument("--json", action="store_true")
+
+    p = action("clone", cmd_clone, "a new draft task with the source's script and parameters")
+    p.add_argument("id")
+    p.add_argument("--name")
+    p.add_argument("--project")
+    p.add_argument("--parent")
+    p.add_argument("--param", action="append", default=[], metavar="SECTION/NAME=VALUE",
+                   help="override a parameter; the text takes the type of the value it "
+                   "replaces (repeatable)")
+    p.add_argument("--json", action="store_true")
+
+    p = action("scalars", cmd_scalars, "the scalars a task reported")
+    p.add_argument("id")
+    p.add_argument("--title")
+    p.add_argument("--series")
+    p.add_argument("--json", action="store_true")
+
+    p = action("logs", cmd_logs, "a task's log lines")
+    p.add_argument("id")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    script = Path(args.script).expanduser()
+    if not script.is_file():
+        raise ConfigError(f"script not found: {args.script}: give the path of a Python file")
+    working_dir = Path(args.working_dir or ".").expanduser().resolve()
+    if not working_dir.is_dir():
+        raise ConfigError(f"working directory not found: {args.working_dir}")
+    parameters = dict(P.parse_assignment(text) for text in args.param)
+    repository, commit, diff = git_state(script.resolve().parent)
+    info = ScriptInfo(
+        entry_point=str(script.resolve()), working_dir=str(working_dir), argv=list(args.args),
+        interpreter=args.python or sys.executable, repository=repository, commit=commit,
+        diff=diff,
+    )
+    store = store_from(args)
+    task = store.create_task(args.project, args.name, type=args.type, script=info,
+                             parameters=parameters, tags=args.tag, time_limit=args.time_limit)
+    return _print_created(task, args.json)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    parent = store.resolve_task_id(args.parent) if args.parent else None
+    tasks = store.find_tasks(project=args.project, name=args.name, status=args.status,
+                             tag=args.tag, parent=parent, limit=args.limit)
+    if args.json:
+        output.print_json(tasks)
+        return 0
+    output.table(
+        f"{len(tasks)} task(s)",
+        ["id", "project", "name", "type", "status", "queue", "created", "tags"],
+        ([t.id, t.project, t.name, t.type, t.status, t.queue, output.when(t.created_at),
+          ", ".join(t.tags) or None] for t in tasks),
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    task = store.get_task(store.resolve_task_id(args.id))
+    metrics = store.scalar_summary([task.id])
+    if args.json:
+        output.print_json({"task": task, "metrics": metrics})
+        return 0
+    script = task.script
+    output.table(f"task {task.id}", ["field", "value"], [
+        ("project", task.project), ("name", task.name), ("type", task.type),
+        ("status", task.status), ("message", task.status_message),
+        ("exit code", task.exit_code), ("parent", task.parent), ("tags", task.tags or None),
+        ("queue", task.queue), ("worker", task.worker), ("attempt", task.attempt),
+        ("created", output.when(task.created_at)), ("started", output.when(task.started_at)),
+        ("ended", output.when(task.ended_at)),
+        ("duration", output.duration(task.started_at, task.ended_at)),
+        ("time limit (s)", task.time_limit),
+        ("script", script.entry_point if script else None),
+        ("argv", script.argv if script else None),
+        ("working dir", script.working_dir if script else None),
+        ("interpreter", script.interpreter if script else None),
+        ("repository", script.repository if script else None),
+        ("commit", script.commit if script else None),
+    ])
+    output.table("parameters", ["name", "value", "type"],
+                 ([k, json.dumps(v), P.type_name(v)]
+                  for k, v in sorted(task.parameters.items())))
+    output.table("last metrics", ["title", "series", "last", "min", "max", "iteration"],
+                 ([m.title, m.series, m.last, m.min, m.max, m.last_iteration]
+                  for m in metrics))
+    return 0
+
+
+def cmd_clone(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    source = store.get_task(store.resolve_task_id(args.id))
+    overrides = dict(P.parse_assignment(text, source.parameters) for text in args.param)
+    parent = store.resolve_task_id(args.parent) if args.parent else None
+    task = store.clone_task(source.id, name=args.name, project=args.project, parent=parent,
+                            parameters=overrides)
+    return _print_created(task, args.json)
+
+
+def cmd_scalars(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    task_id = store.resolve_task_id(args.id)
+    scalars = store.task_scalars(task_id, title=args.title, series=args.series)
+    if args.json:
+        output.print_json(scalars)
+        return 0
+    output.table(f"{len(scalars)} scalar(s) of {task_id}",
+                 ["title", "series", "iteration", "value", "time"],
+                 ([s.title, s.series, s.iteration, s.value, output.when(s.time)]
+                  for s in scalars))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    task_id = store.resolve_task_id(args.id)
+    lines = store.tail_logs(task_id, args.tail) if args.tail else store.read_logs(task_id)
+    if args.json:
+        output.print_json(lines)
+        return 0
+    for line in lines:
+        sys.stdout.write(f"{output.when(line.time)} [{line.stream}] {line.text}\n")
+    return 0
+
+
+def _print_created(task: TaskRecord, as_json: bool) -> int:
+    if as_json:
+        output.print_json(task)
+    else:
+        print(task.id)
+    return 0
