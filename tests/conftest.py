@@ -1,0 +1,94 @@
+"""Shared fixtures: a store on SQLite and on a real PostgreSQL, and a clean hpo home.
+
+PostgreSQL is taken from TEST_PG_ADMIN_URL (default: postgres on 127.0.0.1:5432, trust
+auth). Without a server the PostgreSQL cases skip on a laptop, but fail when CI is set:
+a green CI run means they ran.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from hpo.store import Store, open_store
+from hpo.store import schema
+
+PG_ADMIN_URL = os.environ.get(
+    "TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def missing_service(what: str) -> None:
+    """Skip on a laptop, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{what} is required when CI is set", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # any failure to reach or use the server
+        admin.dispose()
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL} ({str(exc).splitlines()[0]})")
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty store, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = request.getfixturevalue("pg_database_url")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        existing = [t.name for t in schema.metadata.sorted_tables
+                    if engine.dialect.has_table(conn, t.name)]
+        if existing:
+            conn.execute(text(f"TRUNCATE {', '.join(existing)} RESTART IDENTITY"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hpo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A private HPO_HOME and store for this test, in os.environ and as a dict for
+    subprocesses."""
+    home = tmp_path / "hpo-home"
+    monkeypatch.setenv("HPO_HOME", str(home))
+    monkeypatch.setenv("HPO_STORE_URL", f"sqlite:///{home / 'hpo.db'}")
+    for name in ("HPO_TASK_ID", "HPO_TASK_SPEC", "HPO_REPORT_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,117 @@
+"""`hpo task`: the command line as a user types it, in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo.store import open_store
+
+DEMO = Path(__file__).parent / "scripts" / "sdk_demo.py"
+
+
+def hpo(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hpo.cli.main", *argv], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def ok(env: dict[str, str], *argv: str) -> str:
+    result = hpo(env, *argv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def template_id(hpo_env: dict[str, str]) -> str:
+    """The demo script run once by hand: a template task with typed parameters."""
+    out = subprocess.run([sys.executable, str(DEMO)], env=hpo_env, capture_output=True,
+                         text=True, timeout=60, check=True)
+    return json.loads(out.stdout.splitlines()[-1])["task_id"]
+
+
+def test_a_script_run_by_hand_appears_in_task_list(hpo_env, template_id):
+    out = ok(hpo_env, "task", "list")
+    assert template_id in out and "sdk-tests" in out and "completed" in out
+    listed = json.loads(ok(hpo_env, "task", "list", "--json", "--project", "sdk-tests"))
+    assert [t["id"] for t in listed] == [template_id]
+    assert json.loads(ok(hpo_env, "task", "list", "--json", "--status", "queued")) == []
+
+
+def test_task_show_gives_parameters_with_types_and_last_metrics(hpo_env, template_id):
+    out = ok(hpo_env, "task", "show", template_id[:8])
+    assert "General/epochs" in out and "int" in out and "bool" in out
+    assert "accuracy" in out and "validation" in out
+    shown = json.loads(ok(hpo_env, "task", "show", template_id, "--json"))
+    assert shown["task"]["parameters"]["General/epochs"] == 3
+    [metric] = shown["metrics"]
+    assert (metric["last"], metric["last_iteration"]) == (pytest.approx(0.52), 2)
+
+
+def test_clone_overrides_one_parameter_and_keeps_the_others_types(hpo_env, template_id):
+    clone_id = ok(hpo_env, "task", "clone", template_id, "--param", "General/lr=0.5",
+                  "--param", "epochs=7", "--name", "demo lr=0.5").strip()
+    clone = open_store().get_task(clone_id)
+    template = open_store().get_task(template_id)
+    assert clone.status.value == "created" and clone.name == "demo lr=0.5"
+    assert clone.parameters["General/lr"] == 0.5
+    assert clone.parameters["General/epochs"] == 7
+    for key, value in template.parameters.items():
+        assert type(clone.parameters[key]) is type(value), key
+    assert clone.script == template.script
+
+
+def test_task_create_registers_a_script_without_running_it(hpo_env, tmp_path):
+    created = json.loads(ok(
+        hpo_env, "task", "create", "--script", str(DEMO), "--project", "p", "--name", "n",
+        "--param", "General/lr=0.01", "--param", "Args/batch=32", "--param", "flag=true",
+        "--tag", "base", "--json", "--args", "--batch", "4"))
+    assert created["status"] == "created"
+    assert created["parameters"] == {"General/lr": 0.01, "Args/batch": 32, "General/flag": True}
+    assert created["script"]["argv"] == ["--batch", "4"]
+    assert created["tags"] == ["base"]
+    assert open_store().get_task(created["id"]).script.entry_point == str(DEMO)
+
+
+def test_scalars_and_logs_show_what_the_script_reported(hpo_env, template_id):
+    scalars = json.loads(ok(hpo_env, "task", "scalars", template_id, "--json"))
+    assert [s["iteration"] for s in scalars] == [0, 1, 2]
+    assert "training done" in ok(hpo_env, "task", "logs", template_id)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["task", "show", "0123456789abcdef"], "no task with id"),
+        (["task", "clone", "deadbeef", "--param", "lr=1"], "no task with id"),
+        (["task", "create", "--script", "/no/such.py", "--project", "p", "--name", "n"],
+         "script not found"),
+        (["--store", "postgresql+psycopg://nobody@127.0.0.1:1/x", "task", "list"],
+         "cannot reach the store"),
+        (["task", "list", "--store", "nonsense://"], "store"),
+    ],
+    ids=["unknown-id", "unknown-clone-source", "missing-script", "unreachable-store",
+         "bad-store-url"],
+)
+def test_bad_input_is_one_clear_line_and_exit_code_2(hpo_env, argv, message):
+    result = hpo(hpo_env, *argv)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_param_is_one_clear_line_and_exit_code_2(hpo_env, template_id):
+    result = hpo(hpo_env, "task", "clone", template_id, "--param", "no-equals-sign")
+    assert result.returncode == 2
+    assert "malformed --param" in result.stderr and "Section/name=value" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_explains_every_action(hpo_env):
+    out = ok(hpo_env, "task", "--help")
+    for action in ("create", "list", "show", "clone", "scalars", "logs"):
+        assert action in out
