@@ -246,6 +246,31 @@ class Task:
             record = store.update_task(record.id, comment=comment)
         return cls(StoreBackend(store, record))
 
+    @classmethod
+    def enqueue(cls, task: Task | str, queue_name: str = "default") -> Task:
+        """Put a created task on an execution queue for an agent to run."""
+        from hpo import dispatch
+        from hpo.broker import make_app
+        from hpo.sdk_store import StoreBackend
+        from hpo.store import open_store
+
+        store = open_store()
+        task_id = task.id if isinstance(task, Task) else task
+        record = dispatch.enqueue(store, make_app(), task_id, queue_name)
+        return cls(StoreBackend(store, record))
+
+    @classmethod
+    def dequeue(cls, task: Task | str) -> None:
+        from hpo.store import open_store
+
+        open_store().dequeue(task.id if isinstance(task, Task) else task)
+
+    def abort(self) -> None:
+        """Stop this task: at once when queued, through its agent when running."""
+        from hpo.store import open_store
+
+        open_store().request_stop(self.id, "aborted")
+
     def _record(self) -> TaskRecord:
         from hpo.sdk_store import StoreBackend
 

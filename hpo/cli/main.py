@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hpo.cli import task_cmd
+from hpo.cli import task_cmd, workers_cmd
 from hpo.cli.common import add_store_option
 from hpo.errors import HpoError
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_option(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     task_cmd.register(commands)
+    workers_cmd.register(commands)
     return parser
 
 

@@ -69,6 +69,18 @@ def register(commands: Any) -> None:
                    "replaces (repeatable)")
     p.add_argument("--json", action="store_true")
 
+    p = action("enqueue", cmd_enqueue, "put a created task on an execution queue")
+    p.add_argument("id")
+    p.add_argument("--queue", default="default", help="execution queue (default: default)")
+    p.add_argument("--broker", metavar="URL", help="broker URL (default: $HPO_BROKER_URL)")
+
+    p = action("dequeue", cmd_dequeue, "take a queued task off its queue (back to created)")
+    p.add_argument("id")
+
+    p = action("abort", cmd_abort,
+               "stop a task: a queued one at once, a running one through its agent")
+    p.add_argument("id")
+
     p = action("scalars", cmd_scalars, "the scalars a task reported")
     p.add_argument("id")
     p.add_argument("--title")
@@ -159,6 +171,36 @@ def cmd_clone(args: argparse.Namespace) -> int:
     task = store.clone_task(source.id, name=args.name, project=args.project, parent=parent,
                             parameters=overrides)
     return _print_created(task, args.json)
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from hpo import dispatch
+    from hpo.broker import make_app
+
+    store = store_from(args)
+    task = dispatch.enqueue(store, make_app(args.broker), store.resolve_task_id(args.id),
+                            args.queue)
+    print(f"{task.id} queued on {task.queue}")
+    return 0
+
+
+def cmd_dequeue(args: argparse.Namespace) -> int:
+    from hpo import dispatch
+
+    store = store_from(args)
+    task = dispatch.dequeue(store, store.resolve_task_id(args.id))
+    print(f"{task.id} {task.status.value}")
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    from hpo import dispatch
+
+    store = store_from(args)
+    task = dispatch.abort(store, store.resolve_task_id(args.id))
+    state = "stop requested" if task.status is Status.running else task.status.value
+    print(f"{task.id} {state}")
+    return 0
 
 
 def cmd_scalars(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
@@ -36,6 +36,14 @@ class MetricsMixin(StoreBase):
             with self._write() as conn:
                 conn.execute(S.insert(), rows)
         return len(rows)
+
+    def drop_earlier_attempts(self, task_id: str, attempt: int) -> int:
+        """Delete the scalars of attempts before ``attempt``: a re-run reports again, and
+        its result must not count the lost attempt's values twice."""
+        with self._write() as conn:
+            result = conn.execute(
+                delete(S).where(S.c.task_id == task_id, S.c.attempt < attempt))
+            return int(result.rowcount)
 
     def read_scalars(self, cursors: Mapping[str, int], *, limit: int | None = None) -> list[Scalar]:
         """Every scalar of the given tasks after each task's cursor (a scalar id; 0 for

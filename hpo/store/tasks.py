@@ -92,6 +92,7 @@ class TasksMixin(StoreBase):
         tag: str | None = None,
         parent: str | None = None,
         type: str | TaskType | None = None,
+        worker: str | None = None,
         limit: int | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching every filter given, newest first."""
@@ -107,6 +108,8 @@ class TasksMixin(StoreBase):
             query = query.where(T.c.parent == parent)
         if type is not None:
             query = query.where(T.c.type == TaskType(type).value)
+        if worker is not None:
+            query = query.where(T.c.worker == worker)
         if tag is not None:
             # Tags are JSON text; match the quoted tag, then check exactly below.
             query = query.where(T.c.tags.like(f'%"{tag}"%'))

@@ -1,0 +1,89 @@
+"""``hpo-agent``: serve execution queues on this host."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from hpo.agent.runner import RunnerConfig
+from hpo.agent.slots import make_slots
+from hpo.agent.worker import Agent, AgentConfig
+from hpo.cli.common import add_store_option
+from hpo.errors import HpoError
+from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hpo-agent",
+        description="Run queued hpo tasks on this host: each task's script runs as a "
+        "subprocess in one slot (a GPU group or a CPU share), with its reports streamed "
+        "to the store.",
+        epilog="Examples: hpo-agent --queue default --gpus 0,1 (one slot with both GPUs); "
+        "hpo-agent --gpus 0-3 --gpus-per-task 1 (four slots); hpo-agent --cpu-only "
+        "--concurrency 2. SIGTERM or Ctrl-C: warm shutdown; a second one stops at once.",
+    )
+    p.add_argument("--queue", action="append", metavar="NAME",
+                   help="execution queue to serve; repeat for several, served first one "
+                   "first on Redis (default: default)")
+    p.add_argument("--gpus", metavar="LIST", help="GPU indices, e.g. 0,1 or 0-3")
+    p.add_argument("--gpus-per-task", type=int, metavar="N",
+                   help="GPUs per slot (default: all of --gpus in one slot)")
+    p.add_argument("--cpu-only", action="store_true",
+                   help="hide GPUs from tasks (CUDA_VISIBLE_DEVICES empty)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="CPU slots (default 1)")
+    p.add_argument("--name", help="agent name (default: HOST-PID)")
+    p.add_argument("--broker", metavar="URL",
+                   help="broker URL (default: $HPO_BROKER_URL, else the embedded one)")
+    add_store_option(p, top=True)
+    p.add_argument("--python", metavar="PATH",
+                   help="interpreter for scripts whose own interpreter is not on this host")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="time between SIGTERM and SIGKILL when a task is stopped (10)")
+    p.add_argument("--shutdown-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="on SIGTERM, how long running tasks may finish before they are "
+                   "stopped and re-queued (60)")
+    p.add_argument("--heartbeat", type=float, default=5.0, metavar="SECONDS",
+                   help="heartbeat period (5)")
+    p.add_argument("--lost-after", type=float, default=DEFAULT_LOST_AFTER_S,
+                   metavar="SECONDS", help="a task whose agent is silent this long is "
+                   f"re-queued by the reaper ({DEFAULT_LOST_AFTER_S:g})")
+    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                   help=f"re-queues of a lost task before it fails ({DEFAULT_RETRIES})")
+    p.add_argument("--max-log-mb", type=float, default=10.0,
+                   help="output stored per task; the rest is counted, not kept (10)")
+    p.add_argument("--monitor-period", type=float, default=5.0, metavar="SECONDS",
+                   help="resource sampling period (5)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("celery").setLevel(logging.WARNING)
+    try:
+        slots = make_slots(args.gpus, args.gpus_per_task, args.cpu_only, args.concurrency)
+        name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+        config = AgentConfig(
+            name=name, queues=args.queue or ["default"], slots=slots,
+            runner=RunnerConfig(worker=name, grace_s=args.grace, python=args.python,
+                                max_log_bytes=int(args.max_log_mb * 2**20),
+                                monitor_period_s=args.monitor_period),
+            store_url=args.store, broker_url=args.broker,
+            shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
+            lost_after_s=args.lost_after, retries=args.retries,
+        )
+        Agent(config).run()
+    except HpoError as exc:
+        print(f"hpo-agent: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

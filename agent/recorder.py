@@ -1,0 +1,117 @@
+"""Writes one run's reports and output to the store in batches."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+from hpo.store import ScalarReport, Store
+
+# A report reaches the store within this (the issue asks for 200 ms).
+FLUSH_PERIOD_S = 0.1
+# Longer output lines are cut; they are almost always progress bars or binary noise.
+MAX_LINE_CHARS = 10_000
+
+
+class Recorder:
+    """Buffers scalars, parameters and log lines of one attempt; a thread flushes them.
+    Output beyond ``max_log_bytes`` is counted, not stored, so a script that prints
+    gigabytes costs the store (and the agent's memory) nothing more."""
+
+    def __init__(self, store: Store, task_id: str, attempt: int, *,
+                 max_log_bytes: int, tail_lines: int = 40) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.attempt = attempt
+        self.max_log_bytes = max_log_bytes
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self.scalar_count = 0
+        self._scalars: list[ScalarReport] = []
+        self._logs: list[tuple[float, str, str]] = []
+        self._params: dict[str, Any] = {}
+        self._log_bytes = 0
+        self._dropped_bytes = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"hpo-rec-{task_id[:8]}",
+                                        daemon=True)
+        self._thread.start()
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        """A report from the script's SDK (see ``hpo.channel``)."""
+        kind = message.get("kind")
+        if kind == "scalar":
+            try:
+                report = ScalarReport(str(message["title"]), str(message["series"]),
+                                      int(message["iteration"]), float(message["value"]),
+                                      float(message.get("time") or time.time()))
+            except (KeyError, TypeError, ValueError):
+                return
+            with self._lock:
+                self._scalars.append(report)
+        elif kind == "params" and isinstance(message.get("values"), dict):
+            with self._lock:
+                self._params.update(message["values"])
+
+    def add_scalars(self, reports: list[ScalarReport]) -> None:
+        with self._lock:
+            self._scalars.extend(reports)
+
+    def on_output(self, stream: str, line: str) -> None:
+        line = line.rstrip("\n")
+        if len(line) > MAX_LINE_CHARS:
+            line = line[:MAX_LINE_CHARS] + " [line cut]"
+        self.tail.append(line)
+        with self._lock:
+            if self._log_bytes >= self.max_log_bytes:
+                self._dropped_bytes += len(line) + 1
+                return
+            self._log_bytes += len(line) + 1
+            self._logs.append((time.time(), stream, line))
+
+    def flush(self) -> None:
+        with self._lock:
+            scalars, self._scalars = self._scalars, []
+            logs, self._logs = self._logs, []
+            params, self._params = self._params, {}
+        # Each batch is put back if its write fails, to be retried at the next flush.
+        try:
+            if scalars:
+                self.store.append_scalars(self.task_id, scalars, attempt=self.attempt)
+                self.scalar_count += len(scalars)
+                scalars = []
+            if logs:
+                self.store.append_logs(self.task_id, logs)
+                logs = []
+            if params:
+                self.store.set_parameters(self.task_id, params)
+                params = {}
+        finally:
+            if scalars or logs or params:
+                with self._lock:
+                    self._scalars[:0] = scalars
+                    self._logs[:0] = logs
+                    self._params = {**params, **self._params}
+
+    def close(self) -> None:
+        """Stop the flusher and write everything left, with a note on cut output."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._dropped_bytes:
+            self._logs.append((time.time(), "agent",
+                               f"[output beyond {self.max_log_bytes} bytes not stored: "
+                               f"{self._dropped_bytes} more bytes]"))
+        self.flush()
+
+    def last_lines(self, count: int = 10) -> str:
+        return "\n".join(list(self.tail)[-count:])
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FLUSH_PERIOD_S):
+            try:
+                self.flush()
+            except Exception:  # the store may be briefly away; keep the batch for later
+                time.sleep(FLUSH_PERIOD_S)
+

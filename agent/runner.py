@@ -1,0 +1,196 @@
+"""Runs one claimed task in one slot: the script as a subprocess, its reports and output
+into the store, stop requests and the time limit, and the outcome."""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from hpo.agent import process
+from hpo.agent.channel_server import ChannelServer
+from hpo.agent.monitor import ResourceMonitor
+from hpo.agent.recorder import Recorder
+from hpo.agent.slots import Slot
+from hpo import channel
+from hpo.models import Status
+from hpo.records import TaskRecord
+from hpo.store import Store
+
+log = logging.getLogger("hpo.agent")
+
+_READ_LIMIT = 64 * 1024
+
+
+class CannotStart(Exception):
+    """The task's script cannot be started here; the task fails with this message."""
+
+
+class StopReason(enum.Enum):
+    requested = "requested"  # an abort, through the store
+    time_limit = "time_limit"
+    requeue = "requeue"  # the agent is shutting down: the task goes back to its queue
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    worker: str
+    grace_s: float = 10.0
+    python: str | None = None
+    max_log_bytes: int = 10 * 2**20
+    monitor_period_s: float = 5.0
+    poll_s: float = 0.05
+
+
+class TaskRunner:
+    """One run of one task. ``stop()`` may be called from any thread."""
+
+    def __init__(self, store: Store, config: RunnerConfig, slot: Slot,
+                 requeue: Callable[[TaskRecord, int], None]) -> None:
+        self.store = store
+        self.config = config
+        self.slot = slot
+        self._requeue = requeue
+        self._stop_reason: StopReason | None = None
+        self._stop_event = threading.Event()
+        self.task_id: str | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stop_event.set()
+
+    def run(self, task_id: str) -> Status | None:
+        """Claim and run the task; None when the claim fails (a stale message)."""
+        attempt = self.store.claim(task_id, self.config.worker)
+        if attempt is None:
+            log.info("task %s is not queued any more: message dropped", task_id)
+            return None
+        self.task_id = task_id
+        task = self.store.get_task(task_id)
+        if attempt > 1:
+            self.store.drop_earlier_attempts(task_id, attempt)
+        log.info("task %s %r started in slot %s (attempt %d)", task_id, task.name,
+                 self.slot.name, attempt)
+        started = time.monotonic()
+        status, message, exit_code = self._execute(task, attempt)
+        if status is None:  # re-queued on shutdown
+            return None
+        if not self.store.finish(task_id, attempt, status, exit_code=exit_code,
+                                 message=message):
+            log.warning("task %s: attempt %d no longer owns the task; outcome %s not "
+                        "recorded", task_id, attempt, status.value)
+        log.info("task %s %s (%s) in %.1fs", task_id, status.value, message,
+                 time.monotonic() - started)
+        return status
+
+    def _execute(self, task: TaskRecord, attempt: int
+                 ) -> tuple[Status | None, str, int | None]:
+        recorder = Recorder(self.store, task.id, attempt,
+                            max_log_bytes=self.config.max_log_bytes)
+        server = ChannelServer(recorder.on_message)
+        try:
+            try:
+                argv, cwd = self._command(task)
+                proc = process.start(argv, cwd, self._environment(task, attempt, server))
+            except (CannotStart, OSError) as exc:
+                return Status.failed, f"cannot start the script: {exc}", None
+            readers = [
+                threading.Thread(target=_pump, args=(stream, name, recorder), daemon=True)
+                for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+            ]
+            for reader in readers:
+                reader.start()
+            reason = self._supervise(proc, task, recorder)
+            for reader in readers:
+                reader.join(timeout=5)
+        finally:
+            server.close()
+            recorder.close()
+        return self._outcome(task, attempt, proc.returncode, reason, recorder)
+
+    def _supervise(self, proc: process.subprocess.Popen[bytes], task: TaskRecord,
+                   recorder: Recorder) -> StopReason | None:
+        """Wait for the script; stop it on request or at its time limit."""
+        monitor = ResourceMonitor(proc.pid, self.slot.gpus)
+        start = time.monotonic()
+        deadline = start + task.time_limit if task.time_limit else None
+        next_sample = start + min(1.0, self.config.monitor_period_s)
+        while proc.poll() is None:
+            if self._stop_event.wait(self.config.poll_s):
+                process.terminate_tree(proc, self.config.grace_s)
+                return self._stop_reason
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.stop(StopReason.time_limit)
+                continue
+            if now >= next_sample:
+                recorder.add_scalars(monitor.sample(int(now - start), time.time()))
+                next_sample = now + self.config.monitor_period_s
+        return None
+
+    def _outcome(self, task: TaskRecord, attempt: int, returncode: int | None,
+                 reason: StopReason | None, recorder: Recorder
+                 ) -> tuple[Status | None, str, int | None]:
+        if reason is StopReason.requeue:
+            self._requeue(task, attempt)
+            log.info("task %s re-queued: the agent is shutting down", task.id)
+            return None, "re-queued", None
+        if reason is StopReason.requested:
+            current = self.store.get_task(task.id)
+            return Status.stopped, current.status_message or "stopped by request", returncode
+        if reason is StopReason.time_limit:
+            return Status.stopped, f"time limit of {task.time_limit:g}s reached", returncode
+        assert returncode is not None
+        if returncode == 0:
+            return Status.completed, "exit code 0", 0
+        tail = recorder.last_lines(10)
+        message = process.describe_exit(returncode)
+        return Status.failed, f"{message}; last output:\n{tail}" if tail else message, \
+            returncode
+
+    def _command(self, task: TaskRecord) -> tuple[list[str], str]:
+        script = task.script
+        if script is None:
+            raise CannotStart(f"task {task.id} has no script (create it with a --script)")
+        if not Path(script.entry_point).is_file():
+            raise CannotStart(f"{script.entry_point} does not exist on this host")
+        interpreter = script.interpreter
+        if not interpreter or not shutil.which(interpreter):
+            interpreter = self.config.python or sys.executable
+        cwd = script.working_dir if Path(script.working_dir).is_dir() else os.getcwd()
+        return [interpreter, script.entry_point, *script.argv], cwd
+
+    def _environment(self, task: TaskRecord, attempt: int, server: ChannelServer
+                     ) -> dict[str, str]:
+        spec = {"id": task.id, "project": task.project, "name": task.name, "type": task.type,
+                "attempt": attempt, "parameters": task.parameters}
+        spec_path = Path(server.path).with_name("spec.json")
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        env.update(self.slot.environment())
+        env.update({
+            channel.ENV_TASK_ID: task.id,
+            channel.ENV_TASK_SPEC: str(spec_path),
+            channel.ENV_REPORT_ADDR: server.address,
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+
+def _pump(stream: IO[bytes] | None, name: str, recorder: Recorder) -> None:
+    if stream is None:
+        return
+    with stream:
+        # Bounded reads: a script that prints without newlines must not fill memory.
+        for raw in iter(lambda: stream.readline(_READ_LIMIT), b""):
+            recorder.on_output(name, raw.decode("utf-8", errors="replace"))

@@ -1,0 +1,217 @@
+"""The agent: a Celery worker whose concurrency is its slots, plus the threads that keep
+it honest (heartbeats, stop requests, the reaper) and its shutdown policy."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from celery.exceptions import Reject
+from celery.worker import WorkController
+from celery.worker import state as celery_state
+
+from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
+from hpo.agent.slots import Slot, SlotPool
+from hpo.broker import RUN_TASK, make_app, publish
+from hpo.models import Status
+from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES, reap
+from hpo.records import TaskRecord
+from hpo.store import open_store
+
+log = logging.getLogger("hpo.agent")
+
+# How often running tasks are checked for a stop request (the issue asks for < 1 s).
+STOP_POLL_S = 0.25
+REAP_PERIOD_S = 5.0
+
+
+@dataclass
+class AgentConfig:
+    name: str
+    queues: list[str]
+    slots: list[Slot]
+    runner: RunnerConfig
+    store_url: str | None = None
+    broker_url: str | None = None
+    shutdown_timeout_s: float = 60.0
+    heartbeat_s: float = 5.0
+    lost_after_s: float = DEFAULT_LOST_AFTER_S
+    retries: int = DEFAULT_RETRIES
+    host: str = field(default_factory=socket.gethostname)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.store = open_store(config.store_url)
+        self.app = make_app(config.broker_url)
+        self.pool = SlotPool(config.slots)
+        self.runners: dict[str, TaskRunner] = {}
+        self._lock = threading.Lock()
+        # Draining: no new tasks (after a signal). Closed: the worker has stopped.
+        self._draining = threading.Event()
+        self._closed = threading.Event()
+        self._signals = 0
+        self._register_celery_task()
+
+    # ----- running tasks ------------------------------------------------------------
+
+    def _register_celery_task(self) -> None:
+        agent = self
+
+        @self.app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
+        def run_task(task_id: str) -> None:
+            agent.handle(task_id)
+
+    def handle(self, task_id: str) -> None:
+        """Run one message's task in a free slot. Called on a Celery pool thread."""
+        if self._draining.is_set():
+            # Shutting down: the message goes back to the broker for another agent.
+            raise Reject("agent shutting down", requeue=True)
+        slot = self.pool.acquire()
+        runner = TaskRunner(self.store, self.config.runner, slot, self._requeue)
+        with self._lock:
+            self.runners[task_id] = runner
+        try:
+            runner.run(task_id)
+        except Exception:
+            log.exception("task %s: the agent failed to run it", task_id)
+            self._fail_after_agent_error(task_id)
+        finally:
+            with self._lock:
+                self.runners.pop(task_id, None)
+            self.pool.release(slot)
+
+    def _fail_after_agent_error(self, task_id: str) -> None:
+        try:
+            task = self.store.get_task(task_id)
+            if task.status is Status.running and task.worker == self.config.name:
+                self.store.finish(task_id, task.attempt, Status.failed,
+                                  message="the agent failed while running it; see its log")
+        except Exception:
+            log.exception("task %s: could not record the failure", task_id)
+
+    def _requeue(self, task: TaskRecord, attempt: int) -> None:
+        if self.store.requeue(task.id, attempt, f"agent {self.config.name} shut down; "
+                              "re-queued"):
+            publish(self.app, task.id, task.queue or "default")
+
+    # ----- background threads -------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        next_reap = 0.0
+        while not self._closed.wait(self.config.heartbeat_s):
+            self._heartbeat()
+            if time.monotonic() >= next_reap:
+                next_reap = time.monotonic() + REAP_PERIOD_S
+                self._reap()
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            running = list(self.runners)
+        try:
+            self.store.heartbeat(self.config.name, queues=self.config.queues,
+                                 slots=[s.name for s in self.config.slots], running=running,
+                                 host=self.config.host, pid=os.getpid())
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    def _reap(self) -> None:
+        try:
+            for task, status in reap(self.store, self.app, lost_after_s=self.config.lost_after_s,
+                                     retries=self.config.retries):
+                log.warning("task %s of lost agent %s: %s", task.id, task.worker, status.value)
+        except Exception as exc:
+            log.warning("reaper failed: %s", exc)
+
+    def _stop_request_loop(self) -> None:
+        while not self._closed.wait(STOP_POLL_S):
+            with self._lock:
+                runners = dict(self.runners)
+            if not runners:
+                continue
+            try:
+                tasks = self.store.get_tasks(list(runners))
+            except Exception as exc:
+                log.warning("cannot read stop requests: %s", exc)
+                continue
+            for task in tasks:
+                if task.stop_requested:
+                    runners[task.id].stop(StopReason.requested)
+
+    # ----- life cycle ---------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until a signal; returns after the warm shutdown."""
+        self._recover_own_tasks()
+        self._heartbeat()
+        threads = [threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat",
+                                    daemon=True),
+                   threading.Thread(target=self._stop_request_loop, name="hpo-stops",
+                                    daemon=True)]
+        for thread in threads:
+            thread.start()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("agent %s serving queues %s with %d slot(s): %s", self.config.name,
+                 ", ".join(self.config.queues), len(self.config.slots),
+                 ", ".join(s.name for s in self.config.slots))
+        worker = WorkController(
+            app=self.app, hostname=f"{self.config.name}@{self.config.host}",
+            queues=self.config.queues, concurrency=len(self.config.slots), pool_cls="threads",
+            prefetch_multiplier=1, without_mingle=True, without_gossip=True,
+            without_heartbeat=True, loglevel=logging.WARNING,
+        )
+        try:
+            worker.start()
+        finally:
+            self._closed.set()
+            self.store.remove_worker(self.config.name)
+            log.info("agent %s stopped", self.config.name)
+
+    def _recover_own_tasks(self) -> None:
+        """Tasks still marked running under this agent's name belong to a previous
+        process of it that died: re-queue them (or fail them) now."""
+        for task in self.store.find_tasks(status=Status.running, worker=self.config.name):
+            if task.attempt <= self.config.retries:
+                self._requeue(task, task.attempt)
+            else:
+                self.store.finish(task.id, task.attempt, Status.failed,
+                                  message=f"agent lost: {self.config.name} restarted")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            with self._lock:
+                count = len(self.runners)
+            log.info("%s: warm shutdown: no new tasks; %d running task(s) get %.0fs to "
+                     "finish, then are stopped and re-queued (signal again to do it now)",
+                     name, count, self.config.shutdown_timeout_s)
+            self._draining.set()
+            threading.Thread(target=self._requeue_after_timeout, daemon=True).start()
+            celery_state.should_stop = 0  # Celery's warm shutdown: stop consuming
+        else:
+            log.info("%s: stopping running tasks now and re-queueing them", name)
+            self._requeue_running()
+
+    def _requeue_after_timeout(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.runners:
+                    return
+            time.sleep(0.1)
+        self._requeue_running()
+
+    def _requeue_running(self) -> None:
+        with self._lock:
+            runners = list(self.runners.values())
+        for runner in runners:
+            runner.stop(StopReason.requeue)

@@ -1,0 +1,81 @@
+"""The one Celery app: how tasks travel from an enqueue to an agent.
+
+A message carries only the task id (the store says what to run), JSON only. One Celery
+queue per execution queue name. Delivery is at-least-once with late acks and a prefetch
+of one; the claim in the store makes it exactly-once (duplicates and stale messages are
+dropped there). ``HPO_BROKER_URL`` takes ``redis://``, ``amqp://`` or the embedded
+default, kombu's SQLAlchemy transport on a SQLite file in ``HPO_HOME`` (no server).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from hpo import embedded_broker
+from hpo.errors import HpoError
+from hpo.settings import Settings
+
+RUN_TASK = "hpo.run_task"
+# The embedded broker polls its SQLite file; this bounds the dispatch delay it adds.
+EMBEDDED_POLL_S = 0.05
+
+
+class BrokerUnavailable(HpoError):
+    """The broker cannot be reached."""
+
+
+def make_app(broker_url: str | None = None) -> Celery:
+    url = Settings.load(broker_url=broker_url).broker_url
+    embedded_broker.install()
+    app = Celery("hpo", broker=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="default",
+        broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        broker_transport_options=transport_options(url),
+    )
+    return app
+
+
+def transport_options(url: str) -> dict[str, Any]:
+    if url.startswith(("redis://", "rediss://")):
+        # Serve an agent's queues in the order given, the first one first.
+        return {"queue_order_strategy": "priority", "visibility_timeout": 3600}
+    if url.startswith(("sqla+", "sqlalchemy+")):
+        database = url.split(":///", 1)[-1]
+        if url.startswith(("sqla+sqlite", "sqlalchemy+sqlite")):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            return {"polling_interval": EMBEDDED_POLL_S}
+        return {"polling_interval": EMBEDDED_POLL_S}
+    return {}
+
+
+def publish(app: Celery, task_id: str, queue: str) -> None:
+    """Send the message that asks an agent on ``queue`` to run ``task_id``."""
+    try:
+        app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True,
+                      retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                    "interval_step": 0.5})
+    except (KombuOperationalError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {safe_broker_url(app)}: {exc}; start it or point "
+            "HPO_BROKER_URL / --broker at a running one") from None
+
+
+def safe_broker_url(app: Celery) -> str:
+    return str(app.connection_for_write().as_uri(include_password=False))

@@ -1,0 +1,53 @@
+"""``hpo workers``: the agents, their queues, slots and running tasks; ``--reap`` puts
+the tasks of lost agents back in their queues."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from hpo.cli import output
+from hpo.cli.common import add_store_option, store_from
+from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("workers", help="list agents; --reap recovers lost tasks",
+                            description="List the agents with their queues, slots, running "
+                            "tasks and last heartbeat.")
+    add_store_option(p)
+    p.add_argument("--reap", action="store_true",
+                   help="re-queue (or fail) running tasks whose agent stopped heartbeating")
+    p.add_argument("--lost-after", type=float, default=DEFAULT_LOST_AFTER_S,
+                   metavar="SECONDS")
+    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES)
+    p.add_argument("--broker", metavar="URL", help="broker URL (default: $HPO_BROKER_URL)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_workers)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    if args.reap:
+        from hpo.broker import make_app
+        from hpo.reaper import reap
+
+        for task, status in reap(store, make_app(args.broker), lost_after_s=args.lost_after,
+                                 retries=args.retries):
+            print(f"{task.id} (agent {task.worker} lost): {status.value}")
+    workers = store.list_workers()
+    if args.json:
+        output.print_json(workers)
+        return 0
+    now = time.time()
+    output.table(
+        f"{len(workers)} agent(s)",
+        ["name", "host", "pid", "queues", "slots", "running", "last heartbeat"],
+        ([w.name, w.host, w.pid, ", ".join(w.queues), ", ".join(w.slots),
+          ", ".join(w.running) or None,
+          f"{now - w.last_heartbeat:.0f}s ago" + (" (lost)" if now - w.last_heartbeat >
+                                                  args.lost_after else "")]
+         for w in workers),
+    )
+    return 0

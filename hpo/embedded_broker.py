@@ -1,0 +1,51 @@
+"""The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned for several
+agent processes on one machine.
+
+Two fixes over the stock transport, installed under its own ``sqla`` alias so that
+``sqla+sqlite:///PATH`` URLs use them: ``polling_interval`` is taken as the transport
+option it is (the stock channel passes it on to ``create_engine``, which rejects it), and
+SQLite connections run in WAL mode with a busy timeout, so publishers and consumers in
+different processes wait for each other instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import sqlalchemy as kombu_sqla
+from sqlalchemy import create_engine, event
+
+_BUSY_TIMEOUT_MS = 30_000
+# Options the virtual transport reads itself; never engine arguments.
+_TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "callback",
+                   "errback", "max_retries", "interval_start", "interval_step",
+                   "interval_max", "retry_errors")
+
+
+class Channel(kombu_sqla.Channel):
+    def _engine_from_config(self) -> Any:
+        conninfo = self.connection.client
+        options = {k: v for k, v in conninfo.transport_options.items()
+                   if k not in _TRANSPORT_ONLY}
+        engine = create_engine(conninfo.hostname, **options)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+class Transport(kombu_sqla.Transport):
+    Channel = Channel
+
+
+def install() -> None:
+    """Make ``sqla+`` / ``sqlalchemy+`` broker URLs use this transport."""
+    TRANSPORT_ALIASES["sqla"] = "hpo.embedded_broker:Transport"
+    TRANSPORT_ALIASES["sqlalchemy"] = "hpo.embedded_broker:Transport"

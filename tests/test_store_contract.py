@@ -1,0 +1,1255 @@
+"""The store's contract, run on SQLite and on PostgreSQL through the ``store`` fixtures.
+
+Grouped by topic: tasks, typed parameters, the status life cycle, scalars, logs,
+workers, opening a store, and concurrency with real processes. Times are driven by a
+fake clock put in place of ``store.now``, so no test sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import queue
+import random
+import re
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select, update
+
+import hpo.store.tasks as store_tasks
+from hpo.errors import (
+    ConfigError,
+    InvalidTransition,
+    SchemaVersionError,
+    StoreError,
+    StoreUnavailable,
+    TaskNotFound,
+)
+from hpo.models import TRANSITIONS, Status, TaskType
+from hpo.records import ScriptInfo
+from hpo.store import ScalarReport, Store, open_store, schema
+from hpo.store.engine import safe_url
+
+# ----- helpers ----------------------------------------------------------------------
+
+
+class Clock:
+    """A settable stand-in for ``Store.now``."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock(store: Store, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(store, "now", fake)
+    return fake
+
+
+def fixed_task_ids(monkeypatch: pytest.MonkeyPatch, *ids: str) -> None:
+    """The next tasks created get these ids, in order."""
+    pending: Iterator[str] = iter(ids)
+    monkeypatch.setattr(store_tasks, "new_task_id", lambda: next(pending))
+
+
+# How to drive a new task to each status with set_status, step by step.
+PATH_TO: dict[Status, list[Status]] = {
+    Status.created: [],
+    Status.queued: [Status.queued],
+    Status.running: [Status.running],
+    Status.completed: [Status.running, Status.completed],
+    Status.failed: [Status.running, Status.failed],
+    Status.stopped: [Status.running, Status.stopped],
+}
+
+
+def task_in(store: Store, status: Status, name: str | None = None) -> str:
+    """A new task driven along the life cycle to ``status``."""
+    task_id = store.create_task("proj", name or f"in-{status.value}").id
+    for step in PATH_TO[status]:
+        store.set_status(task_id, step)
+    assert store.get_task(task_id).status is status
+    return task_id
+
+
+def claimed_task(store: Store, worker: str, name: str = "job") -> str:
+    """A new task queued and claimed by ``worker`` (attempt 1)."""
+    task_id = store.create_task("proj", name).id
+    store.enqueue(task_id, "default")
+    assert store.claim(task_id, worker) == 1
+    return task_id
+
+
+def reports(title: str, series: str, values: list[float], *, first_iteration: int = 0,
+            time: float = 0.0) -> list[ScalarReport]:
+    return [ScalarReport(title, series, first_iteration + i, v, time)
+            for i, v in enumerate(values)]
+
+
+def values_of(scalars: list[Any]) -> list[float]:
+    return [s.value for s in scalars]
+
+
+LEGAL = [(source, target) for source in Status for target in Status
+         if target in TRANSITIONS[source]]
+ILLEGAL = [(source, target) for source in Status for target in Status
+           if target not in TRANSITIONS[source]]
+
+
+def arrow(pair: tuple[Status, Status]) -> str:
+    return f"{pair[0].value}->{pair[1].value}"
+
+
+# ----- tasks: create, get, find, resolve, update ------------------------------------
+
+
+def test_create_task_returns_a_created_task_with_every_field_it_was_given(
+        store: Store, clock: Clock) -> None:
+    script = ScriptInfo(entry_point="train.py", working_dir="/src", argv=["--fast"],
+                        interpreter="/usr/bin/python3", repository="git@x:y.git",
+                        commit="abc123", diff="+ a line")
+    parent = store.create_task("proj", "parent")
+
+    task = store.create_task(
+        "proj", "child", type=TaskType.testing, script=script, tags=["a", "b"],
+        parent=parent.id, queue="gpu", time_limit=90.5, comment="hello")
+
+    assert task == store.get_task(task.id)
+    assert (task.project, task.name, task.type) == ("proj", "child", "testing")
+    assert task.status is Status.created
+    assert task.script == script
+    assert task.tags == ["a", "b"]
+    assert (task.parent, task.queue, task.time_limit, task.comment) == (
+        parent.id, "gpu", 90.5, "hello")
+    assert (task.worker, task.attempt, task.stop_requested) == (None, 0, False)
+    assert task.created_at == task.updated_at == clock.t
+    assert task.started_at is None and task.ended_at is None
+    assert re.fullmatch(r"[0-9a-f]{32}", task.id)
+
+
+@pytest.mark.parametrize(("project", "name"), [("", "n"), ("p", "")])
+def test_create_task_without_a_project_or_a_name_is_a_config_error(
+        store: Store, project: str, name: str) -> None:
+    with pytest.raises(ConfigError):
+        store.create_task(project, name)
+    assert store.find_tasks() == []
+
+
+def test_get_tasks_returns_tasks_in_the_order_asked_and_leaves_out_unknown_ids(
+        store: Store) -> None:
+    a, b, c = (store.create_task("proj", n).id for n in "abc")
+
+    got = store.get_tasks([c, "0" * 32, a, b])
+
+    assert [t.id for t in got] == [c, a, b]
+    assert store.get_tasks([]) == []
+
+
+@pytest.fixture
+def catalog(store: Store, clock: Clock) -> dict[str, str]:
+    """Tasks created one second apart (so "newest first" is well defined):
+    p1/a training, p1/b testing (queued), p1/a again (running), p2/a training, and a
+    child of the first p1/a."""
+    ids: dict[str, str] = {}
+
+    def add(key: str, project: str, name: str, **kw: Any) -> str:
+        clock.advance(1)
+        ids[key] = store.create_task(project, name, **kw).id
+        return ids[key]
+
+    add("p1a", "p1", "a")
+    add("p1b", "p1", "b", type=TaskType.testing)
+    store.enqueue(ids["p1b"], "q")
+    add("p1a_again", "p1", "a")
+    store.set_status(ids["p1a_again"], Status.running)
+    add("p2a", "p2", "a")
+    add("child", "p2", "child", parent=ids["p1a"], type=TaskType.optimizer)
+    return ids
+
+
+def found(store: Store, **filters: Any) -> list[str]:
+    return [t.id for t in store.find_tasks(**filters)]
+
+
+def test_find_tasks_without_filters_returns_every_task_newest_first(
+        store: Store, catalog: dict[str, str]) -> None:
+    assert found(store) == [catalog[k] for k in ("child", "p2a", "p1a_again", "p1b", "p1a")]
+
+
+def test_find_tasks_filters_by_project(store: Store, catalog: dict[str, str]) -> None:
+    assert found(store, project="p1") == [catalog["p1a_again"], catalog["p1b"], catalog["p1a"]]
+    assert found(store, project="nope") == []
+
+
+def test_find_tasks_filters_by_name_and_combines_filters(
+        store: Store, catalog: dict[str, str]) -> None:
+    assert found(store, name="a") == [catalog["p2a"], catalog["p1a_again"], catalog["p1a"]]
+    assert found(store, project="p1", name="a") == [catalog["p1a_again"], catalog["p1a"]]
+    assert found(store, project="p2", name="a", status="running") == []
+
+
+def test_find_tasks_filters_by_one_status_or_several(
+        store: Store, catalog: dict[str, str]) -> None:
+    assert found(store, status="queued") == [catalog["p1b"]]
+    assert found(store, status=Status.running) == [catalog["p1a_again"]]
+    assert found(store, status=[Status.queued, "running"]) == [
+        catalog["p1a_again"], catalog["p1b"]]
+    assert found(store, status=[Status.failed]) == []
+
+
+def test_find_tasks_filters_by_parent(store: Store, catalog: dict[str, str]) -> None:
+    assert found(store, parent=catalog["p1a"]) == [catalog["child"]]
+    assert found(store, parent=catalog["child"]) == []
+
+
+def test_find_tasks_filters_by_type(store: Store, catalog: dict[str, str]) -> None:
+    assert found(store, type="testing") == [catalog["p1b"]]
+    assert found(store, type=TaskType.optimizer) == [catalog["child"]]
+    assert found(store, type=TaskType.training) == [
+        catalog["p2a"], catalog["p1a_again"], catalog["p1a"]]
+
+
+def test_find_tasks_limit_keeps_the_newest(store: Store, catalog: dict[str, str]) -> None:
+    assert found(store, limit=2) == [catalog["child"], catalog["p2a"]]
+    assert found(store, project="p1", limit=1) == [catalog["p1a_again"]]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "store bug: TasksMixin.find_tasks (hpo/store/tasks.py:112 at HEAD 46b2ab8, the "
+    "T.c.tags.like(...) line) compares the JSONText column with LIKE, so the "
+    "pattern goes through JSONText.process_bind_param and is JSON-encoded "
+    "('\"%\\\"best\\\"%\"'); find_tasks(tag=...) never matches anything"))
+def test_find_tasks_filters_by_exact_tag_and_applies_limit_after_the_exact_match(
+        store: Store, clock: Clock) -> None:
+    # Given tasks tagged "best", a near miss "best_x" / "xbest", and untagged
+    old = store.create_task("proj", "old", tags=["best", "x"]).id
+    clock.advance(1)
+    store.create_task("proj", "near", tags=["best_x", "xbest"])
+    clock.advance(1)
+    new = store.create_task("proj", "new", tags=["best"]).id
+    store.create_task("proj", "plain")
+    # Then only exact tags match, newest first, and the limit counts exact matches only
+    assert found(store, tag="best") == [new, old]
+    assert found(store, tag="best", limit=1) == [new]
+    assert found(store, tag="x") == [old]
+    assert found(store, tag="nope") == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "store bug: TasksMixin.find_tasks (hpo/store/tasks.py:112 at HEAD) matches tags "
+    "with LIKE on JSON text (JSON-encoded "
+    "pattern, see the exact-tag test); even with that fixed, schema.JSONText dumps with "
+    "ensure_ascii=True, so the stored text holds \"\\u00e9t\\u00e9\" and a LIKE '%\"été\"%' "
+    "cannot match"))
+def test_find_tasks_finds_a_non_ascii_tag(store: Store) -> None:
+    task = store.create_task("proj", "summer", tags=["été"])
+    assert found(store, tag="été") == [task.id]
+
+
+A_IDS = ("abcd" + "0" * 28, "abcd" + "1" * 28, "ef01" + "2" * 28)
+
+
+def test_resolve_task_id_accepts_a_full_id_in_any_case(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_task_ids(monkeypatch, *A_IDS)
+    for _ in A_IDS:
+        store.create_task("proj", "t")
+    assert store.resolve_task_id(A_IDS[0]) == A_IDS[0]
+    assert store.resolve_task_id(f"  {A_IDS[2].upper()} ") == A_IDS[2]
+
+
+def test_resolve_task_id_accepts_a_unique_prefix_of_four_or_more_characters(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_task_ids(monkeypatch, *A_IDS)
+    for _ in A_IDS:
+        store.create_task("proj", "t")
+    assert store.resolve_task_id("abcd1") == A_IDS[1]
+    assert store.resolve_task_id("EF01") == A_IDS[2]
+
+
+def test_resolve_task_id_refuses_an_ambiguous_prefix(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_task_ids(monkeypatch, *A_IDS)
+    for _ in A_IDS:
+        store.create_task("proj", "t")
+    with pytest.raises(TaskNotFound, match="ambiguous"):
+        store.resolve_task_id("abcd")
+
+
+@pytest.mark.parametrize("text", ["ef0", "ffff", "abcd2", "", "f" * 32])
+def test_resolve_task_id_of_an_unknown_or_too_short_id_raises_task_not_found(
+        store: Store, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    fixed_task_ids(monkeypatch, *A_IDS)
+    for _ in A_IDS:
+        store.create_task("proj", "t")
+    with pytest.raises(TaskNotFound):
+        store.resolve_task_id(text)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "store bug: TasksMixin.resolve_task_id (hpo/store/tasks.py:79) builds LIKE "
+    "f'{text}%' without escaping, so '_' "
+    "and '%' in the text are wildcards: 'ef0_' resolves to ef012222... though no id "
+    "starts with 'ef0_'"))
+def test_resolve_task_id_treats_like_wildcards_as_plain_characters(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_task_ids(monkeypatch, *A_IDS)
+    for _ in A_IDS:
+        store.create_task("proj", "t")
+    with pytest.raises(TaskNotFound):
+        store.resolve_task_id("ef0_")
+
+
+def test_update_task_changes_the_allowed_fields_and_the_update_time(
+        store: Store, clock: Clock) -> None:
+    task = store.create_task("proj", "old", tags=["x"])
+    clock.advance(5)
+    script = ScriptInfo(entry_point="run.py", working_dir="/w", argv=["-v"])
+
+    updated = store.update_task(
+        task.id, name="new", project="proj2", tags=("a", "b"), script=script, queue="q",
+        time_limit=60.0, comment="note", status_message="msg")
+
+    assert updated == store.get_task(task.id)
+    assert (updated.name, updated.project, updated.tags, updated.script) == (
+        "new", "proj2", ["a", "b"], script)
+    assert (updated.queue, updated.time_limit, updated.comment, updated.status_message) == (
+        "q", 60.0, "note", "msg")
+    assert updated.updated_at == clock.t
+    assert updated.created_at == task.created_at
+    assert updated.status is Status.created
+
+
+@pytest.mark.parametrize("field", ["status", "attempt", "worker", "id", "parameters"])
+def test_update_task_refuses_other_fields_and_changes_nothing(
+        store: Store, field: str) -> None:
+    task = store.create_task("proj", "t")
+    with pytest.raises(ConfigError, match=field):
+        store.update_task(task.id, **{field: "x"}, name="renamed")
+    assert store.get_task(task.id) == task
+
+
+UNKNOWN = "0123456789abcdef" * 2
+ON_UNKNOWN_TASK: dict[str, Callable[[Store], Any]] = {
+    "get_task": lambda s: s.get_task(UNKNOWN),
+    "update_task": lambda s: s.update_task(UNKNOWN, name="x"),
+    "set_parameters": lambda s: s.set_parameters(UNKNOWN, {"a": 1}),
+    "clone_task": lambda s: s.clone_task(UNKNOWN),
+    "set_status": lambda s: s.set_status(UNKNOWN, Status.queued),
+    "enqueue": lambda s: s.enqueue(UNKNOWN, "q"),
+    "dequeue": lambda s: s.dequeue(UNKNOWN),
+    "request_stop": lambda s: s.request_stop(UNKNOWN),
+    "reset": lambda s: s.reset(UNKNOWN),
+}
+
+
+@pytest.mark.parametrize("operation", list(ON_UNKNOWN_TASK))
+def test_every_operation_on_an_unknown_task_raises_task_not_found(
+        store: Store, operation: str) -> None:
+    store.create_task("proj", "someone else")
+    with pytest.raises(TaskNotFound):
+        ON_UNKNOWN_TASK[operation](store)
+    assert issubclass(TaskNotFound, StoreError)
+
+
+def test_count_tasks_counts_by_parent_and_status(store: Store) -> None:
+    parent = store.create_task("proj", "parent").id
+    children = [store.create_task("proj", f"c{i}", parent=parent).id for i in range(3)]
+    store.enqueue(children[0], "q")
+    store.set_status(children[1], Status.running)
+
+    assert store.count_tasks() == 4
+    assert store.count_tasks(parent=parent) == 3
+    assert store.count_tasks(parent=parent, status=[Status.queued, Status.running]) == 2
+    assert store.count_tasks(status=[Status.completed]) == 0
+
+
+# ----- typed parameters ---------------------------------------------------------------
+
+TYPED = {
+    "General/epochs": 10,
+    "General/lr": 0.001,
+    "General/scale": 1.0,
+    "General/flag": True,
+    "General/off": False,
+    "General/arch": "resnet",
+    "General/seed": None,
+    "General/layers": [64, 32, 0.5, True, "x"],
+    "Args/batch": 32,
+}
+
+
+def assert_same_typed(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Equal, and each value of the same type (True == 1 and 1 == 1.0 would hide it)."""
+    assert actual == expected
+    for key, value in expected.items():
+        assert type(actual[key]) is type(value), key
+        if isinstance(value, list):
+            assert [type(v) for v in actual[key]] == [type(v) for v in value], key
+
+
+def test_typed_parameters_survive_create_and_get(store: Store) -> None:
+    task = store.create_task("proj", "t", parameters=TYPED)
+    assert_same_typed(task.parameters, TYPED)
+    assert_same_typed(store.get_task(task.id).parameters, TYPED)
+    assert_same_typed(store.get_tasks([task.id])[0].parameters, TYPED)
+
+
+def test_bare_parameter_names_go_to_the_general_section(store: Store) -> None:
+    task = store.create_task("proj", "t", parameters={"lr": 0.1, "Args/lr": 0.2})
+    assert task.parameters == {"General/lr": 0.1, "Args/lr": 0.2}
+
+
+def test_typed_parameters_survive_a_clone(store: Store) -> None:
+    source = store.create_task("proj", "t", parameters=TYPED)
+    clone = store.clone_task(source.id)
+    assert_same_typed(clone.parameters, TYPED)
+    assert_same_typed(store.get_task(clone.id).parameters, TYPED)
+
+
+@pytest.mark.parametrize(("original", "text", "expected"), [
+    (0.1, "0.5", 0.5),
+    (0.1, "7", 7.0),
+    (10, "7", 7),
+    (True, "false", False),
+    (False, "true", True),
+    ("adam", "sgd", "sgd"),
+    ("adam", "7", "7"),
+    ([1, 2], "[3, 4]", [3, 4]),
+], ids=["float<-0.5", "float<-7", "int<-7", "bool<-false", "bool<-true", "str<-sgd",
+        "str<-7", "list<-[3,4]"])
+def test_clone_overrides_given_as_text_take_the_type_of_the_replaced_value(
+        store: Store, original: Any, text: str, expected: Any) -> None:
+    source = store.create_task("proj", "t", parameters={"General/p": original, "other": 1})
+    # bare name: it is General/p that gets replaced
+    clone = store.clone_task(source.id, parameters={"p": text})
+    assert_same_typed(clone.parameters, {"General/p": expected, "General/other": 1})
+    assert_same_typed(store.get_task(clone.id).parameters, clone.parameters)
+    assert store.get_task(source.id).parameters == source.parameters
+
+
+def test_clone_adds_new_parameters_and_keeps_typed_values_as_given(store: Store) -> None:
+    source = store.create_task("proj", "t", parameters={"lr": 0.1})
+    clone = store.clone_task(source.id, parameters={"Args/new": "x", "depth": 3,
+                                                    "lr": 0.25})
+    assert_same_typed(clone.parameters,
+                      {"General/lr": 0.25, "Args/new": "x", "General/depth": 3})
+
+
+def test_clone_copies_script_tags_type_and_time_limit_and_records_its_source(
+        store: Store) -> None:
+    script = ScriptInfo(entry_point="train.py", working_dir="/src", argv=["a"])
+    source = store.create_task("proj", "base", type=TaskType.testing, script=script,
+                               tags=["t1"], time_limit=30.0, queue="gpu")
+    store.set_status(source.id, Status.running)
+    parent = store.create_task("proj", "optimizer").id
+
+    clone = store.clone_task(source.id, parent=parent)
+
+    assert clone.id != source.id
+    assert (clone.status, clone.attempt, clone.worker) == (Status.created, 0, None)
+    assert (clone.project, clone.name, clone.type) == ("proj", "base (clone)", "testing")
+    assert (clone.script, clone.tags, clone.time_limit) == (script, ["t1"], 30.0)
+    assert clone.parent == parent
+    assert clone.comment is not None and source.id in clone.comment
+
+
+def test_clone_takes_a_new_name_project_tags_and_time_limit(store: Store) -> None:
+    source = store.create_task("proj", "base", tags=["t1"], time_limit=30.0)
+    clone = store.clone_task(source.id, name="trial 1", project="other", tags=[],
+                             time_limit=5.0)
+    assert (clone.name, clone.project, clone.tags, clone.time_limit) == (
+        "trial 1", "other", [], 5.0)
+
+
+def test_set_parameters_merges_or_replaces(store: Store) -> None:
+    task = store.create_task("proj", "t", parameters={"a": 1, "b": 2})
+
+    merged = store.set_parameters(task.id, {"b": 3.5, "Args/c": False})
+    assert_same_typed(merged, {"General/a": 1, "General/b": 3.5, "Args/c": False})
+    assert_same_typed(store.get_task(task.id).parameters, merged)
+
+    replaced = store.set_parameters(task.id, {"z": None}, replace=True)
+    assert replaced == {"General/z": None}
+    assert store.get_task(task.id).parameters == {"General/z": None}
+
+
+# ----- status life cycle --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "target"), LEGAL, ids=[arrow(p) for p in LEGAL])
+def test_every_legal_transition_is_allowed(
+        store: Store, clock: Clock, source: Status, target: Status) -> None:
+    task_id = task_in(store, source)
+    before = store.get_task(task_id)
+    clock.advance(10)
+
+    after = store.set_status(task_id, target, message="why", exit_code=3)
+
+    assert after == store.get_task(task_id)
+    assert after.status is target
+    assert after.updated_at == clock.t
+    if target is Status.running:
+        assert after.attempt == before.attempt + 1
+        assert (after.started_at, after.ended_at) == (clock.t, None)
+    else:
+        assert after.attempt == before.attempt
+    if target.is_final:
+        assert after.ended_at == clock.t
+    if target is Status.created:
+        # back to the start: what the last run left behind is cleared
+        assert (after.worker, after.stop_requested, after.exit_code) == (None, False, None)
+        assert (after.started_at, after.ended_at, after.status_message) == (None, None, None)
+    else:
+        assert (after.status_message, after.exit_code) == ("why", 3)
+
+
+def test_every_illegal_transition_raises_invalid_transition_and_changes_nothing(
+        store: Store) -> None:
+    tasks = {status: task_in(store, status) for status in Status}
+    for source, target in ILLEGAL:
+        before = store.get_task(tasks[source])
+        with pytest.raises(InvalidTransition):
+            store.set_status(tasks[source], target)
+        assert store.get_task(tasks[source]) == before, arrow((source, target))
+
+
+def test_created_cannot_jump_to_completed(store: Store) -> None:
+    task_id = task_in(store, Status.created)
+    with pytest.raises(InvalidTransition, match="created"):
+        store.set_status(task_id, Status.completed)
+    assert store.get_task(task_id).status is Status.created
+
+
+def test_completed_cannot_go_back_to_running(store: Store) -> None:
+    task_id = task_in(store, Status.completed)
+    with pytest.raises(InvalidTransition, match="completed"):
+        store.set_status(task_id, "running")
+    assert store.get_task(task_id).status is Status.completed
+
+
+def test_enqueue_moves_a_created_task_to_its_queue(store: Store) -> None:
+    task = store.create_task("proj", "t", queue="old")
+    queued = store.enqueue(task.id, "gpu")
+    assert (queued.status, queued.queue) == (Status.queued, "gpu")
+    assert store.get_task(task.id) == queued
+
+
+def test_enqueue_without_a_queue_name_is_a_config_error(store: Store) -> None:
+    task = store.create_task("proj", "t")
+    with pytest.raises(ConfigError):
+        store.enqueue(task.id, "")
+    assert store.get_task(task.id) == task
+
+
+@pytest.mark.parametrize("status", [
+    Status.queued,
+    pytest.param(Status.running, marks=pytest.mark.xfail(strict=True, reason=(
+        "store bug: TasksMixin.enqueue (hpo/store/tasks.py) documents 'created -> queued' "
+        "but only checks TRANSITIONS, where running -> queued is legal (the re-queue of a "
+        "lost agent); so enqueue() of a running task succeeds with no attempt check and "
+        "leaves worker set: a second agent can claim it while the first still runs it"))),
+    Status.completed,
+    Status.failed,
+])
+def test_enqueue_of_a_task_not_created_is_an_invalid_transition(
+        store: Store, status: Status) -> None:
+    task_id = task_in(store, status)
+    with pytest.raises(InvalidTransition):
+        store.enqueue(task_id, "q")
+    assert store.get_task(task_id).status is status
+
+
+def test_dequeue_returns_a_queued_task_to_created(store: Store) -> None:
+    task_id = task_in(store, Status.created)
+    store.enqueue(task_id, "q")
+    assert store.dequeue(task_id).status is Status.created
+    with pytest.raises(InvalidTransition):
+        store.dequeue(task_in(store, Status.running))
+
+
+def test_request_stop_on_a_queued_task_stops_it_at_once(store: Store, clock: Clock) -> None:
+    task_id = task_in(store, Status.queued)
+    clock.advance(3)
+    stopped = store.request_stop(task_id, "aborted by user")
+    assert stopped.status is Status.stopped
+    assert (stopped.status_message, stopped.ended_at) == ("aborted by user", clock.t)
+    assert store.claim(task_id, "w") is None
+
+
+def test_request_stop_on_a_running_task_only_flags_it(store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    flagged = store.request_stop(task_id)
+    assert flagged.status is Status.running
+    assert flagged.stop_requested is True
+    assert flagged.status_message
+    assert (flagged.worker, flagged.attempt, flagged.ended_at) == ("w1", 1, None)
+    assert store.get_task(task_id) == flagged
+
+
+@pytest.mark.parametrize("status",
+                         [Status.created, Status.completed, Status.failed, Status.stopped])
+def test_request_stop_on_a_task_neither_queued_nor_running_is_an_invalid_transition(
+        store: Store, status: Status) -> None:
+    task_id = task_in(store, status)
+    before = store.get_task(task_id)
+    with pytest.raises(InvalidTransition):
+        store.request_stop(task_id)
+    assert store.get_task(task_id) == before
+
+
+def test_reset_returns_a_finished_task_to_created_and_clears_its_scalars_and_logs(
+        store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    other = claimed_task(store, "w1", "other")
+    for t in (task_id, other):
+        store.append_scalars(t, reports("loss", "train", [3.0, 2.0]))
+        store.append_logs(t, [(1.0, "stdout", "hello")])
+    assert store.finish(task_id, 1, Status.failed, exit_code=1, message="boom")
+
+    reset = store.reset(task_id)
+
+    assert reset.status is Status.created
+    assert (reset.worker, reset.exit_code, reset.status_message) == (None, None, None)
+    assert (reset.started_at, reset.ended_at, reset.stop_requested) == (None, None, False)
+    assert store.task_scalars(task_id) == []
+    assert store.read_scalars({task_id: 0}) == []
+    assert store.scalar_summary([task_id]) == []
+    assert store.read_logs(task_id) == []
+    # another task's data is untouched
+    assert values_of(store.task_scalars(other)) == [3.0, 2.0]
+    assert len(store.read_logs(other)) == 1
+
+
+def test_reset_of_a_running_task_is_refused_and_keeps_its_scalars_and_logs(
+        store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    store.append_scalars(task_id, reports("loss", "train", [1.0]))
+    store.append_logs(task_id, [(1.0, "stdout", "still here")])
+    with pytest.raises(InvalidTransition):
+        store.reset(task_id)
+    assert store.get_task(task_id).status is Status.running
+    assert len(store.task_scalars(task_id)) == 1
+    assert len(store.read_logs(task_id)) == 1
+
+
+def test_claim_returns_the_attempt_number_and_a_second_claim_gets_none(
+        store: Store, clock: Clock) -> None:
+    task_id = task_in(store, Status.queued)
+    clock.advance(2)
+
+    assert store.claim(task_id, "w1") == 1
+    assert store.claim(task_id, "w2") is None
+
+    task = store.get_task(task_id)
+    assert (task.status, task.worker, task.attempt) == (Status.running, "w1", 1)
+    assert (task.started_at, task.ended_at) == (clock.t, None)
+
+
+def test_claim_of_a_dequeued_aborted_or_unknown_task_returns_none(store: Store) -> None:
+    dequeued = task_in(store, Status.queued, "dequeued")
+    store.dequeue(dequeued)
+    aborted = task_in(store, Status.queued, "aborted")
+    store.request_stop(aborted)
+    never_queued = task_in(store, Status.created, "never queued")
+
+    for task_id in (dequeued, aborted, never_queued, UNKNOWN):
+        assert store.claim(task_id, "w1") is None
+    assert store.get_task(dequeued).status is Status.created
+    assert store.get_task(aborted).status is Status.stopped
+    assert store.get_task(never_queued).worker is None
+
+
+def test_finish_by_the_owning_attempt_ends_the_task(store: Store, clock: Clock) -> None:
+    task_id = claimed_task(store, "w1")
+    clock.advance(7)
+
+    assert store.finish(task_id, 1, Status.completed, exit_code=0, message="done") is True
+
+    task = store.get_task(task_id)
+    assert (task.status, task.exit_code, task.status_message) == (
+        Status.completed, 0, "done")
+    assert task.ended_at == clock.t
+    assert store.finish(task_id, 1, Status.failed) is False
+    assert store.get_task(task_id) == task
+
+
+def test_finish_by_a_stale_attempt_returns_false_and_changes_nothing(store: Store) -> None:
+    # Given attempt 1 was presumed lost, re-queued, and claimed again as attempt 2
+    task_id = claimed_task(store, "w1")
+    assert store.requeue(task_id, 1, "agent lost") is True
+    assert store.claim(task_id, "w2") == 2
+    before = store.get_task(task_id)
+    # When the old agent reports its end, Then nothing changes
+    assert store.finish(task_id, 1, Status.completed, exit_code=0) is False
+    assert store.requeue(task_id, 1) is False
+    assert store.get_task(task_id) == before
+    # And the owning attempt still can
+    assert store.finish(task_id, 2, "failed", exit_code=1) is True
+    assert store.get_task(task_id).status is Status.failed
+
+
+@pytest.mark.parametrize("status", [Status.running, Status.queued, Status.created])
+def test_finish_with_a_status_that_is_not_final_is_refused(
+        store: Store, status: Status) -> None:
+    task_id = claimed_task(store, "w1")
+    before = store.get_task(task_id)
+    with pytest.raises(InvalidTransition):
+        store.finish(task_id, 1, status)
+    assert store.get_task(task_id) == before
+
+
+def test_requeue_by_the_owning_attempt_puts_the_task_back_for_a_new_attempt(
+        store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    store.request_stop(task_id)
+
+    assert store.requeue(task_id, 1, "agent shut down") is True
+
+    task = store.get_task(task_id)
+    assert (task.status, task.worker, task.stop_requested) == (Status.queued, None, False)
+    assert task.status_message == "agent shut down"
+    assert task.queue == "default"
+    assert store.claim(task_id, "w2") == 2
+    assert store.get_task(task_id).worker == "w2"
+
+
+def test_requeue_by_a_stale_attempt_returns_false_and_changes_nothing(store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    before = store.get_task(task_id)
+    assert store.requeue(task_id, 0) is False
+    assert store.requeue(task_id, 2) is False
+    assert store.get_task(task_id) == before
+    completed = task_in(store, Status.completed)
+    assert store.requeue(completed, store.get_task(completed).attempt) is False
+    assert store.get_task(completed).status is Status.completed
+
+
+# ----- scalars -------------------------------------------------------------------------
+
+
+def test_append_scalars_stores_each_batch_and_returns_its_size(store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    assert store.append_scalars(task_id, []) == 0
+    assert store.append_scalars(task_id, reports("loss", "train", [3.0, 2.0], time=5.5),
+                                attempt=1) == 2
+    # plain tuples are accepted too
+    assert store.append_scalars(task_id, [("acc", "val", 0, 0.5, 6.0)], attempt=1) == 1
+
+    got = store.task_scalars(task_id)
+    assert [(s.title, s.series, s.iteration, s.value, s.time, s.attempt) for s in got] == [
+        ("loss", "train", 0, 3.0, 5.5, 1),
+        ("loss", "train", 1, 2.0, 5.5, 1),
+        ("acc", "val", 0, 0.5, 6.0, 1),
+    ]
+    assert all(s.task_id == task_id for s in got)
+    assert [s.id for s in got] == sorted({s.id for s in got})
+
+
+def test_task_scalars_filters_by_title_and_series(store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, [("loss", "train", 0, 1.0, 0.0), ("loss", "val", 0, 2.0, 0.0),
+                                   ("acc", "val", 0, 3.0, 0.0)])
+    assert values_of(store.task_scalars(task_id, title="loss")) == [1.0, 2.0]
+    assert values_of(store.task_scalars(task_id, series="val")) == [2.0, 3.0]
+    assert values_of(store.task_scalars(task_id, title="acc", series="val")) == [3.0]
+
+
+def test_read_scalars_is_incremental_by_cursor(store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, reports("loss", "train", [1.0, 2.0, 3.0]))
+
+    first = store.read_scalars({task_id: 0})
+    assert values_of(first) == [1.0, 2.0, 3.0]
+    cursor = first[-1].id
+    # Nothing new yet
+    assert store.read_scalars({task_id: cursor}) == []
+
+    store.append_scalars(task_id, reports("loss", "train", [4.0, 5.0], first_iteration=3))
+    newer = store.read_scalars({task_id: cursor})
+    assert values_of(newer) == [4.0, 5.0]
+    assert all(s.id > cursor for s in newer)
+    assert store.read_scalars({task_id: newer[-1].id}) == []
+
+
+def test_read_scalars_takes_a_different_cursor_for_each_task_in_one_call(
+        store: Store) -> None:
+    a, b, c = (task_in(store, Status.running, n) for n in "abc")
+    store.append_scalars(a, reports("loss", "a", [1.0, 2.0]))
+    store.append_scalars(b, reports("loss", "b", [10.0, 20.0]))
+    store.append_scalars(c, reports("loss", "c", [99.0]))
+    cursor_a = store.read_scalars({a: 0})[-1].id
+    store.append_scalars(a, reports("loss", "a", [3.0], first_iteration=2))
+    store.append_scalars(b, reports("loss", "b", [30.0], first_iteration=2))
+
+    got = store.read_scalars({a: cursor_a, b: 0})
+
+    # a from its cursor, b from the start, c not asked for; oldest first
+    assert [(s.task_id, s.value) for s in got] == [(b, 10.0), (b, 20.0), (a, 3.0), (b, 30.0)]
+    assert [s.id for s in got] == sorted(s.id for s in got)
+    assert store.read_scalars({}) == []
+
+
+def test_read_scalars_honours_a_limit_and_the_cursor_picks_up_the_rest(
+        store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, reports("loss", "train", [float(i) for i in range(5)]))
+    page = store.read_scalars({task_id: 0}, limit=2)
+    assert values_of(page) == [0.0, 1.0]
+    assert values_of(store.read_scalars({task_id: page[-1].id})) == [2.0, 3.0, 4.0]
+
+
+def test_nan_is_kept_as_nan_and_infinities_survive(store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, reports("loss", "train", [math.nan, math.inf, -math.inf, 1.5]))
+    for got in (store.task_scalars(task_id), store.read_scalars({task_id: 0})):
+        assert len(got) == 4
+        assert math.isnan(got[0].value)
+        assert values_of(got[1:]) == [math.inf, -math.inf, 1.5]
+
+
+def summary_of(store: Store, task_ids: list[str], **filters: Any) -> dict[tuple, tuple]:
+    return {(m.task_id, m.title, m.series): (m.last, m.min, m.max, m.last_iteration, m.count)
+            for m in store.scalar_summary(task_ids, **filters)}
+
+
+def test_scalar_summary_gives_last_min_max_for_every_series_of_many_tasks_in_one_call(
+        store: Store) -> None:
+    a, b, silent = (task_in(store, Status.running, n) for n in ("a", "b", "silent"))
+    store.append_scalars(a, reports("loss", "train", [5.0, 1.0, 3.0]))
+    store.append_scalars(a, reports("acc", "val", [0.1, 0.9]))
+    store.append_scalars(b, reports("loss", "train", [-2.0, 7.0, 4.0, 6.0]))
+    other = task_in(store, Status.running, "not asked")
+    store.append_scalars(other, reports("loss", "train", [0.0]))
+
+    summary = store.scalar_summary([a, b, silent])
+
+    assert summary_of(store, [a, b, silent]) == {
+        (a, "loss", "train"): (3.0, 1.0, 5.0, 2, 3),
+        (a, "acc", "val"): (0.9, 0.1, 0.9, 1, 2),
+        (b, "loss", "train"): (6.0, -2.0, 7.0, 3, 4),
+    }
+    assert len(summary) == 3
+    assert store.scalar_summary([]) == []
+
+
+def test_scalar_summary_last_is_the_value_at_the_highest_iteration(store: Store) -> None:
+    # Given iteration 9 was reported before iterations 2 and 5 (and 9 again, later)
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, [("loss", "train", 9, 0.9, 0.0)])
+    store.append_scalars(task_id, [("loss", "train", 2, 0.2, 0.0),
+                                   ("loss", "train", 5, 0.5, 0.0)])
+    assert summary_of(store, [task_id]) == {
+        (task_id, "loss", "train"): (0.9, 0.2, 0.9, 9, 3)}
+    # When iteration 9 is reported again, the later report is the last
+    store.append_scalars(task_id, [("loss", "train", 9, 0.8, 0.0)])
+    assert summary_of(store, [task_id])[(task_id, "loss", "train")] == (0.8, 0.2, 0.9, 9, 4)
+
+
+def test_scalar_summary_reports_a_nan_last_but_leaves_nan_out_of_min_and_max(
+        store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, reports("loss", "train", [4.0, math.nan, 2.0, math.nan]))
+    store.append_scalars(task_id, reports("only", "nan", [math.nan]))
+
+    got = {(m.title, m.series): m for m in store.scalar_summary([task_id])}
+
+    loss = got[("loss", "train")]
+    assert math.isnan(loss.last)
+    assert (loss.min, loss.max, loss.last_iteration, loss.count) == (2.0, 4.0, 3, 4)
+    only = got[("only", "nan")]
+    assert math.isnan(only.last) and math.isnan(only.min) and math.isnan(only.max)
+
+
+def test_scalar_summary_filters_by_title_and_series(store: Store) -> None:
+    a, b = (task_in(store, Status.running, n) for n in "ab")
+    for t in (a, b):
+        store.append_scalars(t, [("loss", "train", 0, 1.0, 0.0), ("loss", "val", 0, 2.0, 0.0),
+                                 ("acc", "val", 0, 3.0, 0.0)])
+
+    assert set(summary_of(store, [a, b], title="loss")) == {
+        (a, "loss", "train"), (a, "loss", "val"), (b, "loss", "train"), (b, "loss", "val")}
+    assert set(summary_of(store, [a, b], series="val")) == {
+        (a, "loss", "val"), (a, "acc", "val"), (b, "loss", "val"), (b, "acc", "val")}
+    assert summary_of(store, [a, b], title="acc", series="val") == {
+        (a, "acc", "val"): (3.0, 3.0, 3.0, 0, 1), (b, "acc", "val"): (3.0, 3.0, 3.0, 0, 1)}
+    assert store.scalar_summary([a, b], title="nope") == []
+
+
+# ----- logs ----------------------------------------------------------------------------
+
+
+def test_append_logs_then_read_logs_returns_them_oldest_first(store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    other = task_in(store, Status.running, "other")
+    lines = [(1.0, "stdout", "first"), (2.0, "stderr", "ünïcode ✓"), (3.0, "stdout", "")]
+    assert store.append_logs(task_id, lines) == 3
+    assert store.append_logs(other, [(1.5, "stdout", "not mine")]) == 1
+    assert store.append_logs(task_id, []) == 0
+
+    got = store.read_logs(task_id)
+
+    assert [(x.time, x.stream, x.text) for x in got] == lines
+    assert all(x.task_id == task_id for x in got)
+    assert [x.id for x in got] == sorted({x.id for x in got})
+
+
+def test_read_logs_after_a_cursor_returns_only_newer_lines(store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    store.append_logs(task_id, [(float(i), "stdout", f"line {i}") for i in range(3)])
+    first = store.read_logs(task_id)
+    cursor = first[-1].id
+    assert store.read_logs(task_id, after=cursor) == []
+
+    store.append_logs(task_id, [(float(i), "stdout", f"line {i}") for i in range(3, 6)])
+
+    assert [x.text for x in store.read_logs(task_id, after=cursor)] == [
+        "line 3", "line 4", "line 5"]
+    assert [x.text for x in store.read_logs(task_id, after=first[0].id, limit=2)] == [
+        "line 1", "line 2"]
+
+
+def test_tail_logs_returns_the_last_lines_oldest_first(store: Store) -> None:
+    task_id = task_in(store, Status.running)
+    other = task_in(store, Status.running, "other")
+    store.append_logs(task_id, [(float(i), "stdout", f"line {i}") for i in range(5)])
+    store.append_logs(other, [(9.0, "stdout", "other line")])
+
+    assert [x.text for x in store.tail_logs(task_id, 2)] == ["line 3", "line 4"]
+    assert [x.text for x in store.tail_logs(task_id, 50)] == [f"line {i}" for i in range(5)]
+    assert store.tail_logs(task_in(store, Status.running, "quiet"), 3) == []
+
+
+# ----- workers -------------------------------------------------------------------------
+
+
+def test_heartbeat_registers_a_worker_then_updates_it(store: Store, clock: Clock) -> None:
+    store.heartbeat("w1", queues=["gpu"], slots=["0", "1"], host="node1", pid=42)
+    started = clock.t
+    clock.advance(15)
+
+    store.heartbeat("w1", queues=["gpu", "cpu"], slots=["0"], running=["t1"], host="node1",
+                    pid=43)
+
+    (worker,) = store.list_workers()
+    assert (worker.name, worker.queues, worker.slots, worker.running) == (
+        "w1", ["gpu", "cpu"], ["0"], ["t1"])
+    assert (worker.host, worker.pid) == ("node1", 43)
+    assert (worker.started_at, worker.last_heartbeat) == (started, clock.t)
+
+
+def test_list_workers_lists_every_worker_by_name_and_remove_worker_drops_one(
+        store: Store) -> None:
+    for name in ("zeta", "alpha", "mid"):
+        store.heartbeat(name)
+    assert [w.name for w in store.list_workers()] == ["alpha", "mid", "zeta"]
+    alpha = store.list_workers()[0]
+    assert (alpha.queues, alpha.slots, alpha.running, alpha.host, alpha.pid) == (
+        [], [], [], None, None)
+
+    store.remove_worker("mid")
+    store.remove_worker("never registered")
+
+    assert [w.name for w in store.list_workers()] == ["alpha", "zeta"]
+
+
+def lost_ids(store: Store, timeout: float) -> set[str]:
+    return {t.id for t in store.lost_tasks(timeout)}
+
+
+def test_a_running_task_whose_worker_went_silent_is_lost(store: Store, clock: Clock) -> None:
+    store.heartbeat("w1")
+    task_id = claimed_task(store, "w1")
+    clock.advance(61)
+    assert lost_ids(store, 60) == {task_id}
+    assert store.lost_tasks(60)[0].worker == "w1"
+
+
+def test_a_running_task_whose_worker_keeps_beating_is_not_lost(
+        store: Store, clock: Clock) -> None:
+    store.heartbeat("w1")
+    task_id = claimed_task(store, "w1")
+    clock.advance(30)
+    assert lost_ids(store, 60) == set()
+    # a heartbeat renews the worker: 50 + 50 seconds, never 60 in silence
+    clock.advance(20)
+    store.heartbeat("w1", running=[task_id])
+    clock.advance(50)
+    assert lost_ids(store, 60) == set()
+    # the same state is lost under a shorter timeout
+    assert lost_ids(store, 10) == {task_id}
+
+
+def test_a_running_task_whose_worker_is_not_registered_is_lost(
+        store: Store, clock: Clock) -> None:
+    ghost = claimed_task(store, "ghost")
+    store.heartbeat("w1")
+    removed = claimed_task(store, "w1", "removed")
+    assert lost_ids(store, 60) == {ghost}
+
+    store.remove_worker("w1")
+
+    assert lost_ids(store, 60) == {ghost, removed}
+
+
+def test_only_running_tasks_of_a_worker_are_ever_lost(store: Store, clock: Clock) -> None:
+    # Given a worker that went silent long ago...
+    store.heartbeat("w1")
+    running = claimed_task(store, "w1", "running")
+    finished = claimed_task(store, "w1", "finished")
+    assert store.finish(finished, 1, Status.completed)
+    requeued = claimed_task(store, "w1", "requeued")
+    assert store.requeue(requeued, 1)
+    # ...and a task run by hand, which has no worker at all
+    by_hand = task_in(store, Status.running, "by hand")
+    clock.advance(3600)
+
+    assert lost_ids(store, 60) == {running}
+    assert by_hand not in lost_ids(store, 0)
+
+
+# ----- opening a store ----------------------------------------------------------------
+
+
+def test_opening_a_store_again_keeps_its_tasks_and_schema_version(store_url: str) -> None:
+    first = open_store(store_url)
+    task_id = first.create_task("proj", "kept").id
+    first.close()
+
+    again = open_store(store_url)
+    try:
+        assert again.get_task(task_id).name == "kept"
+    finally:
+        again.close()
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(select(schema.meta.c.value).where(
+                schema.meta.c.key == "schema_version")).scalar_one()
+    finally:
+        engine.dispose()
+    assert int(version) == schema.SCHEMA_VERSION
+
+
+def test_a_store_with_a_newer_schema_version_is_refused_naming_both_versions(
+        store_url: str) -> None:
+    # Given a store whose schema version was bumped to 99 by a future hpo
+    open_store(store_url).close()
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            bumped = conn.execute(update(schema.meta).where(
+                schema.meta.c.key == "schema_version").values(value="99")).rowcount
+    finally:
+        engine.dispose()
+    assert bumped == 1
+
+    # When it is opened, Then it is refused with both versions in one line
+    with pytest.raises(SchemaVersionError) as raised:
+        open_store(store_url)
+
+    message = str(raised.value)
+    assert "\n" not in message
+    numbers = re.findall(r"\d+", message.replace(safe_url(store_url), "<url>"))
+    assert "99" in numbers
+    assert str(schema.SCHEMA_VERSION) in numbers
+    assert isinstance(raised.value, StoreError)
+
+
+def test_an_unreachable_store_raises_store_unavailable_with_a_one_line_message() -> None:
+    url = "postgresql+psycopg://nobody:secret@127.0.0.1:1/x"
+    with pytest.raises(StoreUnavailable) as raised:
+        open_store(url)
+    message = str(raised.value)
+    assert message and "\n" not in message
+    assert "127.0.0.1:1" in message
+    assert "secret" not in message
+
+
+@pytest.mark.parametrize("url", ["not a url", "nosuchdialect://x/y"])
+def test_a_malformed_or_unsupported_url_raises_store_unavailable(url: str) -> None:
+    with pytest.raises(StoreUnavailable) as raised:
+        open_store(url)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "store bug: hpo/store/engine.py:52 (_create_sqlite) calls Path.mkdir outside any "
+    "error translation (create() only catches NoSuchModuleError/ImportError), so an "
+    "unusable SQLite path raises a bare NotADirectoryError/PermissionError instead of "
+    "StoreUnavailable"))
+def test_a_sqlite_store_in_a_path_that_cannot_exist_raises_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable):
+        open_store("sqlite:////dev/null/not-a-dir/store.db")
+
+
+def test_a_database_error_surfaces_as_a_one_line_store_error(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given two tasks created with the same id (a primary key violation)
+    fixed_task_ids(monkeypatch, A_IDS[0], A_IDS[0])
+    store.create_task("proj", "first")
+    with pytest.raises(StoreError) as raised:
+        store.create_task("proj", "second")
+    assert not isinstance(raised.value, StoreUnavailable)
+    assert "\n" not in str(raised.value)
+    assert store.get_task(A_IDS[0]).name == "first"
+
+
+# ----- concurrency with real processes -------------------------------------------------
+# Module-level functions, so the 'spawn' start method can pickle them. Each process
+# opens its own store, waits at a barrier so that all of them start together, and puts
+# (name, "ok", result) or (name, "error", traceback) on the results queue.
+
+BARRIER_TIMEOUT_S = 60
+
+
+def _claim_all(url: str, task_ids: list[str], worker: str, barrier: Any,
+               results: Any) -> None:
+    try:
+        store = open_store(url)
+        try:
+            ids = list(task_ids)
+            random.Random(worker).shuffle(ids)
+            barrier.wait(BARRIER_TIMEOUT_S)
+            won = {}
+            for task_id in ids:
+                attempt = store.claim(task_id, worker)
+                if attempt is not None:
+                    won[task_id] = attempt
+        finally:
+            store.close()
+        results.put((worker, "ok", won))
+    except BaseException:
+        barrier.abort()
+        results.put((worker, "error", traceback.format_exc()))
+
+
+def _append_batches(url: str, shared_id: str, own_id: str, name: str, batches: int,
+                    batch_size: int, barrier: Any, results: Any) -> None:
+    try:
+        store = open_store(url)
+        try:
+            barrier.wait(BARRIER_TIMEOUT_S)
+            for b in range(batches):
+                batch = [ScalarReport("loss", name, b * batch_size + i,
+                                      float(b * batch_size + i), time.time())
+                         for i in range(batch_size)]
+                store.append_scalars(shared_id, batch)
+                store.append_scalars(own_id, batch)
+        finally:
+            store.close()
+        results.put((name, "ok", None))
+    except BaseException:
+        barrier.abort()
+        results.put((name, "error", traceback.format_exc()))
+
+
+def run_together(target: Callable[..., None], per_process: dict[str, tuple[Any, ...]],
+                 timeout: float = 90) -> dict[str, Any]:
+    """Run ``target(*args, barrier, results)`` in one spawned process per entry, all
+    released at once by a barrier; the result each one returned, by name."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(per_process))
+    results = ctx.Queue()
+    processes = [ctx.Process(target=target, args=(*args, barrier, results), name=name)
+                 for name, args in per_process.items()]
+    for process in processes:
+        process.start()
+    outcomes: dict[str, Any] = {}
+    errors: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for _ in processes:
+            try:
+                name, status, payload = results.get(
+                    timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"processes did not report within {timeout}s: "
+                            f"{sorted(set(per_process) - set(outcomes))} missing")
+            if status == "ok":
+                outcomes[name] = payload
+            else:
+                errors.append(f"{name}:\n{payload}")
+    finally:
+        for process in processes:
+            process.join(timeout=max(1.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+    assert not errors, "\n".join(errors)
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+    return outcomes
+
+
+@pytest.mark.timeout(120)
+def test_eight_processes_claiming_200_tasks_claim_each_exactly_once(
+        store: Store, store_url: str) -> None:
+    # Given 200 queued tasks
+    task_ids = []
+    for i in range(200):
+        task_id = store.create_task("proj", f"t{i}").id
+        store.enqueue(task_id, "default")
+        task_ids.append(task_id)
+    workers = [f"worker-{n}" for n in range(8)]
+
+    # When 8 processes each try to claim every one of them, in their own order
+    won = run_together(_claim_all, {w: (store_url, task_ids, w) for w in workers})
+
+    # Then every task has exactly one winner, at attempt 1
+    claims = Counter(task_id for w in workers for task_id in won[w])
+    assert set(claims) == set(task_ids)
+    assert [c for c in claims.values() if c != 1] == []
+    assert sum(len(won[w]) for w in workers) == 200
+    assert {attempt for w in workers for attempt in won[w].values()} == {1}
+    # And the store agrees: all running, attempt 1, owned by the process that won it
+    winner = {task_id: w for w in workers for task_id in won[w]}
+    for task in store.get_tasks(task_ids):
+        assert (task.status, task.attempt, task.worker) == (
+            Status.running, 1, winner[task.id])
+    assert store.count_tasks(status=[Status.running]) == 200
+
+
+@pytest.mark.timeout(120)
+def test_four_processes_appending_scalars_at_once_lose_none(
+        store: Store, store_url: str) -> None:
+    batches, batch_size = 50, 20
+    per_writer = batches * batch_size
+    shared = task_in(store, Status.running, "shared")
+    names = [f"writer-{n}" for n in range(4)]
+    own = {name: task_in(store, Status.running, name) for name in names}
+
+    # When 4 processes each append 50 batches of 20 to the shared task and to their own
+    run_together(_append_batches, {
+        name: (store_url, shared, own[name], name, batches, batch_size) for name in names})
+
+    # Then every report is there exactly once, with a unique id
+    everything = store.read_scalars({shared: 0, **{own[n]: 0 for n in names}})
+    assert len(everything) == 2 * len(names) * per_writer
+    assert len({s.id for s in everything}) == len(everything)
+    in_shared = store.task_scalars(shared)
+    assert len(in_shared) == len(names) * per_writer
+    for name in names:
+        mine = [s for s in in_shared if s.series == name]
+        assert sorted(s.iteration for s in mine) == list(range(per_writer))
+        own_rows = store.task_scalars(own[name])
+        assert len(own_rows) == per_writer
+        assert {s.series for s in own_rows} == {name}
+        # one writer per task appends in order: its ids grow with its iterations
+        assert [s.iteration for s in own_rows] == list(range(per_writer))
+    summary = summary_of(store, [shared, *own.values()])
+    for name in names:
+        expected = (per_writer - 1.0, 0.0, per_writer - 1.0, per_writer - 1, per_writer)
+        assert summary[(shared, "loss", name)] == expected
+        assert summary[(own[name], "loss", name)] == expected
