@@ -78,11 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
             lost_after_s=args.lost_after, retries=args.retries,
         )
-        Agent(config).run()
+        return Agent(config).run()
     except HpoError as exc:
         print(f"hpo-agent: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -147,8 +147,8 @@ class Agent:
 
     # ----- life cycle ---------------------------------------------------------------
 
-    def run(self) -> None:
-        """Serve until a signal; returns after the warm shutdown."""
+    def run(self) -> int:
+        """Serve until a signal; returns the exit code after the warm shutdown."""
         self._recover_own_tasks()
         self._heartbeat()
         threads = [threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat",
@@ -172,8 +172,10 @@ class Agent:
             worker.start()
         finally:
             self._closed.set()
+            self._requeue_running()
             self.store.remove_worker(self.config.name)
             log.info("agent %s stopped", self.config.name)
+        return int(worker.exitcode or 0)
 
     def _recover_own_tasks(self) -> None:
         """Tasks still marked running under this agent's name belong to a previous

@@ -9,6 +9,7 @@ default, kombu's SQLAlchemy transport on a SQLite file in ``HPO_HOME`` (no serve
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ class BrokerUnavailable(HpoError):
 
 
 def make_app(broker_url: str | None = None) -> Celery:
-    url = Settings.load(broker_url=broker_url).broker_url
+    """The Celery app for ``broker_url`` (else ``HPO_BROKER_URL``, else the embedded
+    broker); one per URL and process, so its connection and producer pools are reused."""
+    return _app_for(Settings.load(broker_url=broker_url).broker_url)
+
+
+@functools.cache
+def _app_for(url: str) -> Celery:
     embedded_broker.install()
     app = Celery("hpo", broker=url, set_as_current=False)
     app.conf.update(

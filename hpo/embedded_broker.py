@@ -1,10 +1,11 @@
 """The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned for several
 agent processes on one machine.
 
-Two fixes over the stock transport, installed under its own ``sqla`` alias so that
+Three fixes over the stock transport, installed under its own ``sqla`` alias so that
 ``sqla+sqlite:///PATH`` URLs use them: ``polling_interval`` is taken as the transport
 option it is (the stock channel passes it on to ``create_engine``, which rejects it), and
-SQLite connections run in WAL mode with a busy timeout, so publishers and consumers in
+concurrent declarations of one new queue do not crash the loser, and SQLite
+connections run in WAL mode with a busy timeout, so publishers and consumers in
 different processes wait for each other instead of failing with "database is locked".
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, event
+from sqlalchemy.exc import IntegrityError
 
 _BUSY_TIMEOUT_MS = 30_000
 # Options the virtual transport reads itself; never engine arguments.
@@ -24,6 +26,15 @@ _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "
 
 
 class Channel(kombu_sqla.Channel):
+    def _get_or_create(self, queue: str) -> Any:
+        # Two processes declaring a new queue at once: the loser's INSERT violates the
+        # unique name (the stock channel only catches OperationalError). It exists now.
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return super()._get_or_create(queue)
+
     def _engine_from_config(self) -> Any:
         conninfo = self.connection.client
         options = {k: v for k, v in conninfo.transport_options.items()

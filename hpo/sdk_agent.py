@@ -33,6 +33,7 @@ class AgentBackend:
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._warned = False
+        _watch_parent()
 
     @classmethod
     def from_env(cls) -> AgentBackend:
@@ -90,3 +91,20 @@ class AgentBackend:
                     self._warned = True
                     print(f"hpo: cannot reach the agent's report channel {self._address}: "
                           f"{exc}; reports are lost", file=sys.stderr, flush=True)
+
+
+def _watch_parent(period: float = 0.5) -> None:
+    """End this task when its agent dies: an orphan would go on computing for nobody
+    while the re-queued task runs again elsewhere."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(period)
+            if os.getppid() != parent:
+                print("hpo: the agent running this task is gone; stopping", file=sys.stderr,
+                      flush=True)
+                os.kill(os.getpid(), 15)  # SIGTERM: the script may clean up
+                return
+
+    threading.Thread(target=watch, name="hpo-parent-watch", daemon=True).start()

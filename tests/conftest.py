@@ -92,3 +92,31 @@ def hpo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The embedded broker (a SQLite file) and a real Redis."""
+    if request.param == "embedded":
+        return f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    if not redis_answers(REDIS_URL):
+        missing_service(f"Redis at {REDIS_URL}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue of this test's own, so tests sharing one Redis never see each other."""
+    return f"q-{uuid.uuid4().hex[:10]}"

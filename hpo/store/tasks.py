@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Connection, Row, Text, delete, func, select, type_coerce, update
 
 from hpo import params as P
 from hpo.errors import ConfigError, InvalidTransition, TaskNotFound
@@ -75,8 +76,8 @@ class TasksMixin(StoreBase):
             if conn.execute(select(T.c.id).where(T.c.id == text)).first():
                 return text
             if len(text) >= 4:
-                ids = conn.execute(
-                    select(T.c.id).where(T.c.id.like(f"{text}%")).limit(2)).scalars().all()
+                ids = conn.execute(select(T.c.id).where(
+                    T.c.id.startswith(text, autoescape=True)).limit(2)).scalars().all()
                 if len(ids) == 1:
                     return ids[0]
                 if len(ids) > 1:
@@ -103,7 +104,7 @@ class TasksMixin(StoreBase):
             query = query.where(T.c.name == name)
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
-            query = query.where(T.c.status.in_([Status(s).value for s in statuses]))
+            query = query.where(T.c.status.in_([_status(s).value for s in statuses]))
         if parent is not None:
             query = query.where(T.c.parent == parent)
         if type is not None:
@@ -111,8 +112,9 @@ class TasksMixin(StoreBase):
         if worker is not None:
             query = query.where(T.c.worker == worker)
         if tag is not None:
-            # Tags are JSON text; match the quoted tag, then check exactly below.
-            query = query.where(T.c.tags.like(f'%"{tag}"%'))
+            # Tags are JSON text: match the encoded tag, then check exactly below.
+            encoded = json.dumps(tag, ensure_ascii=False)
+            query = query.where(type_coerce(T.c.tags, Text).contains(encoded, autoescape=True))
         if limit is not None and tag is None:
             query = query.limit(limit)
         with self._read() as conn:
@@ -215,7 +217,11 @@ class TasksMixin(StoreBase):
             raise ConfigError("enqueue needs a queue name: pass --queue NAME")
         with self._write() as conn:
             task = self._get(conn, task_id)
-            _check(task, Status.queued)
+            if task.status is not Status.created:
+                # running -> queued is the re-queue of an attempt (requeue()), not this.
+                raise InvalidTransition(
+                    f"task {task_id} is {task.status.value}: only a created task can be "
+                    "enqueued (reset a finished one first)")
             conn.execute(update(T).where(T.c.id == task_id).values(
                 status=Status.queued.value, queue=queue, stop_requested=False,
                 status_message=None, updated_at=self.now()))
@@ -325,6 +331,14 @@ class TasksMixin(StoreBase):
         if row is None:
             raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
         return _record(row)
+
+
+def _status(value: Status | str) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise ConfigError(f"unknown status {value!r}: use one of {known}") from None
 
 
 def _qualified(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import delete, or_, select, update
 
+from hpo.errors import StoreError
 from hpo.models import Status
 from hpo.records import TaskRecord, WorkerRecord
 from hpo.store import schema
@@ -33,8 +34,14 @@ class WorkersMixin(StoreBase):
                   "host": host, "pid": pid, "last_heartbeat": now}
         with self._write() as conn:
             updated = conn.execute(update(W).where(W.c.name == name).values(**values)).rowcount
-            if not updated:
-                conn.execute(W.insert().values(name=name, started_at=now, **values))
+        if not updated:
+            try:
+                with self._write() as conn:
+                    conn.execute(W.insert().values(name=name, started_at=now, **values))
+            except StoreError:
+                # Another process registered this name first: its row is updated now.
+                with self._write() as conn:
+                    conn.execute(update(W).where(W.c.name == name).values(**values))
 
     def list_workers(self) -> list[WorkerRecord]:
         with self._read() as conn:

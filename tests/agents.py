@@ -1,0 +1,100 @@
+"""Starting real hpo-agent processes for tests, and waiting on the store with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from hpo.models import FINAL_STATUSES, Status
+from hpo.records import TaskRecord
+from hpo.store import Store
+
+T = TypeVar("T")
+JOB = Path(__file__).parent / "scripts" / "worker_job.py"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0,
+             period: float = 0.05) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(period)
+
+
+def wait_final(store: Store, task_id: str, timeout: float = 60.0) -> TaskRecord:
+    def probe() -> TaskRecord | None:
+        task = store.get_task(task_id)
+        return task if task.status in FINAL_STATUSES else None
+    return wait_for(f"task {task_id} to finish", probe, timeout)
+
+
+def wait_status(store: Store, task_id: str, status: Status, timeout: float = 30.0
+                ) -> TaskRecord:
+    def probe() -> TaskRecord | None:
+        task = store.get_task(task_id)
+        return task if task.status is status else None
+    return wait_for(f"task {task_id} to be {status.value}", probe, timeout)
+
+
+class AgentProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
+        self.proc = proc
+        self.name = name
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@contextmanager
+def running_agent(store: Store, env: dict[str, str], tmp_path: Path, *args: str,
+                  name: str | None = None) -> Iterator[AgentProcess]:
+    """An hpo-agent subprocess, registered in the store before the block starts; killed
+    (if still alive) after it."""
+    name = name or f"agent-{uuid.uuid4().hex[:6]}"
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo.agent.cli", "--name", name, "--heartbeat", "0.5",
+             *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    agent = AgentProcess(proc, name, log)
+    try:
+        wait_for(f"agent {name} to register",
+                 lambda: proc.poll() is not None or any(
+                     w.name == name for w in store.list_workers()), timeout=30)
+        assert proc.poll() is None, f"agent {name} exited:\n{agent.output()}"
+        yield agent
+    finally:
+        agent.kill()
+
+
+def env_for(base: dict[str, str], broker_url: str) -> dict[str, str]:
+    env = dict(base)
+    env["HPO_BROKER_URL"] = broker_url
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return {k: v for k, v in env.items() if not k.startswith("HPO_TASK")} | {
+        "PATH": os.environ.get("PATH", "")}

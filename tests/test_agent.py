@@ -1,0 +1,249 @@
+"""hpo-agent end to end: real agent processes, real brokers (embedded and Redis), real
+scripts; assertions on what the store recorded."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hpo import dispatch
+from hpo.broker import make_app
+from hpo.models import Status
+from hpo.records import ScriptInfo
+from hpo.store import Store, open_store
+from tests.agents import JOB, env_for, running_agent, wait_final, wait_for, wait_status
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def store(hpo_env: dict[str, str]) -> Store:
+    return open_store()
+
+
+@pytest.fixture
+def template(store: Store, tmp_path: Path) -> str:
+    """The test job registered as a template task."""
+    script = ScriptInfo(entry_point=str(JOB), working_dir=str(tmp_path),
+                        interpreter=sys.executable)
+    return store.create_task("agent-tests", "job", script=script, parameters={
+        "General/steps": 3, "General/sleep": 0.0, "General/exit_code": 0,
+        "General/print_mb": 0, "General/marker_dir": "", "General/wait_for": 0,
+        "General/ignore_sigterm": False}).id
+
+
+def launch(store: Store, broker: str, queue: str, template: str, **overrides: object) -> str:
+    params = {f"General/{k}": v for k, v in overrides.items() if k != "time_limit"}
+    clone = store.clone_task(template, name="job " + " ".join(f"{k}={v}" for k, v in
+                                                              overrides.items()),
+                             parameters=params,
+                             time_limit=overrides.get("time_limit"))  # type: ignore[arg-type]
+    dispatch.enqueue(store, make_app(broker), clone.id, queue)
+    return clone.id
+
+
+def test_a_queued_clone_runs_and_its_reports_and_output_are_stored(
+        store, hpo_env, tmp_path, broker_url, queue_name, template):
+    env = env_for(hpo_env, broker_url)
+    with running_agent(store, env, tmp_path, "--queue", queue_name):
+        task_id = launch(store, broker_url, queue_name, template, steps=5)
+        task = wait_final(store, task_id)
+    assert task.status is Status.completed, task.status_message
+    assert task.exit_code == 0 and task.attempt == 1
+    values = [(s.iteration, s.value) for s in store.task_scalars(task_id, title="metric")]
+    assert values == [(i, float(i)) for i in range(5)]
+    assert "step 4" in [line.text for line in store.read_logs(task_id)]
+
+
+def test_a_message_for_a_dequeued_task_is_dropped_at_the_claim(
+        store, hpo_env, tmp_path, broker_url, queue_name, template):
+    # Given a task enqueued and then dequeued before any agent runs
+    dropped = launch(store, broker_url, queue_name, template)
+    dispatch.dequeue(store, dropped)
+    env = env_for(hpo_env, broker_url)
+    with running_agent(store, env, tmp_path, "--queue", queue_name):
+        # When a later task on the same queue has run
+        later = wait_final(store, launch(store, broker_url, queue_name, template))
+    # Then the dequeued one was never run
+    assert later.status is Status.completed
+    assert store.get_task(dropped).status is Status.created
+    assert store.get_task(dropped).attempt == 0
+
+
+def read_markers(marker_dir: Path) -> list[str]:
+    return sorted(p.read_text() for p in marker_dir.glob("*.txt"))
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"])
+def test_four_gpu_slots_run_four_tasks_at_once_each_on_its_own_gpu(
+        store, hpo_env, tmp_path, queue_name, template, broker_kind):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = env_for(hpo_env, broker)
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--gpus", "0-3",
+                       "--gpus-per-task", "1"):
+        # Each job waits until all four have started: they can only finish together.
+        ids = [launch(store, broker, queue_name, template, marker_dir=str(markers),
+                      wait_for=4) for _ in range(4)]
+        tasks = [wait_final(store, i) for i in ids]
+    assert all(t.status is Status.completed for t in tasks), [t.status_message for t in tasks]
+    assert read_markers(markers) == ["0|0", "1|1", "2|2", "3|3"]
+
+
+def test_one_slot_with_two_gpus_gives_the_child_both(
+        store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--gpus", "0,1"):
+        task = wait_final(store, launch(store, broker, queue_name, template,
+                                        marker_dir=str(markers), wait_for=1))
+    assert task.status is Status.completed
+    assert read_markers(markers) == ["0,1|0,1"]
+
+
+def test_cpu_only_hides_the_gpus(store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--cpu-only"):
+        wait_final(store, launch(store, broker, queue_name, template,
+                                 marker_dir=str(markers), wait_for=1))
+    assert read_markers(markers) == ["|<unset>"]
+
+
+def test_an_abort_stops_a_running_task_within_the_grace_period(
+        store, hpo_env, tmp_path, broker_url, queue_name, template):
+    env = env_for(hpo_env, broker_url)
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--grace", "5"):
+        task_id = launch(store, broker_url, queue_name, template, steps=10_000, sleep=0.01)
+        wait_for("a first report", lambda: store.task_scalars(task_id))
+        asked = time.time()
+        dispatch.abort(store, task_id)
+        task = wait_final(store, task_id, timeout=15)
+    assert task.status is Status.stopped and task.status_message == "aborted"
+    assert task.ended_at is not None and task.ended_at - asked < 5
+    # The script got SIGTERM, not SIGKILL
+    assert task.exit_code == -signal.SIGTERM
+
+
+def test_a_script_that_ignores_sigterm_is_killed_after_the_grace_period(
+        store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--grace", "1"):
+        task_id = launch(store, broker, queue_name, template, steps=10_000, sleep=0.01,
+                         ignore_sigterm=True)
+        wait_for("a first report", lambda: store.task_scalars(task_id))
+        dispatch.abort(store, task_id)
+        task = wait_final(store, task_id, timeout=15)
+    assert task.status is Status.stopped
+    assert task.exit_code == -signal.SIGKILL
+
+
+def test_the_time_limit_of_a_task_stops_it(store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name):
+        task = wait_final(store, launch(store, broker, queue_name, template, steps=10_000,
+                                        sleep=0.01, time_limit=1.0))
+    assert task.status is Status.stopped
+    assert "time limit of 1s reached" in (task.status_message or "")
+
+
+def test_a_crashing_and_a_missing_script_fail_clearly_and_the_agent_serves_on(
+        store, hpo_env, tmp_path, broker_url, queue_name, template):
+    env = env_for(hpo_env, broker_url)
+    missing = store.create_task("agent-tests", "missing", script=ScriptInfo(
+        entry_point=str(tmp_path / "nope.py"), working_dir=str(tmp_path)))
+    with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:
+        crashed = wait_final(store, launch(store, broker_url, queue_name, template,
+                                           exit_code=3))
+        dispatch.enqueue(store, make_app(broker_url), missing.id, queue_name)
+        never_started = wait_final(store, missing.id)
+        after = wait_final(store, launch(store, broker_url, queue_name, template))
+        assert agent.proc.poll() is None
+    assert crashed.status is Status.failed and crashed.exit_code == 3
+    assert "exit code 3" in crashed.status_message and "about to fail" in \
+        crashed.status_message
+    assert never_started.status is Status.failed
+    assert "nope.py does not exist" in (never_started.status_message or "")
+    assert after.status is Status.completed
+
+
+def test_a_script_printing_100_mb_completes_and_the_agent_memory_stays_flat(
+        store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--max-log-mb", "1") as agent:
+        wait_final(store, launch(store, broker, queue_name, template))  # warm up
+        before = psutil.Process(agent.proc.pid).memory_info().rss
+        task = wait_final(store, launch(store, broker, queue_name, template, print_mb=100),
+                          timeout=120)
+        after = psutil.Process(agent.proc.pid).memory_info().rss
+    assert task.status is Status.completed
+    stored = sum(len(line.text) + 1 for line in store.read_logs(task.id))
+    assert stored < 1.1 * 2**20
+    assert "more bytes]" in store.tail_logs(task.id, 1)[0].text
+    assert after - before < 30 * 2**20, (before, after)
+
+
+def test_a_sigkilled_agent_task_is_requeued_and_finished_once_by_another(
+        store, hpo_env, tmp_path, broker_url, queue_name, template):
+    env = env_for(hpo_env, broker_url)
+    steps = 40
+    with running_agent(store, env, tmp_path, "--queue", queue_name, name="doomed") as doomed:
+        task_id = launch(store, broker_url, queue_name, template, steps=steps, sleep=0.05)
+        wait_for("some reports", lambda: len(store.task_scalars(task_id)) >= 3)
+        child_pids = [p.pid for p in psutil.Process(doomed.proc.pid).children(recursive=True)]
+        doomed.kill()  # SIGKILL
+    # The orphaned script notices its agent is gone and stops.
+    wait_for("the orphan to exit", lambda: not any(psutil.pid_exists(p) and
+             psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in child_pids),
+             timeout=10)
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--lost-after", "2",
+                       name="rescuer"):
+        task = wait_final(store, task_id, timeout=60)
+    assert task.status is Status.completed and task.attempt == 2
+    assert task.worker == "rescuer"
+    iterations = [s.iteration for s in store.task_scalars(task_id, title="metric")]
+    assert iterations == list(range(steps))  # every report once: none duplicated
+
+
+def test_sigterm_is_a_warm_shutdown_that_requeues_what_does_not_finish(
+        store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    env = env_for(hpo_env, broker)
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--shutdown-timeout",
+                       "1") as agent:
+        task_id = launch(store, broker, queue_name, template, steps=10_000, sleep=0.01)
+        wait_status(store, task_id, Status.running)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+        assert "warm shutdown" in agent.output()
+    task = store.get_task(task_id)
+    assert task.status is Status.queued and "re-queued" in (task.status_message or "")
+    assert not store.list_workers()
+    # and another agent picks it up from the broker
+    with running_agent(store, env, tmp_path, "--queue", queue_name):
+        wait_status(store, task_id, Status.running)
+        dispatch.abort(store, task_id)
+        assert wait_final(store, task_id).attempt == 2
+
+
+def test_hpo_workers_lists_the_running_agents(store, hpo_env, tmp_path, queue_name):
+    import subprocess
+
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2", name="lister"):
+        out = subprocess.run([sys.executable, "-m", "hpo.cli.main", "workers"], env=hpo_env,
+                             capture_output=True, text=True, check=True).stdout
+    assert "lister" in out and queue_name in out and "cpu0, cpu1" in out
