@@ -21,21 +21,25 @@ def start(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> subprocess.P
 
 def terminate_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM to the process group, ``grace`` seconds to exit, then SIGKILL to every
-    process of the tree (including any that left the group)."""
-    tree = _tree(proc.pid)
+    process of the tree (including descendants that left the group)."""
+    descendants = _descendants(proc.pid)
     _signal_group(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
-    tree.extend(p for p in _tree(proc.pid) if p not in tree)
+    descendants.extend(p for p in _descendants(proc.pid) if p not in descendants)
     _signal_group(proc.pid, signal.SIGKILL)
-    for process in tree:
+    if proc.poll() is None:
+        proc.kill()
+    for process in descendants:
         try:
             process.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(tree, timeout=5)
+    # The root is reaped by Popen, never by psutil: a psutil wait would take its exit
+    # status, and Popen would then report 0 for a killed script.
+    psutil.wait_procs(descendants, timeout=5)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -49,10 +53,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def _descendants(pid: int) -> list[psutil.Process]:
     try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        return list(psutil.Process(pid).children(recursive=True))
     except psutil.Error:
         return []
 

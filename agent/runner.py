@@ -21,6 +21,7 @@ from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
 from hpo.agent.recorder import Recorder
 from hpo.agent.slots import Slot
+
 from hpo import channel
 from hpo.models import Status
 from hpo.records import TaskRecord

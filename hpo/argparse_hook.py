@@ -23,7 +23,7 @@ def install(listener: _Listener) -> None:
     global _listener
     _listener = listener
     if argparse.ArgumentParser.parse_known_args is not _patched:
-        argparse.ArgumentParser.parse_known_args = _patched  # type: ignore[method-assign]
+        argparse.ArgumentParser.parse_known_args = _patched  # type: ignore[method-assign,assignment]
 
 
 def uninstall() -> None:

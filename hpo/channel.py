@@ -17,8 +17,8 @@ import json
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
-    from typing import Any
     import socket
+    from typing import Any
 
 ENV_TASK_ID = "HPO_TASK_ID"
 ENV_TASK_SPEC = "HPO_TASK_SPEC"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     created = "created"
     queued = "queued"
     running = "running"
@@ -36,7 +36,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
-class TaskType(str, enum.Enum):
+class TaskType(enum.StrEnum):
     training = "training"
     testing = "testing"
     inference = "inference"

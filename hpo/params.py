@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 
 from hpo.errors import ConfigError
+
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
     from typing import Any

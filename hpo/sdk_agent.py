@@ -14,8 +14,8 @@ from hpo.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
-    from typing import Any
     import socket
+    from typing import Any
 
 
 class AgentBackend:

@@ -21,8 +21,7 @@ from hpo.models import Status, TaskType
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
-    from typing import Any
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from hpo.records import TaskRecord
 

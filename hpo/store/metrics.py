@@ -139,7 +139,7 @@ def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _scalar(m: Mapping[str, Any]) -> Scalar:
+def _scalar(m: Any) -> Scalar:
     return Scalar(id=m["id"], task_id=m["task_id"], title=m["title"], series=m["series"],
                   iteration=m["iteration"], value=_float(m["value"]), time=m["time"],
                   attempt=m["attempt"])
