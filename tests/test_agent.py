@@ -247,3 +247,109 @@ def test_hpo_workers_lists_the_running_agents(store, hpo_env, tmp_path, queue_na
         out = subprocess.run([sys.executable, "-m", "hpo.cli.main", "workers"], env=hpo_env,
                              capture_output=True, text=True, check=True).stdout
     assert "lister" in out and queue_name in out and "cpu0, cpu1" in out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int, tmp_path: Path):  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+
+    if not shutil.which("redis-server"):
+        from tests.conftest import missing_service
+
+        missing_service("redis-server")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from tests.conftest import redis_answers
+
+    wait_for("redis to answer", lambda: redis_answers(f"redis://127.0.0.1:{port}/0"))
+    return proc
+
+
+@pytest.mark.redis
+def test_agents_reconnect_after_redis_restarts_and_serve_the_next_task(
+        store, hpo_env, tmp_path, queue_name, template):
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    redis_server = start_redis(port, tmp_path)
+    try:
+        with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue",
+                           queue_name) as agent:
+            assert wait_final(store, launch(store, broker, queue_name, template)).status \
+                is Status.completed
+            # When Redis restarts while the agent is idle
+            redis_server.terminate()
+            redis_server.wait(timeout=10)
+            redis_server = start_redis(port, tmp_path)
+            # Then the agent reconnects and serves the next task
+            task = wait_final(store, launch(store, broker, queue_name, template), timeout=60)
+            assert task.status is Status.completed
+            assert agent.proc.poll() is None
+    finally:
+        redis_server.kill()
+        redis_server.wait(timeout=10)
+
+
+@pytest.mark.redis
+def test_on_redis_the_first_queue_given_is_served_first(
+        store, hpo_env, tmp_path, template):
+    from tests.conftest import REDIS_URL, redis_answers
+
+    if not redis_answers(REDIS_URL):
+        from tests.conftest import missing_service
+
+        missing_service(f"Redis at {REDIS_URL}")
+    high, low = f"high-{time.time_ns()}", f"low-{time.time_ns()}"
+    # Given three tasks waiting on the low queue and then three on the high queue
+    lows = [launch(store, REDIS_URL, low, template) for _ in range(3)]
+    highs = [launch(store, REDIS_URL, high, template) for _ in range(3)]
+    # When one single-slot agent serves high first, then low
+    with running_agent(store, env_for(hpo_env, REDIS_URL), tmp_path, "--queue", high,
+                       "--queue", low):
+        tasks = [wait_final(store, i) for i in highs + lows]
+    # Then every high task started before every low one
+    started = {t.id: t.started_at for t in tasks}
+    assert max(started[i] for i in highs) < min(started[i] for i in lows)
+
+
+def test_hpo_workers_reap_requeues_then_fails_a_task_whose_agent_is_gone(
+        store, hpo_env, tmp_path, queue_name, template):
+    import subprocess
+
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    env = {**env_for(hpo_env, broker)}
+    # Given a task running under an agent that stopped heartbeating long ago
+    clone = store.clone_task(template)
+    store.enqueue(clone.id, queue_name)
+    store.claim(clone.id, "ghost")
+    store.heartbeat("ghost", queues=[queue_name])
+    reap = [sys.executable, "-m", "hpo.cli.main", "workers", "--reap", "--lost-after", "0"]
+    # When the reaper runs, the task goes back to its queue (one retry)
+    out = subprocess.run(reap, env=env, capture_output=True, text=True, check=True).stdout
+    assert f"{clone.id} (agent ghost lost): queued" in out
+    assert store.get_task(clone.id).status is Status.queued
+    # and when its second attempt is lost too, it fails with "agent lost"
+    store.claim(clone.id, "ghost")
+    subprocess.run(reap, env=env, capture_output=True, text=True, check=True)
+    task = store.get_task(clone.id)
+    assert task.status is Status.failed and "agent lost" in (task.status_message or "")
+
+
+def test_the_resource_monitor_records_the_task_process_tree(
+        store, hpo_env, tmp_path, queue_name, template):
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--monitor-period", "0.2"):
+        task_id = launch(store, broker, queue_name, template, steps=60, sleep=0.02)
+        wait_final(store, task_id)
+    memory = store.task_scalars(task_id, title=":monitor:machine", series="memory_mb")
+    assert memory and max(s.value for s in memory) > 5  # Python with hpo uses > 5 MB
+    assert store.task_scalars(task_id, title=":monitor:machine", series="cpu_percent")
