@@ -115,3 +115,23 @@ def test_help_explains_every_action(hpo_env):
     out = ok(hpo_env, "task", "--help")
     for action in ("create", "list", "show", "clone", "scalars", "logs"):
         assert action in out
+
+
+def test_enqueue_dequeue_and_abort_from_the_command_line(hpo_env, template_id, tmp_path):
+    env = {**hpo_env, "HPO_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}"}
+    clone_id = ok(env, "task", "clone", template_id).strip()
+    assert "queued on fast" in ok(env, "task", "enqueue", clone_id, "--queue", "fast")
+    assert open_store().get_task(clone_id).queue == "fast"
+    assert "created" in ok(env, "task", "dequeue", clone_id)
+    ok(env, "task", "enqueue", clone_id)
+    assert "stopped" in ok(env, "task", "abort", clone_id)
+    assert open_store().get_task(clone_id).status_message == "aborted"
+
+
+def test_an_unreachable_broker_leaves_the_task_created_and_says_so(hpo_env, template_id):
+    clone_id = ok(hpo_env, "task", "clone", template_id).strip()
+    result = hpo(hpo_env, "task", "enqueue", clone_id, "--broker", "redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert "cannot reach the broker" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert open_store().get_task(clone_id).status.value == "created"
