@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from hpo.agent.runner import RunnerConfig
 from hpo.agent.slots import make_slots
 from hpo.agent.worker import Agent, AgentConfig
-
 from hpo.cli.common import add_store_option
 from hpo.errors import HpoError
 from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from hpo import channel
 from hpo.agent import process
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
 from hpo.agent.recorder import Recorder
 from hpo.agent.slots import Slot
-
-from hpo import channel
 from hpo.models import Status
 from hpo.records import TaskRecord
 from hpo.store import Store

@@ -15,9 +15,9 @@ from types import FrameType
 from celery.exceptions import Reject
 from celery.worker import WorkController
 from celery.worker import state as celery_state
+
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
-
 from hpo.broker import RUN_TASK, make_app, publish
 from hpo.models import Status
 from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES, reap

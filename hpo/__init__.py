@@ -10,3 +10,17 @@ from hpo.task import Task
 
 __all__ = ["HpoError", "Logger", "Task"]
 __version__ = "0.1.0"
+
+# The optimization API, importable from `hpo` too, loaded on first use: a training script
+# that imports hpo must not pay for it.
+_AUTOMATION = {"DiscreteParameterRange", "GridSearch", "HyperParameterOptimizer",
+               "LogUniformParameterRange", "ParameterSet", "RandomSearch", "SearchStrategy",
+               "UniformIntegerParameterRange", "UniformParameterRange"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _AUTOMATION:
+        import hpo.automation
+
+        return getattr(hpo.automation, name)
+    raise AttributeError(f"module 'hpo' has no attribute {name!r}")

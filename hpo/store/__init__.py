@@ -10,7 +10,9 @@ Open one with :func:`open_store`; the API, grouped by what it holds:
 * scalars and logs: ``append_scalars``, ``read_scalars`` (incremental, by cursor),
   ``task_scalars``, ``scalar_summary`` (last/min/max for many tasks in one query),
   ``append_logs``, ``read_logs``, ``tail_logs``;
-* workers: ``heartbeat``, ``list_workers``, ``remove_worker``, ``lost_tasks``.
+* workers: ``heartbeat``, ``list_workers``, ``remove_worker``, ``lost_tasks``;
+* optimizations: ``create_optimization``, ``save_optimization_state``,
+  ``load_optimization`` (config and controller state, for resume).
 
 SQLite runs in WAL mode with a busy timeout, so several processes share one file;
 PostgreSQL is the choice for clusters. Every failure is an ``hpo.errors.StoreError``.
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 from hpo.settings import Settings
 from hpo.store.metrics import MetricsMixin, ScalarReport
+from hpo.store.optimizations import OptimizationsMixin
 from hpo.store.tasks import TasksMixin, new_task_id
 from hpo.store.workers import WorkersMixin
 
 __all__ = ["ScalarReport", "Store", "new_task_id", "open_store"]
 
 
-class Store(TasksMixin, MetricsMixin, WorkersMixin):
+class Store(TasksMixin, MetricsMixin, WorkersMixin, OptimizationsMixin):
     """One database; safe to share between threads, open one per process."""
 
 

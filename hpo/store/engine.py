@@ -110,29 +110,39 @@ def _first_line(exc: object) -> str:
 
 
 def ensure_schema(engine: Engine, url: str) -> None:
-    """Create the tables on first use and refuse a database of an unknown version."""
+    """Create the tables on first use, add the tables of newer versions to an older
+    database, and refuse a database of a version this code does not know."""
     with translated(url):
         version = _read_version(engine)
-        if version is None:
-            with engine.connect().execution_options(hpo_write=True) as conn, conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
-                schema.metadata.create_all(conn, checkfirst=True)
-                row = conn.execute(
-                    select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
-                ).first()
-                if row is None:
-                    conn.execute(schema.meta.insert().values(
-                        key="schema_version", value=str(schema.SCHEMA_VERSION)))
-                    version = schema.SCHEMA_VERSION
-                else:
-                    version = int(row[0])
+        if version is None or version < schema.SCHEMA_VERSION:
+            version = _create_or_upgrade(engine)
     if version != schema.SCHEMA_VERSION:
         raise SchemaVersionError(
             f"the store at {safe_url(url)} has schema version {version}, this hpo knows "
             f"{schema.SCHEMA_VERSION}: install the hpo version that wrote it, or use a new "
             "store"
         )
+
+
+def _create_or_upgrade(engine: Engine) -> int:
+    with engine.connect().execution_options(hpo_write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
+        row = conn.execute(
+            select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+        ).first() if engine.dialect.has_table(conn, schema.meta.name) else None
+        version = None if row is None else int(row[0])
+        if version is not None and version > schema.SCHEMA_VERSION:
+            return version
+        # Every change so far only added tables: create_all adds the missing ones.
+        schema.metadata.create_all(conn, checkfirst=True)
+        if version is None:
+            conn.execute(schema.meta.insert().values(
+                key="schema_version", value=str(schema.SCHEMA_VERSION)))
+        elif version < schema.SCHEMA_VERSION:
+            conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version")
+                         .values(value=str(schema.SCHEMA_VERSION)))
+        return schema.SCHEMA_VERSION
 
 
 def _read_version(engine: Engine) -> int | None:

@@ -45,13 +45,17 @@ class MetricsMixin(StoreBase):
                 delete(S).where(S.c.task_id == task_id, S.c.attempt < attempt))
             return int(result.rowcount)
 
-    def read_scalars(self, cursors: Mapping[str, int], *, limit: int | None = None) -> list[Scalar]:
+    def read_scalars(self, cursors: Mapping[str, int], *, limit: int | None = None,
+                     titles: Sequence[str] | None = None) -> list[Scalar]:
         """Every scalar of the given tasks after each task's cursor (a scalar id; 0 for
-        all), oldest first. Feed the last id seen per task back in as its cursor."""
+        all), oldest first, optionally of some titles only. Feed the last id seen per
+        task back in as its cursor."""
         if not cursors:
             return []
         condition = or_(*(and_(S.c.task_id == t, S.c.id > c) for t, c in cursors.items()))
         query = select(S).where(condition).order_by(S.c.id)
+        if titles is not None:
+            query = query.where(S.c.title.in_(list(titles)))
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:

@@ -20,8 +20,9 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-# Bump when a table changes; open() refuses a database with a newer number.
-SCHEMA_VERSION = 1
+# Bump when a table changes; open() refuses a database with a newer number and brings
+# an older one up to date (so far every change only added tables).
+SCHEMA_VERSION = 2
 
 
 class JSONText(TypeDecorator[Any]):
@@ -115,4 +116,15 @@ workers = Table(
     Column("pid", Integer),
     Column("started_at", Float, nullable=False),
     Column("last_heartbeat", Float, nullable=False),
+)
+
+# One row per optimization (its optimizer task): the configuration it was started with
+# and the controller's saved state (strategy state, launched trials), for resume.
+optimizations = Table(
+    "hpo_optimizations",
+    metadata,
+    Column("task_id", String(32), primary_key=True),
+    Column("config", JSONText, nullable=False),
+    Column("state", JSONText),
+    Column("updated_at", Float, nullable=False),
 )

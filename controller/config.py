@@ -1,0 +1,106 @@
+"""An optimization's settings: what ``HyperParameterOptimizer`` and ``hpo.yaml`` take,
+validated once, before anything is launched, and saved in the store for resume."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hpo.automation.parameters import Parameter
+from hpo.errors import ConfigError
+from hpo.strategies.base import SIGNS, Objective
+
+
+@dataclass
+class OptimizerConfig:
+    base_task_id: str
+    hyper_parameters: list[Parameter]
+    objectives: list[Objective]
+    strategy: str  # a registered name or a dotted path
+    strategy_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_number_of_concurrent_tasks: int = 10
+    execution_queue: str = "default"
+    optimization_time_limit: float | None = None  # minutes of wall time
+    compute_time_limit: float | None = None  # minutes summed over all jobs
+    total_max_jobs: int | None = None
+    min_iteration_per_job: int | None = None
+    max_iteration_per_job: int | None = None
+    time_limit_per_job: float | None = None  # minutes
+    save_top_k_tasks_only: int | None = None
+    spawn_project: str | None = None
+
+    def validate(self) -> None:
+        if not self.base_task_id:
+            raise ConfigError("no base task: give base_task_id (or base_task in hpo.yaml)")
+        if not self.hyper_parameters:
+            raise ConfigError("no hyper_parameters to optimize: give at least one range")
+        names = [p.name for p in self.hyper_parameters]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a hyper-parameter is listed twice in {names}")
+        if not self.objectives:
+            raise ConfigError("no objective: give objective_metric_title and "
+                              "objective_metric_series")
+        for objective in self.objectives:
+            if objective.sign not in SIGNS:
+                raise ConfigError(f"objective_metric_sign {objective.sign!r}: use one of "
+                                  f"{', '.join(SIGNS)}")
+            if not objective.title or not objective.series:
+                raise ConfigError("objective_metric_title and objective_metric_series must "
+                                  "not be empty")
+        _positive_int("max_number_of_concurrent_tasks", self.max_number_of_concurrent_tasks)
+        _positive_int("total_max_jobs", self.total_max_jobs)
+        _positive_int("min_iteration_per_job", self.min_iteration_per_job, allow_zero=True)
+        _positive_int("max_iteration_per_job", self.max_iteration_per_job)
+        for name in ("optimization_time_limit", "compute_time_limit", "time_limit_per_job"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and value > 0
+                                          and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number of minutes, not "
+                                  f"{value!r}")
+        if (self.min_iteration_per_job is not None and self.max_iteration_per_job is not None
+                and self.min_iteration_per_job > self.max_iteration_per_job):
+            raise ConfigError(
+                f"min_iteration_per_job {self.min_iteration_per_job} is larger than "
+                f"max_iteration_per_job {self.max_iteration_per_job}: swap or fix them")
+        if not self.execution_queue:
+            raise ConfigError("execution_queue must name a queue, e.g. default")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hyper_parameters"] = [p.to_dict() for p in self.hyper_parameters]
+        data["objectives"] = [asdict(o) for o in self.objectives]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OptimizerConfig:
+        data = dict(data)
+        data["hyper_parameters"] = [Parameter.from_dict(p) for p in data["hyper_parameters"]]
+        data["objectives"] = [Objective(**o) for o in data["objectives"]]
+        return cls(**data)
+
+
+def objectives_from(
+    title: str | Sequence[str] | None, series: str | Sequence[str] | None,
+    sign: str | Sequence[str],
+) -> list[Objective]:
+    """ClearML's objective arguments (one value each, or lists of equal length)."""
+    if title is None or series is None:
+        return []
+    titles = [title] if isinstance(title, str) else list(title)
+    series_ = [series] if isinstance(series, str) else list(series)
+    signs = [sign] * len(titles) if isinstance(sign, str) else list(sign)
+    if not len(titles) == len(series_) == len(signs):
+        raise ConfigError("objective_metric_title, _series and _sign must be lists of the "
+                          "same length")
+    return [Objective(t, s, g) for t, s, g in zip(titles, series_, signs, strict=True)]
+
+
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero
+                                                                         else 1):
+        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+                          f"integer, not {value!r}")

@@ -1,0 +1,89 @@
+"""What the controller knows about each job (a cloned task running one trial)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.models import Status
+from hpo.records import TaskRecord
+from hpo.strategies.base import Objective
+
+
+@dataclass
+class Job:
+    task_id: str
+    trial_id: str
+    parameters: dict[str, Any]
+    max_iteration: int | None
+    objectives: list[Objective]
+    status: Status = Status.queued
+    cursor: int = 0  # last scalar id read for this job
+    started_at: float | None = None
+    ended_at: float | None = None
+    finished: bool = False  # the strategy has heard its result
+    stop_sent: bool = False
+    last: list[float | None] = field(default_factory=list)
+    last_iteration: list[int] = field(default_factory=list)
+    best: list[float | None] = field(default_factory=list)
+    best_iteration: list[int] = field(default_factory=list)
+    saw_nan: bool = False
+    # Set when the job ends: the values that count, None for a failed job.
+    result: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.objectives)
+        self.last = [None] * n
+        self.last_iteration = [-1] * n
+        self.best = [None] * n
+        self.best_iteration = [-1] * n
+
+    def objective_index(self, title: str, series: str) -> int | None:
+        for i, objective in enumerate(self.objectives):
+            if objective.title == title and objective.series == series:
+                return i
+        return None
+
+    def record(self, index: int, iteration: int, value: float) -> None:
+        """One reported objective value."""
+        if math.isnan(value):
+            self.saw_nan = True
+        if iteration >= self.last_iteration[index]:
+            self.last[index] = value
+            self.last_iteration[index] = iteration
+        best = self.best[index]
+        better = (best is None or (value < best if self.objectives[index].minimize
+                                   else value > best))
+        if not math.isnan(value) and better:
+            self.best[index] = value
+            self.best_iteration[index] = iteration
+
+    def values(self) -> list[float] | None:
+        """The objective values that count (last or best, per sign); None when one is
+        missing or any report was NaN: such a job counts as failed."""
+        if self.saw_nan:
+            return None
+        out: list[float] = []
+        for i, objective in enumerate(self.objectives):
+            value = self.best[i] if objective.use_best else self.last[i]
+            if value is None:
+                return None
+            out.append(value)
+        return out
+
+    def iteration(self) -> int:
+        """The iteration the primary objective value comes from."""
+        if self.objectives[0].use_best:
+            return self.best_iteration[0]
+        return self.last_iteration[0]
+
+    def update_from(self, task: TaskRecord) -> None:
+        self.status = task.status
+        self.started_at = task.started_at
+        self.ended_at = task.ended_at
+
+    def compute_seconds(self, now: float) -> float:
+        if self.started_at is None:
+            return 0.0
+        return max(0.0, (self.ended_at or now) - self.started_at)

@@ -1,0 +1,63 @@
+"""Agents started on this machine for one optimization (``start_locally``,
+``hpo-controller start --local-agents N``): the embedded quick start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from hpo.errors import HpoError
+from hpo.store import Store
+
+_REGISTER_TIMEOUT_S = 60.0
+
+
+class LocalAgents:
+    """N single-slot agents serving ``queue``; their output goes to ``log_dir``."""
+
+    def __init__(self, store: Store, broker_url: str, queue: str, count: int,
+                 log_dir: Path) -> None:
+        self.store = store
+        self.queue = queue
+        self.names = [f"local-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HPO_STORE_URL": store.url, "HPO_BROKER_URL": broker_url}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for name in self.names:
+            with (log_dir / f"{name}.log").open("ab") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "hpo.agent.cli", "--queue", queue, "--name", name,
+                     "--heartbeat", "1", "--shutdown-timeout", "5"],
+                    env=env, stdout=log, stderr=subprocess.STDOUT))
+        self._wait_registered(log_dir)
+
+    def _wait_registered(self, log_dir: Path) -> None:
+        deadline = time.monotonic() + _REGISTER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            names = {w.name for w in self.store.list_workers()}
+            if all(n in names for n in self.names):
+                return
+            if any(p.poll() is not None for p in self.procs):
+                self.stop()
+                raise HpoError(f"a local agent exited at start: see its log in {log_dir}")
+            time.sleep(0.1)
+        self.stop()
+        raise HpoError(f"local agents did not start in {_REGISTER_TIMEOUT_S:.0f}s: see "
+                       f"{log_dir}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

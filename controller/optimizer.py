@@ -1,0 +1,267 @@
+"""``HyperParameterOptimizer``: ClearML's optimizer API over hpo's controller."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpo.broker import make_app
+from hpo.controller.config import OptimizerConfig, objectives_from
+from hpo.controller.controller import Controller, JobCallback
+from hpo.controller.local_agents import LocalAgents
+from hpo.models import Status, TaskType
+from hpo.sdk_store import StoreBackend
+from hpo.settings import Settings
+from hpo.store import Store, open_store
+from hpo.strategies.base import SearchStrategy
+from hpo.task import Task
+
+log = logging.getLogger("hpo.controller")
+
+
+class HyperParameterOptimizer:
+    """Optimize a base task's hyper-parameters by cloning it, with ClearML's arguments
+    and meanings. ``optimizer_class`` is a strategy class or a registered name; other
+    keyword arguments go to the strategy."""
+
+    def __init__(
+        self,
+        base_task_id: str,
+        hyper_parameters: Sequence[Any],
+        objective_metric_title: str | Sequence[str],
+        objective_metric_series: str | Sequence[str],
+        objective_metric_sign: str | Sequence[str] = "min",
+        optimizer_class: type[SearchStrategy] | str = "random",
+        max_number_of_concurrent_tasks: int = 10,
+        execution_queue: str = "default",
+        optimization_time_limit: float | None = None,
+        compute_time_limit: float | None = None,
+        auto_connect_task: bool | Task = True,
+        always_create_task: bool = False,
+        spawn_project: str | None = None,
+        save_top_k_tasks_only: int | None = None,
+        min_iteration_per_job: int | None = None,
+        max_iteration_per_job: int | None = None,
+        total_max_jobs: int | None = None,
+        time_limit_per_job: float | None = None,
+        pool_period_min: float | None = None,  # accepted; hpo reacts in milliseconds
+        store: str | Store | None = None,
+        broker_url: str | None = None,
+        **optimizer_kwargs: Any,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.broker_url = Settings.load(broker_url=broker_url).broker_url
+        strategy = (optimizer_class if isinstance(optimizer_class, str) else
+                    f"{optimizer_class.__module__}.{optimizer_class.__qualname__}")
+        self.config = OptimizerConfig(
+            base_task_id=self.store.resolve_task_id(base_task_id),
+            hyper_parameters=list(hyper_parameters),
+            objectives=objectives_from(objective_metric_title, objective_metric_series,
+                                       objective_metric_sign),
+            strategy=strategy, strategy_kwargs=dict(optimizer_kwargs),
+            max_number_of_concurrent_tasks=max_number_of_concurrent_tasks,
+            execution_queue=execution_queue, optimization_time_limit=optimization_time_limit,
+            compute_time_limit=compute_time_limit, total_max_jobs=total_max_jobs,
+            min_iteration_per_job=min_iteration_per_job,
+            max_iteration_per_job=max_iteration_per_job,
+            time_limit_per_job=time_limit_per_job,
+            save_top_k_tasks_only=save_top_k_tasks_only, spawn_project=spawn_project,
+        )
+        self.config.validate()
+        self.task_id = self._optimizer_task(auto_connect_task, always_create_task)
+        self.store.create_optimization(self.task_id, self.config.to_dict())
+        self._setup()
+
+    @classmethod
+    def resume(cls, optimizer_task_id: str, *, store: str | Store | None = None,
+               broker_url: str | None = None) -> HyperParameterOptimizer:
+        """The optimization of ``optimizer_task_id``, to ``start()`` again: it re-attaches
+        to its running jobs and finishes the same budget."""
+        self = cls.__new__(cls)
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.broker_url = Settings.load(broker_url=broker_url).broker_url
+        self.task_id = self.store.resolve_task_id(optimizer_task_id)
+        config, _state = self.store.load_optimization(self.task_id)
+        self.config = OptimizerConfig.from_dict(config)
+        task = self.store.get_task(self.task_id)
+        if task.status is not Status.running:
+            if task.status.is_final:
+                self.store.set_status(self.task_id, Status.created)
+            self.store.set_status(self.task_id, Status.running)
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
+        self.controller = Controller(self.store, make_app(self.broker_url), self.config,
+                                     self.task_id)
+        self._thread: threading.Thread | None = None
+        self._agents: LocalAgents | None = None
+        self._time_limit_set_at: float | None = None
+
+    def _optimizer_task(self, auto_connect: bool | Task, always_create: bool) -> str:
+        current = auto_connect if isinstance(auto_connect, Task) else (
+            Task.current_task() if auto_connect else None)
+        if current is not None and not always_create:
+            return current.id
+        base = self.store.get_task(self.config.base_task_id)
+        task = self.store.create_task(self.config.spawn_project or base.project,
+                                      f"Optimization: {base.name}", type=TaskType.optimizer)
+        self.store.set_status(task.id, Status.running)
+        return task.id
+
+    # ----- running ------------------------------------------------------------------
+
+    def start(self, job_complete_callback: JobCallback | None = None) -> bool:
+        """Start optimizing in a background thread; ``wait()`` blocks until the end."""
+        if self._thread is not None:
+            return False
+        self.controller.callback = job_complete_callback
+        self._thread = threading.Thread(target=self._run, name="hpo-controller", daemon=True)
+        self._thread.start()
+        return True
+
+    def start_locally(self, job_complete_callback: JobCallback | None = None) -> bool:
+        """Like ``start()``, with one agent per concurrent job started on this machine,
+        serving a queue of this optimization's own."""
+        queue = f"local-{self.task_id[:8]}-{uuid.uuid4().hex[:4]}"
+        self.config.execution_queue = queue
+        self.controller.config.execution_queue = queue
+        log_dir = Settings.load().home / "logs" / self.task_id
+        self._agents = LocalAgents(self.store, self.broker_url, queue,
+                                   self.config.max_number_of_concurrent_tasks, Path(log_dir))
+        return self.start(job_complete_callback)
+
+    def _run(self) -> None:
+        try:
+            reason = self.controller.run()
+            status = Status.stopped if "stop" in reason else Status.completed
+            self._finish(status, reason)
+        except Exception as exc:
+            log.exception("the optimization failed")
+            self._finish(Status.failed, f"controller error: {exc}")
+        finally:
+            if self._agents is not None:
+                self._agents.stop()
+            self._archive_beyond_top_k()
+
+    def _finish(self, status: Status, message: str) -> None:
+        current = Task.current_task()
+        if current is not None and current.id == self.task_id:
+            return  # the script that runs the optimizer owns its task's status
+        task = self.store.get_task(self.task_id)
+        if task.status is Status.running:
+            self.store.set_status(self.task_id, status, message=message)
+
+    def _archive_beyond_top_k(self) -> None:
+        keep = self.config.save_top_k_tasks_only
+        if keep is None:
+            return
+        best = {j.task_id for j in self.controller.best_jobs(keep)}
+        for job in self.controller.jobs.values():
+            if job.task_id not in best:
+                task = self.store.get_task(job.task_id)
+                if "archived" not in task.tags:
+                    self.store.update_task(job.task_id, tags=[*task.tags, "archived"])
+
+    def stop(self, timeout: float | None = None, wait_for_reporter: bool | None = True
+             ) -> None:
+        """Stop every job and end the optimization."""
+        self.controller.request_stop("stopped by request")
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the optimization ends (True) or ``timeout`` seconds pass (False)."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_active(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def is_running(self) -> bool:
+        return self.is_active()
+
+    def elapsed(self) -> float:
+        """Minutes since start(), or -1 before it."""
+        return self.controller.elapsed_s() / 60 if self._thread is not None else -1.0
+
+    def reached_time_limit(self) -> bool:
+        limit = self.config.optimization_time_limit
+        return limit is not None and self.controller.elapsed_s() >= limit * 60
+
+    def set_time_limit(self, in_minutes: float | None = None,
+                       specific_time: dt.datetime | None = None) -> None:
+        """Change ``optimization_time_limit`` (minutes from start, or an end time)."""
+        if specific_time is not None:
+            remaining = specific_time.timestamp() - time.time()
+            in_minutes = (self.controller.elapsed_s() + remaining) / 60
+        self.config.optimization_time_limit = in_minutes
+        self.controller.config.optimization_time_limit = in_minutes
+
+    def get_time_limit(self) -> dt.datetime | None:
+        limit = self.config.optimization_time_limit
+        if limit is None:
+            return None
+        start = time.time() - self.controller.elapsed_s()
+        return dt.datetime.fromtimestamp(start + limit * 60)
+
+    def set_report_period(self, report_period_minutes: float) -> None:
+        """Accepted for ClearML compatibility: hpo reports every change as it happens."""
+
+    # ----- results ------------------------------------------------------------------
+
+    def get_optimizer(self) -> SearchStrategy:
+        return self.controller.strategy
+
+    def get_num_active_experiments(self) -> int:
+        return sum(not j.finished for j in self.controller.jobs.values())
+
+    def get_active_experiments(self) -> list[Task]:
+        return [self._task(j.task_id) for j in self.controller.jobs.values() if not j.finished]
+
+    def get_top_experiments(self, top_k: int) -> list[Task]:
+        return [self._task(j.task_id) for j in self.controller.best_jobs(top_k)]
+
+    def get_top_experiments_id(self, top_k: int) -> list[str]:
+        return [j.task_id for j in self.controller.best_jobs(top_k)]
+
+    def get_top_experiments_details(
+        self, top_k: int, all_metrics: bool = False, all_hyper_parameters: bool = False,
+        only_completed: bool = False,
+    ) -> list[dict[str, Any]]:
+        """``[{"task_id", "hyper_parameters", "metrics"}]``, best first."""
+        jobs = self.controller.best_jobs(top_k, only_completed=only_completed)
+        records = {t.id: t for t in self.store.get_tasks([j.task_id for j in jobs])}
+        summaries: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+        for m in self.store.scalar_summary([j.task_id for j in jobs]):
+            summaries.setdefault(m.task_id, {}).setdefault(m.title, {})[m.series] = {
+                "last": m.last, "min": m.min, "max": m.max}
+        titles = {(o.title, o.series) for o in self.config.objectives}
+        details = []
+        for job in jobs:
+            params = (records[job.task_id].parameters if all_hyper_parameters
+                      else dict(job.parameters))
+            metrics = summaries.get(job.task_id, {})
+            if not all_metrics:
+                metrics = {t: {s: v for s, v in series.items() if (t, s) in titles}
+                           for t, series in metrics.items()
+                           if any((t, s) in titles for s in series)}
+            details.append({"task_id": job.task_id, "hyper_parameters": params,
+                            "metrics": metrics, "objective": (job.result or [None])[0],
+                            "iteration": job.iteration()})
+        return details
+
+    @property
+    def id(self) -> str:
+        return self.task_id
+
+    def _task(self, task_id: str) -> Task:
+        return Task(StoreBackend(self.store, self.store.get_task(task_id)))

@@ -1,0 +1,149 @@
+"""The contract between the controller and a search strategy.
+
+The controller owns everything about jobs (launching, limits, budgets, stopping); a
+strategy only decides *what* to try and whether a running trial is worth continuing:
+
+* ``suggest()`` -> a :class:`Suggestion` (parameters and an iteration budget), or
+  ``NoSuggestion.WAIT`` (ask again when a result arrives) or ``NoSuggestion.DONE``.
+* ``on_report(trial_id, iteration, values)`` -> ``Decision.CONTINUE`` or ``STOP`` for an
+  intermediate objective report. The controller never stops a job before
+  ``min_iteration_per_job`` whatever the answer.
+* ``on_result(trial_id, values)`` once per trial: the final objective values, or None
+  when the job failed (crashed, never reported, reported NaN).
+* ``state()`` / ``restore(state)``: a JSON-serialisable snapshot, saved by the
+  controller after every suggestion and result, so a resumed optimization neither
+  repeats nor loses a trial.
+
+Methods are called from one controller thread; implementations need no locking.
+``values`` are in the order of ``objectives``; each ``Objective`` says whether lower or
+higher is better.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from hpo.automation.parameters import Parameter
+
+
+class Decision(enum.Enum):
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+class NoSuggestion(enum.Enum):
+    WAIT = "wait"  # nothing to launch now; ask again after the next result
+    DONE = "done"  # the search is over (space exhausted, or the strategy's own budget)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One configuration to run. ``parameters`` are keyed by the ranges' names.
+    ``max_iteration``: the job is stopped once its objective reaches this iteration
+    (None: ``max_iteration_per_job``)."""
+
+    trial_id: str
+    parameters: dict[str, Any]
+    max_iteration: int | None = None
+    # Reserved for strategies that continue a trial from a checkpoint (ASHA).
+    resume_from: str | None = None
+
+
+SIGNS = ("min", "max", "min_global", "max_global")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``sign`` min/max: the last reported value counts; min_global/max_global: the best
+    value over all reports."""
+
+    title: str
+    series: str
+    sign: str = "min"
+
+    @property
+    def minimize(self) -> bool:
+        return self.sign.startswith("min")
+
+    @property
+    def use_best(self) -> bool:
+        return self.sign.endswith("_global")
+
+
+@dataclass
+class SearchStrategy(abc.ABC):
+    """Base of every strategy. Subclasses take their own keyword arguments after these
+    (the optimizer passes unknown keyword arguments on to the strategy)."""
+
+    space: Sequence[Parameter]
+    objectives: Sequence[Objective]
+    min_iteration_per_job: int | None = None
+    max_iteration_per_job: int | None = None
+    total_max_jobs: int | None = None
+    seed: int | None = None
+
+    #: Whether the strategy can optimise several objectives at once.
+    supports_multi_objective: ClassVar[bool] = False
+    #: The name used in config files (``strategy: random``).
+    name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def suggest(self) -> Suggestion | NoSuggestion: ...
+
+    def on_report(self, trial_id: str, iteration: int, values: Sequence[float]) -> Decision:
+        return Decision.CONTINUE
+
+    def on_result(self, trial_id: str, values: Sequence[float] | None) -> None:  # noqa: B027
+        """Hear a trial's final values (None: it failed). Optional."""
+
+    @abc.abstractmethod
+    def state(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class _Registry:
+    strategies: dict[str, type[SearchStrategy]] = field(default_factory=dict)
+
+
+_registry = _Registry()
+
+
+def register(cls: type[SearchStrategy]) -> type[SearchStrategy]:
+    """Class decorator: make a strategy selectable by its ``name`` in config files."""
+    _registry.strategies[cls.name] = cls
+    return cls
+
+
+def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
+    """A strategy class from a registered name (``random``) or a dotted path
+    (``my_package.strategies.MyStrategy`` or ``my_module:MyStrategy``)."""
+    import importlib
+
+    from hpo.errors import ConfigError
+
+    if isinstance(name_or_path, type):
+        if not issubclass(name_or_path, SearchStrategy):
+            raise ConfigError(f"{name_or_path.__name__} is not a SearchStrategy subclass")
+        return name_or_path
+    import hpo.strategies  # noqa: F401  (registers the built-in strategies)
+
+    if name_or_path in _registry.strategies:
+        return _registry.strategies[name_or_path]
+    module_name, sep, attr = name_or_path.replace(":", ".").rpartition(".")
+    if not sep:
+        known = ", ".join(sorted(_registry.strategies))
+        raise ConfigError(f"unknown strategy {name_or_path!r}: use one of {known} or a "
+                          "dotted path to a SearchStrategy subclass")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import strategy {name_or_path!r}: {exc}") from None
+    return resolve(cls)

@@ -1,0 +1,64 @@
+"""Grid search: every combination of every range's values, once each, in the order
+of ``itertools.product`` over the ranges (ClearML's ``GridSearch``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.automation.parameters import (
+    check_space,
+    combination_at,
+    space_fingerprint,
+    space_size,
+)
+from hpo.errors import ConfigError
+from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
+
+
+@register
+@dataclass
+class GridSearch(SearchStrategy):
+    name = "grid"
+    supports_multi_objective = True  # it ignores the objectives altogether
+
+    _size: int = field(init=False, repr=False)
+    _next: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.space = check_space(self.space)
+        for param in self.space:
+            if not param.is_finite:
+                raise ConfigError(f"{type(param).__name__} {param.name!r} has no step_size: "
+                                  "grid search needs one")
+        size = space_size(self.space)
+        assert size is not None  # every range is finite, checked above
+        self._size = size
+        self._next = 0
+
+    def suggest(self) -> Suggestion | NoSuggestion:
+        if self._next >= self._size:
+            return NoSuggestion.DONE
+        # Computed from the index rather than held in an iterator, so that the state
+        # is one number and a huge grid costs no memory.
+        config = combination_at(self.space, self._next)
+        trial_id = f"t{self._next}"
+        self._next += 1
+        return Suggestion(trial_id=trial_id, parameters=config)
+
+    def state(self) -> dict[str, Any]:
+        return {"fingerprint": space_fingerprint(self.space), "next_index": self._next}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        try:
+            fingerprint, index = state["fingerprint"], state["next_index"]
+        except (KeyError, TypeError):
+            raise ConfigError("the saved grid-search state is malformed: start a new "
+                              "optimization") from None
+        if fingerprint != space_fingerprint(self.space):
+            raise ConfigError("the saved grid search was over a different parameter space: "
+                              "resume with the same hyper_parameters or start a new one")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ConfigError(f"the saved grid-search state has a bad next_index {index!r}: "
+                              "start a new optimization")
+        self._next = index

@@ -1,0 +1,215 @@
+"""The controller end to end: real agents, real scripts, every limit and budget."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpo.automation import (
+    DiscreteParameterRange,
+    HyperParameterOptimizer,
+    UniformIntegerParameterRange,
+    UniformParameterRange,
+)
+from hpo.models import FINAL_STATUSES, Status
+from hpo.records import ScriptInfo
+from hpo.store import Store, open_store
+from tests.agents import env_for, running_agent, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+JOB = Path(__file__).parent / "scripts" / "objective_job.py"
+
+
+@pytest.fixture
+def store(hpo_env: dict[str, str]) -> Store:
+    return open_store()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    monkeypatch.setenv("HPO_BROKER_URL", url)
+    return url
+
+
+@pytest.fixture
+def base_task(store: Store, tmp_path: Path) -> str:
+    script = ScriptInfo(entry_point=str(JOB), working_dir=str(tmp_path),
+                        interpreter=sys.executable)
+    return store.create_task("controller-tests", "objective", script=script, parameters={
+        "General/x": 0.0, "General/y": 1, "General/steps": 5, "General/sleep": 0.0,
+        "General/fail": False, "General/nan": False, "General/silent": False}).id
+
+
+def optimizer(store: Store, base: str, queue: str, **kwargs: object) -> HyperParameterOptimizer:
+    settings: dict[str, object] = dict(
+        base_task_id=base,
+        hyper_parameters=[UniformParameterRange("x", 0.0, 1.0, step_size=0.1),
+                          UniformIntegerParameterRange("y", 1, 3)],
+        objective_metric_title="loss", objective_metric_series="total",
+        objective_metric_sign="min", optimizer_class="random",
+        max_number_of_concurrent_tasks=2, execution_queue=queue, total_max_jobs=4,
+        auto_connect_task=False, store=store, seed=1)
+    settings.update(kwargs)
+    return HyperParameterOptimizer(**settings)  # type: ignore[arg-type]
+
+
+def children(store: Store, opt: HyperParameterOptimizer):  # type: ignore[no-untyped-def]
+    return store.find_tasks(parent=opt.id)
+
+
+def test_an_optimization_runs_exactly_total_max_jobs_and_ranks_them(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    done: list[tuple[str, float | None]] = []
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=5)
+        opt.start(job_complete_callback=lambda job, value, it, params, top: done.append(
+            (job, value)))
+        assert opt.wait(timeout=180)
+    jobs = children(store, opt)
+    assert len(jobs) == 5 and len(done) == 5
+    assert all(j.status is Status.completed for j in jobs)
+    # Children: named after the base with their values, tagged, parented, typed
+    for job in jobs:
+        assert job.name.startswith("objective: x=") and " y=" in job.name
+        assert f"optimizer:{opt.id}" in job.tags
+        assert isinstance(job.parameters["General/y"], int)
+        assert isinstance(job.parameters["General/x"], float)
+    top = opt.get_top_experiments_details(top_k=3)
+    values = [d["objective"] for d in top]
+    assert values == sorted(values) and len(values) == 3
+    assert top[0]["iteration"] == 4
+    assert opt.get_top_experiments(1)[0].id == top[0]["task_id"]
+    assert store.get_task(opt.id).status is Status.completed
+
+
+def test_queued_plus_running_never_exceed_the_concurrency_limit(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "3"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=6,
+                        max_number_of_concurrent_tasks=2,
+                        hyper_parameters=[UniformParameterRange("x", 0.0, 1.0, step_size=0.1),
+                                          DiscreteParameterRange("sleep", [0.05])])
+        opt.start()
+        peak = 0
+        while opt.is_active():
+            active = [t for t in children(store, opt)
+                      if t.status in (Status.queued, Status.running, Status.created)]
+            peak = max(peak, len(active))
+            time.sleep(0.02)
+    assert 1 <= peak <= 2
+    assert len(children(store, opt)) == 6
+
+
+def test_a_job_reaching_max_iteration_is_stopped_and_its_objective_counts(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=2,
+                        max_iteration_per_job=3,
+                        hyper_parameters=[UniformParameterRange("x", 0.0, 1.0, step_size=0.5),
+                                          DiscreteParameterRange("steps", [10_000]),
+                                          DiscreteParameterRange("sleep", [0.02])])
+        opt.start()
+        assert opt.wait(timeout=120)
+    for job in children(store, opt):
+        assert job.status is Status.stopped
+        assert "max_iteration_per_job" in (job.status_message or "")
+        last = max(s.iteration for s in store.task_scalars(job.id, title="loss"))
+        assert 3 <= last < 3 + 50  # stopped within a second (sleep 0.02 s per step)
+    assert len(opt.get_top_experiments(2)) == 2  # the objectives of stopped jobs count
+
+
+def test_failed_silent_and_nan_jobs_count_as_failed_and_the_search_goes_on(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    from hpo.automation import ParameterSet
+
+    combos = ParameterSet([{"fail": True}, {"silent": True}, {"nan": True}, {"fail": False}])
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=4, optimizer_class="grid",
+                        hyper_parameters=[combos])
+        results: dict[str, float | None] = {}
+        opt.start(job_complete_callback=lambda job, value, *_: results.__setitem__(job, value))
+        assert opt.wait(timeout=120)
+    assert len(results) == 4
+    assert sorted(v is None for v in results.values()) == [False, True, True, True]
+    details = opt.get_top_experiments_details(top_k=5)
+    [best] = details
+    assert best["hyper_parameters"] == {"fail": False}
+
+
+def test_time_limit_per_job_stops_a_job(store, hpo_env, tmp_path, broker, queue_name,
+                                        base_task):
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=1,
+                        time_limit_per_job=1 / 60,  # one second
+                        hyper_parameters=[DiscreteParameterRange("steps", [10_000]),
+                                          DiscreteParameterRange("sleep", [0.01])])
+        opt.start()
+        assert opt.wait(timeout=60)
+    [job] = children(store, opt)
+    assert job.status is Status.stopped and "time limit" in (job.status_message or "")
+
+
+def test_optimization_time_limit_stops_every_job_and_ends_cleanly(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=10,
+                        optimization_time_limit=2 / 60,  # two seconds
+                        hyper_parameters=[UniformParameterRange("x", 0.0, 1.0, step_size=0.1),
+                                          DiscreteParameterRange("steps", [10_000]),
+                                          DiscreteParameterRange("sleep", [0.01])])
+        started = time.monotonic()
+        opt.start()
+        assert opt.wait(timeout=60)
+        took = time.monotonic() - started
+    jobs = children(store, opt)
+    assert all(j.status in FINAL_STATUSES for j in jobs)
+    assert len(jobs) == 2  # the two first jobs never ended on their own
+    assert took < 30
+    assert "optimization_time_limit" in (store.get_task(opt.id).status_message or "")
+
+
+def test_compute_time_limit_counts_the_running_time_of_all_jobs(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=10,
+                        compute_time_limit=3 / 60,  # three job-seconds: 1.5 s with 2 jobs
+                        hyper_parameters=[UniformParameterRange("x", 0.0, 1.0, step_size=0.1),
+                                          DiscreteParameterRange("steps", [10_000]),
+                                          DiscreteParameterRange("sleep", [0.01])])
+        opt.start()
+        assert opt.wait(timeout=60)
+    jobs = children(store, opt)
+    assert len(jobs) == 2 and all(j.status is Status.stopped for j in jobs)
+    used = sum(j.ended_at - j.started_at for j in jobs)
+    assert 3 <= used < 3 + 2 * 3  # reached, then stopped (grace included)
+    assert "compute_time_limit" in (store.get_task(opt.id).status_message or "")
+
+
+def test_bad_settings_are_clear_errors_before_anything_is_launched(store, base_task):
+    from hpo.errors import ConfigError, TaskNotFound
+
+    with pytest.raises(ConfigError, match="larger than max_iteration_per_job"):
+        optimizer(store, base_task, "q", min_iteration_per_job=10, max_iteration_per_job=5)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        optimizer(store, base_task, "q", optimizer_class="nope").start()
+    with pytest.raises(TaskNotFound):
+        optimizer(store, "0" * 32, "q")
+    with pytest.raises(ConfigError, match="objective_metric_sign"):
+        optimizer(store, base_task, "q", objective_metric_sign="up")
+    assert store.find_tasks(type="optimizer") == [] or all(
+        not store.find_tasks(parent=t.id) for t in store.find_tasks(type="optimizer"))
+
+
+def wait_optimizer_done(store: Store, opt_id: str) -> None:
+    wait_for("the optimizer task to end",
+             lambda: store.get_task(opt_id).status in FINAL_STATUSES, timeout=120)

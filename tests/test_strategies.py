@@ -1,0 +1,238 @@
+"""Random and grid search: reproducible, no repeats, exact products, and resumable
+through a JSON round trip of their state."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from hpo.automation import (
+    DiscreteParameterRange,
+    LogUniformParameterRange,
+    ParameterSet,
+    UniformIntegerParameterRange,
+    UniformParameterRange,
+)
+from hpo.errors import ConfigError
+from hpo.strategies import (
+    GridSearch,
+    NoSuggestion,
+    Objective,
+    RandomSearch,
+    SearchStrategy,
+    Suggestion,
+    resolve,
+)
+
+OBJECTIVES = [Objective("validation", "loss", "min")]
+
+
+def small_space() -> list:
+    return [
+        UniformIntegerParameterRange("epochs", 2, 6, step_size=2),  # 3 values
+        DiscreteParameterRange("Args/opt", ["sgd", "adam"]),  # 2
+        ParameterSet([{"bs": 16, "lr": 0.1}, {"bs": 64, "lr": 0.01}]),  # 2
+    ]
+
+
+def mixed_space() -> list:
+    return [UniformParameterRange("lr", 0.0001, 0.1),
+            LogUniformParameterRange("wd", -6, -2),
+            UniformIntegerParameterRange("layers", 1, 8),
+            DiscreteParameterRange("act", ["relu", "gelu"])]
+
+
+def drain(strategy: SearchStrategy, limit: int = 10_000) -> list[Suggestion]:
+    out = []
+    for _ in range(limit):
+        got = strategy.suggest()
+        if got is NoSuggestion.DONE:
+            return out
+        assert isinstance(got, Suggestion)
+        out.append(got)
+    raise AssertionError("the strategy never said DONE")
+
+
+def take(strategy: SearchStrategy, n: int) -> list[Suggestion]:
+    got = [strategy.suggest() for _ in range(n)]
+    assert all(isinstance(s, Suggestion) for s in got)
+    return got  # type: ignore[return-value]
+
+
+def key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def product_of(space: list) -> list[dict]:
+    return [dict(kv for part in combo for kv in part.items())
+            for combo in itertools.product(*(p.to_list() for p in space))]
+
+
+# -- random search -------------------------------------------------------------------
+
+
+def test_random_is_reproducible_with_a_seed():
+    a = take(RandomSearch(mixed_space(), OBJECTIVES, seed=11), 50)
+    b = take(RandomSearch(mixed_space(), OBJECTIVES, seed=11), 50)
+    c = take(RandomSearch(mixed_space(), OBJECTIVES, seed=12), 50)
+    assert [s.parameters for s in a] == [s.parameters for s in b]
+    assert [s.parameters for s in a] != [s.parameters for s in c]
+    assert [s.trial_id for s in a[:3]] == ["t0", "t1", "t2"]
+
+
+def test_random_suggestions_are_in_the_space():
+    for s in take(RandomSearch(mixed_space(), OBJECTIVES, seed=1), 200):
+        p = s.parameters
+        assert set(p) == {"lr", "wd", "layers", "act"}
+        assert 0.0001 <= p["lr"] <= 0.1
+        assert 1e-6 <= p["wd"] <= 1e-2
+        assert type(p["layers"]) is int and 1 <= p["layers"] <= 8
+        assert p["act"] in ("relu", "gelu")
+        assert s.max_iteration is None
+
+
+def test_random_drains_a_finite_space_exactly_once_each():
+    space = small_space()
+    got = drain(RandomSearch(space, OBJECTIVES, seed=5))
+    assert len(got) == 12
+    assert sorted(key(s.parameters) for s in got) == sorted(key(c) for c in product_of(space))
+    # A ParameterSet contributes its whole combination.
+    assert all({"bs", "lr"} <= set(s.parameters) for s in got)
+
+
+def test_random_one_value_space():
+    search = RandomSearch([DiscreteParameterRange("x", [1])], OBJECTIVES, seed=0)
+    assert search.suggest() == Suggestion("t0", {"x": 1})
+    assert search.suggest() is NoSuggestion.DONE
+    assert search.suggest() is NoSuggestion.DONE
+
+
+def test_random_state_is_json_and_continues_identically():
+    whole = drain(RandomSearch(small_space(), OBJECTIVES, seed=3))
+    first = RandomSearch(small_space(), OBJECTIVES, seed=3)
+    head = take(first, 5)
+    state = first.state()
+    assert json.loads(json.dumps(state)) == state
+    resumed = RandomSearch(small_space(), OBJECTIVES, seed=999)  # the seed is in the state
+    resumed.restore(json.loads(json.dumps(state)))
+    tail = drain(resumed)
+    assert [s.parameters for s in head + tail] == [s.parameters for s in whole]
+    assert [s.trial_id for s in tail] == [f"t{i}" for i in range(5, 12)]
+
+
+def test_random_restore_continues_a_continuous_space():
+    first = RandomSearch(mixed_space(), OBJECTIVES, seed=8)
+    take(first, 10)
+    resumed = RandomSearch(mixed_space(), OBJECTIVES)
+    resumed.restore(json.loads(json.dumps(first.state())))
+    assert [s.parameters for s in take(resumed, 20)] == [s.parameters for s in take(first, 20)]
+
+
+def test_random_restore_rejects_other_spaces_and_garbage():
+    state = RandomSearch(small_space(), OBJECTIVES, seed=1).state()
+    other = RandomSearch([DiscreteParameterRange("x", [1, 2])], OBJECTIVES)
+    with pytest.raises(ConfigError, match="different parameter space"):
+        other.restore(state)
+    with pytest.raises(ConfigError, match="malformed"):
+        RandomSearch(small_space(), OBJECTIVES).restore({"seen": []})
+    with pytest.raises(ConfigError, match="malformed"):
+        RandomSearch(small_space(), OBJECTIVES).restore({**state, "rng": [3, [1, 2], None]})
+
+
+def test_space_errors_at_construction():
+    with pytest.raises(ConfigError, match="set by two ranges"):
+        RandomSearch([DiscreteParameterRange("lr", [1]), DiscreteParameterRange("lr", [2])],
+                     OBJECTIVES)
+    with pytest.raises(ConfigError, match="empty"):
+        GridSearch([], OBJECTIVES)
+
+
+def test_space_may_be_given_as_dicts():
+    search = GridSearch([{"type": "discrete", "name": "x", "values": [1, 2]}], OBJECTIVES)
+    assert [s.parameters for s in drain(search)] == [{"x": 1}, {"x": 2}]
+
+
+# -- grid search -------------------------------------------------------------------------
+
+
+def test_grid_yields_the_exact_product_once_in_order():
+    space = small_space()
+    got = drain(GridSearch(space, OBJECTIVES))
+    assert [s.parameters for s in got] == product_of(space)
+    assert [s.trial_id for s in got] == [f"t{i}" for i in range(12)]
+
+
+def test_grid_with_float_steps():
+    space = [UniformParameterRange("d", 0, 0.5, step_size=0.05),
+             LogUniformParameterRange("lr", -3, -1, step_size=1)]
+    got = [s.parameters for s in drain(GridSearch(space, OBJECTIVES))]
+    assert len(got) == 33
+    assert got[-1] == {"d": 0.5, "lr": 0.1}
+
+
+def test_grid_resumes_with_the_remainder_exactly_once():
+    space = small_space()
+    first = GridSearch(space, OBJECTIVES)
+    head = take(first, 7)
+    state = json.loads(json.dumps(first.state()))
+    resumed = GridSearch(small_space(), OBJECTIVES)
+    resumed.restore(state)
+    tail = drain(resumed)
+    assert [s.parameters for s in head + tail] == product_of(space)
+    assert tail[0].trial_id == "t7"
+
+
+def test_grid_refuses_continuous_ranges():
+    with pytest.raises(ConfigError,
+                       match="UniformParameterRange 'lr' has no step_size: grid search needs"):
+        GridSearch([UniformParameterRange("lr", 0.001, 0.1)], OBJECTIVES)
+    with pytest.raises(ConfigError, match="LogUniformParameterRange 'wd' has no step_size"):
+        GridSearch([LogUniformParameterRange("wd", -6, -2)], OBJECTIVES)
+
+
+def test_grid_restore_rejects_another_space_and_bad_state():
+    state = GridSearch(small_space(), OBJECTIVES).state()
+    with pytest.raises(ConfigError, match="different parameter space"):
+        GridSearch([DiscreteParameterRange("x", [1])], OBJECTIVES).restore(state)
+    with pytest.raises(ConfigError, match="malformed"):
+        GridSearch(small_space(), OBJECTIVES).restore({})
+    with pytest.raises(ConfigError, match="bad next_index"):
+        GridSearch(small_space(), OBJECTIVES).restore({**state, "next_index": -1})
+
+
+# -- registry --------------------------------------------------------------------------
+
+
+def test_resolve_by_name_and_path():
+    assert resolve("random") is RandomSearch
+    assert resolve("grid") is GridSearch
+    assert resolve("hpo.strategies.random_search.RandomSearch") is RandomSearch
+    assert resolve("hpo.strategies.grid_search:GridSearch") is GridSearch
+    assert resolve(GridSearch) is GridSearch
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("nope", "unknown strategy 'nope'"),
+    ("hpo.strategies.nope.Thing", "cannot import"),
+    ("hpo.automation.parameters.ParameterSet", "not a SearchStrategy"),
+])
+def test_resolve_errors(name, words):
+    with pytest.raises(ConfigError, match=words):
+        resolve(name)
+
+
+def test_resolve_rejects_a_non_strategy_class():
+    with pytest.raises(ConfigError, match="not a SearchStrategy"):
+        resolve(dict)  # type: ignore[arg-type]
+
+
+def test_automation_exports_the_strategies():
+    import hpo.automation as automation
+
+    assert automation.RandomSearch is RandomSearch
+    assert automation.GridSearch is GridSearch
+    assert automation.SearchStrategy is SearchStrategy
+    with pytest.raises(AttributeError):
+        automation.Nope  # noqa: B018
