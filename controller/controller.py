@@ -22,6 +22,7 @@ from hpo import dispatch
 from hpo import params as P
 from hpo.controller.config import OptimizerConfig
 from hpo.controller.jobs import Job
+from hpo.errors import ConfigError, HpoError
 from hpo.models import FINAL_STATUSES, Status
 from hpo.reaper import reap
 from hpo.store import Store
@@ -36,6 +37,8 @@ from hpo.strategies.base import (
 log = logging.getLogger("hpo.controller")
 
 REAP_PERIOD_S = 5.0
+# How long the store or broker may fail before the optimization gives up.
+FAULT_TOLERANCE_S = 60.0
 # After a budget ends, how long to wait for stopped jobs to report their end.
 STOP_WAIT_S = 60.0
 
@@ -60,14 +63,16 @@ class Progress:
 def make_strategy(config: OptimizerConfig) -> SearchStrategy:
     cls = resolve(config.strategy)
     if len(config.objectives) > 1 and not cls.supports_multi_objective:
-        from hpo.errors import ConfigError
-
         raise ConfigError(f"strategy {cls.__name__} optimizes one objective, not "
                           f"{len(config.objectives)}: give one, or use OptimizerOptuna")
-    return cls(space=config.hyper_parameters, objectives=config.objectives,
-               min_iteration_per_job=config.min_iteration_per_job,
-               max_iteration_per_job=config.max_iteration_per_job,
-               total_max_jobs=config.total_max_jobs, **config.strategy_kwargs)
+    try:
+        return cls(space=config.hyper_parameters, objectives=config.objectives,
+                   min_iteration_per_job=config.min_iteration_per_job,
+                   max_iteration_per_job=config.max_iteration_per_job,
+                   total_max_jobs=config.total_max_jobs, **config.strategy_kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"strategy {cls.__name__}: {exc}; check the optimizer's extra "
+                          "keyword arguments (strategy_kwargs)") from None
 
 
 class Controller:
@@ -109,28 +114,45 @@ class Controller:
         return sum(job.compute_seconds(now) for job in self.jobs.values())
 
     def run(self) -> str:
-        """Run to the end; returns why it ended."""
+        """Run to the end; returns why it ended. A store or broker that fails for a
+        moment is retried; one that stays away for FAULT_TOLERANCE_S ends the run."""
         self._restore()
+        failing_since: float | None = None
         try:
             while True:
-                reason = self._limit_reached()
+                try:
+                    reason = self._cycle()
+                    failing_since = None
+                except HpoError as exc:
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - failing_since > FAULT_TOLERANCE_S:
+                        raise
+                    log.warning("controller cycle failed, retrying: %s", exc)
+                    reason = None
+                    time.sleep(1.0)
                 if reason:
-                    self._stop_everything(reason)
                     break
-                self._observe()
-                self._launch()
-                if self._all_done():
-                    reason = ("search space exhausted" if self.strategy_done
-                              else "all jobs finished")
-                    break
-                self._reap_now_and_then()
-                if self._stop.wait(self.poll_s):
-                    continue
+                self._stop.wait(self.poll_s)
         finally:
             self._save()
         self.outcome = reason
         log.info("optimization %s ended: %s", self.task_id, reason)
         return reason
+
+    def _cycle(self) -> str | None:
+        """One round: limits, new reports and ends, launches. Returns why the
+        optimization ended, or None to go on."""
+        reason = self._limit_reached()
+        if reason:
+            self._stop_everything(reason)
+            return reason
+        self._observe()
+        self._launch()
+        if self._all_done():
+            return "search space exhausted" if self.strategy_done else "all jobs finished"
+        self._reap_now_and_then()
+        return None
 
     def progress(self) -> Progress:
         jobs = list(self.jobs.values())

@@ -13,7 +13,7 @@ from typing import Any
 
 from hpo.broker import make_app
 from hpo.controller.config import OptimizerConfig, objectives_from
-from hpo.controller.controller import Controller, JobCallback
+from hpo.controller.controller import Controller, JobCallback, make_strategy
 from hpo.controller.local_agents import LocalAgents
 from hpo.models import Status, TaskType
 from hpo.sdk_store import StoreBackend
@@ -74,6 +74,7 @@ class HyperParameterOptimizer:
             save_top_k_tasks_only=save_top_k_tasks_only, spawn_project=spawn_project,
         )
         self.config.validate()
+        make_strategy(self.config)  # an unknown strategy or bad arguments fail here, first
         self.task_id = self._optimizer_task(auto_connect_task, always_create_task)
         self.store.create_optimization(self.task_id, self.config.to_dict())
         self._setup()
@@ -126,15 +127,17 @@ class HyperParameterOptimizer:
         self._thread.start()
         return True
 
-    def start_locally(self, job_complete_callback: JobCallback | None = None) -> bool:
-        """Like ``start()``, with one agent per concurrent job started on this machine,
-        serving a queue of this optimization's own."""
+    def start_locally(self, job_complete_callback: JobCallback | None = None,
+                      agents: int | None = None) -> bool:
+        """Like ``start()``, with ``agents`` agents (default: one per concurrent job)
+        started on this machine, serving a queue of this optimization's own."""
         queue = f"local-{self.task_id[:8]}-{uuid.uuid4().hex[:4]}"
         self.config.execution_queue = queue
         self.controller.config.execution_queue = queue
         log_dir = Settings.load().home / "logs" / self.task_id
         self._agents = LocalAgents(self.store, self.broker_url, queue,
-                                   self.config.max_number_of_concurrent_tasks, Path(log_dir))
+                                   agents or self.config.max_number_of_concurrent_tasks,
+                                   Path(log_dir))
         return self.start(job_complete_callback)
 
     def _run(self) -> None:

@@ -75,13 +75,23 @@ def transport_options(url: str) -> dict[str, Any]:
 def publish(app: Celery, task_id: str, queue: str) -> None:
     """Send the message that asks an agent on ``queue`` to run ``task_id``."""
     try:
-        app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True,
-                      retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                    "interval_step": 0.5})
+        try:
+            _send(app, task_id, queue)
+        except AttributeError:
+            # kombu can leave a pooled producer on a channel it closed while retrying a
+            # failed publish ("'NoneType' object has no attribute 'client'"): start over
+            # with fresh connections.
+            app.pool.force_close_all()
+            _send(app, task_id, queue)
     except (KombuOperationalError, OSError) as exc:
         raise BrokerUnavailable(
             f"cannot reach the broker at {safe_broker_url(app)}: {exc}; start it or point "
             "HPO_BROKER_URL / --broker at a running one") from None
+
+
+def _send(app: Celery, task_id: str, queue: str) -> None:
+    app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True,
+                  retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
 
 
 def safe_broker_url(app: Celery) -> str:

@@ -1,10 +1,11 @@
 """The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned for several
 agent processes on one machine.
 
-Three fixes over the stock transport, installed under its own ``sqla`` alias so that
+Four fixes over the stock transport, installed under its own ``sqla`` alias so that
 ``sqla+sqlite:///PATH`` URLs use them: ``polling_interval`` is taken as the transport
 option it is (the stock channel passes it on to ``create_engine``, which rejects it), and
-concurrent declarations of one new queue do not crash the loser, and SQLite
+concurrent declarations of one new queue and concurrent creations of its tables do
+not crash the loser, and SQLite
 connections run in WAL mode with a busy timeout, so publishers and consumers in
 different processes wait for each other instead of failing with "database is locked".
 """
@@ -16,7 +17,7 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 _BUSY_TIMEOUT_MS = 30_000
 # Options the virtual transport reads itself; never engine arguments.
@@ -26,6 +27,14 @@ _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "
 
 
 class Channel(kombu_sqla.Channel):
+    def _open(self) -> Any:
+        # The first processes to use a new broker file create its tables at the same
+        # moment; the loser's CREATE TABLE fails with "already exists". Once more then.
+        try:
+            return super()._open()
+        except OperationalError:
+            return super()._open()
+
     def _get_or_create(self, queue: str) -> Any:
         # Two processes declaring a new queue at once: the loser's INSERT violates the
         # unique name (the stock channel only catches OperationalError). It exists now.

@@ -23,16 +23,33 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 JOB = Path(__file__).parent / "scripts" / "objective_job.py"
 
 
-@pytest.fixture
-def store(hpo_env: dict[str, str]) -> Store:
-    return open_store()
+@pytest.fixture(params=["embedded", pytest.param("redis+postgres", marks=[
+    pytest.mark.redis, pytest.mark.postgres])])
+def backend(request: pytest.FixtureRequest, hpo_env: dict[str, str], tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """(store URL, broker URL): the embedded default, and Redis with PostgreSQL."""
+    if request.param == "embedded":
+        urls = (hpo_env["HPO_STORE_URL"], f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    else:
+        from tests.conftest import REDIS_URL, missing_service, redis_answers
+
+        if not redis_answers(REDIS_URL):
+            missing_service(f"Redis at {REDIS_URL}")
+        urls = (request.getfixturevalue("pg_database_url"), REDIS_URL)
+    monkeypatch.setenv("HPO_STORE_URL", urls[0])
+    monkeypatch.setenv("HPO_BROKER_URL", urls[1])
+    hpo_env.update(HPO_STORE_URL=urls[0], HPO_BROKER_URL=urls[1])
+    return urls
 
 
 @pytest.fixture
-def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
-    monkeypatch.setenv("HPO_BROKER_URL", url)
-    return url
+def store(backend: tuple[str, str]) -> Store:
+    return open_store(backend[0])
+
+
+@pytest.fixture
+def broker(backend: tuple[str, str]) -> str:
+    return backend[1]
 
 
 @pytest.fixture
@@ -195,21 +212,58 @@ def test_compute_time_limit_counts_the_running_time_of_all_jobs(
     assert "compute_time_limit" in (store.get_task(opt.id).status_message or "")
 
 
-def test_bad_settings_are_clear_errors_before_anything_is_launched(store, base_task):
+def test_bad_settings_are_clear_errors_before_anything_is_launched(store, base_task, broker):
     from hpo.errors import ConfigError, TaskNotFound
 
+    before = len(store.find_tasks(type="optimizer"))
     with pytest.raises(ConfigError, match="larger than max_iteration_per_job"):
         optimizer(store, base_task, "q", min_iteration_per_job=10, max_iteration_per_job=5)
     with pytest.raises(ConfigError, match="unknown strategy"):
-        optimizer(store, base_task, "q", optimizer_class="nope").start()
+        optimizer(store, base_task, "q", optimizer_class="nope")
     with pytest.raises(TaskNotFound):
         optimizer(store, "0" * 32, "q")
     with pytest.raises(ConfigError, match="objective_metric_sign"):
         optimizer(store, base_task, "q", objective_metric_sign="up")
-    assert store.find_tasks(type="optimizer") == [] or all(
-        not store.find_tasks(parent=t.id) for t in store.find_tasks(type="optimizer"))
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        optimizer(store, base_task, "q", not_a_strategy_option=1)
+    assert len(store.find_tasks(type="optimizer")) == before  # nothing was created
 
 
 def wait_optimizer_done(store: Store, opt_id: str) -> None:
     wait_for("the optimizer task to end",
              lambda: store.get_task(opt_id).status in FINAL_STATUSES, timeout=120)
+
+
+def test_a_controller_killed_mid_run_resumes_and_finishes_the_same_budget_exactly(
+        store, hpo_env, tmp_path, broker, queue_name, base_task):
+    import signal
+    import subprocess
+
+    total = 8
+    script = Path(__file__).parent / "scripts" / "run_optimizer.py"
+    env = env_for(hpo_env, broker)
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--concurrency", "2"):
+        proc = subprocess.Popen([sys.executable, str(script), base_task, queue_name,
+                                 str(total)], env=env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        opt_id = proc.stdout.readline().strip()
+        # When the controller is SIGKILLed after some jobs finished, others running
+        wait_for("three finished jobs", lambda: len(store.find_tasks(
+            parent=opt_id, status=[Status.completed])) >= 3, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed_at = {t.id for t in store.find_tasks(parent=opt_id)}
+        # Then resume finishes the same budget
+        opt = HyperParameterOptimizer.resume(opt_id, store=store)
+        opt.start()
+        assert opt.wait(timeout=180)
+    jobs = store.find_tasks(parent=opt_id)
+    assert len(jobs) == total
+    assert killed_at <= {j.id for j in jobs}
+    assert all(j.status is Status.completed for j in jobs)
+    # Grid search: each combination exactly once, none run twice
+    combos = [(j.parameters["General/x"], j.parameters["General/sleep"]) for j in jobs]
+    assert len(set(combos)) == total
+    assert all(j.attempt == 1 for j in jobs)
+    assert len(opt.get_top_experiments(total)) == total
+    assert store.get_task(opt_id).status is Status.completed
