@@ -86,6 +86,7 @@ class Controller:
         self.callback = job_complete_callback
         self.poll_s = poll_s
         self.strategy = make_strategy(config)
+        self.strategy.attach(store.url, optimizer_task_id)
         self.base = store.get_task(config.base_task_id)
         self.jobs: dict[str, Job] = {}  # by task id
         self.by_trial: dict[str, str] = {}  # trial id -> task id

@@ -92,6 +92,10 @@ class SearchStrategy(abc.ABC):
     #: The name used in config files (``strategy: random``).
     name: ClassVar[str] = ""
 
+    def attach(self, store_url: str, optimization_id: str) -> None:  # noqa: B027
+        """Called once by the controller before the first ``suggest`` (and before
+        ``restore``): where the optimization's data lives. Optional."""
+
     @abc.abstractmethod
     def suggest(self) -> Suggestion | NoSuggestion: ...
 
@@ -114,6 +118,8 @@ class _Registry:
 
 
 _registry = _Registry()
+# Built-in strategies whose libraries are slow to import: loaded when first named.
+_LAZY_BUILTINS = {"optuna": "hpo.strategies.optuna_search"}
 
 
 def register(cls: type[SearchStrategy]) -> type[SearchStrategy]:
@@ -135,6 +141,8 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
         return name_or_path
     import hpo.strategies  # noqa: F401  (registers the built-in strategies)
 
+    if name_or_path in _LAZY_BUILTINS and name_or_path not in _registry.strategies:
+        importlib.import_module(_LAZY_BUILTINS[name_or_path])
     if name_or_path in _registry.strategies:
         return _registry.strategies[name_or_path]
     module_name, sep, attr = name_or_path.replace(":", ".").rpartition(".")

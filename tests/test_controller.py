@@ -267,3 +267,33 @@ def test_a_controller_killed_mid_run_resumes_and_finishes_the_same_budget_exactl
     assert all(j.attempt == 1 for j in jobs)
     assert len(opt.get_top_experiments(total)) == total
     assert store.get_task(opt_id).status is Status.completed
+
+
+def test_the_seed_example_runs_with_only_its_imports_changed(
+        store, hpo_env, tmp_path, broker, base_task):
+    import subprocess
+
+    scripts = Path(__file__).parent / "scripts"
+    template = store.create_task("Hyper-Parameter Optimization", "seed template",
+                                 script=ScriptInfo(entry_point=str(scripts / "seed_train.py"),
+                                                   working_dir=str(tmp_path),
+                                                   interpreter=sys.executable))
+    env = {**env_for(hpo_env, broker), "TEMPLATE_TASK_ID": template.id}
+    with running_agent(store, env, tmp_path, "--queue", "default", "--concurrency", "2"):
+        result = subprocess.run([sys.executable, str(scripts / "seed_example.py")], env=env,
+                                capture_output=True, text=True, timeout=200, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [opt] = store.find_tasks(name="Automatic Hyper-Parameter Optimization")
+    assert opt.type == "optimizer" and opt.status is Status.completed
+    jobs = store.find_tasks(parent=opt.id)
+    assert len(jobs) == 20
+    assert all(j.status in FINAL_STATUSES for j in jobs)
+    for job in jobs:
+        epochs = job.parameters["General/number_of_epochs"]
+        assert isinstance(epochs, int)
+        assert isinstance(job.parameters["General/dropout"], float)
+        if epochs > 10:  # would run past max_iteration_per_job: stopped within a second
+            assert job.status is Status.stopped
+            last = max(s.iteration for s in store.task_scalars(job.id, title="accuracy"))
+            assert last < 150000 + 5 * 15000  # 0.2 s per 15,000 iterations
+    assert "top: [" in result.stdout
