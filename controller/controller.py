@@ -1,15 +1,17 @@
 """The optimization loop: launch trials, watch them, enforce every limit and budget.
 
 Each cycle (every ``poll_s``, 0.1 s by default) reads only the active jobs' records and
-their new objective scalars, so a cycle costs the same at trial 10 and trial 10,000.
-Everything needed to continue is in the store: the config, the strategy's state, the
-trials launched and the results the strategy has heard, saved after every change, so
-``resume`` neither repeats nor loses a trial.
+their new objective scalars, and saves only state the size of the active set, so a cycle
+costs the same at trial 10 and trial 10,000. Everything needed to continue is in the
+store: the config, the strategy's state, the trials being launched and the active jobs
+(saved together), and the finished jobs themselves, so ``resume`` neither repeats nor
+loses a trial.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from hpo.controller.jobs import Job
 from hpo.errors import ConfigError, HpoError
 from hpo.models import FINAL_STATUSES, Status
 from hpo.reaper import reap
+from hpo.records import TaskRecord
 from hpo.store import Store
 from hpo.strategies.base import (
     Decision,
@@ -88,18 +91,19 @@ class Controller:
         self.strategy = make_strategy(config)
         self.strategy.attach(store.url, optimizer_task_id)
         self.base = store.get_task(config.base_task_id)
-        self.jobs: dict[str, Job] = {}  # by task id
-        self.by_trial: dict[str, str] = {}  # trial id -> task id
-        self.heard: set[str] = set()
-        self.pending: Suggestion | None = None
+        self.jobs: dict[str, Job] = {}  # every job, by task id
+        self.active: dict[str, Job] = {}  # jobs the strategy has not heard the end of
+        self.pending: list[Suggestion] = []  # suggested, maybe cloned, not yet tracked
         self.strategy_done = False
+        self.finished_compute_s = 0.0
+        self.best: Job | None = None
         self.elapsed_before = 0.0
         self.started = time.time()
         self.outcome: str | None = None
         self._stop = threading.Event()
         self._stop_reason = ""
         self._next_reap = 0.0
-        self._enqueued: set[str] = set()  # trials whose clone has been enqueued
+        self._dirty = False
 
     # ----- public -------------------------------------------------------------------
 
@@ -112,15 +116,17 @@ class Controller:
 
     def compute_s(self) -> float:
         now = time.time()
-        return sum(job.compute_seconds(now) for job in self.jobs.values())
+        return self.finished_compute_s + sum(j.compute_seconds(now)
+                                             for j in self.active.values())
 
     def run(self) -> str:
         """Run to the end; returns why it ended. A store or broker that fails for a
         moment is retried; one that stays away for FAULT_TOLERANCE_S ends the run."""
         self._restore()
         failing_since: float | None = None
+        reason: str | None = None
         try:
-            while True:
+            while not reason:
                 try:
                     reason = self._cycle()
                     failing_since = None
@@ -130,42 +136,26 @@ class Controller:
                     if now - failing_since > FAULT_TOLERANCE_S:
                         raise
                     log.warning("controller cycle failed, retrying: %s", exc)
-                    reason = None
                     time.sleep(1.0)
-                if reason:
-                    break
-                self._stop.wait(self.poll_s)
+                if not reason:
+                    self._stop.wait(self.poll_s)
         finally:
             self._save()
         self.outcome = reason
         log.info("optimization %s ended: %s", self.task_id, reason)
         return reason
 
-    def _cycle(self) -> str | None:
-        """One round: limits, new reports and ends, launches. Returns why the
-        optimization ended, or None to go on."""
-        reason = self._limit_reached()
-        if reason:
-            self._stop_everything(reason)
-            return reason
-        self._observe()
-        self._launch()
-        if self._all_done():
-            return "search space exhausted" if self.strategy_done else "all jobs finished"
-        self._reap_now_and_then()
-        return None
-
     def progress(self) -> Progress:
-        jobs = list(self.jobs.values())
-        best = self.best_jobs(1)
+        active = list(self.active.values())
+        finished = len(self.jobs) - len(active)
         return Progress(
-            launched=len(jobs),
-            running=sum(j.status is Status.running for j in jobs),
-            queued=sum(j.status in (Status.queued, Status.created) for j in jobs),
-            finished=sum(j.finished for j in jobs),
-            failed=sum(j.finished and j.result is None for j in jobs),
-            best_value=best[0].result[0] if best and best[0].result else None,
-            best_task=best[0].task_id if best else None,
+            launched=len(self.jobs),
+            running=sum(j.status is Status.running for j in active),
+            queued=sum(j.status in (Status.queued, Status.created) for j in active),
+            finished=finished,
+            failed=sum(j.result is None for j in self.jobs.values() if j.finished),
+            best_value=self.best.result[0] if self.best and self.best.result else None,
+            best_task=self.best.task_id if self.best else None,
             elapsed_s=self.elapsed_s(), compute_s=self.compute_s(),
         )
 
@@ -179,6 +169,22 @@ class Controller:
         return scored[:top_k] if top_k is not None else scored
 
     # ----- the cycle ----------------------------------------------------------------
+
+    def _cycle(self) -> str | None:
+        """One round: limits, new reports and ends, launches. Returns why the
+        optimization ended, or None to go on."""
+        reason = self._limit_reached()
+        if reason:
+            self._stop_everything(reason)
+            return reason
+        self._observe()
+        self._launch()
+        if self._dirty:
+            self._save()
+        if self._all_done():
+            return "search space exhausted" if self.strategy_done else "all jobs finished"
+        self._reap_now_and_then()
+        return None
 
     def _limit_reached(self) -> str | None:
         if self._stop.is_set():
@@ -195,16 +201,16 @@ class Controller:
 
     def _observe(self) -> None:
         """Read the active jobs' state and new objective reports; act on them."""
-        active = [j for j in self.jobs.values() if not j.finished]
-        if not active:
+        if not self.active:
             return
+        active = list(self.active.values())
         records = {t.id: t for t in self.store.get_tasks([j.task_id for j in active])}
         # Scalars after the records: an agent stores a job's last reports before it
         # marks the job finished, so a finished record's reports are all read here.
         titles = sorted({o.title for o in self.config.objectives})
         for scalar in self.store.read_scalars({j.task_id: j.cursor for j in active},
                                               titles=titles):
-            job = self.jobs[scalar.task_id]
+            job = self.active[scalar.task_id]
             job.cursor = max(job.cursor, scalar.id)
             index = job.objective_index(scalar.title, scalar.series)
             if index is not None:
@@ -216,9 +222,9 @@ class Controller:
             if record is None:
                 continue
             job.update_from(record)
-            if record.status is Status.created and job.trial_id not in self._enqueued:
-                self._enqueue(job)
-            if record.status in FINAL_STATUSES:
+            if record.status is Status.created:
+                self._enqueue(job)  # a clone made just before a crash
+            elif record.status in FINAL_STATUSES:
                 self._finish(job, record.status)
 
     def _decide(self, job: Job, iteration: int) -> None:
@@ -230,7 +236,7 @@ class Controller:
         if budget is not None and iteration >= budget:
             self._stop_job(job, f"max_iteration_per_job reached ({iteration} >= {budget})")
             return
-        values = [v if v is not None else float("nan") for v in job.last]
+        values = [v if v is not None else math.nan for v in job.last]
         decision = self.strategy.on_report(job.trial_id, iteration, values)
         minimum = self.config.min_iteration_per_job or 0
         if decision is Decision.STOP and iteration >= minimum:
@@ -238,52 +244,56 @@ class Controller:
                            f"iteration {iteration}")
 
     def _finish(self, job: Job, status: Status) -> None:
-        job.finished = True
         values = job.values() if status is not Status.failed else None
-        job.result = values
-        if job.task_id in self.heard:
-            return  # heard before a resume
+        self._settle(job, values)
         self.strategy.on_result(job.trial_id, values)
-        self.heard.add(job.task_id)
-        self._save()
+        self._dirty = True
         value = values[0] if values else None
         log.info("job %s %s: objective %s", job.task_id, status.value, value)
         if self.callback is not None:
-            best = self.best_jobs(1)
             try:
                 self.callback(job.task_id, value, job.iteration(), dict(job.parameters),
-                              best[0].task_id if best else None)
+                              self.best.task_id if self.best else None)
             except Exception:
                 log.exception("job_complete_callback failed for job %s", job.task_id)
 
-    def _launch(self) -> None:
-        while not self._stop.is_set():
-            active = sum(not j.finished for j in self.jobs.values())
-            if active >= self.config.max_number_of_concurrent_tasks:
-                return
-            total = self.config.total_max_jobs
-            if total is not None and len(self.jobs) >= total:
-                return
-            suggestion = self.pending or self._ask()
-            if suggestion is None:
-                return
-            self._start_job(suggestion)
+    def _settle(self, job: Job, result: list[float] | None) -> None:
+        """A job leaves the active set with its result."""
+        job.finished = True
+        job.result = result
+        self.active.pop(job.task_id, None)
+        self.finished_compute_s += job.compute_seconds(time.time())
+        if result is not None and (self.best is None or self._better(result, self.best)):
+            self.best = job
 
-    def _ask(self) -> Suggestion | None:
-        if self.strategy_done:
-            return None
-        suggestion = self.strategy.suggest()
-        if suggestion is NoSuggestion.DONE:
-            self.strategy_done = True
-            return None
-        if suggestion is NoSuggestion.WAIT:
-            return None
-        assert isinstance(suggestion, Suggestion)
-        # Saved before the clone exists: a crash in between re-launches this same trial
-        # on resume instead of asking the strategy again (no duplicate, no gap).
-        self.pending = suggestion
+    def _better(self, result: list[float], than: Job) -> bool:
+        assert than.result is not None
+        if self.config.objectives[0].minimize:
+            return result[0] < than.result[0]
+        return result[0] > than.result[0]
+
+    def _launch(self) -> None:
+        """Fill the free slots: suggestions are saved before their clones exist, so a
+        crash in between re-launches them on resume instead of asking again."""
+        free = self.config.max_number_of_concurrent_tasks - len(self.active)
+        total = self.config.total_max_jobs
+        if total is not None:
+            free = min(free, total - len(self.jobs))
+        while len(self.pending) < free and not self.strategy_done and not self._stop.is_set():
+            suggestion = self.strategy.suggest()
+            if suggestion is NoSuggestion.DONE:
+                self.strategy_done = True
+            elif isinstance(suggestion, Suggestion):
+                self.pending.append(suggestion)
+                continue
+            break
+        if not self.pending:
+            return
         self._save()
-        return suggestion
+        while self.pending:
+            self._start_job(self.pending[0])
+            self.pending.pop(0)
+            self._dirty = True
 
     def _start_job(self, suggestion: Suggestion) -> None:
         overrides = {P.qualify(k): v for k, v in suggestion.parameters.items()}
@@ -294,13 +304,9 @@ class Controller:
             project=self.config.spawn_project, parameters=overrides,
             tags=[f"optimizer:{self.task_id}", f"trial:{suggestion.trial_id}"],
             time_limit=limit * 60 if limit else None)
-        job = self._track(clone.id, suggestion)
-        self.pending = None
-        self._save()
-        self._enqueue(job)
+        self._enqueue(self._track(clone.id, suggestion))
 
     def _enqueue(self, job: Job) -> None:
-        self._enqueued.add(job.trial_id)
         dispatch.enqueue(self.store, self.app, job.task_id, self.config.execution_queue)
         job.status = Status.queued
 
@@ -310,28 +316,28 @@ class Controller:
                   max_iteration=suggestion.max_iteration,
                   objectives=list(self.config.objectives))
         self.jobs[task_id] = job
-        self.by_trial[suggestion.trial_id] = task_id
+        self.active[task_id] = job
         return job
 
     def _stop_job(self, job: Job, reason: str) -> None:
         job.stop_sent = True
         try:
             dispatch.abort(self.store, job.task_id, reason)
-        except Exception as exc:  # it ended meanwhile: nothing to stop
+        except HpoError as exc:  # it ended meanwhile: nothing to stop
             log.debug("stop of job %s: %s", job.task_id, exc)
 
     def _stop_everything(self, reason: str) -> None:
         """Stop every active job and wait (bounded) for them to end."""
-        for job in self.jobs.values():
-            if not job.finished and not job.stop_sent:
+        for job in list(self.active.values()):
+            if not job.stop_sent:
                 self._stop_job(job, reason)
         deadline = time.monotonic() + STOP_WAIT_S
-        while any(not j.finished for j in self.jobs.values()) and time.monotonic() < deadline:
+        while self.active and time.monotonic() < deadline:
             self._observe()
             time.sleep(self.poll_s)
 
     def _all_done(self) -> bool:
-        if any(not j.finished for j in self.jobs.values()) or self.pending:
+        if self.active or self.pending:
             return False
         total = self.config.total_max_jobs
         return self.strategy_done or (total is not None and len(self.jobs) >= total)
@@ -342,50 +348,86 @@ class Controller:
         self._next_reap = time.monotonic() + REAP_PERIOD_S
         try:
             reap(self.store, self.app)
-        except Exception as exc:
+        except HpoError as exc:
             log.warning("reaper failed: %s", exc)
 
     # ----- persistence --------------------------------------------------------------
 
     def _save(self) -> None:
+        """Strategy state, pending suggestions and the active jobs, in one write. Its
+        size is bounded by the concurrency, not by the number of jobs so far."""
         self.store.save_optimization_state(self.task_id, {
             "strategy": self.strategy.state(),
-            "pending": None if self.pending is None else _suggestion_dict(self.pending),
-            "launched": {trial: task for trial, task in self.by_trial.items()},
-            "parameters": {t: self.jobs[t].parameters for t in self.by_trial.values()},
-            "budgets": {t: self.jobs[t].max_iteration for t in self.by_trial.values()},
-            "heard": sorted(self.heard),
+            "pending": [_suggestion_dict(s) for s in self.pending],
+            "active": {j.task_id: _suggestion_dict(_suggestion_of(j))
+                       for j in self.active.values()},
             "strategy_done": self.strategy_done,
             "elapsed_s": self.elapsed_s(),
         })
+        self._dirty = False
 
     def _restore(self) -> None:
         _config, state = self.store.load_optimization(self.task_id)
         if not state:
             return
         self.strategy.restore(state["strategy"])
-        self.heard = set(state.get("heard", []))
         self.strategy_done = bool(state.get("strategy_done"))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
-        for trial, task_id in state.get("launched", {}).items():
-            self._track(task_id, Suggestion(
-                trial, state["parameters"][task_id], state["budgets"].get(task_id)))
-            self._enqueued.add(trial)
-        pending = state.get("pending")
-        if pending:
-            suggestion = Suggestion(**pending)
-            existing = self.store.find_tasks(parent=self.task_id,
-                                             tag=f"trial:{suggestion.trial_id}")
-            if existing:  # the clone was made before the crash
-                self._track(existing[0].id, suggestion)
+        active = {t: Suggestion(**s) for t, s in state.get("active", {}).items()}
+        children = self.store.find_tasks(parent=self.task_id)
+        results = self._results_of([c for c in children if c.id not in active])
+        by_trial: dict[str, TaskRecord] = {}
+        for child in sorted(children, key=lambda c: c.created_at):
+            trial = _trial_of(child)
+            by_trial[trial] = child
+            if child.id in active:
+                self._track(child.id, active[child.id])
+            elif child.status in FINAL_STATUSES:
+                job = self._track(child.id, Suggestion(trial, self._parameters_of(child)))
+                job.update_from(child)
+                self._settle(job, results.get(child.id))
+            else:  # launched after the last save: watch it
+                self._track(child.id, Suggestion(trial, self._parameters_of(child)))
+        for pending in (Suggestion(**s) for s in state.get("pending", [])):
+            if pending.trial_id in by_trial:  # cloned before the crash
+                if by_trial[pending.trial_id].id not in self.jobs:
+                    self._track(by_trial[pending.trial_id].id, pending)
             else:
-                self.pending = suggestion
-        # Clones never enqueued before the crash are enqueued by _observe.
-        for job in self.jobs.values():
-            if self.store.get_task(job.task_id).status is Status.created:
-                self._enqueued.discard(job.trial_id)
-        log.info("optimization %s resumed: %d job(s) launched, %d heard", self.task_id,
-                 len(self.jobs), len(self.heard))
+                self.pending.append(pending)
+        log.info("optimization %s resumed: %d job(s) launched, %d active, %d to launch",
+                 self.task_id, len(self.jobs), len(self.active), len(self.pending))
+
+    def _parameters_of(self, child: TaskRecord) -> dict[str, Any]:
+        names = [n for p in self.config.hyper_parameters for n in p.names]
+        return {n: child.parameters.get(P.qualify(n)) for n in names}
+
+    def _results_of(self, children: list[TaskRecord]) -> dict[str, list[float] | None]:
+        """Final objective values of finished jobs, from the store (one query per
+        objective), as the live loop would have scored them."""
+        ids = [c.id for c in children]
+        values: dict[str, list[float | None]] = {i: [] for i in ids}
+        for objective in self.config.objectives:
+            summary = {m.task_id: m for m in self.store.scalar_summary(
+                ids, title=objective.title, series=objective.series)}
+            for task_id in ids:
+                m = summary.get(task_id)
+                value = None if m is None else (
+                    (m.min if objective.minimize else m.max) if objective.use_best else m.last)
+                values[task_id].append(None if value is None or math.isnan(value) else value)
+        failed = {c.id for c in children if c.status is Status.failed}
+        return {i: None if i in failed or None in v else [float(x) for x in v if x is not None]
+                for i, v in values.items()}
+
+
+def _trial_of(child: TaskRecord) -> str:
+    for tag in child.tags:
+        if tag.startswith("trial:"):
+            return tag[len("trial:"):]
+    return child.id
+
+
+def _suggestion_of(job: Job) -> Suggestion:
+    return Suggestion(job.trial_id, job.parameters, job.max_iteration)
 
 
 def _suggestion_dict(s: Suggestion) -> dict[str, Any]:
