@@ -33,7 +33,9 @@ class LocalAgents:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "hpo.agent.cli", "--queue", queue, "--name", name,
                      "--heartbeat", "1", "--shutdown-timeout", "5"],
-                    env=env, stdout=log, stderr=subprocess.STDOUT))
+                    # Own session: a Ctrl-C in the terminal is the controller's to handle;
+                    # it stops the agents itself, after the jobs.
+                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         self._wait_registered(log_dir)
 
     def _wait_registered(self, log_dir: Path) -> None:

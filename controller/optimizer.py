@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -130,10 +129,13 @@ class HyperParameterOptimizer:
     def start_locally(self, job_complete_callback: JobCallback | None = None,
                       agents: int | None = None) -> bool:
         """Like ``start()``, with ``agents`` agents (default: one per concurrent job)
-        started on this machine, serving a queue of this optimization's own."""
-        queue = f"local-{self.task_id[:8]}-{uuid.uuid4().hex[:4]}"
-        self.config.execution_queue = queue
-        self.controller.config.execution_queue = queue
+        started on this machine, serving a queue of this optimization's own (the same
+        one after a resume, so jobs queued before a crash still run)."""
+        queue = f"local-{self.task_id}"
+        if self.config.execution_queue != queue:
+            self.config.execution_queue = queue
+            self.controller.config.execution_queue = queue
+            self.store.update_optimization_config(self.task_id, self.config.to_dict())
         log_dir = Settings.load().home / "logs" / self.task_id
         self._agents = LocalAgents(self.store, self.broker_url, queue,
                                    agents or self.config.max_number_of_concurrent_tasks,

@@ -75,13 +75,14 @@ def transport_options(url: str) -> dict[str, Any]:
 def publish(app: Celery, task_id: str, queue: str) -> None:
     """Send the message that asks an agent on ``queue`` to run ``task_id``."""
     try:
-        try:
-            _send(app, task_id, queue)
-        except AttributeError:
-            # kombu can leave a pooled producer on a channel it closed while retrying a
-            # failed publish ("'NoneType' object has no attribute 'client'"): start over
-            # with fresh connections.
-            app.pool.force_close_all()
+        if _is_embedded(app):
+            # kombu can leave a pooled producer of its SQLAlchemy transport on a channel
+            # it closed while retrying a failed publish ("'NoneType' object has no
+            # attribute 'client'"); a connection per publish is cheap here (the engine
+            # is shared) and never stale.
+            with app.connection_for_write() as connection:
+                _send(app, task_id, queue, connection)
+        else:
             _send(app, task_id, queue)
     except (KombuOperationalError, OSError) as exc:
         raise BrokerUnavailable(
@@ -89,8 +90,12 @@ def publish(app: Celery, task_id: str, queue: str) -> None:
             "HPO_BROKER_URL / --broker at a running one") from None
 
 
-def _send(app: Celery, task_id: str, queue: str) -> None:
-    app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True,
+def _is_embedded(app: Celery) -> bool:
+    return str(app.conf.broker_url).startswith(("sqla+", "sqlalchemy+"))
+
+
+def _send(app: Celery, task_id: str, queue: str, connection: Any = None) -> None:
+    app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True, connection=connection,
                   retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
 
 

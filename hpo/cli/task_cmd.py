@@ -93,20 +93,27 @@ def register(commands: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def cmd_create(args: argparse.Namespace) -> int:
-    script = Path(args.script).expanduser()
-    if not script.is_file():
-        raise ConfigError(f"script not found: {args.script}: give the path of a Python file")
-    working_dir = Path(args.working_dir or ".").expanduser().resolve()
-    if not working_dir.is_dir():
-        raise ConfigError(f"working directory not found: {args.working_dir}")
-    parameters = dict(P.parse_assignment(text) for text in args.param)
-    repository, commit, diff = git_state(script.resolve().parent)
-    info = ScriptInfo(
-        entry_point=str(script.resolve()), working_dir=str(working_dir), argv=list(args.args),
-        interpreter=args.python or sys.executable, repository=repository, commit=commit,
+def script_info_for(script: str | Path, working_dir: str | Path | None = None,
+                    argv: list[str] | None = None, python: str | None = None) -> ScriptInfo:
+    """How to run ``script`` as a template task (``hpo task create``, ``base_task: {script:
+    ...}`` in hpo.yaml): absolute paths, the interpreter, the git state."""
+    path = Path(script).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"script not found: {script}: give the path of a Python file")
+    directory = Path(working_dir or ".").expanduser().resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"working directory not found: {working_dir}")
+    repository, commit, diff = git_state(path.resolve().parent)
+    return ScriptInfo(
+        entry_point=str(path.resolve()), working_dir=str(directory), argv=list(argv or []),
+        interpreter=python or sys.executable, repository=repository, commit=commit,
         diff=diff,
     )
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    info = script_info_for(args.script, args.working_dir, list(args.args), args.python)
+    parameters = dict(P.parse_assignment(text) for text in args.param)
     store = store_from(args)
     task = store.create_task(args.project, args.name, type=args.type, script=info,
                              parameters=parameters, tags=args.tag, time_limit=args.time_limit)

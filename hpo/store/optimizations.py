@@ -19,6 +19,13 @@ class OptimizationsMixin(StoreBase):
             conn.execute(OPT.insert().values(task_id=task_id, config=config, state=None,
                                            updated_at=self.now()))
 
+    def update_optimization_config(self, task_id: str, config: dict[str, Any]) -> None:
+        with self._write() as conn:
+            updated = conn.execute(update(OPT).where(OPT.c.task_id == task_id).values(
+                config=config, updated_at=self.now())).rowcount
+        if not updated:
+            raise TaskNotFound(f"no optimization {task_id}: `hpo-controller list` shows them")
+
     def save_optimization_state(self, task_id: str, state: dict[str, Any]) -> None:
         """Replace the controller's saved state in one transaction."""
         with self._write() as conn:

@@ -1,0 +1,261 @@
+"""An optimization as the store sees it: progress, budget and the best jobs, read from
+the store only (no controller object), so ``hpo-controller status`` works from any
+process, while the optimization runs or after it ended.
+
+A job's objective follows the controller's rules: sign ``min``/``max`` counts the last
+reported value, ``min_global``/``max_global`` the best one; a job that failed, never
+reported its objective, or whose counted value is NaN has none and counts as failed.
+Only finished jobs (completed or stopped) compete for "best".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hpo import params as P
+from hpo.controller.config import OptimizerConfig
+from hpo.models import FINAL_STATUSES, Status, TaskType
+from hpo.records import MetricSummary, TaskRecord
+from hpo.store import Store
+from hpo.strategies.base import Objective
+
+
+@dataclass
+class JobRow:
+    task_id: str
+    name: str
+    status: str
+    objective: float | None  # the primary objective; None: failed or not reported yet
+    objectives: list[float | None]  # every objective, in the config's order
+    iteration: int | None  # the iteration the primary objective value comes from
+    parameters: dict[str, Any]  # the tuned parameters, by qualified name
+    worker: str | None
+    started_at: float | None
+    ended_at: float | None
+    duration_s: float | None
+    message: str | None
+
+
+@dataclass
+class Budget:
+    jobs_launched: int
+    total_max_jobs: int | None
+    compute_min: float
+    compute_time_limit: float | None  # minutes
+    wall_min: float
+    optimization_time_limit: float | None  # minutes
+
+
+@dataclass
+class OptimizationSummary:
+    id: str
+    project: str
+    name: str
+    status: str
+    message: str | None
+    strategy: str
+    execution_queue: str
+    objectives: list[dict[str, str]]
+    parameters: list[str]  # the tuned parameters' qualified names
+    counts: dict[str, int]  # children by status
+    launched: int
+    done: int  # in a final status
+    running: int
+    queued: int  # queued or created
+    failed: int  # finished without a valid objective
+    best_value: float | None
+    best_task: str | None
+    budget: Budget
+    top: list[JobRow] = field(default_factory=list)  # the best finished jobs, best first
+    jobs: list[JobRow] = field(default_factory=list)  # every job, newest first (all_jobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+def newest_optimizer(store: Store) -> str:
+    """The id of the newest optimizer task."""
+    from hpo.errors import TaskNotFound
+
+    found = store.find_tasks(type=TaskType.optimizer, limit=1)
+    if not found:
+        raise TaskNotFound("no optimization in this store yet: start one with "
+                           "`hpo-controller start hpo.yaml`")
+    return found[0].id
+
+
+def load_config(store: Store, optimizer_id: str) -> OptimizerConfig:
+    config, _state = store.load_optimization(optimizer_id)
+    return OptimizerConfig.from_dict(config)
+
+
+def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: bool = False
+              ) -> OptimizationSummary:
+    """Progress, budget and the ``top_k`` best finished jobs of an optimization (and
+    every job with ``all_jobs``)."""
+    optimizer_id = store.resolve_task_id(optimizer_id)
+    config = load_config(store, optimizer_id)
+    task = store.get_task(optimizer_id)
+    children = store.find_tasks(parent=optimizer_id)
+    rows = job_rows(store, config, children)
+    now = time.time()
+    counts = {s.value: 0 for s in Status}
+    for child in children:
+        counts[child.status.value] += 1
+    finished = [r for r in rows if Status(r.status) in FINAL_STATUSES]
+    ranked = best_rows(rows, config.objectives[0])
+    top = ranked[:top_k]
+    _fill_best_iterations(store, config.objectives[0], top)
+    compute_s = sum(max(0.0, (c.ended_at or now) - c.started_at)
+                    for c in children if c.started_at is not None)
+    wall_s = (max(0.0, (task.ended_at or now) - task.started_at)
+              if task.started_at is not None else 0.0)
+    return OptimizationSummary(
+        id=optimizer_id, project=task.project, name=task.name, status=task.status.value,
+        message=task.status_message, strategy=config.strategy,
+        execution_queue=config.execution_queue,
+        objectives=[asdict(o) for o in config.objectives],
+        parameters=tuned_keys(config),
+        counts=counts, launched=len(children), done=len(finished),
+        running=counts[Status.running.value],
+        queued=counts[Status.queued.value] + counts[Status.created.value],
+        failed=sum(r.objective is None for r in finished),
+        best_value=ranked[0].objective if ranked else None,
+        best_task=ranked[0].task_id if ranked else None,
+        budget=Budget(
+            jobs_launched=len(children), total_max_jobs=config.total_max_jobs,
+            compute_min=compute_s / 60, compute_time_limit=config.compute_time_limit,
+            wall_min=wall_s / 60, optimization_time_limit=config.optimization_time_limit),
+        top=top, jobs=rows if all_jobs else [],
+    )
+
+
+def tuned_keys(config: OptimizerConfig) -> list[str]:
+    """The qualified names (``General/lr``) of every tuned parameter, in config order."""
+    keys: list[str] = []
+    for param in config.hyper_parameters:
+        for name in param.names:
+            key = P.qualify(name)
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
+             ) -> list[JobRow]:
+    """One row per child task, with its objective values (newest child first)."""
+    wanted = {(o.title, o.series) for o in config.objectives}
+    metrics: dict[tuple[str, str, str], MetricSummary] = {}
+    titles = {o.title for o in config.objectives}
+    ids = [c.id for c in children]
+    for title in titles:  # one query per objective title (usually one)
+        for m in store.scalar_summary(ids, title=title):
+            if (m.title, m.series) in wanted:
+                metrics[(m.task_id, m.title, m.series)] = m
+    keys = tuned_keys(config)
+    now = time.time()
+    rows = []
+    for child in children:
+        values: list[float | None] = [objective_value(o, metrics.get((child.id, o.title, o.series)))
+                                      for o in config.objectives]
+        if child.status is Status.failed:  # its reports do not count (as in the controller)
+            values = [None] * len(values)
+        # Like the controller: one missing objective leaves the job without a result.
+        objective = values[0] if all(v is not None for v in values) else None
+        primary = metrics.get((child.id, config.objectives[0].title,
+                               config.objectives[0].series))
+        iteration = (primary.last_iteration if primary is not None and objective is not None
+                     and not config.objectives[0].use_best else None)
+        rows.append(JobRow(
+            task_id=child.id, name=child.name, status=child.status.value,
+            objective=objective, objectives=values, iteration=iteration,
+            parameters={k: child.parameters[k] for k in keys if k in child.parameters},
+            worker=child.worker, started_at=child.started_at, ended_at=child.ended_at,
+            duration_s=(max(0.0, (child.ended_at or now) - child.started_at)
+                        if child.started_at is not None else None),
+            message=child.status_message,
+        ))
+    return rows
+
+
+def objective_value(objective: Objective, metric: MetricSummary | None) -> float | None:
+    """The value that counts for one objective of one job; None when missing or NaN."""
+    if metric is None:
+        return None
+    if objective.use_best:
+        value = metric.min if objective.minimize else metric.max
+    else:
+        value = metric.last
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def best_rows(rows: list[JobRow], primary: Objective) -> list[JobRow]:
+    """Finished rows with a valid objective, best first."""
+    scored = [r for r in rows if Status(r.status) in FINAL_STATUSES and r.objective is not None]
+    scored.sort(key=lambda r: r.objective if r.objective is not None else 0.0,
+                reverse=not primary.minimize)
+    return scored
+
+
+def _fill_best_iterations(store: Store, primary: Objective, rows: list[JobRow]) -> None:
+    """For min_global/max_global the iteration of the best value needs the series itself:
+    read it for the few rows shown only."""
+    if not primary.use_best:
+        return
+    for row in rows:
+        best: float | None = None
+        for s in store.task_scalars(row.task_id, title=primary.title, series=primary.series):
+            if math.isnan(s.value):
+                continue
+            if best is None or (s.value < best if primary.minimize else s.value > best):
+                best, row.iteration = s.value, s.iteration
+
+
+@dataclass
+class OptimizationListing:
+    id: str
+    project: str
+    name: str
+    status: str
+    created_at: float
+    launched: int
+    total_max_jobs: int | None
+    best_value: float | None
+    best_task: str | None
+    objective: str | None  # "title/series sign"
+
+
+def list_optimizations(store: Store, limit: int | None = 50) -> list[OptimizationListing]:
+    """Optimizer tasks, newest first, with their jobs launched and best objective."""
+    out = []
+    for task in store.find_tasks(type=TaskType.optimizer, limit=limit):
+        try:
+            config = load_config(store, task.id)
+        except Exception:  # an optimizer task without a saved optimization
+            out.append(OptimizationListing(task.id, task.project, task.name, task.status.value,
+                                           task.created_at, store.count_tasks(parent=task.id),
+                                           None, None, None, None))
+            continue
+        children = store.find_tasks(parent=task.id)
+        ranked = best_rows(job_rows(store, config, children), config.objectives[0])
+        o = config.objectives[0]
+        out.append(OptimizationListing(
+            task.id, task.project, task.name, task.status.value, task.created_at,
+            len(children), config.total_max_jobs,
+            ranked[0].objective if ranked else None, ranked[0].task_id if ranked else None,
+            f"{o.title}/{o.series} {o.sign}"))
+    return out
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None, so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
