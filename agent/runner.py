@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -118,15 +119,21 @@ class TaskRunner:
             recorder.close()
         return self._outcome(task, attempt, proc.returncode, reason, recorder)
 
-    def _supervise(self, proc: process.subprocess.Popen[bytes], task: TaskRecord,
+    def _supervise(self, proc: subprocess.Popen[bytes], task: TaskRecord,
                    recorder: Recorder) -> StopReason | None:
         """Wait for the script; stop it on request or at its time limit."""
         monitor = ResourceMonitor(proc.pid, self.slot.gpus)
         start = time.monotonic()
         deadline = start + task.time_limit if task.time_limit else None
         next_sample = start + min(1.0, self.config.monitor_period_s)
-        while proc.poll() is None:
-            if self._stop_event.wait(self.config.poll_s):
+        while True:
+            try:
+                # Returns the moment the script exits: the next task starts sooner.
+                proc.wait(timeout=self.config.poll_s)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stop_event.is_set():
                 process.terminate_tree(proc, self.config.grace_s)
                 return self._stop_reason
             now = time.monotonic()
@@ -136,7 +143,6 @@ class TaskRunner:
             if now >= next_sample:
                 recorder.add_scalars(monitor.sample(int(now - start), time.time()))
                 next_sample = now + self.config.monitor_period_s
-        return None
 
     def _outcome(self, task: TaskRecord, attempt: int, returncode: int | None,
                  reason: StopReason | None, recorder: Recorder

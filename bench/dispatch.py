@@ -263,6 +263,14 @@ class AgentProc:
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def errors(self, lines: int = 30) -> str:
+        """The agent's first logged error with its traceback, or ''."""
+        text = self.log.read_text(errors="replace").splitlines()
+        for i, line in enumerate(text):
+            if "Traceback" in line or " failed to run it" in line:
+                return "\n".join(text[i:i + lines])
+        return ""
+
 
 def wait_until(what: str, probe: Callable[[], Any], timeout: float, period: float = 0.01
                ) -> Any:
@@ -649,6 +657,11 @@ def run_config(name: str, args: argparse.Namespace) -> ConfigResult:
                 print(f"--- log of {agent.name} (tail) ---\n{agent.tail()}", file=sys.stderr)
             raise
         stop_agents(agents, result)
+        for agent in agents:
+            # A failure inside an agent is a finding: keep its traceback before the
+            # temporary folder (and the log in it) goes.
+            if error := agent.errors():
+                result.notes.append(f"agent {agent.name} logged an error:\n{error}")
         if watcher.errors:
             result.notes.append(f"the poller failed {watcher.errors} time(s)")
     return result

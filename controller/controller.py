@@ -22,6 +22,7 @@ from celery import Celery
 
 from hpo import dispatch
 from hpo import params as P
+from hpo.broker import publish
 from hpo.controller.config import OptimizerConfig
 from hpo.controller.jobs import Job
 from hpo.errors import ConfigError, HpoError
@@ -388,6 +389,11 @@ class Controller:
                 self._settle(job, results.get(child.id))
             else:  # launched after the last save: watch it
                 self._track(child.id, Suggestion(trial, self._parameters_of(child)))
+        # A crash between a job's enqueue and its publish leaves it queued with no
+        # message: publish again. Delivery is at-least-once; the claim drops duplicates.
+        for child in children:
+            if child.id in self.active and child.status is Status.queued:
+                publish(self.app, child.id, child.queue or self.config.execution_queue)
         for pending in (Suggestion(**s) for s in state.get("pending", [])):
             if pending.trial_id in by_trial:  # cloned before the crash
                 if by_trial[pending.trial_id].id not in self.jobs:

@@ -1,22 +1,29 @@
 """The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned for several
 agent processes on one machine.
 
-Four fixes over the stock transport, installed under its own ``sqla`` alias so that
-``sqla+sqlite:///PATH`` URLs use them: ``polling_interval`` is taken as the transport
-option it is (the stock channel passes it on to ``create_engine``, which rejects it), and
-concurrent declarations of one new queue and concurrent creations of its tables do
-not crash the loser, and SQLite
-connections run in WAL mode with a busy timeout, so publishers and consumers in
-different processes wait for each other instead of failing with "database is locked".
+Five fixes over the stock transport, installed under its own ``sqla`` alias so that
+``sqla+sqlite:///PATH`` URLs use them:
+
+* ``polling_interval`` is taken as the transport option it is (the stock channel passes
+  it on to ``create_engine``, which rejects it);
+* two processes declaring one new queue, or creating the tables of a new broker file,
+  at the same moment do not crash the loser;
+* SQLite connections run in WAL mode with a busy timeout, so publishers and consumers in
+  different processes wait for each other instead of failing with "database is locked";
+* a delivered message is deleted rather than kept invisible forever (every poll of an
+  empty queue scanned them all).
 """
 
 from __future__ import annotations
 
+from json import loads
+from queue import Empty
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
-from sqlalchemy import create_engine, event
+from kombu.utils.encoding import bytes_to_str
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -59,6 +66,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+    def _get(self, queue: str) -> Any:
+        # The stock channel marks a delivered message invisible and keeps it forever,
+        # and every poll of an empty queue then scans them all: deleting it instead
+        # keeps polls constant. Redelivery does not depend on the row: unacked messages
+        # are put back from kombu's in-memory QoS when a channel closes.
+        obj = self._get_or_create(queue)
+        if self.session.bind.name == "sqlite":
+            self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        try:
+            message = (self.session.query(self.message_cls)
+                       .filter(self.message_cls.queue_id == obj.id)
+                       .filter(self.message_cls.visible != False)  # noqa: E712
+                       .order_by(self.message_cls.sent_at, self.message_cls.id)
+                       .with_for_update().limit(1).first())
+            if message is None:
+                raise Empty()
+            payload = loads(bytes_to_str(message.payload))
+            self.session.delete(message)
+            return payload
+        finally:
+            self.session.commit()
 
 
 class Transport(kombu_sqla.Transport):

@@ -256,7 +256,9 @@ def test_a_controller_killed_mid_run_resumes_and_finishes_the_same_budget_exactl
         # Then resume finishes the same budget
         opt = HyperParameterOptimizer.resume(opt_id, store=store)
         opt.start()
-        assert opt.wait(timeout=180)
+        finished = opt.wait(timeout=120)
+        assert finished, [(t.status.value, t.tags[1], t.queue, t.attempt) for t in
+                          store.find_tasks(parent=opt_id)]
     jobs = store.find_tasks(parent=opt_id)
     assert len(jobs) == total
     assert killed_at <= {j.id for j in jobs}

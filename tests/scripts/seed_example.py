@@ -1,3 +1,4 @@
+# ruff: noqa: I001
 # The example of ClearML's HPO page (../shared/seeds/), with only its imports changed
 # from clearml to hpo. TEMPLATE_TASK_ID comes from the environment, set by the test.
 import os
