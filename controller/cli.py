@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from hpo.cli import output
-from hpo.cli.common import add_store_option, store_from
+from hpo.cli.common import add_store_option, one_line, run_handler, store_from
 from hpo.controller.summary import (
     JobRow,
     OptimizationSummary,
@@ -141,14 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("celery").setLevel(logging.WARNING)
-    try:
-        return int(args.handler(args) or 0)
-    except HpoError as exc:
-        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_handler(PROG, args)
 
 
 # ----- commands -------------------------------------------------------------------------
@@ -302,7 +295,7 @@ def _summary(store: Store, optimizer_id: str, top_k: int) -> OptimizationSummary
 def _fail(store: Store, optimizer_id: str, message: str) -> None:
     try:
         if store.get_task(optimizer_id).status is Status.running:
-            store.set_status(optimizer_id, Status.failed, message=_one_line(message))
+            store.set_status(optimizer_id, Status.failed, message=one_line(message))
     except HpoError:
         pass
 
@@ -475,7 +468,7 @@ def _progress_line(s: OptimizationSummary) -> str:
 def _job_line(s: OptimizationSummary, row: JobRow) -> str:
     o = s.objectives[0]
     if row.objective is None:
-        result = "no objective" + (f" ({_one_line(row.message)})" if row.message else "")
+        result = "no objective" + (f" ({one_line(row.message)})" if row.message else "")
     else:
         result = (f"{o['title']}/{o['series']} {output.cell(row.objective)} at iteration "
                   f"{row.iteration if row.iteration is not None else '-'}")
@@ -561,10 +554,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _positive_int(text: str) -> int:

@@ -51,24 +51,7 @@ class Channel(kombu_sqla.Channel):
             self.session.rollback()
             return super()._get_or_create(queue)
 
-    def _engine_from_config(self) -> Any:
-        conninfo = self.connection.client
-        options = {k: v for k, v in conninfo.transport_options.items()
-                   if k not in _TRANSPORT_ONLY}
-        engine = create_engine(conninfo.hostname, **options)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-    cursor.close()
-
-
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         # The stock channel marks a delivered message invisible and keeps it forever,
         # and every poll of an empty queue then scans them all: deleting it instead
         # keeps polls constant. Redelivery does not depend on the row: unacked messages
@@ -89,6 +72,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             return payload
         finally:
             self.session.commit()
+
+    def _engine_from_config(self) -> Any:
+        conninfo = self.connection.client
+        options = {k: v for k, v in conninfo.transport_options.items()
+                   if k not in _TRANSPORT_ONLY}
+        engine = create_engine(conninfo.hostname, **options)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    cursor.close()
 
 
 class Transport(kombu_sqla.Transport):

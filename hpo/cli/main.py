@@ -10,8 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from hpo.cli import task_cmd, workers_cmd
-from hpo.cli.common import add_store_option
-from hpo.errors import HpoError
+from hpo.cli.common import add_store_option, run_handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,16 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except HpoError as exc:
-        print(f"hpo: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hpo: interrupted", file=sys.stderr)
-        return 130
+    return run_handler("hpo", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,17 +20,16 @@ class OptimizationsMixin(StoreBase):
                                            updated_at=self.now()))
 
     def update_optimization_config(self, task_id: str, config: dict[str, Any]) -> None:
-        with self._write() as conn:
-            updated = conn.execute(update(OPT).where(OPT.c.task_id == task_id).values(
-                config=config, updated_at=self.now())).rowcount
-        if not updated:
-            raise TaskNotFound(f"no optimization {task_id}: `hpo-controller list` shows them")
+        self._update_optimization(task_id, config=config)
 
     def save_optimization_state(self, task_id: str, state: dict[str, Any]) -> None:
         """Replace the controller's saved state in one transaction."""
+        self._update_optimization(task_id, state=state)
+
+    def _update_optimization(self, task_id: str, **values: Any) -> None:
         with self._write() as conn:
             updated = conn.execute(update(OPT).where(OPT.c.task_id == task_id).values(
-                state=state, updated_at=self.now())).rowcount
+                updated_at=self.now(), **values)).rowcount
         if not updated:
             raise TaskNotFound(f"no optimization {task_id}: `hpo-controller list` shows them")
 
