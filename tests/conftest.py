@@ -105,11 +105,30 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def rabbitmq_answers(url: str) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The embedded broker (a SQLite file) and a real Redis."""
+    """The embedded broker (a SQLite file), a real Redis and a real RabbitMQ."""
     if request.param == "embedded":
         return f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    if request.param == "rabbitmq":
+        if not rabbitmq_answers(RABBITMQ_URL):
+            missing_service(f"RabbitMQ at {RABBITMQ_URL}")
+        return RABBITMQ_URL
     if not redis_answers(REDIS_URL):
         missing_service(f"Redis at {REDIS_URL}")
     return REDIS_URL
