@@ -119,7 +119,8 @@ class _Registry:
 
 _registry = _Registry()
 # Built-in strategies whose libraries are slow to import: loaded when first named.
-_LAZY_BUILTINS = {"optuna": "hpo.strategies.optuna_search"}
+_LAZY_BUILTINS = {"optuna": "hpo.strategies.optuna_search", "bohb": "hpo.strategies.bohb",
+                  "asha": "hpo.strategies.asha"}
 
 
 def register(cls: type[SearchStrategy]) -> type[SearchStrategy]:
