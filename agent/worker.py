@@ -19,6 +19,7 @@ from celery.worker import state as celery_state
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
 from hpo.broker import RUN_TASK, make_app, publish
+from hpo.errors import StoreError
 from hpo.models import Status
 from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES, reap
 from hpo.records import TaskRecord
@@ -80,6 +81,16 @@ class Agent:
             self.runners[task_id] = runner
         try:
             runner.run(task_id)
+        except StoreError as exc:
+            if runner.task_id is None:
+                # The store failed before the claim: give the message back to the broker
+                # rather than drop it and leave the task queued with no message.
+                log.warning("task %s: store unavailable before the claim (%s); message "
+                            "returned to the broker", task_id, exc)
+                time.sleep(1.0)
+                raise Reject(str(exc), requeue=True) from None
+            log.exception("task %s: the store failed while running it", task_id)
+            self._fail_after_agent_error(task_id)
         except Exception:
             log.exception("task %s: the agent failed to run it", task_id)
             self._fail_after_agent_error(task_id)
