@@ -355,8 +355,9 @@ class Controller:
     # ----- persistence --------------------------------------------------------------
 
     def _save(self) -> None:
-        """Strategy state, pending suggestions and the active jobs, in one write. Its
-        size is bounded by the concurrency, not by the number of jobs so far."""
+        """Strategy state, pending suggestions and the active jobs, in one write. The
+        controller's part is bounded by the concurrency; the strategy's is its own
+        (grid: an index; random: the configurations seen; BOHB: its results)."""
         self.store.save_optimization_state(self.task_id, {
             "strategy": self.strategy.state(),
             "pending": [_suggestion_dict(s) for s in self.pending],

@@ -21,6 +21,8 @@ from hpo.automation.parameters import (
 
 if TYPE_CHECKING:
     from hpo.controller.optimizer import HyperParameterOptimizer
+    from hpo.strategies.bohb import OptimizerBOHB
+    from hpo.strategies.optuna_search import OptimizerOptuna
     from hpo.strategies import GridSearch, RandomSearch, SearchStrategy
 
 _LAZY = {
@@ -28,6 +30,8 @@ _LAZY = {
     "RandomSearch": "hpo.strategies",
     "GridSearch": "hpo.strategies",
     "HyperParameterOptimizer": "hpo.controller.optimizer",
+    "OptimizerBOHB": "hpo.strategies.bohb",
+    "OptimizerOptuna": "hpo.strategies.optuna_search",
 }
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "GridSearch",
     "HyperParameterOptimizer",
     "LogUniformParameterRange",
+    "OptimizerBOHB",
+    "OptimizerOptuna",
     "Parameter",
     "ParameterSet",
     "RandomSearch",
