@@ -21,9 +21,9 @@ from hpo.automation.parameters import (
 
 if TYPE_CHECKING:
     from hpo.controller.optimizer import HyperParameterOptimizer
+    from hpo.strategies import GridSearch, RandomSearch, SearchStrategy
     from hpo.strategies.bohb import OptimizerBOHB
     from hpo.strategies.optuna_search import OptimizerOptuna
-    from hpo.strategies import GridSearch, RandomSearch, SearchStrategy
 
 _LAZY = {
     "SearchStrategy": "hpo.strategies",
