@@ -214,7 +214,7 @@ class Controller:
             job = self.active[scalar.task_id]
             job.cursor = max(job.cursor, scalar.id)
             index = job.objective_index(scalar.title, scalar.series)
-            if index is not None:
+            if index is not None and not job.budget_reached:
                 job.record(index, scalar.iteration, scalar.value)
                 if index == 0:
                     self._decide(job, scalar.iteration)
@@ -235,6 +235,7 @@ class Controller:
             return
         budget = job.max_iteration or self.config.max_iteration_per_job
         if budget is not None and iteration >= budget:
+            job.budget_reached = True
             self._stop_job(job, f"max_iteration_per_job reached ({iteration} >= {budget})")
             return
         values = [v if v is not None else math.nan for v in job.last]
@@ -315,7 +316,8 @@ class Controller:
         job = Job(task_id=task_id, trial_id=suggestion.trial_id,
                   parameters=dict(suggestion.parameters),
                   max_iteration=suggestion.max_iteration,
-                  objectives=list(self.config.objectives))
+                  objectives=list(self.config.objectives),
+                  resume_from=suggestion.resume_from)
         self.jobs[task_id] = job
         self.active[task_id] = job
         return job
@@ -376,31 +378,26 @@ class Controller:
         self.strategy_done = bool(state.get("strategy_done"))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         active = {t: Suggestion(**s) for t, s in state.get("active", {}).items()}
+        pending = {s["trial_id"]: Suggestion(**s) for s in state.get("pending", [])}
         children = self.store.find_tasks(parent=self.task_id)
         results = self._results_of([c for c in children if c.id not in active])
-        by_trial: dict[str, TaskRecord] = {}
         for child in sorted(children, key=lambda c: c.created_at):
             trial = _trial_of(child)
-            by_trial[trial] = child
-            if child.id in active:
-                self._track(child.id, active[child.id])
-            elif child.status in FINAL_STATUSES:
-                job = self._track(child.id, Suggestion(trial, self._parameters_of(child)))
+            # A pending suggestion whose clone exists was launched: it keeps its budget,
+            # and the strategy has not heard its end (it hears it in the next cycle).
+            unheard = child.id in active or trial in pending
+            suggestion = active.get(child.id) or pending.pop(trial, None) or Suggestion(
+                trial, self._parameters_of(child))
+            job = self._track(child.id, suggestion)
+            if not unheard and child.status in FINAL_STATUSES:
                 job.update_from(child)
                 self._settle(job, results.get(child.id))
-            else:  # launched after the last save: watch it
-                self._track(child.id, Suggestion(trial, self._parameters_of(child)))
+        self.pending = list(pending.values())
         # A crash between a job's enqueue and its publish leaves it queued with no
         # message: publish again. Delivery is at-least-once; the claim drops duplicates.
         for child in children:
             if child.id in self.active and child.status is Status.queued:
                 publish(self.app, child.id, child.queue or self.config.execution_queue)
-        for pending in (Suggestion(**s) for s in state.get("pending", [])):
-            if pending.trial_id in by_trial:  # cloned before the crash
-                if by_trial[pending.trial_id].id not in self.jobs:
-                    self._track(by_trial[pending.trial_id].id, pending)
-            else:
-                self.pending.append(pending)
         log.info("optimization %s resumed: %d job(s) launched, %d active, %d to launch",
                  self.task_id, len(self.jobs), len(self.active), len(self.pending))
 
@@ -434,7 +431,7 @@ def _trial_of(child: TaskRecord) -> str:
 
 
 def _suggestion_of(job: Job) -> Suggestion:
-    return Suggestion(job.trial_id, job.parameters, job.max_iteration)
+    return Suggestion(job.trial_id, job.parameters, job.max_iteration, job.resume_from)
 
 
 def _suggestion_dict(s: Suggestion) -> dict[str, Any]:

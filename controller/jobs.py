@@ -18,6 +18,7 @@ class Job:
     parameters: dict[str, Any]
     max_iteration: int | None
     objectives: list[Objective]
+    resume_from: str | None = None
     status: Status = Status.queued
     cursor: int = 0  # last scalar id read for this job
     started_at: float | None = None
@@ -29,6 +30,9 @@ class Job:
     best: list[float | None] = field(default_factory=list)
     best_iteration: list[int] = field(default_factory=list)
     saw_nan: bool = False
+    # Reports after the one that reached the iteration budget do not count: jobs stopped
+    # at the same budget are compared at the same iteration.
+    budget_reached: bool = False
     # Set when the job ends: the values that count, None for a failed job.
     result: list[float] | None = None
 

@@ -72,8 +72,9 @@ def load_optimizer_arguments(path: str | Path, store: Store) -> dict[str, Any]:
         hyper_parameters = _hyper_parameters(data.get("hyper_parameters"))
         plain = {name: data[name] for name in PLAIN_FIELDS if name in data}
         _check_plain(plain)
-        strategy, strategy_kwargs = _strategy(data.get("strategy", "random"),
-                                              data.get("strategy_kwargs"))
+        strategy, strategy_kwargs = _strategy(
+            _beside(data.get("strategy", "random"), path.resolve().parent),
+            data.get("strategy_kwargs"))
         _dry_run(hyper_parameters, objectives, strategy, strategy_kwargs, plain)
         if "base_task" not in data:
             raise ConfigError(f"base_task: missing: give one of {'; '.join(_BASE_TASK_FORMS)}")
@@ -172,6 +173,17 @@ def _check_plain(plain: dict[str, Any]) -> None:
     keep = plain.get("save_top_k_tasks_only")
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise ConfigError(f"save_top_k_tasks_only must be a positive integer, not {keep!r}")
+
+
+def _beside(name: Any, folder: Path) -> Any:
+    """``my_strategy.LocalSearch`` with ``my_strategy.py`` in the yaml's folder becomes
+    ``/that/folder/my_strategy.py:LocalSearch``: it imports without PYTHONPATH, and the
+    saved configuration still finds it on ``resume``."""
+    if not isinstance(name, str) or "." not in name or ":" in name:
+        return name
+    module, _, attr = name.rpartition(".")
+    candidate = folder / (module.replace(".", "/") + ".py")
+    return f"{candidate}:{attr}" if candidate.is_file() else name
 
 
 def _strategy(name: Any, kwargs: Any) -> tuple[str, dict[str, Any]]:

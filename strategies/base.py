@@ -130,8 +130,9 @@ def register(cls: type[SearchStrategy]) -> type[SearchStrategy]:
 
 
 def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
-    """A strategy class from a registered name (``random``) or a dotted path
-    (``my_package.strategies.MyStrategy`` or ``my_module:MyStrategy``)."""
+    """A strategy class from a registered name (``random``), a dotted path
+    (``my_package.strategies.MyStrategy`` or ``my_module:MyStrategy``) or a file
+    (``/path/to/my_strategy.py:MyStrategy``)."""
     import importlib
 
     from hpo.errors import ConfigError
@@ -146,6 +147,9 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
         importlib.import_module(_LAZY_BUILTINS[name_or_path])
     if name_or_path in _registry.strategies:
         return _registry.strategies[name_or_path]
+    file_name, colon, attr = name_or_path.rpartition(":")
+    if colon and file_name.endswith(".py"):
+        return resolve(_class_from_file(file_name, attr))
     module_name, sep, attr = name_or_path.replace(":", ".").rpartition(".")
     if not sep:
         known = ", ".join(sorted(_registry.strategies))
@@ -156,3 +160,25 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import strategy {name_or_path!r}: {exc}") from None
     return resolve(cls)
+
+
+def _class_from_file(path: str, attr: str) -> type:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from hpo.errors import ConfigError
+
+    module_name = f"hpo_user_strategy_{Path(path).stem}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None or not Path(path).is_file():
+            raise ConfigError(f"cannot import strategy file {path}: it does not exist")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    try:
+        cls: type = getattr(sys.modules[module_name], attr)
+    except AttributeError:
+        raise ConfigError(f"strategy file {path} has no class {attr!r}") from None
+    return cls
