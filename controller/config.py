@@ -3,9 +3,12 @@ validated once, before anything is launched, and saved in the store for resume."
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import pickle
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hpo.automation.parameters import Parameter
@@ -68,9 +71,12 @@ class OptimizerConfig:
             raise ConfigError("execution_queue must name a queue, e.g. default")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """JSON for the store. Strategy arguments that are not JSON (an Optuna sampler or
+        pruner instance) are pickled: the store is as trusted as the scripts it runs."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["hyper_parameters"] = [p.to_dict() for p in self.hyper_parameters]
         data["objectives"] = [asdict(o) for o in self.objectives]
+        data["strategy_kwargs"] = {k: _to_json(k, v) for k, v in self.strategy_kwargs.items()}
         return data
 
     @classmethod
@@ -78,7 +84,31 @@ class OptimizerConfig:
         data = dict(data)
         data["hyper_parameters"] = [Parameter.from_dict(p) for p in data["hyper_parameters"]]
         data["objectives"] = [Objective(**o) for o in data["objectives"]]
+        data["strategy_kwargs"] = {k: _from_json(v)
+                                   for k, v in data.get("strategy_kwargs", {}).items()}
         return cls(**data)
+
+
+_PICKLED = "__pickled__"
+
+
+def _to_json(name: str, value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        pass
+    try:
+        return {_PICKLED: base64.b64encode(pickle.dumps(value)).decode()}
+    except Exception as exc:
+        raise ConfigError(f"strategy argument {name}={value!r} can be neither saved as JSON "
+                          f"nor pickled ({exc}): pass plain values") from None
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {_PICKLED}:
+        return pickle.loads(base64.b64decode(value[_PICKLED]))
+    return value
 
 
 def objectives_from(

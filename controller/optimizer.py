@@ -74,8 +74,9 @@ class HyperParameterOptimizer:
         )
         self.config.validate()
         make_strategy(self.config)  # an unknown strategy or bad arguments fail here, first
+        saved = self.config.to_dict()  # and arguments that cannot be saved, here
         self.task_id = self._optimizer_task(auto_connect_task, always_create_task)
-        self.store.create_optimization(self.task_id, self.config.to_dict())
+        self.store.create_optimization(self.task_id, saved)
         self._setup()
 
     @classmethod
