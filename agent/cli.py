@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hpo.agent.runner import RunnerConfig
 from hpo.agent.slots import make_slots
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"re-queues of a lost task before it fails ({DEFAULT_RETRIES})")
     p.add_argument("--max-log-mb", type=float, default=10.0,
                    help="output stored per task; the rest is counted, not kept (10)")
+    p.add_argument("--checkpoint-root", metavar="DIR",
+                   help="where tasks save checkpoints (default: $HPO_CHECKPOINT_ROOT, else "
+                   "$HPO_HOME/checkpoints; shared storage on a cluster)")
     p.add_argument("--monitor-period", type=float, default=5.0, metavar="SECONDS",
                    help="resource sampling period (5)")
     return p
@@ -73,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=name, queues=args.queue or ["default"], slots=slots,
             runner=RunnerConfig(worker=name, grace_s=args.grace, python=args.python,
                                 max_log_bytes=int(args.max_log_mb * 2**20),
-                                monitor_period_s=args.monitor_period),
+                                monitor_period_s=args.monitor_period,
+                                checkpoint_root=Path(args.checkpoint_root).expanduser()
+                                if args.checkpoint_root else None),
             store_url=args.store, broker_url=args.broker,
             shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
             lost_after_s=args.lost_after, retries=args.retries,

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from hpo import channel
+from hpo import channel, checkpoints
 from hpo.agent import process
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
@@ -50,6 +50,7 @@ class RunnerConfig:
     max_log_bytes: int = 10 * 2**20
     monitor_period_s: float = 5.0
     poll_s: float = 0.05
+    checkpoint_root: Path | None = None  # None: hpo.checkpoints.checkpoint_root()
 
 
 class TaskRunner:
@@ -179,7 +180,7 @@ class TaskRunner:
     def _environment(self, task: TaskRecord, attempt: int, server: ChannelServer
                      ) -> dict[str, str]:
         spec = {"id": task.id, "project": task.project, "name": task.name, "type": task.type,
-                "attempt": attempt, "parameters": task.parameters}
+                "attempt": attempt, "parameters": task.parameters, **self._checkpoints(task)}
         spec_path = Path(server.path).with_name("spec.json")
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
@@ -191,6 +192,20 @@ class TaskRunner:
             "PYTHONUNBUFFERED": "1",
         })
         return env
+
+
+    def _checkpoints(self, task: TaskRecord) -> dict[str, Any]:
+        """Where the task saves its state, and the state it continues, if any: a task
+        tagged resume:<id> continues that task's last complete checkpoint."""
+        root = self.config.checkpoint_root or checkpoints.checkpoint_root()
+        spec: dict[str, Any] = {"checkpoint_dir": str(checkpoints.folder_of(task.id, root))}
+        for tag in task.tags:
+            if tag.startswith(checkpoints.RESUME_TAG):
+                folder = checkpoints.folder_of(tag[len(checkpoints.RESUME_TAG):], root)
+                iteration = checkpoints.saved_iteration(folder)
+                if iteration is not None:
+                    spec.update(resume_checkpoint=str(folder), resume_iteration=iteration)
+        return spec
 
 
 def _pump(stream: IO[bytes] | None, name: str, recorder: Recorder) -> None:

@@ -23,6 +23,7 @@ from celery import Celery
 from hpo import dispatch
 from hpo import params as P
 from hpo.broker import publish
+from hpo.checkpoints import RESUME_TAG
 from hpo.controller.config import OptimizerConfig
 from hpo.controller.jobs import Job
 from hpo.errors import ConfigError, HpoError
@@ -93,6 +94,7 @@ class Controller:
         self.strategy.attach(store.url, optimizer_task_id)
         self.base = store.get_task(config.base_task_id)
         self.jobs: dict[str, Job] = {}  # every job, by task id
+        self.task_of_trial: dict[str, str] = {}
         self.active: dict[str, Job] = {}  # jobs the strategy has not heard the end of
         self.pending: list[Suggestion] = []  # suggested, maybe cloned, not yet tracked
         self.strategy_done = False
@@ -301,10 +303,13 @@ class Controller:
         overrides = {P.qualify(k): v for k, v in suggestion.parameters.items()}
         described = " ".join(f"{k}={_short(v)}" for k, v in suggestion.parameters.items())
         limit = self.config.time_limit_per_job
+        tags = [f"optimizer:{self.task_id}", f"trial:{suggestion.trial_id}"]
+        continued = self.task_of_trial.get(suggestion.resume_from or "")
+        if continued:  # the agent hands it that job's checkpoint
+            tags.append(f"{RESUME_TAG}{continued}")
         clone = self.store.clone_task(
             self.base.id, name=f"{self.base.name}: {described}", parent=self.task_id,
-            project=self.config.spawn_project, parameters=overrides,
-            tags=[f"optimizer:{self.task_id}", f"trial:{suggestion.trial_id}"],
+            project=self.config.spawn_project, parameters=overrides, tags=tags,
             time_limit=limit * 60 if limit else None)
         self._enqueue(self._track(clone.id, suggestion))
 
@@ -320,6 +325,7 @@ class Controller:
                   resume_from=suggestion.resume_from)
         self.jobs[task_id] = job
         self.active[task_id] = job
+        self.task_of_trial[job.trial_id] = task_id
         return job
 
     def _stop_job(self, job: Job, reason: str) -> None:

@@ -56,6 +56,8 @@ def _app_for(url: str) -> Celery:
         worker_send_task_events=True,
         broker_transport_options=transport_options(url),
     )
+    if url.startswith(("sqla+", "sqlalchemy+")):
+        embedded_broker.create_tables(url)
     return app
 
 

@@ -16,6 +16,7 @@ Five fixes over the stock transport, installed under its own ``sqla`` alias so t
 
 from __future__ import annotations
 
+import time
 from json import loads
 from queue import Empty
 from typing import Any
@@ -92,6 +93,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 class Transport(kombu_sqla.Transport):
     Channel = Channel
+
+
+def create_tables(url: str, attempts: int = 10) -> None:
+    """Create the broker file's tables before kombu uses it. Processes that create them
+    at the same moment inside a publish make kombu retry on a channel it has closed;
+    here a loser just tries again."""
+    from kombu import Connection
+
+    for attempt in range(attempts):
+        try:
+            with Connection(url) as connection:
+                connection.default_channel._open()
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def install() -> None:

@@ -8,8 +8,9 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
-from hpo import channel
+from hpo import channel, checkpoints
 from hpo.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
@@ -29,6 +30,11 @@ class AgentBackend:
         self.name: str = spec.get("name", "")
         self.type: str = spec.get("type", "training")
         self._parameters: dict[str, Any] = dict(spec.get("parameters") or {})
+        self.checkpoint_dir = Path(spec.get("checkpoint_dir") or checkpoints.folder_of(
+            self.task_id))
+        resume = spec.get("resume_checkpoint")
+        self.resume_checkpoint = Path(resume) if resume else None
+        self.resume_iteration = int(spec.get("resume_iteration") or 0)
         self._address = address
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()

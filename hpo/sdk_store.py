@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from hpo import checkpoints
 from hpo.models import FINAL_STATUSES, Status, TaskType
 from hpo.records import TaskRecord
 from hpo.script_info import current_script
@@ -29,6 +31,10 @@ class StoreBackend:
         self.name = record.name
         self.type = record.type
         self.running = running
+        # Run by hand, a task saves checkpoints but resumes from none.
+        self.checkpoint_dir = checkpoints.folder_of(record.id)
+        self.resume_checkpoint: Path | None = None
+        self.resume_iteration = 0
         self._buffer: list[ScalarReport] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()

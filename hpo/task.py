@@ -21,6 +21,7 @@ from hpo.models import Status, TaskType
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Protocol
 
     from hpo.records import TaskRecord
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
         name: str
         type: str
         overrides: bool
+        checkpoint_dir: Path
+        resume_checkpoint: Path | None
+        resume_iteration: int
 
         def parameters(self) -> dict[str, Any]: ...
         def record_parameters(self, values: dict[str, Any]) -> None: ...
@@ -189,6 +193,32 @@ class Task:
         self._bind(values, P.ARGS_SECTION)
         for dest, value in values.items():
             setattr(ns, dest, value)
+
+    # ----- checkpoints ----------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The folder to save this task's state in (created on first use)."""
+        folder = self._backend.checkpoint_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @property
+    def resume_checkpoint(self) -> Path | None:
+        """The folder of the job this one continues (an ASHA promotion), or None."""
+        return self._backend.resume_checkpoint
+
+    @property
+    def resume_iteration(self) -> int:
+        """The iteration ``resume_checkpoint`` holds: continue after it. 0: start fresh."""
+        return self._backend.resume_iteration
+
+    def save_checkpoint(self, iteration: int) -> None:
+        """Record that ``checkpoint_dir`` now holds a complete state at ``iteration``
+        (call it after writing the files)."""
+        from hpo import checkpoints
+
+        checkpoints.save_record(self._backend.checkpoint_dir, iteration)
 
     # ----- reporting ------------------------------------------------------------------
 

@@ -303,7 +303,9 @@ def check_first_bracket(store: Store, opt_id: str, tight: bool = True) -> None:
         assert budget <= scalars[-1].iteration
         if tight:
             assert scalars[-1].iteration < budget + 50  # stopped at its budget
-        last_value[job.id] = scalars[-1].value
+        # The value that counts is the report at the budget (later ones, sent while the
+        # stop travels, do not).
+        last_value[job.id] = next(s.value for s in scalars if s.iteration >= budget)
         assert isinstance(job.parameters["General/y"], int)
         assert isinstance(job.parameters["General/x"], float)
     assert budgets == PROGRESSION
