@@ -7,7 +7,13 @@ a job while it runs. A job takes about a second.
 
 Run it by hand (``python examples/digits/train.py``) and it is registered as a template
 task; ``hpo-controller start examples/digits/hpo.yaml --local-agents 2`` optimizes it.
+
+It checkpoints after every epoch (``task.checkpoint_dir`` + ``task.save_checkpoint``): a
+job that ASHA promotes continues from its parent's model (``task.resume_checkpoint``,
+``task.resume_iteration``) instead of training again from the first epoch.
 """
+
+import pickle
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -39,10 +45,15 @@ model = SGDClassifier(loss="hinge", alpha=config["alpha"], eta0=config["eta0"],
                       learning_rate=config["learning_rate"], penalty=config["penalty"],
                       random_state=0)
 rng = np.random.default_rng(0)
+first_epoch = 0
+if task.resume_checkpoint is not None:  # a promoted job: continue the parent's training
+    with open(task.resume_checkpoint / "model.pkl", "rb") as f:
+        model, rng = pickle.load(f)
+    first_epoch = task.resume_iteration + 1
 logger = task.get_logger()
 batch_size = max(1, int(config["batch_size"]))
 accuracy = 0.0
-for epoch in range(int(config["epochs"])):
+for epoch in range(first_epoch, int(config["epochs"])):
     order = rng.permutation(len(x_train))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
@@ -50,4 +61,7 @@ for epoch in range(int(config["epochs"])):
     accuracy = float(model.score(x_val, y_val))
     logger.report_scalar("validation", "accuracy", accuracy, epoch)
     logger.report_scalar("validation", "error", 1.0 - accuracy, epoch)
+    with open(task.checkpoint_dir / "model.pkl", "wb") as f:
+        pickle.dump((model, rng), f)
+    task.save_checkpoint(epoch)
 print(f"validation accuracy {accuracy:.4f} after {config['epochs']} epochs")
