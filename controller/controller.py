@@ -311,7 +311,10 @@ class Controller:
             self.base.id, name=f"{self.base.name}: {described}", parent=self.task_id,
             project=self.config.spawn_project, parameters=overrides, tags=tags,
             time_limit=limit * 60 if limit else None)
-        self._enqueue(self._track(clone.id, suggestion))
+        job = self._track(clone.id, suggestion)
+        if continued:
+            job.inherit(self.jobs[continued])
+        self._enqueue(job)
 
     def _enqueue(self, job: Job) -> None:
         dispatch.enqueue(self.store, self.app, job.task_id, self.config.execution_queue)

@@ -43,6 +43,16 @@ class Job:
         self.best = [None] * n
         self.best_iteration = [-1] * n
 
+    def inherit(self, parent: Job) -> None:
+        """Start from the reports of the job this one continues from a checkpoint: its
+        curve goes on from there (and a parent that already trained to the end leaves
+        this job nothing to report but a result all the same)."""
+        self.last = list(parent.last)
+        self.last_iteration = list(parent.last_iteration)
+        self.best = list(parent.best)
+        self.best_iteration = list(parent.best_iteration)
+        self.saw_nan = parent.saw_nan
+
     def objective_index(self, title: str, series: str) -> int | None:
         for i, objective in enumerate(self.objectives):
             if objective.title == title and objective.series == series:
