@@ -13,6 +13,7 @@ job that ASHA promotes continues from its parent's model (``task.resume_checkpoi
 ``task.resume_iteration``) instead of training again from the first epoch.
 """
 
+import os
 import pickle
 
 import numpy as np
@@ -61,7 +62,9 @@ for epoch in range(first_epoch, int(config["epochs"])):
     accuracy = float(model.score(x_val, y_val))
     logger.report_scalar("validation", "accuracy", accuracy, epoch)
     logger.report_scalar("validation", "error", 1.0 - accuracy, epoch)
-    with open(task.checkpoint_dir / "model.pkl", "wb") as f:
+    # Written aside and renamed: a job stopped mid-write leaves the last whole model.
+    with open(task.checkpoint_dir / "model.tmp", "wb") as f:
         pickle.dump((model, rng), f)
+    os.replace(task.checkpoint_dir / "model.tmp", task.checkpoint_dir / "model.pkl")
     task.save_checkpoint(epoch)
 print(f"validation accuracy {accuracy:.4f} after {config['epochs']} epochs")

@@ -2,6 +2,7 @@
 checkpoint: reports loss/total from task.resume_iteration + 1 on."""
 
 import json
+import os
 import time
 
 from hpo import Task
@@ -17,6 +18,8 @@ logger = task.get_logger()
 for step in range(start, cfg["steps"]):
     state["seen"].append(step)
     logger.report_scalar("loss", "total", (cfg["x"] - 0.3) ** 2 + 1 / (1 + step), step)
-    (task.checkpoint_dir / "state.json").write_text(json.dumps(state))
+    # Written aside and renamed: a stop mid-write must not leave half a file behind.
+    (task.checkpoint_dir / "state.tmp").write_text(json.dumps(state))
+    os.replace(task.checkpoint_dir / "state.tmp", task.checkpoint_dir / "state.json")
     task.save_checkpoint(step)
     time.sleep(cfg["sleep"])
