@@ -13,4 +13,4 @@ for epoch in range(args["number_of_epochs"]):
     quality = 1 - abs(args["dropout"] - 0.2) - abs(args["base_lr"] - 0.004) * 20
     accuracy = quality * (1 - 0.5 ** (epoch + 1)) * (0.9 + args["batch_size"] / 160)
     logger.report_scalar("accuracy", "total", accuracy, (epoch + 1) * 15000)
-    time.sleep(0.2)
+    time.sleep(0.3)
