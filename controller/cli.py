@@ -37,7 +37,8 @@ from hpo.models import FINAL_STATUSES, Status
 from hpo.store import Store
 
 PROG = "hpo-controller"
-POLL_S = 0.5  # how often the display reads the store
+POLL_S = 0.5  # how often the display looks at the controller
+REREAD_S = 2.0  # the store is read at least this often while nothing changes
 PLAIN_PERIOD_S = 5.0  # a plain progress line at most this often (and on every job end)
 PLAIN_QUIET_S = 60.0  # ... and at least this often when nothing changed
 
@@ -257,6 +258,8 @@ def _run(optimizer: Any, store: Store, args: argparse.Namespace) -> int:
                              f"agents serve it (hpo-agent --queue "
                              f"{optimizer.config.execution_queue})")
             stop_sent = False
+            changes = _Changes(optimizer)
+            summary: OptimizationSummary | None = None
             while True:
                 done = optimizer.wait(POLL_S)
                 if interrupts.stop.is_set() and not stop_sent:
@@ -264,7 +267,11 @@ def _run(optimizer: Any, store: Store, args: argparse.Namespace) -> int:
                     display.note("stopping: every job is stopped (Ctrl-C again to quit at "
                                  "once)")
                     optimizer.stop(timeout=0)
-                display.refresh(_summary(store, optimizer.id, args.top), final=done)
+                # Reading the store costs in proportion to the jobs so far: read it when
+                # the controller's own counts change, and now and then for the clocks.
+                if changes.seen() or done or summary is None:
+                    summary = _summary(store, optimizer.id, args.top)
+                display.refresh(summary, final=done)
                 if done:
                     break
         except KeyboardInterrupt:
@@ -282,6 +289,25 @@ def _run(optimizer: Any, store: Store, args: argparse.Namespace) -> int:
     if interrupts.count:
         return 130
     return 1 if summary.status == Status.failed.value else 0
+
+
+class _Changes:
+    """Whether the running optimization moved since the last look (jobs launched,
+    started or ended, from the controller's memory), or REREAD_S passed."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.controller = optimizer.controller
+        self.last: tuple[int, ...] = ()
+        self.read_at = 0.0
+
+    def seen(self) -> bool:
+        p = self.controller.progress()
+        key = (p.launched, p.running, p.queued, p.finished)
+        now = time.monotonic()
+        if key != self.last or now - self.read_at >= REREAD_S:
+            self.last, self.read_at = key, now
+            return True
+        return False
 
 
 def _summary(store: Store, optimizer_id: str, top_k: int) -> OptimizationSummary | None:

@@ -99,6 +99,7 @@ class Controller:
         self.pending: list[Suggestion] = []  # suggested, maybe cloned, not yet tracked
         self.strategy_done = False
         self.finished_compute_s = 0.0
+        self.failed = 0  # finished jobs without a valid objective
         self.best: Job | None = None
         self.elapsed_before = 0.0
         self.started = time.time()
@@ -120,7 +121,7 @@ class Controller:
     def compute_s(self) -> float:
         now = time.time()
         return self.finished_compute_s + sum(j.compute_seconds(now)
-                                             for j in self.active.values())
+                                             for j in list(self.active.values()))
 
     def run(self) -> str:
         """Run to the end; returns why it ended. A store or broker that fails for a
@@ -149,6 +150,7 @@ class Controller:
         return reason
 
     def progress(self) -> Progress:
+        """Safe from another thread: list() copies the dict in one step, under the GIL."""
         active = list(self.active.values())
         finished = len(self.jobs) - len(active)
         return Progress(
@@ -156,7 +158,7 @@ class Controller:
             running=sum(j.status is Status.running for j in active),
             queued=sum(j.status in (Status.queued, Status.created) for j in active),
             finished=finished,
-            failed=sum(j.result is None for j in self.jobs.values() if j.finished),
+            failed=self.failed,
             best_value=self.best.result[0] if self.best and self.best.result else None,
             best_task=self.best.task_id if self.best else None,
             elapsed_s=self.elapsed_s(), compute_s=self.compute_s(),
@@ -267,6 +269,7 @@ class Controller:
         job.result = result
         self.active.pop(job.task_id, None)
         self.finished_compute_s += job.compute_seconds(time.time())
+        self.failed += result is None
         if result is not None and (self.best is None or self._better(result, self.best)):
             self.best = job
 
