@@ -1,0 +1,1 @@
+"""``hpo ui``: a small read-only web view of the store (optimizations, tasks, agents)."""
