@@ -7,12 +7,19 @@ there is nothing to draw yet, never an exception).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from hpo.models import FINAL_STATUSES, Status
+from hpo.report.tables import short_key
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
-
-    from hpo.report.data import ReportData
+    from hpo.controller.summary import JobRow
+    from hpo.report.data import ParamAxis, ReportData
 
 # file stem -> title; the order is the order of the report's index and the web page.
 FIGURES: dict[str, str] = {
@@ -26,4 +33,234 @@ FIGURES: dict[str, str] = {
 
 def build_figures(data: ReportData) -> dict[str, go.Figure]:
     """Every figure of FIGURES, by stem."""
-    raise NotImplementedError
+    return {stem: build_figure(stem, data) for stem in FIGURES}
+
+
+def build_figure(stem: str, data: ReportData) -> go.Figure:
+    """One figure of FIGURES; a figure that cannot be drawn says why instead of raising
+    (a report or a live page must show the other plots whatever one of them meets)."""
+    try:
+        fig = _BUILDERS[stem](data)
+    except Exception as exc:  # a bug or odd data in one plot must not lose the others
+        fig = empty_figure(f"this plot could not be drawn: {type(exc).__name__}: {exc}")
+    fig.update_layout(title={"text": FIGURES[stem], "x": 0.02}, template="plotly_white")
+    return fig
+
+
+def empty_figure(text: str) -> go.Figure:
+    """A blank figure that says why it is blank."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper",
+                       showarrow=False, font={"size": 16, "color": "#666"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+# ----- parallel coordinates -----------------------------------------------------------------
+
+
+def parallel_coordinates(data: ReportData) -> go.Figure:
+    rows = [r for r in data.launched if _finished(r) and r.objective is not None]
+    if not rows:
+        return empty_figure("no finished job with an objective yet")
+    objectives = [float(r.objective) for r in rows if r.objective is not None]
+    dimensions = [_dimension(axis, [r.parameters.get(axis.name) for r in rows])
+                  for axis in data.axes]
+    dimensions.append({"label": data.objective_label, "values": objectives})
+    return go.Figure(go.Parcoords(
+        dimensions=dimensions,
+        # The best jobs bright: viridis is yellow at the top, so reverse it to minimize.
+        line={"color": objectives, "colorscale": "Viridis", "reversescale": data.minimize,
+              "showscale": True, "colorbar": {"title": {"text": "objective"}}},
+        labelangle=-20,
+    ))
+
+
+def _dimension(axis: ParamAxis, values: list[Any]) -> dict[str, Any]:
+    label = short_key(axis.name)
+    if axis.kind == "categorical":
+        return _categorical_dimension(label, axis.categories, values)
+    if axis.kind == "log":
+        return _log_dimension(label, values)
+    return {"label": label, "values": [_number(v) for v in values]}
+
+
+def _categorical_dimension(label: str, categories: list[str], values: list[Any]
+                           ) -> dict[str, Any]:
+    labels = list(categories)
+    texts = ["-" if v is None else str(v) for v in values]
+    labels += [t for t in dict.fromkeys(texts) if t not in labels]  # not in the config
+    index = {text: i for i, text in enumerate(labels)}
+    return {"label": label, "values": [index[t] for t in texts],
+            "tickvals": list(range(len(labels))), "ticktext": labels,
+            "range": [-0.25, max(len(labels) - 1, 0) + 0.25]}
+
+
+def _log_dimension(label: str, values: list[Any]) -> dict[str, Any]:
+    """Drawn on log10 of the value (parcoords has no log axis); ticks at the decades,
+    labelled with the real values."""
+    logs = [math.log10(x) if (x := _number(v)) > 0 else math.nan for v in values]
+    finite = [x for x in logs if math.isfinite(x)]
+    if not finite:
+        return {"label": f"{label} (log)", "values": logs}
+    low, high = math.floor(min(finite)), math.ceil(max(finite))
+    ticks = list(range(low, high + 1))
+    return {"label": f"{label} (log)", "values": logs, "range": [low, max(high, low + 1)],
+            "tickvals": ticks, "ticktext": [f"{10.0 ** k:g}" for k in ticks]}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+# ----- objective per job ----------------------------------------------------------------
+
+
+def objective_per_job(data: ReportData) -> go.Figure:
+    jobs = list(enumerate(data.launched, 1))
+    scored = [(n, r) for n, r in jobs if r.objective is not None]
+    if not scored:
+        return empty_figure("no job has reported the objective yet")
+    fig = go.Figure()
+    done = [(n, r) for n, r in scored if _finished(r)]
+    running = [(n, r) for n, r in scored if not _finished(r)]
+    fig.add_trace(_job_markers(done, "finished job", {"size": 9, "color": "#1f77b4"}))
+    if running:
+        fig.add_trace(_job_markers(running, "running (latest value)",
+                                   {"size": 9, "color": "#1f77b4", "symbol": "circle-open"}))
+    fig.add_trace(_best_so_far(done, data.minimize))
+    failed = [(n, r) for n, r in jobs if _finished(r) and r.objective is None]
+    if failed:
+        # No value to place them by: drawn on the lowest value seen, as red crosses.
+        bottom = min(float(r.objective) for _, r in scored if r.objective is not None)
+        fig.add_trace(go.Scatter(
+            x=[n for n, _ in failed], y=[bottom] * len(failed), mode="markers",
+            name="failed / no objective (drawn at the bottom)",
+            marker={"symbol": "x", "size": 10, "color": "#d62728"},
+            text=[_hover(r) for _, r in failed], hoverinfo="text"))
+    fig.update_xaxes(title_text="job, in launch order")
+    fig.update_yaxes(title_text=data.objective_label)
+    return fig
+
+
+def _job_markers(jobs: list[tuple[int, JobRow]], name: str, marker: dict[str, Any]
+                 ) -> go.Scatter:
+    return go.Scatter(x=[n for n, _ in jobs], y=[r.objective for _, r in jobs],
+                      mode="markers", name=name, marker=marker,
+                      text=[_hover(r) for _, r in jobs], hoverinfo="text+y")
+
+
+def _best_so_far(jobs: list[tuple[int, JobRow]], minimize: bool) -> go.Scatter:
+    better: Callable[[float, float], bool] = (lambda a, b: a < b) if minimize else (
+        lambda a, b: a > b)
+    xs, ys = [], []
+    best: float | None = None
+    for n, row in jobs:
+        value = float(row.objective) if row.objective is not None else math.nan
+        if best is None or better(value, best):
+            best = value
+        xs.append(n)
+        ys.append(best)
+    return go.Scatter(x=xs, y=ys, mode="lines", name="best so far",
+                      line={"shape": "hv", "color": "#ff7f0e", "width": 2})
+
+
+def _hover(row: JobRow) -> str:
+    params = "<br>".join(f"{short_key(k)} = {v}" for k, v in row.parameters.items())
+    return f"task {row.task_id[:8]} ({row.status})<br>{params}"
+
+
+# ----- learning curves --------------------------------------------------------------------
+
+
+def learning_curves(data: ReportData) -> go.Figure:
+    if not data.curves:
+        return empty_figure("no job has reported the objective yet")
+    best = data.summary.best_task
+    fig = go.Figure()
+    shown: set[str] = set()
+    # The best job last, so it is drawn on top of the others.
+    for curve in sorted(data.curves, key=lambda c: c.task_id == best):
+        group, style = _curve_style(curve.task_id == best, curve.stopped_early)
+        fig.add_trace(go.Scatter(
+            x=curve.iterations, y=curve.values, mode="lines+markers" if len(
+                curve.values) == 1 else "lines",
+            name=group, legendgroup=group, showlegend=group not in shown,
+            text=f"task {curve.task_id[:8]} ({curve.status})", hoverinfo="text+x+y",
+            **style))
+        shown.add(group)
+    fig.update_xaxes(title_text="iteration")
+    fig.update_yaxes(title_text=data.objective_label)
+    return fig
+
+
+def _curve_style(best: bool, stopped_early: bool) -> tuple[str, dict[str, Any]]:
+    if best:
+        return "best job", {"line": {"color": "#d62728", "width": 4}}
+    if stopped_early:
+        return "ended early", {"line": {"color": "#999999", "width": 1, "dash": "dot"},
+                               "opacity": 0.6}
+    return "job", {"line": {"color": "#1f77b4", "width": 1.5}, "opacity": 0.8}
+
+
+# ----- budget and workers over time -------------------------------------------------------
+
+
+def budget(data: ReportData) -> go.Figure:
+    t = data.timeline
+    if not data.launched:
+        return empty_figure("no job launched yet")
+    minutes = [s / 60 for s in t.seconds]
+    series: Sequence[tuple[str, Sequence[float], float | None]] = (
+        ("jobs launched", t.jobs_launched, t.total_max_jobs),
+        ("compute minutes", t.compute_min, t.compute_time_limit),
+        ("wall minutes", t.wall_min, t.optimization_time_limit),
+    )
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=[name for name, _, _ in series])
+    for row, (name, values, limit) in enumerate(series, 1):
+        fig.add_trace(go.Scatter(x=minutes, y=list(values), mode="lines", name=name,
+                                 line={"shape": "hv"}), row=row, col=1)
+        if limit:
+            fig.add_hline(y=limit, line={"dash": "dash", "color": "#d62728"}, row=row, col=1,
+                          annotation_text=f"limit {limit:g}",
+                          annotation_position="top left")
+        fig.update_yaxes(title_text=name, rangemode="tozero", row=row, col=1)
+    fig.update_xaxes(title_text="minutes since the optimization started", row=3, col=1)
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def workers(data: ReportData) -> go.Figure:
+    t = data.timeline
+    if not data.launched:
+        return empty_figure("no job launched yet")
+    minutes = [s / 60 for s in t.seconds]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=minutes, y=t.running, mode="lines", name="jobs running",
+                             line={"shape": "hv", "width": 2}))
+    fig.add_trace(go.Scatter(x=minutes, y=t.workers, mode="lines", name="agents seen",
+                             line={"shape": "hv", "dash": "dot"}))
+    if t.max_concurrent:
+        fig.add_hline(y=t.max_concurrent, line={"dash": "dash", "color": "#d62728"},
+                      annotation_text=f"max concurrent {t.max_concurrent}",
+                      annotation_position="top left")
+    fig.update_xaxes(title_text="minutes since the optimization started")
+    fig.update_yaxes(title_text="jobs / agents", rangemode="tozero", dtick=1)
+    return fig
+
+
+def _finished(row: JobRow) -> bool:
+    return Status(row.status) in FINAL_STATUSES
+
+
+_BUILDERS: dict[str, Callable[[ReportData], go.Figure]] = {
+    "parallel_coordinates": parallel_coordinates,
+    "objective": objective_per_job,
+    "learning_curves": learning_curves,
+    "budget": budget,
+    "workers": workers,
+}
