@@ -3,14 +3,15 @@ stop, list and resume optimizations.
 
 ``start`` and ``resume`` print the optimizer task id first, then the progress: a live
 panel in a terminal, else one plain line every few seconds and one per finished job
-(``--json``: JSON lines); at the end a table of the best jobs. ``status``, ``list`` and
-``stop`` read and write the store only, so they work from any process. Every error hpo
-raises on purpose is one line on stderr and exit code 2.
+(``--json``: JSON lines); at the end a table of the best jobs. ``status``, ``list``,
+``stop`` and ``report`` read and write the store only, so they work from any process.
+Every error hpo raises on purpose is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -127,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=50)
     p.add_argument("--json", action="store_true")
 
+    p = command("report", cmd_report, "write the report of an optimization: summary "
+                "table, plots, index.html",
+                "Write into DIR: summary.csv and summary.json (the best jobs with every "
+                "tuned parameter), one self-contained HTML file (opens offline) and one PNG "
+                "per plot (parameters and objective in parallel coordinates, objective per "
+                "job with the best so far, learning curves, budget and workers over time), "
+                "and index.html linking them with the summary. PNGs need Chrome or "
+                "Chromium; without one they are skipped with a warning (exit code 0).")
+    p.add_argument("id", nargs="?",
+                   help="optimizer task id or a unique prefix (default: the newest)")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder to write into, created if missing; files of the same names "
+                   "are replaced (default: ./hpo-report-ID8)")
+    p.add_argument("--top", type=_positive_int, default=10, metavar="K",
+                   help="best jobs in the summary (10)")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG images")
+    p.add_argument("--json", action="store_true",
+                   help="print what was written as JSON instead of the table")
+
     p = command("resume", cmd_resume, "continue an optimization that was stopped or "
                 "whose controller died",
                 "Re-attach to the optimization's running jobs and finish the same budget: "
@@ -208,6 +228,63 @@ def cmd_list(args: argparse.Namespace) -> int:
           o.objective, o.best_value, o.best_task] for o in listing),
     )
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.report.files import write_report
+
+    store = store_from(args)
+    optimizer_id = store.resolve_task_id(args.id) if args.id else newest_optimizer(store)
+    out = Path(args.out or f"hpo-report-{optimizer_id[:8]}")
+    with _report_progress(enabled=sys.stdout.isatty() and not args.json) as progress:
+        result = write_report(store, optimizer_id, out, args.top, png=not args.no_png,
+                              progress=progress)
+    if result.png_skipped and not args.no_png:
+        from hpo.report.files import PNG_FIX
+
+        print(f"{PROG}: warning: PNG images skipped: {result.png_skipped}: {PNG_FIX}; "
+              "everything else was written", file=sys.stderr)
+    if args.json:
+        output.print_json({"id": result.optimizer_id, "out": str(result.out_dir),
+                           "index": str(result.index),
+                           "files": [str(f) for f in result.files],
+                           "png_skipped": result.png_skipped})
+        return 0
+    assert result.data is not None
+    summary = result.data.summary
+    _jobs_table(summary, summary.top, f"best {len(summary.top)} job(s)")
+    _report_listing(result)
+    return 0
+
+
+def _report_listing(result: Any) -> None:
+    """What was written, one line per group of files, the index last."""
+    by_suffix: dict[str, list[str]] = {}
+    for path in result.files:
+        if path != result.index:
+            by_suffix.setdefault(path.suffix, []).append(path.name)
+    for suffix, names in by_suffix.items():
+        _out(f"wrote {len(names)} {suffix[1:]} file(s) in {result.out_dir}: {', '.join(names)}")
+    _out(f"index: {result.index.resolve()}")
+
+
+@contextlib.contextmanager
+def _report_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar of the report's steps in a terminal; nothing when piped (the
+    listing at the end says what was written)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=output.console, transient=True) as bar:
+        task = bar.add_task("report", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(task, description=label, completed=done, total=total)
+
+        yield progress
 
 
 # ----- running an optimization with a display ------------------------------------------

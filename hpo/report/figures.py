@@ -1,8 +1,10 @@
 """The report's plots as plotly figures, built from ``ReportData`` only.
 
-CONTRACT (fixed; the bodies are being written): every builder takes a ReportData and
-returns a ``plotly.graph_objects.Figure`` (an empty-state figure with an annotation when
-there is nothing to draw yet, never an exception).
+CONTRACT (fixed): every builder takes a ReportData and returns a
+``plotly.graph_objects.Figure`` (an empty-state figure with an annotation when there is
+nothing to draw yet, never an exception). Figures are self-contained (no file paths):
+the report writes them as HTML and PNG, the web page draws them from ``fig.to_json()``.
+Only ``plotly.graph_objects`` (plotly.express would need pandas).
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ def objective_per_job(data: ReportData) -> go.Figure:
             name="failed / no objective (drawn at the bottom)",
             marker={"symbol": "x", "size": 10, "color": "#d62728"},
             text=[_hover(r) for _, r in failed], hoverinfo="text"))
-    fig.update_xaxes(title_text="job, in launch order")
+    # Whole job numbers: a tick per job while they fit.
+    fig.update_xaxes(title_text="job, in launch order",
+                     dtick=1 if len(jobs) <= 30 else None)
     fig.update_yaxes(title_text=data.objective_label)
     return fig
 
@@ -222,8 +226,11 @@ def budget(data: ReportData) -> go.Figure:
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=[name for name, _, _ in series])
     for row, (name, values, limit) in enumerate(series, 1):
+        # Jobs launched jump at each launch; compute and wall time grow steadily between
+        # two events (at the rate of the jobs running, and 1), so straight lines are exact.
+        shape = "hv" if row == 1 else "linear"
         fig.add_trace(go.Scatter(x=minutes, y=list(values), mode="lines", name=name,
-                                 line={"shape": "hv"}), row=row, col=1)
+                                 line={"shape": shape}), row=row, col=1)
         if limit:
             fig.add_hline(y=limit, line={"dash": "dash", "color": "#d62728"}, row=row, col=1,
                           annotation_text=f"limit {limit:g}",
@@ -241,15 +248,17 @@ def workers(data: ReportData) -> go.Figure:
     minutes = [s / 60 for s in t.seconds]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=minutes, y=t.running, mode="lines", name="jobs running",
-                             line={"shape": "hv", "width": 2}))
+                             line={"shape": "hv", "width": 2, "color": "#1f77b4"}))
     fig.add_trace(go.Scatter(x=minutes, y=t.workers, mode="lines", name="agents seen",
-                             line={"shape": "hv", "dash": "dot"}))
+                             line={"shape": "hv", "dash": "dot", "color": "#2ca02c"}))
     if t.max_concurrent:
-        fig.add_hline(y=t.max_concurrent, line={"dash": "dash", "color": "#d62728"},
+        fig.add_hline(y=t.max_concurrent, line={"dash": "dash", "color": "#aaaaaa"},
                       annotation_text=f"max concurrent {t.max_concurrent}",
                       annotation_position="top left")
     fig.update_xaxes(title_text="minutes since the optimization started")
-    fig.update_yaxes(title_text="jobs / agents", rangemode="tozero", dtick=1)
+    top = max([*t.running, *t.workers, t.max_concurrent or 0])
+    fig.update_yaxes(title_text="jobs / agents", rangemode="tozero",
+                     dtick=1 if top <= 10 else None)
     return fig
 
 

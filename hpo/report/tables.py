@@ -1,0 +1,47 @@
+"""The summary table of a report: the top-k jobs as flat rows (one column per tuned
+parameter), written as CSV and JSON and shown in index.html."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hpo.controller.summary import JobRow, OptimizationSummary
+
+FIXED_BEFORE = ["rank", "task_id", "objective", "iteration"]
+FIXED_AFTER = ["status", "duration_s", "agent"]
+
+
+def short_key(key: str) -> str:
+    """``General/lr`` -> ``lr``; other sections keep their name (as the terminal table)."""
+    return key[len("General/"):] if key.startswith("General/") else key
+
+
+def columns(summary: OptimizationSummary) -> list[str]:
+    """The table's columns: fixed ones around one column per tuned parameter."""
+    return [*FIXED_BEFORE, *(short_key(k) for k in summary.parameters), *FIXED_AFTER]
+
+
+def rows(summary: OptimizationSummary) -> list[dict[str, Any]]:
+    """The top jobs, best first, as {column: value}."""
+    return [_row(summary, rank, job) for rank, job in enumerate(summary.top, 1)]
+
+
+def _row(summary: OptimizationSummary, rank: int, job: JobRow) -> dict[str, Any]:
+    row: dict[str, Any] = {"rank": rank, "task_id": job.task_id, "objective": job.objective,
+                           "iteration": job.iteration}
+    for key in summary.parameters:
+        row[short_key(key)] = _finite(job.parameters.get(key))
+    row.update(status=job.status, duration_s=_round(job.duration_s), agent=job.worker)
+    return row
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None: the JSON stays standard, the CSV cell empty."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
