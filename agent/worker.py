@@ -177,7 +177,10 @@ class Agent:
             app=self.app, hostname=f"{self.config.name}@{self.config.host}",
             queues=self.config.queues, concurrency=len(self.config.slots), pool_cls="threads",
             prefetch_multiplier=1, without_mingle=True, without_gossip=True,
-            without_heartbeat=True, loglevel=logging.WARNING,
+            # Celery's event heartbeat (a worker-heartbeat event every 2 s; the store
+            # heartbeat above is hpo's own) is what Flower's Workers page lists and
+            # calls online: without it an idle agent is not there at all.
+            without_heartbeat=False, loglevel=logging.WARNING,
         )
         try:
             worker.start()
