@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hpo.cli import task_cmd, workers_cmd
+from hpo.cli import task_cmd, ui_cmd, workers_cmd
 from hpo.cli.common import add_store_option, run_handler
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     task_cmd.register(commands)
     workers_cmd.register(commands)
+    ui_cmd.register(commands)
     return parser
 
 

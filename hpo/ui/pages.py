@@ -1,0 +1,60 @@
+"""The HTML pages. They render what the store holds when they are opened; the live
+parts (tables, plots, log) are filled and refreshed by static/*.js from the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hpo.controller.summary import summarize
+from hpo.report.figures import FIGURES
+from hpo.store import Store
+from hpo.ui import views
+
+DEFAULT_TOP_K = 10
+
+
+def store_of(request: Request) -> Store:
+    store: Store = request.app.state.store.get()
+    return store
+
+
+def render(request: Request, template: str, context: dict[str, Any]) -> Response:
+    # The plotly version in the script URL lets browsers cache plotly.js for good.
+    return request.app.state.templates.TemplateResponse(
+        request, template, {"plotly_version": plotly.__version__, **context})
+
+
+def top_k(request: Request) -> int:
+    try:
+        return max(1, min(100, int(request.query_params.get("top", DEFAULT_TOP_K))))
+    except ValueError:
+        return DEFAULT_TOP_K
+
+
+def index(request: Request) -> Response:
+    return render(request, "index.html", {"page": views.front_page(store_of(request))})
+
+
+def optimization(request: Request) -> Response:
+    store = store_of(request)
+    optimizer_id = store.resolve_task_id(request.path_params["id"])
+    store.load_optimization(optimizer_id)  # TaskNotFound (404) for a task that is not one
+    k = top_k(request)
+    summary = summarize(store, optimizer_id, top_k=k)
+    return render(request, "optimization.html",
+                  {"s": summary, "top_k": k, "figures": FIGURES})
+
+
+def task(request: Request) -> Response:
+    store = store_of(request)
+    record = store.get_task(store.resolve_task_id(request.path_params["id"]))
+    return render(request, "task.html", {
+        "t": views.task_fields(record),
+        "parameters": sorted(record.parameters.items()),
+        "tuned": views.tuned_parameters(store, record),
+        "tags": record.tags,
+    })

@@ -1,0 +1,70 @@
+// The optimization page: header, the best jobs, every job and the report's figures,
+// refreshed from /api/optimizations/ID while the optimization is not final.
+"use strict";
+
+(() => {
+  const page = document.getElementById("page");
+  const stop = document.getElementById("stop");
+
+  function jobRow(job, rank, parameters) {
+    const tr = hpo.el("tr", { "data-task": job.task_id });
+    tr.append(hpo.el("td", { class: "num muted" }, String(rank)));
+    const link = hpo.el("a", { class: "id", href: `/tasks/${job.task_id}`, title: job.name },
+                        hpo.short(job.task_id));
+    const cell = hpo.el("td");
+    cell.append(link);
+    tr.append(cell);
+    tr.append(hpo.el("td", { class: "num strong" }, hpo.number(job.objective)));
+    tr.append(hpo.el("td", { class: "num" }, hpo.number(job.iteration)));
+    for (const name of parameters) {
+      const value = job.parameters[name];
+      tr.append(hpo.el("td", { class: "num" },
+                       typeof value === "number" ? hpo.number(value) : String(value ?? "–")));
+    }
+    const status = hpo.el("td");
+    status.append(hpo.el("span", { class: `status status-${job.status}` }, job.status));
+    tr.append(status);
+    tr.append(hpo.el("td", { class: "num" }, hpo.duration(job.duration_s)));
+    tr.append(hpo.el("td", { class: "muted" }, job.worker || "–"));
+    return tr;
+  }
+
+  function fillTable(id, jobs, parameters, empty) {
+    const body = document.querySelector(`#${id} tbody`);
+    const rows = jobs.map((job, i) => jobRow(job, i + 1, parameters));
+    if (!rows.length) {
+      const tr = hpo.el("tr", { class: "placeholder" });
+      tr.append(hpo.el("td", { colspan: String(parameters.length + 7) }, empty));
+      rows.push(tr);
+    }
+    body.replaceChildren(...rows);
+  }
+
+  function fillHeader(s) {
+    hpo.setStatus(s.status);
+    hpo.setField("message", s.message || "");
+    hpo.setField("launched", hpo.limit(s.budget.jobs_launched, s.budget.total_max_jobs));
+    for (const name of ["done", "running", "queued", "failed"]) {
+      hpo.setField(name, String(s[name]));
+    }
+    hpo.setField("best", hpo.number(s.best_value));
+    hpo.setField("compute", hpo.limit(s.budget.compute_min, s.budget.compute_time_limit, " min"));
+    hpo.setField("wall", hpo.limit(s.budget.wall_min, s.budget.optimization_time_limit, " min"));
+  }
+
+  function show(data) {
+    const s = data.summary;
+    fillHeader(s);
+    fillTable("top-jobs", s.top, data.parameters, "no finished job yet");
+    fillTable("all-jobs", s.jobs, data.parameters, "no job launched yet");
+    for (const div of document.querySelectorAll(".figures .plot[data-stem]")) {
+      const figure = data.figures[div.dataset.stem];
+      if (figure) hpo.draw(div, figure);
+    }
+    if (data.final && stop) stop.disabled = true;
+    return !data.final;
+  }
+
+  hpo.poll(() => page.dataset.api, show);
+  hpo.stopButton(stop, page.dataset.stop, "optimization and all its jobs");
+})();

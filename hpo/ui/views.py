@@ -1,0 +1,164 @@
+"""What the pages show, read from the store: the front page's optimizations, agents and
+queues; one optimization (the report data and its figures); one task (fields, scalars,
+log). Each live view also has a cheap version key, so a poll that finds nothing changed
+is answered without loading or drawing anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from hpo.controller.summary import (
+    OptimizationListing,
+    list_optimizations,
+    load_config,
+    tuned_keys,
+)
+from hpo.models import Status
+from hpo.records import LogLine, TaskRecord, WorkerRecord
+from hpo.store import Store
+from hpo.ui import charts
+
+LOG_TAIL = 300  # lines shown when a task page opens
+LOG_BATCH = 2000  # at most this many new lines per poll
+
+
+@dataclass
+class OptimizationRow:
+    listing: OptimizationListing
+    strategy: str | None
+
+
+@dataclass
+class AgentRow:
+    worker: WorkerRecord
+    heartbeat_age_s: float
+
+
+@dataclass
+class FrontPage:
+    optimizations: list[OptimizationRow]
+    agents: list[AgentRow]
+    queues: list[tuple[str, int]]  # (queue, queued tasks), busiest first
+
+
+def front_page(store: Store) -> FrontPage:
+    """The optimizations (newest first), the agents and the queue lengths."""
+    rows = []
+    for listing in list_optimizations(store):
+        try:
+            strategy: str | None = load_config(store, listing.id).strategy
+        except Exception:  # an optimizer task without a saved optimization
+            strategy = None
+        rows.append(OptimizationRow(listing, strategy))
+    now = time.time()
+    agents = [AgentRow(w, max(0.0, now - w.last_heartbeat)) for w in store.list_workers()]
+    queued = Counter(t.queue or "?" for t in store.find_tasks(status=Status.queued))
+    return FrontPage(rows, agents, queued.most_common())
+
+
+def version_key(*parts: Any) -> str:
+    """A short, stable digest of what a view depends on (an ETag)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def optimization_version(store: Store, optimizer_id: str, top_k: int) -> str:
+    """Changes whenever the optimization page would: the optimizer's status, a job
+    launched or changing status, a new objective report (the learning curves). Two
+    queries for the tasks and one per objective title: far cheaper than the report."""
+    task = store.get_task(optimizer_id)
+    children = store.find_tasks(parent=optimizer_id)
+    config = load_config(store, optimizer_id)
+    ids = [c.id for c in children]
+    reports = [(m.task_id, m.title, m.series, m.count)
+               for title in sorted({o.title for o in config.objectives})
+               for m in store.scalar_summary(ids, title=title)]
+    return version_key(top_k, task.status.value, task.updated_at,
+                       [(c.id, c.status.value, c.updated_at) for c in children], reports)
+
+
+def is_final(status: str) -> bool:
+    return Status(status).is_final
+
+
+def optimization_payload(store: Store, optimizer_id: str, top_k: int) -> dict[str, Any]:
+    """The optimization page's data: summary (top-k and every job) and the report's
+    figures as plotly JSON objects. plotly is imported here, only by the server."""
+    import plotly.io as pio
+
+    from hpo.report.data import load_report
+    from hpo.report.figures import FIGURES, build_figures
+
+    data = load_report(store, optimizer_id, top_k=top_k)
+    figures = build_figures(data)
+    summary = data.summary.to_dict()
+    return {
+        "summary": summary,
+        "objective_label": data.objective_label,
+        "parameters": summary["parameters"],
+        "final": is_final(summary["status"]),
+        "titles": FIGURES,
+        "figures": {stem: json.loads(pio.to_json(figures[stem], validate=False))
+                    for stem in FIGURES if stem in figures},
+    }
+
+
+def task_version(store: Store, task_id: str, log_after: int) -> str:
+    """Changes when the task's record, its scalars or its log do."""
+    task = store.get_task(task_id)
+    reports = sum(m.count for m in store.scalar_summary([task_id]))
+    last_log = store.tail_logs(task_id, 1)
+    return version_key(task.status.value, task.updated_at, reports,
+                       last_log[0].id if last_log else 0, log_after)
+
+
+def task_payload(store: Store, task_id: str, log_after: int | None) -> dict[str, Any]:
+    """One task: its fields, scalar and monitor figures, and its log (the tail, or the
+    lines after the ``log_after`` cursor)."""
+    import plotly.io as pio
+
+    task = store.get_task(task_id)
+    scalars, monitor = charts.scalar_figures(store.task_scalars(task_id))
+    lines = (store.tail_logs(task_id, LOG_TAIL) if log_after is None
+             else store.read_logs(task_id, after=log_after, limit=LOG_BATCH))
+    return {
+        "task": task_fields(task),
+        "final": task.status.is_final,
+        "scalars": {t: json.loads(pio.to_json(f, validate=False)) for t, f in scalars.items()},
+        "monitor": {t: json.loads(pio.to_json(f, validate=False)) for t, f in monitor.items()},
+        "log": [log_fields(line) for line in lines],
+        "log_cursor": lines[-1].id if lines else (log_after or 0),
+    }
+
+
+def task_fields(task: TaskRecord) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": task.id, "name": task.name, "project": task.project, "type": task.type,
+        "status": task.status.value, "message": task.status_message,
+        "parent": task.parent, "queue": task.queue, "worker": task.worker,
+        "attempt": task.attempt, "stop_requested": task.stop_requested,
+        "exit_code": task.exit_code, "created_at": task.created_at,
+        "started_at": task.started_at, "ended_at": task.ended_at,
+        "duration_s": (max(0.0, (task.ended_at or now) - task.started_at)
+                       if task.started_at is not None else None),
+    }
+
+
+def log_fields(line: LogLine) -> dict[str, Any]:
+    return {"id": line.id, "time": line.time, "stream": line.stream, "text": line.text}
+
+
+def tuned_parameters(store: Store, task: TaskRecord) -> set[str]:
+    """The keys a task's parent optimization tunes (highlighted on its page)."""
+    if task.parent is None:
+        return set()
+    try:
+        return set(tuned_keys(load_config(store, task.parent)))
+    except Exception:  # the parent is not an optimization
+        return set()
