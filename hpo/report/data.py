@@ -4,8 +4,6 @@ curve of every job, and the optimization's timeline (budget used and workers bus
 
 The same ``ReportData`` feeds ``hpo-controller report`` (files) and ``hpo ui`` (the live
 page), so both always show the same numbers.
-
-CONTRACT (fixed; helpers implement the bodies, not the shapes):
 """
 
 from __future__ import annotations

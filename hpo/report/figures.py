@@ -1,6 +1,6 @@
 """The report's plots as plotly figures, built from ``ReportData`` only.
 
-CONTRACT (fixed): every builder takes a ReportData and returns a
+Every builder takes a ReportData and returns a
 ``plotly.graph_objects.Figure`` (an empty-state figure with an annotation when there is
 nothing to draw yet, never an exception). Figures are self-contained (no file paths):
 the report writes them as HTML and PNG, the web page draws them from ``fig.to_json()``.
