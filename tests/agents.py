@@ -92,6 +92,17 @@ def running_agent(store: Store, env: dict[str, str], tmp_path: Path, *args: str,
         agent.kill()
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM a subprocess and wait; SIGKILL it if it lingers past ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def env_for(base: dict[str, str], broker_url: str) -> dict[str, str]:
     env = dict(base)
     env["HPO_BROKER_URL"] = broker_url

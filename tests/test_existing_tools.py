@@ -27,14 +27,16 @@ from hpo.models import Status
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from tests import test_controller
-from tests.agents import JOB, env_for, running_agent, wait_final, wait_for, wait_status
-from tests.conftest import (
-    RABBITMQ_URL,
-    REDIS_URL,
-    missing_service,
-    rabbitmq_answers,
-    redis_answers,
+from tests.agents import (
+    JOB,
+    env_for,
+    running_agent,
+    terminate,
+    wait_final,
+    wait_for,
+    wait_status,
 )
+from tests.conftest import server_broker_url
 from tests.test_agent import launch
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -62,13 +64,7 @@ def serving(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        terminate(proc)
 
 
 def get_json(url: str, timeout: float = 10.0, auth: str | None = None) -> Any:
@@ -100,13 +96,7 @@ def server_up(proc: subprocess.Popen[bytes], log: Path) -> None:
                         pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 def server_broker(request: pytest.FixtureRequest) -> str:
     """Redis and RabbitMQ: the brokers Flower supports (not the embedded one)."""
-    if request.param == "redis":
-        if not redis_answers(REDIS_URL):
-            missing_service(f"Redis at {REDIS_URL}")
-        return REDIS_URL
-    if not rabbitmq_answers(RABBITMQ_URL):
-        missing_service(f"RabbitMQ at {RABBITMQ_URL}")
-    return RABBITMQ_URL
+    return server_broker_url(request.param)
 
 
 def rabbitmq_api_answers() -> bool:

@@ -25,7 +25,7 @@ from hpo.models import Status, TaskType
 from hpo.report.figures import FIGURES
 from hpo.store import Store, open_store
 from hpo.strategies.base import Objective
-from tests.agents import wait_for
+from tests.agents import terminate, wait_for
 
 EXTERNAL_URL = re.compile(r"https?://", re.IGNORECASE)
 
@@ -74,13 +74,7 @@ def _answers(url: str) -> bool:
 
 
 def stop_ui(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    terminate(proc)
 
 
 
