@@ -613,19 +613,12 @@ def _jobs_cells(s: OptimizationSummary, rows: list[JobRow]) -> list[list[Any]]:
 
 
 def _jobs_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> None:
-    output.table(title, _jobs_columns(s), _jobs_cells(s, rows))
+    output.table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
 
 
 def _jobs_rich_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, title_justify="left", pad_edge=False)
-    for column in _jobs_columns(s):
-        table.add_column(column, no_wrap=column == "id")
-    for cells in _jobs_cells(s, rows):
-        table.add_row(*(Text(output.cell(c)) for c in cells))
-    return table
+    """The live panel's table (always in a terminal)."""
+    return output.build_table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
 
 
 def _short_key(key: str) -> str:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -30,23 +31,102 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    out = Table(title=title, title_justify="left", show_lines=False, pad_edge=False)
-    for column in columns:
-        # Ids are copied and pasted: never fold them.
-        out.add_column(column, overflow="fold", no_wrap=column == "id")
-    for row in rows:
-        out.add_row(*(cell(v) for v in row))
-    console.print(out)
+ID_PREFIX = 8  # characters of an id in a compact terminal table: every command takes a prefix
 
 
-def cell(value: Any) -> str:
+ID_PREFIX = 8  # characters of an id in a compact terminal table: every command takes a prefix
+MAX_CELL = 14  # a compact column is at most this wide (longer cells end in "…")
+MIN_CELL = 6  # ... and at least this wide, however narrow the terminal
+MAX_HEADER = 20  # a header may make its column this wide, when the terminal has room
+# Compact tables leave these out first, in this order, when the terminal is too narrow.
+DROPPABLE = ("agent", "duration", "iteration", "status")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+          compact: bool = False) -> None:
+    """A rich table. ``compact``: one line per row in a terminal, for wide tables of jobs
+    (ids cut to a prefix every command accepts, 4 significant digits, the least useful
+    columns left out when the terminal is narrow) instead of cells folded into columns
+    one character wide. Piped output is never cut."""
+    console.print(build_table(title, columns, rows, compact=compact and console.is_terminal))
+
+
+def build_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                compact: bool = False, width: int | None = None) -> Table:
+    if not compact:
+        out = Table(title=title, title_justify="left", show_lines=False, pad_edge=False)
+        for column in columns:  # ids are copied and pasted: never fold them
+            out.add_column(column, overflow="fold", no_wrap=column == "id")
+        for row in rows:
+            out.add_row(*(cell(v) for v in row))
+        return out
+    texts = [_compact_cells(columns, row) for row in rows]
+    total = width or console.width
+    keep = _columns_that_fit(columns, texts, total)
+    hidden = [c for i, c in enumerate(columns) if i not in keep]
+    widths = _shrunk_widths([columns[i] for i in keep],
+                            [_natural_width(i, columns, texts) for i in keep], total)
+    # No vertical rules: 3 columns of the screen more per column of the table.
+    out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                padding=(0, 1, 0, 0),
+                caption=f"not shown (narrow terminal): {', '.join(hidden)}" if hidden else None,
+                caption_justify="left")
+    for i, w in zip(keep, widths, strict=True):
+        out.add_column(columns[i], no_wrap=True, overflow="ellipsis", width=w)
+    for row_texts in texts:
+        out.add_row(*(row_texts[i] for i in keep))
+    return out
+
+
+def _table_width(widths: Sequence[int]) -> int:
+    """The screen width of a compact table: cells, a pad and a rule each, two edges."""
+    return sum(widths) + 2 * len(widths) + 1
+
+
+def _shrunk_widths(names: Sequence[str], widths: list[int], total: int) -> list[int]:
+    """Narrow the widest columns (never "#" or "id": a cut id is no use) one character at
+    a time, down to MIN_CELL, until the table fits in ``total``."""
+    widths = list(widths)
+    while _table_width(widths) > total:
+        shrinkable = [i for i, name in enumerate(names)
+                      if name not in ("#", "id") and widths[i] > MIN_CELL]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
+def _compact_cells(columns: Sequence[str], row: Sequence[Any]) -> list[str]:
+    texts = [cell(v, digits=4) for v in row]
+    return [t[:ID_PREFIX] if c == "id" else t for c, t in zip(columns, texts, strict=True)]
+
+
+def _natural_width(i: int, columns: Sequence[str], texts: list[list[str]]) -> int:
+    """What column ``i`` needs: its widest cell (at most MAX_CELL) or its header (at most
+    MAX_HEADER), whichever is wider."""
+    cells = min(MAX_CELL, max((len(t[i]) for t in texts), default=0))
+    return max(cells, min(MAX_HEADER, len(columns[i])))
+
+
+def _columns_that_fit(columns: Sequence[str], texts: list[list[str]], width: int
+                      ) -> list[int]:
+    keep = list(range(len(columns)))
+    for name in DROPPABLE:
+        needed = _table_width([_natural_width(i, columns, texts) for i in keep])
+        if needed <= width or name not in columns:
+            continue
+        keep.remove(list(columns).index(name))
+    return keep
+
+
+def cell(value: Any, digits: int = 6) -> str:
     if value is None:
         return "-"
     if isinstance(value, enum.Enum):
         return str(value.value)
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}"
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
