@@ -171,7 +171,7 @@ def write_index(data: ReportData, pngs: dict[str, Path], path: Path) -> Path:
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>hpo report {e(s.id)}</title>", f"<style>{_CSS}</style></head><body>",
-        f"<h1>Optimization {e(s.project)} / {e(s.name)}</h1>",
+        f"<h1>{e(s.project)} / {e(s.name)}</h1>",
         f"<p class=meta>{e(s.id)} &middot; {e(s.status)} &middot; strategy {e(s.strategy)}"
         f" &middot; {s.launched} job(s), {s.done} done, {s.failed} failed &middot; "
         f"best {e(data.objective_label)}: {e(best)}</p>",
