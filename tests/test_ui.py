@@ -195,9 +195,10 @@ def test_front_page_lists_the_optimization_the_agent_and_the_queue(ui):
     assert "4 / 6" in page  # jobs launched / total_max_jobs
     assert "0.2" in page  # the best value so far
     assert filled.agent in page and "ui-host" in page and "cpu0, cpu1" in page
-    # The queue lengths: one task waits in ui-queue.
+    # The queue lengths: one task waits in ui-queue, which the agent serves.
     queues = page[page.index('id="queues"'):]
-    assert re.search(r"<td>ui-queue</td><td class=\"num\">1</td>", queues), queues
+    assert re.search(r"<td>ui-queue</td><td class=\"num\">1</td><td class=\"num\">1</td>",
+                     queues), queues
 
 
 def test_optimization_page_and_its_json(ui):

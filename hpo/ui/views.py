@@ -43,7 +43,7 @@ class AgentRow:
 class FrontPage:
     optimizations: list[OptimizationRow]
     agents: list[AgentRow]
-    queues: list[tuple[str, int]]  # (queue, queued tasks), busiest first
+    queues: list[tuple[str, int, int]]  # (queue, queued tasks, agents), busiest first
 
 
 def front_page(store: Store) -> FrontPage:
@@ -57,8 +57,16 @@ def front_page(store: Store) -> FrontPage:
         rows.append(OptimizationRow(listing, strategy))
     now = time.time()
     agents = [AgentRow(w, max(0.0, now - w.last_heartbeat)) for w in store.list_workers()]
+    return FrontPage(rows, agents, queue_rows(store, agents))
+
+
+def queue_rows(store: Store, agents: list[AgentRow]) -> list[tuple[str, int, int]]:
+    """Every queue an agent serves or a task waits in: (name, queued tasks, agents
+    serving it), the longest first. An idle queue still shows, with 0 waiting."""
     queued = Counter(t.queue or "?" for t in store.find_tasks(status=Status.queued))
-    return FrontPage(rows, agents, queued.most_common())
+    serving = Counter(q for a in agents for q in a.worker.queues)
+    names = set(queued) | set(serving)
+    return sorted(((n, queued[n], serving[n]) for n in names), key=lambda r: (-r[1], r[0]))
 
 
 def version_key(*parts: Any) -> str:
