@@ -92,14 +92,16 @@ def load_config(store: Store, optimizer_id: str) -> OptimizerConfig:
     return OptimizerConfig.from_dict(config)
 
 
-def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: bool = False
-              ) -> OptimizationSummary:
+def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: bool = False,
+              children: list[TaskRecord] | None = None) -> OptimizationSummary:
     """Progress, budget and the ``top_k`` best finished jobs of an optimization (and
-    every job with ``all_jobs``)."""
+    every job with ``all_jobs``). ``children``: its child tasks, when the caller has
+    just read them."""
     optimizer_id = store.resolve_task_id(optimizer_id)
     config = load_config(store, optimizer_id)
     task = store.get_task(optimizer_id)
-    children = store.find_tasks(parent=optimizer_id)
+    if children is None:
+        children = store.find_tasks(parent=optimizer_id)
     rows = job_rows(store, config, children)
     now = time.time()
     counts = {s.value: 0 for s in Status}

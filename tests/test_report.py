@@ -142,11 +142,11 @@ def test_axes_follow_the_parameter_types(built):
 def test_jobs_in_launch_order_and_curves_read_in_one_query(built, monkeypatch):
     store = built["store"]
     calls: list[Any] = []
-    read = store.read_scalars
-    monkeypatch.setattr(store, "read_scalars",
-                        lambda *a, **k: calls.append((a, k)) or read(*a, **k))
+    read = store.children_series
+    monkeypatch.setattr(store, "children_series",
+                        lambda *a, **k: calls.append(a) or read(*a, **k))
     data = load_report(store, built["id"][:8])
-    assert len(calls) == 1 and calls[0][1]["titles"] == ["val"]
+    assert calls == [(built["id"], "val", "loss")]  # one query, whatever the job count
     assert [r.task_id for r in data.launched] == built["jobs"]
     curves = {c.task_id: c for c in data.curves}
     first, second, *_, queued = built["jobs"]
@@ -209,13 +209,15 @@ def test_objective_learning_curves_budget_and_workers(built):
     assert list(failed.x) == [4] and failed.marker.symbol == "x"
     assert list(traces["running (latest value)"].x) == [5]
 
-    curves = figs["learning_curves"].data
-    assert len(curves) == 5
-    best = [c for c in curves if c.name == "best job"]
-    assert len(best) == 1 and best[0].line.width == 4 and list(best[0].y) == [0.9, 0.2, 0.1]
-    assert curves[-1].name == "best job"  # drawn on top
-    assert sum(c.name == "ended early" for c in curves) == 2
-    assert sum(bool(c.showlegend) for c in curves) == 3  # one legend entry per kind
+    # One trace per kind of curve, the curves of a kind joined with gaps (None).
+    curves = [c for c in figs["learning_curves"].data if c.mode == "lines"]
+    assert [c.name for c in curves] == ["ended early", "job", "best job"]  # best on top
+    by_name = {c.name: c for c in curves}
+    assert by_name["best job"].line.width == 4
+    assert list(by_name["best job"].y) == [0.9, 0.2, 0.1, None]
+    assert list(by_name["ended early"].y).count(None) == 2  # two jobs ended early
+    assert list(by_name["job"].y).count(None) == 2
+    assert by_name["ended early"].line.dash == "dot"
 
     budget = figs["budget"]
     assert len(budget.data) == 3

@@ -825,6 +825,32 @@ def test_scalar_summary_gives_last_min_max_for_every_series_of_many_tasks_in_one
     assert store.scalar_summary([]) == []
 
 
+def test_children_series_and_mark_read_one_series_of_every_child_in_one_query(
+        store: Store) -> None:
+    parent = store.create_task("proj", "optimizer").id
+    a, b = (store.create_task("proj", n, parent=parent).id for n in ("a", "b"))
+    stranger = store.create_task("proj", "not a child").id
+    store.append_scalars(a, reports("val", "loss", [3.0, 2.0]))
+    store.append_scalars(b, reports("val", "loss", [5.0]) + reports("val", "acc", [0.5]))
+    store.append_scalars(b, reports("train", "loss", [9.0]))
+    store.append_scalars(stranger, reports("val", "loss", [1.0]))
+
+    got = [(s.task_id, s.iteration, s.value) for s in store.children_series(parent, "val",
+                                                                            "loss")]
+    assert got == [(a, 0, 3.0), (a, 1, 2.0), (b, 0, 5.0)]  # oldest first
+    assert store.children_series(stranger, "val", "loss") == []  # no children
+
+    count, highest = store.children_scalar_mark(parent, ["val"])
+    assert count == 4 and highest > 0
+    # The mark moves when a child reports, not when a stranger or another title does.
+    store.append_scalars(stranger, reports("val", "loss", [0.0]))
+    store.append_scalars(a, reports("train", "loss", [0.0]))
+    assert store.children_scalar_mark(parent, ["val"]) == (count, highest)
+    store.append_scalars(a, reports("val", "loss", [1.0], first_iteration=2))
+    assert store.children_scalar_mark(parent, ["val"])[0] == count + 1
+    assert store.children_scalar_mark(stranger, ["val"]) == (0, 0)
+
+
 def test_scalar_summary_last_is_the_value_at_the_highest_iteration(store: Store) -> None:
     # Given iteration 9 was reported before iterations 2 and 5 (and 9 again, later)
     task_id = task_in(store, Status.running)

@@ -84,15 +84,16 @@ class ReportData:
 
 def load_report(store: Store, optimizer_id: str, top_k: int = 10) -> ReportData:
     """Everything a report of one optimization shows, read from the store."""
-    summary = summarize(store, optimizer_id, top_k, all_jobs=True)
+    optimizer_id = store.resolve_task_id(optimizer_id)
+    # The children are read once (newest first, as summarize() lists its jobs), for the
+    # summary, the launch order and the timeline.
+    newest_first = store.find_tasks(parent=optimizer_id)
+    summary = summarize(store, optimizer_id, top_k, all_jobs=True, children=newest_first)
+    children = sorted(newest_first, key=lambda c: (c.created_at, c.id))
     config = load_config(store, summary.id)
     task = store.get_task(summary.id)
-    # summarize() read the children too, but JobRow has no created_at: read them again
-    # (one query) for the launch order and the timeline; rows are matched by id, so a job
-    # launched in between is simply left out of this report.
-    children = sorted(store.find_tasks(parent=summary.id), key=lambda c: (c.created_at, c.id))
     rows = {r.task_id: r for r in summary.jobs}
-    launched = [rows[c.id] for c in children if c.id in rows]
+    launched = [rows[c.id] for c in children]
     primary = config.objectives[0]
     return ReportData(
         summary=summary,
@@ -100,7 +101,7 @@ def load_report(store: Store, optimizer_id: str, top_k: int = 10) -> ReportData:
         minimize=primary.minimize,
         axes=param_axes(config),
         launched=launched,
-        curves=load_curves(store, config, launched),
+        curves=load_curves(store, summary.id, config, launched),
         timeline=build_timeline(task, children, config),
     )
 
@@ -144,20 +145,14 @@ def _is_number(value: Any) -> bool:
 
 # ----- learning curves --------------------------------------------------------------------
 
-# SQLite parses a chain of ORs as a tree of limited depth: a very large optimization is
-# read in chunks of this many jobs (usually this is the one query).
-_CURVE_CHUNK = 400
 
-
-def load_curves(store: Store, config: OptimizerConfig, launched: list[JobRow]) -> list[Curve]:
+def load_curves(store: Store, optimizer_id: str, config: OptimizerConfig,
+                launched: list[JobRow]) -> list[Curve]:
     """The primary objective of every job against its iteration, read in one query."""
     primary = config.objectives[0]
-    ids = [r.task_id for r in launched]
     points: dict[str, dict[int, float]] = {}
-    for start in range(0, len(ids), _CURVE_CHUNK):
-        cursors = dict.fromkeys(ids[start:start + _CURVE_CHUNK], 0)
-        for s in store.read_scalars(cursors, titles=[primary.title]):
-            _add_point(points, s, primary.series)
+    for s in store.children_series(optimizer_id, primary.title, primary.series):
+        _add_point(points, s)
     curves = [_curve(row, points[row.task_id]) for row in launched if points.get(row.task_id)]
     longest = max((c.iterations[-1] for c in curves), default=0)
     for curve in curves:
@@ -166,8 +161,8 @@ def load_curves(store: Store, config: OptimizerConfig, launched: list[JobRow]) -
     return curves
 
 
-def _add_point(points: dict[str, dict[int, float]], s: Scalar, series: str) -> None:
-    if s.series != series or math.isnan(s.value):
+def _add_point(points: dict[str, dict[int, float]], s: Scalar) -> None:
+    if math.isnan(s.value):
         return
     # Oldest first: a value reported twice for one iteration keeps the latest.
     points.setdefault(s.task_id, {})[s.iteration] = s.value

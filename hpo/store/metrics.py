@@ -14,6 +14,7 @@ from hpo.store.base import StoreBase
 
 S = schema.scalars
 L = schema.logs
+T = schema.tasks
 
 
 class ScalarReport(NamedTuple):
@@ -72,6 +73,26 @@ class MetricsMixin(StoreBase):
             query = query.where(S.c.series == series)
         with self._read() as conn:
             return [_scalar(row._mapping) for row in conn.execute(query)]
+
+    def children_series(self, parent: str, title: str, series: str) -> list[Scalar]:
+        """One series (an objective) of every child task of ``parent``, oldest first, in
+        one query: no list of ids to send, whatever the number of children."""
+        children = select(T.c.id).where(T.c.parent == parent).scalar_subquery()
+        query = (select(S).where(S.c.task_id.in_(children), S.c.title == title,
+                                 S.c.series == series).order_by(S.c.id))
+        with self._read() as conn:
+            return [_scalar(row._mapping) for row in conn.execute(query)]
+
+    def children_scalar_mark(self, parent: str, titles: Sequence[str]) -> tuple[int, int]:
+        """(how many, highest id) of the scalars of these titles reported by the children
+        of ``parent``: changes whenever one is added or an attempt's are dropped. A cheap
+        "anything new?" test for a page that polls."""
+        children = select(T.c.id).where(T.c.parent == parent).scalar_subquery()
+        query = select(func.count(), func.max(S.c.id)).where(
+            S.c.task_id.in_(children), S.c.title.in_(list(titles)))
+        with self._read() as conn:
+            count, highest = conn.execute(query).one()
+        return int(count), int(highest or 0)
 
     def scalar_summary(
         self, task_ids: Sequence[str], *, title: str | None = None, series: str | None = None

@@ -77,15 +77,13 @@ def version_key(*parts: Any) -> str:
 
 def optimization_version(store: Store, optimizer_id: str, top_k: int) -> str:
     """Changes whenever the optimization page would: the optimizer's status, a job
-    launched or changing status, a new objective report (the learning curves). Two
-    queries for the tasks and one per objective title: far cheaper than the report."""
+    launched or changing status, a new objective report (the learning curves). The tasks
+    and one count of the objective reports: far cheaper than the report itself."""
     task = store.get_task(optimizer_id)
     children = store.find_tasks(parent=optimizer_id)
     config = load_config(store, optimizer_id)
-    ids = [c.id for c in children]
-    reports = [(m.task_id, m.title, m.series, m.count)
-               for title in sorted({o.title for o in config.objectives})
-               for m in store.scalar_summary(ids, title=title)]
+    reports = store.children_scalar_mark(optimizer_id, sorted({o.title for o in
+                                                               config.objectives}))
     return version_key(top_k, task.status.value, task.updated_at,
                        [(c.id, c.status.value, c.updated_at) for c in children], reports)
 
