@@ -851,6 +851,19 @@ def test_children_series_and_mark_read_one_series_of_every_child_in_one_query(
     assert store.children_scalar_mark(stranger, ["val"]) == (0, 0)
 
 
+def test_children_mark_moves_when_a_child_is_added_or_changes(store: Store) -> None:
+    parent = store.create_task("proj", "optimizer").id
+    assert store.children_mark(parent) == (0, 0.0)
+    child = store.create_task("proj", "a", parent=parent).id
+    first = store.children_mark(parent)
+    assert first[0] == 1
+    store.create_task("proj", "not a child")
+    assert store.children_mark(parent) == first
+    store.set_status(child, Status.queued)
+    second = store.children_mark(parent)
+    assert second[0] == 1 and second[1] >= first[1] and second != first
+
+
 def test_scalar_summary_last_is_the_value_at_the_highest_iteration(store: Store) -> None:
     # Given iteration 9 was reported before iterations 2 and 5 (and 9 again, later)
     task_id = task_in(store, Status.running)

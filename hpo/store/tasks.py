@@ -324,6 +324,14 @@ class TasksMixin(StoreBase):
         with self._read() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def children_mark(self, parent: str) -> tuple[int, float]:
+        """(how many, latest ``updated_at``) of the children of ``parent``: changes when a
+        child is added or any of its fields changes. A cheap "anything new?" test."""
+        query = select(func.count(), func.max(T.c.updated_at)).where(T.c.parent == parent)
+        with self._read() as conn:
+            count, latest = conn.execute(query).one()
+        return int(count), float(latest or 0.0)
+
     # ----- helpers ----------------------------------------------------------------
 
     def _get(self, conn: Connection, task_id: str) -> TaskRecord:

@@ -77,15 +77,14 @@ def version_key(*parts: Any) -> str:
 
 def optimization_version(store: Store, optimizer_id: str, top_k: int) -> str:
     """Changes whenever the optimization page would: the optimizer's status, a job
-    launched or changing status, a new objective report (the learning curves). The tasks
-    and one count of the objective reports: far cheaper than the report itself."""
+    launched or changing (any field), a new objective report (the learning curves).
+    Four small queries, each an aggregate: far cheaper than the report itself."""
     task = store.get_task(optimizer_id)
-    children = store.find_tasks(parent=optimizer_id)
     config = load_config(store, optimizer_id)
     reports = store.children_scalar_mark(optimizer_id, sorted({o.title for o in
                                                                config.objectives}))
     return version_key(top_k, task.status.value, task.updated_at,
-                       [(c.id, c.status.value, c.updated_at) for c in children], reports)
+                       store.children_mark(optimizer_id), reports)
 
 
 def is_final(status: str) -> bool:
