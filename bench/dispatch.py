@@ -38,14 +38,15 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import create_engine, select, text
+from scratch_db import postgres_database  # bench/ is on sys.path: run as a script
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from hpo import dispatch
@@ -208,24 +209,6 @@ class Backend:
         env.update(HPO_HOME=str(self.home), HPO_STORE_URL=self.store_url,
                    HPO_BROKER_URL=self.broker_url, PYTHONUNBUFFERED="1")
         return env
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards (its connections ended first)."""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 5})
-    name = f"hpo_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with contextlib.suppress(Exception), admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def redis_cleanup(url: str, queue: str) -> Callable[[], None]:

@@ -61,12 +61,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scratch_db import postgres_database  # bench/ is on sys.path: run as a script
 
 HERE = Path(__file__).resolve()
 SLOTS = 8  # jobs running at a time in the simulated run (and agents)
@@ -656,26 +657,6 @@ def print_row(row: Row) -> None:
           f"{len(p.samples_ms)})", flush=True)
 
 
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards (its connections ended first)."""
-    from sqlalchemy import create_engine, make_url, text
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 5})
-    name = f"hpo_bench_report_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with contextlib.suppress(Exception), admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -715,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-bench-report-")))
-        pg_url = (stack.enter_context(postgres_database(args.pg_admin_url))
+        pg_url = (stack.enter_context(postgres_database(args.pg_admin_url, "hpo_bench_report"))
                   if args.pg_admin_url else None)
         # PNGs once, at the largest size: a browser start and a render of each figure
         # take seconds on both sides, and the largest is where the size shows.
