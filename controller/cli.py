@@ -600,13 +600,14 @@ def _status_fields(s: OptimizationSummary) -> list[tuple[str, Any]]:
 
 
 def _jobs_columns(s: OptimizationSummary) -> list[str]:
-    o = s.objectives[0]
-    return ["#", "id", f"{o['title']}/{o['series']}", "iteration",
+    """The ranked objective, the others (several objectives), the tuned parameters."""
+    names = [f"{o['title']}/{o['series']}" for o in s.objectives]
+    return ["#", "id", names[0], "iteration", *names[1:],
             *(_short_key(k) for k in s.parameters), "status", "duration", "agent"]
 
 
 def _jobs_cells(s: OptimizationSummary, rows: list[JobRow]) -> list[list[Any]]:
-    return [[i, r.task_id, r.objective, r.iteration,
+    return [[i, r.task_id, r.objective, r.iteration, *r.objectives[1:len(s.objectives)],
              *(r.parameters.get(k) for k in s.parameters), r.status,
              output.duration(r.started_at, r.ended_at) if r.started_at else None, r.worker]
             for i, r in enumerate(rows, 1)]

@@ -5,6 +5,7 @@ example (PNGs drawn by the system's Chromium)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import re
@@ -228,6 +229,26 @@ def test_objective_learning_curves_budget_and_workers(built):
     assert workers["agents seen"].y[-1] == 2
     for fig in figs.values():  # self-contained: serializable for the web page
         assert json.loads(fig.to_json())["layout"]["title"]["text"]
+
+
+def test_several_objectives_each_get_a_column_and_an_axis(built, tmp_path):
+    # Given the optimization also maximizes val/other (every job that ran reported -1.0)
+    store = built["store"]
+    two = dataclasses.replace(CONFIG, objectives=[Objective("val", "loss", "min"),
+                                                  Objective("val", "other", "max")])
+    store.update_optimization_config(built["id"], two.to_dict())
+    data = load_report(store, built["id"])
+    # Then the ranking follows the first, and the second is a column after it
+    assert [r.objective for r in data.summary.top] == [0.1, 0.3, 2.0]
+    files = write_report(store, built["id"], tmp_path / "out", png=False)
+    table = read_csv(files.out_dir / "summary.csv")
+    assert list(table[0])[:5] == ["rank", "task_id", "objective", "iteration", "val/other"]
+    assert [row["val/other"] for row in table] == ["-1.0"] * 3
+    # and an axis of the parallel coordinates, after the ranked objective
+    [parcoords] = build_figures(data)["parallel_coordinates"].data
+    labels = [d.label for d in parcoords.dimensions]
+    assert labels[-2:] == ["val/loss (min)", "val/other"]
+    assert list(parcoords.dimensions[-1]["values"]) == [-1.0] * 3
 
 
 def test_an_optimization_without_jobs_gives_empty_figures_with_a_note(tmp_path):

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hpo.models import FINAL_STATUSES, Status
-from hpo.report.tables import short_key
+from hpo.report.tables import extra_objectives, short_key
 
 if TYPE_CHECKING:
     from hpo.controller.summary import JobRow
@@ -70,6 +70,8 @@ def parallel_coordinates(data: ReportData) -> go.Figure:
     dimensions = [_dimension(axis, [r.parameters.get(axis.name) for r in rows])
                   for axis in data.axes]
     dimensions.append({"label": data.objective_label, "values": objectives})
+    for i, name in enumerate(extra_objectives(data.summary), 1):  # the others, unranked
+        dimensions.append({"label": name, "values": [_objective(r, i) for r in rows]})
     return go.Figure(go.Parcoords(
         dimensions=dimensions,
         # The best jobs bright: viridis is yellow at the top, so reverse it to minimize.
@@ -77,6 +79,11 @@ def parallel_coordinates(data: ReportData) -> go.Figure:
               "showscale": True, "colorbar": {"title": {"text": "objective"}}},
         labelangle=-20,
     ))
+
+
+def _objective(row: JobRow, index: int) -> float:
+    value = row.objectives[index] if index < len(row.objectives) else None
+    return math.nan if value is None else float(value)
 
 
 def _dimension(axis: ParamAxis, values: list[Any]) -> dict[str, Any]:

@@ -18,8 +18,15 @@ def short_key(key: str) -> str:
 
 
 def columns(summary: OptimizationSummary) -> list[str]:
-    """The table's columns: fixed ones around one column per tuned parameter."""
-    return [*FIXED_BEFORE, *(short_key(k) for k in summary.parameters), *FIXED_AFTER]
+    """The table's columns: fixed ones around one column per tuned parameter, and one
+    per objective after the first (``title/series``) when there are several."""
+    return [*FIXED_BEFORE, *extra_objectives(summary),
+            *(short_key(k) for k in summary.parameters), *FIXED_AFTER]
+
+
+def extra_objectives(summary: OptimizationSummary) -> list[str]:
+    """``title/series`` of every objective after the first (the ranked one)."""
+    return [f"{o['title']}/{o['series']}" for o in summary.objectives[1:]]
 
 
 def rows(summary: OptimizationSummary) -> list[dict[str, Any]]:
@@ -30,6 +37,8 @@ def rows(summary: OptimizationSummary) -> list[dict[str, Any]]:
 def _row(summary: OptimizationSummary, rank: int, job: JobRow) -> dict[str, Any]:
     row: dict[str, Any] = {"rank": rank, "task_id": job.task_id, "objective": job.objective,
                            "iteration": job.iteration}
+    for name, value in zip(extra_objectives(summary), job.objectives[1:], strict=False):
+        row[name] = _finite(value)
     for key in summary.parameters:
         row[short_key(key)] = _finite(job.parameters.get(key))
     row.update(status=job.status, duration_s=_round(job.duration_s), agent=job.worker)

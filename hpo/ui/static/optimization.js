@@ -16,6 +16,9 @@
     tr.append(cell);
     tr.append(hpo.el("td", { class: "num strong" }, hpo.number(job.objective)));
     tr.append(hpo.el("td", { class: "num" }, hpo.number(job.iteration)));
+    for (const value of job.objectives.slice(1)) {  // several objectives: the others
+      tr.append(hpo.el("td", { class: "num" }, hpo.number(value)));
+    }
     for (const name of parameters) {
       const value = job.parameters[name];
       tr.append(hpo.el("td", { class: "num" },
@@ -29,12 +32,13 @@
     return tr;
   }
 
-  function fillTable(id, jobs, parameters, empty) {
+  function fillTable(id, jobs, parameters, objectiveCount, empty) {
     const body = document.querySelector(`#${id} tbody`);
     const rows = jobs.map((job, i) => jobRow(job, i + 1, parameters));
     if (!rows.length) {
       const tr = hpo.el("tr", { class: "placeholder" });
-      tr.append(hpo.el("td", { colspan: String(parameters.length + 7) }, empty));
+      const columns = parameters.length + objectiveCount + 6;
+      tr.append(hpo.el("td", { colspan: String(columns) }, empty));
       rows.push(tr);
     }
     body.replaceChildren(...rows);
@@ -55,8 +59,9 @@
   function show(data) {
     const s = data.summary;
     fillHeader(s);
-    fillTable("top-jobs", s.top, data.parameters, "no finished job yet");
-    fillTable("all-jobs", s.jobs, data.parameters, "no job launched yet");
+    const objectives = s.objectives.length;
+    fillTable("top-jobs", s.top, data.parameters, objectives, "no finished job yet");
+    fillTable("all-jobs", s.jobs, data.parameters, objectives, "no job launched yet");
     for (const div of document.querySelectorAll(".figures .plot[data-stem]")) {
       const figure = data.figures[div.dataset.stem];
       if (figure) hpo.draw(div, figure);
