@@ -232,24 +232,26 @@ class OptimizationListing:
 
 def list_optimizations(store: Store, limit: int | None = 50) -> list[OptimizationListing]:
     """Optimizer tasks, newest first, with their jobs launched and best objective."""
-    out = []
-    for task in store.find_tasks(type=TaskType.optimizer, limit=limit):
-        try:
-            config = load_config(store, task.id)
-        except Exception:  # an optimizer task without a saved optimization
-            out.append(OptimizationListing(task.id, task.project, task.name, task.status.value,
-                                           task.created_at, store.count_tasks(parent=task.id),
-                                           None, None, None, None))
-            continue
-        children = store.find_tasks(parent=task.id)
-        ranked = best_rows(job_rows(store, config, children), config.objectives[0])
-        o = config.objectives[0]
-        out.append(OptimizationListing(
-            task.id, task.project, task.name, task.status.value, task.created_at,
-            len(children), config.total_max_jobs,
-            ranked[0].objective if ranked else None, ranked[0].task_id if ranked else None,
-            f"{o.title}/{o.series} {o.sign}"))
-    return out
+    return [listing(store, task)
+            for task in store.find_tasks(type=TaskType.optimizer, limit=limit)]
+
+
+def listing(store: Store, task: TaskRecord) -> OptimizationListing:
+    """One optimizer task's line in a list: its jobs launched and best objective."""
+    try:
+        config = load_config(store, task.id)
+    except Exception:  # an optimizer task without a saved optimization
+        return OptimizationListing(task.id, task.project, task.name, task.status.value,
+                                   task.created_at, store.count_tasks(parent=task.id),
+                                   None, None, None, None)
+    children = store.find_tasks(parent=task.id)
+    ranked = best_rows(job_rows(store, config, children), config.objectives[0])
+    o = config.objectives[0]
+    return OptimizationListing(
+        task.id, task.project, task.name, task.status.value, task.created_at,
+        len(children), config.total_max_jobs,
+        ranked[0].objective if ranked else None, ranked[0].task_id if ranked else None,
+        f"{o.title}/{o.series} {o.sign}")
 
 
 def _finite(value: Any) -> Any:

@@ -201,6 +201,27 @@ def test_front_page_lists_the_optimization_the_agent_and_the_queue(ui):
                      queues), queues
 
 
+def test_front_page_lines_are_read_again_only_when_their_optimization_changed(tmp_path):
+    from hpo.ui.views import ListingCache
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    filled = fill_store(store, url)
+    cache = ListingCache()
+    [first] = cache.rows(store)
+    assert first.listing.best_value == 0.2 and first.strategy == "random"
+    # Nothing changed: the same line, without reading the jobs
+    assert cache.rows(store)[0] is first
+    # The running job finishes better: the line is read again
+    attempt = store.get_task(filled.running).attempt
+    store.append_scalars(filled.running, [("loss", "total", 2, 0.1, time.time())],
+                         attempt=attempt)
+    store.finish(filled.running, attempt, Status.completed, exit_code=0)
+    [again] = cache.rows(store)
+    assert again is not first and again.listing.best_value == 0.1
+    store.close()
+
+
 def test_optimization_page_and_its_json(ui):
     server, filled, _ = ui
     page = http(f"{server.url}/optimizations/{filled.optimizer}")

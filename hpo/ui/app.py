@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from hpo.errors import InvalidTransition, StoreError, TaskNotFound
 from hpo.store import Store, open_store
-from hpo.ui import api, formatting, pages
+from hpo.ui import api, formatting, pages, views
 from hpo.ui.security import SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +80,7 @@ def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None 
         },
     )
     app.state.store = StoreHolder(store_url)
+    app.state.listings = views.ListingCache()
     app.state.templates = templates
     return app
 

@@ -36,7 +36,8 @@ def top_k(request: Request) -> int:
 
 
 def index(request: Request) -> Response:
-    return render(request, "index.html", {"page": views.front_page(store_of(request))})
+    page = views.front_page(store_of(request), request.app.state.listings)
+    return render(request, "index.html", {"page": page})
 
 
 def optimization(request: Request) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -14,11 +15,11 @@ from typing import Any
 
 from hpo.controller.summary import (
     OptimizationListing,
-    list_optimizations,
+    listing,
     load_config,
     tuned_keys,
 )
-from hpo.models import Status
+from hpo.models import Status, TaskType
 from hpo.records import LogLine, TaskRecord, WorkerRecord
 from hpo.store import Store
 from hpo.ui import charts
@@ -46,15 +47,44 @@ class FrontPage:
     queues: list[tuple[str, int, int]]  # (queue, queued tasks, agents), busiest first
 
 
-def front_page(store: Store) -> FrontPage:
-    """The optimizations (newest first), the agents and the queue lengths."""
-    rows = []
-    for listing in list_optimizations(store):
+class ListingCache:
+    """The front page's line of each optimization, kept while nothing of it changed: the
+    page refreshes every few seconds, and a line costs a read of every job, whereas
+    whether anything changed costs one aggregate query. Best values count finished jobs
+    only, so the optimizer task and its children's own fields (status, updated_at) are
+    all a line depends on."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, tuple[Any, OptimizationRow]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, store: Store, limit: int = 50) -> list[OptimizationRow]:
+        tasks = store.find_tasks(type=TaskType.optimizer, limit=limit)
+        rows = [self._row(store, task) for task in tasks]
+        with self._lock:  # forget optimizations no longer listed
+            for gone in set(self._lines) - {t.id for t in tasks}:
+                del self._lines[gone]
+        return rows
+
+    def _row(self, store: Store, task: TaskRecord) -> OptimizationRow:
+        key = (task.status.value, task.updated_at, store.children_mark(task.id))
+        with self._lock:
+            cached = self._lines.get(task.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         try:
-            strategy: str | None = load_config(store, listing.id).strategy
+            strategy: str | None = load_config(store, task.id).strategy
         except Exception:  # an optimizer task without a saved optimization
             strategy = None
-        rows.append(OptimizationRow(listing, strategy))
+        row = OptimizationRow(listing(store, task), strategy)
+        with self._lock:
+            self._lines[task.id] = (key, row)
+        return row
+
+
+def front_page(store: Store, listings: ListingCache | None = None) -> FrontPage:
+    """The optimizations (newest first), the agents and the queue lengths."""
+    rows = (listings or ListingCache()).rows(store)
     now = time.time()
     agents = [AgentRow(w, max(0.0, now - w.last_heartbeat)) for w in store.list_workers()]
     return FrontPage(rows, agents, queue_rows(store, agents))
