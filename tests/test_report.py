@@ -24,6 +24,7 @@ from hpo.automation.parameters import (
     UniformIntegerParameterRange,
 )
 from hpo.controller.config import OptimizerConfig
+from hpo.errors import ConfigError
 from hpo.models import Status, TaskType
 from hpo.report.data import load_report
 from hpo.report.figures import FIGURES, build_figures
@@ -249,6 +250,15 @@ def test_several_objectives_each_get_a_column_and_an_axis(built, tmp_path):
     labels = [d.label for d in parcoords.dimensions]
     assert labels[-2:] == ["val/loss (min)", "val/other"]
     assert list(parcoords.dimensions[-1]["values"]) == [-1.0] * 3
+
+
+def test_an_output_that_cannot_be_a_folder_is_a_one_line_error(built, tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        write_report(built["store"], built["id"], a_file, png=False)
+    with pytest.raises(ConfigError, match=r"cannot write the report into .*pick another"):
+        write_report(built["store"], built["id"], a_file / "below", png=False)
 
 
 def test_an_optimization_without_jobs_gives_empty_figures_with_a_note(tmp_path):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hpo.errors import ConfigError
 from hpo.report import tables
 from hpo.report.data import ReportData, load_report
 from hpo.store import Store
@@ -48,13 +49,26 @@ def write_report(store: Store, optimizer_id: str, out_dir: str | os.PathLike[str
                  ) -> ReportFiles:
     """Write the report of one optimization into ``out_dir`` (created; files in it of
     the same names are replaced)."""
-    from hpo.report.figures import FIGURES, build_figure
+    from hpo.report.figures import FIGURES
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder: give --out a folder (it is "
+                          "created if missing)")
     total = 3 + len(FIGURES) + (1 if png else 0)
     step = _Steps(progress, total)
     step("reading the store")
     data = load_report(store, optimizer_id, top_k)
+    try:
+        return _write_files(data, out, step, png)
+    except OSError as exc:  # a file where the folder should be, no permission, disk full
+        raise ConfigError(f"cannot write the report into {out}: "
+                          f"{exc.strerror or exc}; pick another --out folder") from exc
+
+
+def _write_files(data: ReportData, out: Path, step: _Steps, png: bool) -> ReportFiles:
+    from hpo.report.figures import FIGURES, build_figure
+
     out.mkdir(parents=True, exist_ok=True)
     result = ReportFiles(data.summary.id, out, out / "index.html", data=data)
     step("summary table")
