@@ -25,7 +25,7 @@ from hpo import params as P
 from hpo.broker import publish
 from hpo.checkpoints import RESUME_TAG
 from hpo.controller.config import OptimizerConfig
-from hpo.controller.jobs import Job
+from hpo.controller.jobs import BUDGET_TAG, Job, budget_of, rank_key
 from hpo.errors import ConfigError, HpoError
 from hpo.models import FINAL_STATUSES, Status
 from hpo.reaper import reap
@@ -169,9 +169,12 @@ class Controller:
         """Finished jobs with a valid objective, best first (by the first objective)."""
         scored = [j for j in self.jobs.values() if j.finished and j.result is not None
                   and (not only_completed or j.status is Status.completed)]
-        minimize = self.config.objectives[0].minimize
-        scored.sort(key=lambda j: (j.result or [0.0])[0], reverse=not minimize)
+        scored.sort(key=self._rank)
         return scored[:top_k] if top_k is not None else scored
+
+    def _rank(self, job: Job) -> tuple[float, float]:
+        return rank_key((job.result or [0.0])[0], job.max_iteration,
+                        self.config.max_iteration_per_job, self.config.objectives[0].minimize)
 
     # ----- the cycle ----------------------------------------------------------------
 
@@ -270,14 +273,9 @@ class Controller:
         self.active.pop(job.task_id, None)
         self.finished_compute_s += job.compute_seconds(time.time())
         self.failed += result is None
-        if result is not None and (self.best is None or self._better(result, self.best)):
+        if result is not None and (self.best is None or self._rank(job) < self._rank(self.best)):
             self.best = job
 
-    def _better(self, result: list[float], than: Job) -> bool:
-        assert than.result is not None
-        if self.config.objectives[0].minimize:
-            return result[0] < than.result[0]
-        return result[0] > than.result[0]
 
     def _launch(self) -> None:
         """Fill the free slots: suggestions are saved before their clones exist, so a
@@ -310,6 +308,8 @@ class Controller:
         continued = self.task_of_trial.get(suggestion.resume_from or "")
         if continued:  # the agent hands it that job's checkpoint
             tags.append(f"{RESUME_TAG}{continued}")
+        if suggestion.max_iteration is not None:  # ranked by it, also from the store
+            tags.append(f"{BUDGET_TAG}{suggestion.max_iteration}")
         clone = self.store.clone_task(
             self.base.id, name=f"{self.base.name}: {described}", parent=self.task_id,
             project=self.config.spawn_project, parameters=overrides, tags=tags,
@@ -399,7 +399,7 @@ class Controller:
             # and the strategy has not heard its end (it hears it in the next cycle).
             unheard = child.id in active or trial in pending
             suggestion = active.get(child.id) or pending.pop(trial, None) or Suggestion(
-                trial, self._parameters_of(child))
+                trial, self._parameters_of(child), budget_of(child.tags))
             job = self._track(child.id, suggestion)
             if not unheard and child.status in FINAL_STATUSES:
                 job.update_from(child)

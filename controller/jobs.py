@@ -10,6 +10,30 @@ from hpo.models import Status
 from hpo.records import TaskRecord
 from hpo.strategies.base import Objective
 
+BUDGET_TAG = "budget:"  # a job the strategy gave its own iteration budget: budget:<n>
+
+
+def budget_of(tags: list[str]) -> int | None:
+    """The iteration budget a ``budget:<n>`` tag gives, None without one."""
+    for tag in tags:
+        if tag.startswith(BUDGET_TAG):
+            try:
+                return int(tag[len(BUDGET_TAG):])
+            except ValueError:
+                return None
+    return None
+
+
+def rank_key(value: float, budget: int | None, full_budget: int | None,
+             minimize: bool) -> tuple[float, float]:
+    """Best first: a job run on a larger iteration budget (BOHB, ASHA) before any job on
+    a smaller one, as hpbandster picks its incumbent, so a lucky 1-epoch job never
+    outranks the jobs trained in full; among equal budgets, the better objective. A job
+    without a budget of its own ran on the full one."""
+    reached = budget if budget is not None else full_budget
+    size = float(reached) if reached is not None else math.inf
+    return (-size, value if minimize else -value)
+
 
 @dataclass
 class Job:

@@ -17,6 +17,7 @@ from typing import Any
 
 from hpo import params as P
 from hpo.controller.config import OptimizerConfig
+from hpo.controller.jobs import budget_of, rank_key
 from hpo.models import FINAL_STATUSES, Status, TaskType
 from hpo.records import MetricSummary, TaskRecord
 from hpo.store import Store
@@ -37,6 +38,7 @@ class JobRow:
     ended_at: float | None
     duration_s: float | None
     message: str | None
+    budget: int | None = None  # the iteration budget its strategy gave it (BOHB, ASHA)
 
 
 @dataclass
@@ -108,7 +110,7 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
     for child in children:
         counts[child.status.value] += 1
     finished = [r for r in rows if Status(r.status) in FINAL_STATUSES]
-    ranked = best_rows(rows, config.objectives[0])
+    ranked = best_rows(rows, config.objectives[0], config.max_iteration_per_job)
     top = ranked[:top_k]
     _fill_best_iterations(store, config.objectives[0], top)
     compute_s = sum(max(0.0, (c.ended_at or now) - c.started_at)
@@ -178,7 +180,7 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
             worker=child.worker, started_at=child.started_at, ended_at=child.ended_at,
             duration_s=(max(0.0, (child.ended_at or now) - child.started_at)
                         if child.started_at is not None else None),
-            message=child.status_message,
+            message=child.status_message, budget=budget_of(child.tags),
         ))
     return rows
 
@@ -194,11 +196,13 @@ def objective_value(objective: Objective, metric: MetricSummary | None) -> float
     return None if value is None or math.isnan(value) else float(value)
 
 
-def best_rows(rows: list[JobRow], primary: Objective) -> list[JobRow]:
-    """Finished rows with a valid objective, best first."""
+def best_rows(rows: list[JobRow], primary: Objective, full_budget: int | None = None
+              ) -> list[JobRow]:
+    """Finished rows with a valid objective, best first: by the controller's rule, the
+    largest iteration budget first (BOHB, ASHA), then the objective."""
     scored = [r for r in rows if Status(r.status) in FINAL_STATUSES and r.objective is not None]
-    scored.sort(key=lambda r: r.objective if r.objective is not None else 0.0,
-                reverse=not primary.minimize)
+    scored.sort(key=lambda r: rank_key(r.objective or 0.0, r.budget, full_budget,
+                                       primary.minimize))
     return scored
 
 
@@ -245,7 +249,8 @@ def listing(store: Store, task: TaskRecord) -> OptimizationListing:
                                    task.created_at, store.count_tasks(parent=task.id),
                                    None, None, None, None)
     children = store.find_tasks(parent=task.id)
-    ranked = best_rows(job_rows(store, config, children), config.objectives[0])
+    ranked = best_rows(job_rows(store, config, children), config.objectives[0],
+                       config.max_iteration_per_job)
     o = config.objectives[0]
     return OptimizationListing(
         task.id, task.project, task.name, task.status.value, task.created_at,

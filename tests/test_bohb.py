@@ -22,6 +22,8 @@ from hpo.automation import (
     UniformParameterRange,
 )
 from hpo.automation.hpbandster import OptimizerBOHB
+from hpo.controller.jobs import budget_of
+from hpo.controller.summary import summarize
 from hpo.errors import ConfigError
 from hpo.models import Status
 from hpo.records import ScriptInfo
@@ -332,6 +334,12 @@ def test_bohb_runs_end_to_end_on_real_agents_with_iteration_limits(
         opt.start()
         assert opt.wait(timeout=150)
     check_first_bracket(store, opt.id)
+    # Each job carries its budget, and the best is the one trained on 9 iterations,
+    # whatever a 1-iteration job scored: in the controller and read from the store.
+    jobs = sorted(store.find_tasks(parent=opt.id), key=lambda j: j.created_at)
+    assert [budget_of(j.tags) for j in jobs] == PROGRESSION
+    assert opt.get_top_experiments_id(1) == [jobs[-1].id]
+    assert summarize(store, opt.id).best_task == jobs[-1].id
 
 
 @pytest.mark.slow
