@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from hpo.cli import output
 from hpo.cli.common import add_store_option, one_line, run_handler, store_from
@@ -37,9 +37,12 @@ from hpo.errors import HpoError
 from hpo.models import FINAL_STATUSES, Status
 from hpo.store import Store
 
+T = TypeVar("T")
+
 PROG = "hpo-controller"
 POLL_S = 0.5  # how often the display looks at the controller
 REREAD_S = 2.0  # the store is read at least this often while nothing changes
+READ_SHARE = 4  # ... but waits 4x its last read's duration after it (at most 20 % busy)
 PLAIN_PERIOD_S = 5.0  # a plain progress line at most this often (and on every job end)
 PLAIN_QUIET_S = 60.0  # ... and at least this often when nothing changed
 
@@ -347,7 +350,7 @@ def _run(optimizer: Any, store: Store, args: argparse.Namespace) -> int:
                 # Reading the store costs in proportion to the jobs so far: read it when
                 # the controller's own counts change, and now and then for the clocks.
                 if changes.seen() or done or summary is None:
-                    summary = _summary(store, optimizer.id, args.top)
+                    summary = changes.timed(lambda: _summary(store, optimizer.id, args.top))
                 display.refresh(summary, final=done)
                 if done:
                     break
@@ -370,21 +373,36 @@ def _run(optimizer: Any, store: Store, args: argparse.Namespace) -> int:
 
 class _Changes:
     """Whether the running optimization moved since the last look (jobs launched,
-    started or ended, from the controller's memory), or REREAD_S passed."""
+    started or ended, from the controller's memory), or REREAD_S passed; and never
+    sooner than READ_SHARE times the last read's duration after it, so that on a large
+    optimization whose jobs end every moment the display's reads (in proportion to the
+    jobs) take at most 1/(READ_SHARE+1) of the time from the controller sharing the
+    process."""
 
     def __init__(self, optimizer: Any) -> None:
         self.controller = optimizer.controller
         self.last: tuple[int, ...] = ()
         self.read_at = 0.0
+        self.read_s = 0.0
 
     def seen(self) -> bool:
         p = self.controller.progress()
         key = (p.launched, p.running, p.queued, p.finished)
         now = time.monotonic()
+        if now - self.read_at < READ_SHARE * self.read_s:
+            return False  # the change is seen at the next look after the pause
         if key != self.last or now - self.read_at >= REREAD_S:
             self.last, self.read_at = key, now
             return True
         return False
+
+    def timed(self, read: Callable[[], T]) -> T:
+        """``read()``, remembering how long it took."""
+        start = time.monotonic()
+        try:
+            return read()
+        finally:
+            self.read_s = time.monotonic() - start
 
 
 def _summary(store: Store, optimizer_id: str, top_k: int) -> OptimizationSummary | None:

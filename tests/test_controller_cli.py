@@ -3,6 +3,7 @@ subprocesses with real agents, on the embedded store and broker."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -470,3 +471,32 @@ def _alive(pid: int | None) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_live_display_reads_the_store_at_most_a_fifth_of_the_time(monkeypatch):
+    from types import SimpleNamespace
+
+    from hpo.controller import cli
+
+    launched = itertools.count()  # every look finds the optimization moved
+
+    def progress() -> Any:
+        return SimpleNamespace(launched=next(launched), running=0, queued=0, finished=0)
+
+    clock = [100.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    changes = cli._Changes(SimpleNamespace(controller=SimpleNamespace(progress=progress)))
+    assert changes.seen()
+
+    def slow_read() -> str:  # a read of the store that takes 1 s
+        clock[0] += 1.0
+        return "summary"
+
+    assert changes.timed(slow_read) == "summary"
+    clock[0] += 0.5
+    assert not changes.seen()  # moved, but 4 x 1 s have not passed since the read
+    clock[0] += 3.0
+    assert changes.seen()  # 4.5 s after the read started
+    changes.timed(lambda: None)  # a quick read: looks are frequent again
+    clock[0] += 0.5
+    assert changes.seen()
