@@ -25,7 +25,7 @@ from hpo import params as P
 from hpo.broker import publish
 from hpo.checkpoints import RESUME_TAG
 from hpo.controller.config import OptimizerConfig
-from hpo.controller.jobs import BUDGET_TAG, Job, budget_of, rank_key
+from hpo.controller.jobs import BUDGET_TAG, Job, budget_of, rank_key, reached_budget
 from hpo.errors import ConfigError, HpoError
 from hpo.models import FINAL_STATUSES, Status
 from hpo.reaper import reap
@@ -173,8 +173,10 @@ class Controller:
         return scored[:top_k] if top_k is not None else scored
 
     def _rank(self, job: Job) -> tuple[float, float]:
-        return rank_key((job.result or [0.0])[0], job.max_iteration,
-                        self.config.max_iteration_per_job, self.config.objectives[0].minimize)
+        budget = reached_budget(job.max_iteration, job.last_iteration[0],
+                                job.budget_reached or job.status is Status.completed)
+        return rank_key((job.result or [0.0])[0], budget, self.config.max_iteration_per_job,
+                        self.config.objectives[0].minimize)
 
     # ----- the cycle ----------------------------------------------------------------
 
@@ -392,7 +394,7 @@ class Controller:
         active = {t: Suggestion(**s) for t, s in state.get("active", {}).items()}
         pending = {s["trial_id"]: Suggestion(**s) for s in state.get("pending", [])}
         children = self.store.find_tasks(parent=self.task_id)
-        results = self._results_of([c for c in children if c.id not in active])
+        results, reached = self._results_of([c for c in children if c.id not in active])
         for child in sorted(children, key=lambda c: c.created_at):
             trial = _trial_of(child)
             # A pending suggestion whose clone exists was launched: it keeps its budget,
@@ -403,6 +405,7 @@ class Controller:
             job = self._track(child.id, suggestion)
             if not unheard and child.status in FINAL_STATUSES:
                 job.update_from(child)
+                job.last_iteration[0] = reached.get(child.id, -1)  # for its rank
                 self._settle(job, results.get(child.id))
         self.pending = list(pending.values())
         # A crash between a job's enqueue and its publish leaves it queued with no
@@ -417,22 +420,27 @@ class Controller:
         names = [n for p in self.config.hyper_parameters for n in p.names]
         return {n: child.parameters.get(P.qualify(n)) for n in names}
 
-    def _results_of(self, children: list[TaskRecord]) -> dict[str, list[float] | None]:
+    def _results_of(self, children: list[TaskRecord]
+                    ) -> tuple[dict[str, list[float] | None], dict[str, int]]:
         """Final objective values of finished jobs, from the store (one query per
-        objective), as the live loop would have scored them."""
+        objective), as the live loop would have scored them; and the last iteration each
+        reported of the primary objective."""
         ids = [c.id for c in children]
         values: dict[str, list[float | None]] = {i: [] for i in ids}
-        for objective in self.config.objectives:
+        reached: dict[str, int] = {}
+        for index, objective in enumerate(self.config.objectives):
             summary = {m.task_id: m for m in self.store.scalar_summary(
                 ids, title=objective.title, series=objective.series)}
+            if index == 0:
+                reached = {t: m.last_iteration for t, m in summary.items()}
             for task_id in ids:
                 m = summary.get(task_id)
                 value = None if m is None else (
                     (m.min if objective.minimize else m.max) if objective.use_best else m.last)
                 values[task_id].append(None if value is None or math.isnan(value) else value)
         failed = {c.id for c in children if c.status is Status.failed}
-        return {i: None if i in failed or None in v else [float(x) for x in v if x is not None]
-                for i, v in values.items()}
+        return ({i: None if i in failed or None in v else [float(x) for x in v if x is not None]
+                 for i, v in values.items()}, reached)
 
 
 def _trial_of(child: TaskRecord) -> str:

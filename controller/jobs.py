@@ -24,6 +24,18 @@ def budget_of(tags: list[str]) -> int | None:
     return None
 
 
+def reached_budget(budget: int | None, last_iteration: int | None, completed: bool
+                   ) -> int | None:
+    """The budget a job is ranked at: the one it was given (None: the full one) when it
+    got there or its script ended on its own; else only as far as it reported (a job
+    stopped early by a limit or by hand is no full-budget result)."""
+    if budget is None or completed:
+        return budget
+    if last_iteration is not None and last_iteration >= budget:
+        return budget
+    return max(last_iteration if last_iteration is not None else 0, 0)
+
+
 def rank_key(value: float, budget: int | None, full_budget: int | None,
              minimize: bool) -> tuple[float, float]:
     """Best first: a job run on a larger iteration budget (BOHB, ASHA) before any job on

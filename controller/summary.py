@@ -17,7 +17,7 @@ from typing import Any
 
 from hpo import params as P
 from hpo.controller.config import OptimizerConfig
-from hpo.controller.jobs import budget_of, rank_key
+from hpo.controller.jobs import budget_of, rank_key, reached_budget
 from hpo.models import FINAL_STATUSES, Status, TaskType
 from hpo.records import MetricSummary, TaskRecord
 from hpo.store import Store
@@ -39,6 +39,7 @@ class JobRow:
     duration_s: float | None
     message: str | None
     budget: int | None = None  # the iteration budget its strategy gave it (BOHB, ASHA)
+    reached: int | None = None  # the last iteration it reported of the primary objective
 
 
 @dataclass
@@ -181,6 +182,7 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
             duration_s=(max(0.0, (child.ended_at or now) - child.started_at)
                         if child.started_at is not None else None),
             message=child.status_message, budget=budget_of(child.tags),
+            reached=primary.last_iteration if primary is not None else None,
         ))
     return rows
 
@@ -201,8 +203,10 @@ def best_rows(rows: list[JobRow], primary: Objective, full_budget: int | None = 
     """Finished rows with a valid objective, best first: by the controller's rule, the
     largest iteration budget first (BOHB, ASHA), then the objective."""
     scored = [r for r in rows if Status(r.status) in FINAL_STATUSES and r.objective is not None]
-    scored.sort(key=lambda r: rank_key(r.objective or 0.0, r.budget, full_budget,
-                                       primary.minimize))
+    scored.sort(key=lambda r: rank_key(
+        r.objective or 0.0,
+        reached_budget(r.budget, r.reached, r.status == Status.completed.value),
+        full_budget, primary.minimize))
     return scored
 
 
@@ -240,11 +244,15 @@ def list_optimizations(store: Store, limit: int | None = 50) -> list[Optimizatio
             for task in store.find_tasks(type=TaskType.optimizer, limit=limit)]
 
 
-def listing(store: Store, task: TaskRecord) -> OptimizationListing:
-    """One optimizer task's line in a list: its jobs launched and best objective."""
+def listing(store: Store, task: TaskRecord, config: OptimizerConfig | None = None
+            ) -> OptimizationListing:
+    """One optimizer task's line in a list: its jobs launched and best objective
+    (``config``: its optimization's, when the caller has just read it)."""
     try:
-        config = load_config(store, task.id)
+        config = config or load_config(store, task.id)
     except Exception:  # an optimizer task without a saved optimization
+        config = None
+    if config is None:
         return OptimizationListing(task.id, task.project, task.name, task.status.value,
                                    task.created_at, store.count_tasks(parent=task.id),
                                    None, None, None, None)

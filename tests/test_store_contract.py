@@ -853,15 +853,23 @@ def test_children_series_and_mark_read_one_series_of_every_child_in_one_query(
 
 def test_children_mark_moves_when_a_child_is_added_or_changes(store: Store) -> None:
     parent = store.create_task("proj", "optimizer").id
-    assert store.children_mark(parent) == (0, 0.0)
+    assert store.children_mark(parent) == (0, 0.0, 0.0)
     child = store.create_task("proj", "a", parent=parent).id
+    late = store.create_task("proj", "b", parent=parent).id
     first = store.children_mark(parent)
-    assert first[0] == 1
+    assert first[0] == 2
     store.create_task("proj", "not a child")
     assert store.children_mark(parent) == first
     store.set_status(child, Status.queued)
     second = store.children_mark(parent)
-    assert second[0] == 1 and second[1] >= first[1] and second != first
+    assert second[0] == 2 and second[1] >= first[1] and second != first
+    # A change written with a clock behind the others' still moves the mark.
+    real_now = store.now
+    store.now = lambda: real_now() - 3600  # type: ignore[method-assign]
+    store.set_status(late, Status.queued)
+    store.now = real_now  # type: ignore[method-assign]
+    third = store.children_mark(parent)
+    assert third[1] == second[1] and third != second
 
 
 def test_scalar_summary_last_is_the_value_at_the_highest_iteration(store: Store) -> None:

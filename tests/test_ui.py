@@ -202,7 +202,7 @@ def test_front_page_lists_the_optimization_the_agent_and_the_queue(ui):
 
 
 def test_front_page_lines_are_read_again_only_when_their_optimization_changed(tmp_path):
-    from hpo.ui.views import ListingCache
+    from hpo.ui.caches import ListingCache
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = open_store(url)
@@ -263,9 +263,39 @@ def test_an_unchanged_optimization_is_a_bodiless_304_and_a_change_is_seen(ui):
     attempt = store.get_task(filled.running).attempt
     store.append_scalars(filled.running, [("loss", "total", 2, 0.7, time.time())],
                          attempt=attempt)
-    changed = http(url, headers={"If-None-Match": etag})
-    assert changed.status == 200 and changed.headers["etag"] != etag
+    # Seen at once, or (the answer cache) once the last build is 4 build times old.
+    changed = wait_for("the changed answer", lambda: (
+        reply if (reply := http(url, headers={"If-None-Match": etag})).status == 200
+        else None), timeout=10)
+    assert changed.headers["etag"] != etag
     assert changed.json()["version"] == changed.headers["etag"].strip('"')
+
+
+def test_the_answer_cache_shares_a_build_and_rebuilds_a_slow_view_less_often(monkeypatch):
+    from hpo.ui import caches
+
+    clock = [1000.0]
+    monkeypatch.setattr(caches.time, "monotonic", lambda: clock[0])
+    builds: list[str] = []
+
+    def build(body: str, seconds: float) -> Any:
+        def run() -> bytes:
+            builds.append(body)
+            clock[0] += seconds
+            return body.encode()
+        return run
+
+    cache = caches.AnswerCache(keep=2)
+    assert cache.get("view", "v1", build("one", 2.0)) == ("v1", b"one")
+    assert cache.get("view", "v1", build("again", 2.0)) == ("v1", b"one")  # shared
+    clock[0] += 1.0  # 3 s after a 2 s build began: too young to build again
+    assert cache.get("view", "v2", build("two", 2.0)) == ("v1", b"one")
+    clock[0] += 6.0  # 9 s > 4 x 2 s: the new version is built
+    assert cache.get("view", "v2", build("two", 2.0)) == ("v2", b"two")
+    assert builds == ["one", "two"]
+    cache.get("other", "v1", build("o", 0.0))
+    cache.get("third", "v1", build("t", 0.0))  # keep=2: "view" is forgotten
+    assert cache.get("view", "v2", build("two again", 0.0)) == ("v2", b"two again")
 
 
 def test_task_page_shows_parameters_scalars_monitor_and_log(ui):
@@ -330,6 +360,9 @@ def test_other_hosts_are_refused(ui):
     server, _, _ = ui
     reply = http(f"{server.url}/", headers={"Host": "attacker.example"})
     assert reply.status == 400
+    for name in ("localhost", "127.0.0.1", "[::1]"):  # every loopback name is answered
+        port = server.url.rsplit(":", 1)[1].rstrip("/")
+        assert http(f"{server.url}/", headers={"Host": f"{name}:{port}"}).status == 200, name
 
 
 # ----- the stop buttons ---------------------------------------------------------------------

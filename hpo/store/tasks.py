@@ -324,13 +324,17 @@ class TasksMixin(StoreBase):
         with self._read() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def children_mark(self, parent: str) -> tuple[int, float]:
-        """(how many, latest ``updated_at``) of the children of ``parent``: changes when a
-        child is added or any of its fields changes. A cheap "anything new?" test."""
-        query = select(func.count(), func.max(T.c.updated_at)).where(T.c.parent == parent)
+    def children_mark(self, parent: str) -> tuple[int, float, float]:
+        """(how many, latest ``updated_at``, sum of ``updated_at``) of the children of
+        ``parent``: changes when a child is added or any of its fields changes. A cheap
+        "anything new?" test. The sum is there because ``updated_at`` comes from the
+        clock of whichever machine wrote it: an agent's clock behind the controller's
+        would leave the latest one as it was."""
+        query = select(func.count(), func.max(T.c.updated_at),
+                       func.sum(T.c.updated_at)).where(T.c.parent == parent)
         with self._read() as conn:
-            count, latest = conn.execute(query).one()
-        return int(count), float(latest or 0.0)
+            count, latest, total = conn.execute(query).one()
+        return int(count), float(latest or 0.0), float(total or 0.0)
 
     # ----- helpers ----------------------------------------------------------------
 

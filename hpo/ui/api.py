@@ -6,7 +6,7 @@ gets 304 with no body, before the report is loaded or a figure is drawn."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from importlib import resources
 from typing import Any
 
@@ -15,19 +15,27 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from hpo.ui import views
+from hpo.ui.caches import AnswerCache
 from hpo.ui.pages import store_of, top_k
 
 NO_CACHE = {"Cache-Control": "no-cache"}  # always revalidated: the ETag does the rest
 
 
-def conditional_json(request: Request, version: str,
+def conditional_json(request: Request, key: Hashable, version: str,
                      build: Callable[[], dict[str, Any]]) -> Response:
-    """304 when the client already has ``version``, else ``build()`` as JSON."""
-    etag = f'"{version}"'
-    headers = {"ETag": etag, **NO_CACHE}
-    if request.headers.get("if-none-match") == etag:
+    """304 when the client already has ``version``; else the view's answer as JSON,
+    shared through the answer cache (which may still serve the previous version of a
+    view that is slow to build: then a client that has it gets 304 too)."""
+    answers: AnswerCache = request.app.state.answers
+    sent = request.headers.get("if-none-match")
+    if sent == f'"{version}"':
+        return Response(status_code=304, headers={"ETag": sent, **NO_CACHE})
+    served, body = answers.get(key, version, lambda: bytes(JSONResponse(
+        {"version": version, **build()}).body))
+    headers = {"ETag": f'"{served}"', **NO_CACHE}
+    if sent == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    return JSONResponse({"version": version, **build()}, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def optimization(request: Request) -> Response:
@@ -35,7 +43,7 @@ def optimization(request: Request) -> Response:
     optimizer_id = store.resolve_task_id(request.path_params["id"])
     k = top_k(request)
     version = views.optimization_version(store, optimizer_id, k)
-    return conditional_json(request, version,
+    return conditional_json(request, ("optimization", optimizer_id, k), version,
                             lambda: views.optimization_payload(store, optimizer_id, k))
 
 
@@ -43,9 +51,10 @@ def task(request: Request) -> Response:
     store = store_of(request)
     task_id = store.resolve_task_id(request.path_params["id"])
     after = request.query_params.get("log_after")
-    log_after = int(after) if after and after.isdigit() else None
+    # A cursor is a log line id: anything else (or absurdly large) means "from the tail".
+    log_after = int(after) if after and after.isdigit() and len(after) < 19 else None
     version = views.task_version(store, task_id, log_after or 0)
-    return conditional_json(request, version,
+    return conditional_json(request, ("task", task_id, log_after), version,
                             lambda: views.task_payload(store, task_id, log_after))
 
 

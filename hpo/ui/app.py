@@ -20,11 +20,11 @@ from starlette.templating import Jinja2Templates
 
 from hpo.errors import InvalidTransition, StoreError, TaskNotFound
 from hpo.store import Store, open_store
-from hpo.ui import api, formatting, pages, views
+from hpo.ui import api, caches, formatting, pages
 from hpo.ui.security import SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]  # as Host headers name them
 
 
 class StoreHolder:
@@ -80,7 +80,8 @@ def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None 
         },
     )
     app.state.store = StoreHolder(store_url)
-    app.state.listings = views.ListingCache()
+    app.state.listings = caches.ListingCache()
+    app.state.answers = caches.AnswerCache()
     app.state.templates = templates
     return app
 

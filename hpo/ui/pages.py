@@ -36,7 +36,8 @@ def top_k(request: Request) -> int:
 
 
 def index(request: Request) -> Response:
-    page = views.front_page(store_of(request), request.app.state.listings)
+    store = store_of(request)
+    page = views.front_page(store, request.app.state.listings.rows(store))
     return render(request, "index.html", {"page": page})
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,16 +14,16 @@ from typing import Any
 
 from hpo.controller.summary import (
     OptimizationListing,
-    listing,
     load_config,
     tuned_keys,
 )
-from hpo.models import Status, TaskType
+from hpo.models import Status
 from hpo.records import LogLine, TaskRecord, WorkerRecord
 from hpo.store import Store
 from hpo.ui import charts
 
 LOG_TAIL = 300  # lines shown when a task page opens
+CLOCK_S = 10  # a running optimization's page is redrawn at least this often (its clocks)
 LOG_BATCH = 2000  # at most this many new lines per poll
 
 
@@ -47,44 +46,8 @@ class FrontPage:
     queues: list[tuple[str, int, int]]  # (queue, queued tasks, agents), busiest first
 
 
-class ListingCache:
-    """The front page's line of each optimization, kept while nothing of it changed: the
-    page refreshes every few seconds, and a line costs a read of every job, whereas
-    whether anything changed costs one aggregate query. Best values count finished jobs
-    only, so the optimizer task and its children's own fields (status, updated_at) are
-    all a line depends on."""
-
-    def __init__(self) -> None:
-        self._lines: dict[str, tuple[Any, OptimizationRow]] = {}
-        self._lock = threading.Lock()
-
-    def rows(self, store: Store, limit: int = 50) -> list[OptimizationRow]:
-        tasks = store.find_tasks(type=TaskType.optimizer, limit=limit)
-        rows = [self._row(store, task) for task in tasks]
-        with self._lock:  # forget optimizations no longer listed
-            for gone in set(self._lines) - {t.id for t in tasks}:
-                del self._lines[gone]
-        return rows
-
-    def _row(self, store: Store, task: TaskRecord) -> OptimizationRow:
-        key = (task.status.value, task.updated_at, store.children_mark(task.id))
-        with self._lock:
-            cached = self._lines.get(task.id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        try:
-            strategy: str | None = load_config(store, task.id).strategy
-        except Exception:  # an optimizer task without a saved optimization
-            strategy = None
-        row = OptimizationRow(listing(store, task), strategy)
-        with self._lock:
-            self._lines[task.id] = (key, row)
-        return row
-
-
-def front_page(store: Store, listings: ListingCache | None = None) -> FrontPage:
-    """The optimizations (newest first), the agents and the queue lengths."""
-    rows = (listings or ListingCache()).rows(store)
+def front_page(store: Store, rows: list[OptimizationRow]) -> FrontPage:
+    """The optimizations (``rows``, newest first), the agents and the queue lengths."""
     now = time.time()
     agents = [AgentRow(w, max(0.0, now - w.last_heartbeat)) for w in store.list_workers()]
     return FrontPage(rows, agents, queue_rows(store, agents))
@@ -113,8 +76,11 @@ def optimization_version(store: Store, optimizer_id: str, top_k: int) -> str:
     config = load_config(store, optimizer_id)
     reports = store.children_scalar_mark(optimizer_id, sorted({o.title for o in
                                                                config.objectives}))
+    # While it runs, the clocks on the page (durations, wall time) move too: a new
+    # version every CLOCK_S even when nothing else changed.
+    clock = None if task.status.is_final else int(time.time() // CLOCK_S)
     return version_key(top_k, task.status.value, task.updated_at,
-                       store.children_mark(optimizer_id), reports)
+                       store.children_mark(optimizer_id), reports, clock)
 
 
 def is_final(status: str) -> bool:

@@ -61,8 +61,9 @@ const hpo = (() => {
         const response = await fetch(url(), { headers, cache: "no-store" });
         if (response.status === 200) {
           const data = await response.json();
-          etag = response.headers.get("ETag");
           if (!onData(data)) next = null;
+          // Only once drawn: a page that failed to draw asks for the whole answer again.
+          etag = response.headers.get("ETag");
         } else if (response.status !== 304) {
           const body = await response.json().catch(() => ({}));
           throw new Error(body.message || `HTTP ${response.status}`);
