@@ -435,7 +435,7 @@ class Controller:
                 reached = {t: m.last_iteration for t, m in summary.items()}
             for task_id in ids:
                 m = summary.get(task_id)
-                value = None if m is None else (
+                value = None if m is None or m.nans else (  # a NaN report: failed, as live
                     (m.min if objective.minimize else m.max) if objective.use_best else m.last)
                 values[task_id].append(None if value is None or math.isnan(value) else value)
         failed = {c.id for c in children if c.status is Status.failed}

@@ -188,8 +188,9 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
 
 
 def objective_value(objective: Objective, metric: MetricSummary | None) -> float | None:
-    """The value that counts for one objective of one job; None when missing or NaN."""
-    if metric is None:
+    """The value that counts for one objective of one job; None when missing, or when
+    any report of it was NaN (the controller counts such a job as failed)."""
+    if metric is None or metric.nans:
         return None
     if objective.use_best:
         value = metric.min if objective.minimize else metric.max

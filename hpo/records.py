@@ -81,6 +81,7 @@ class MetricSummary:
     max: float
     last_iteration: int
     count: int
+    nans: int = 0  # reports that were NaN (they count for last, not for min and max)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import math
 import re
 import shutil
 import struct
@@ -230,6 +231,20 @@ def test_objective_learning_curves_budget_and_workers(built):
     assert workers["agents seen"].y[-1] == 2
     for fig in figs.values():  # self-contained: serializable for the web page
         assert json.loads(fig.to_json())["layout"]["title"]["text"]
+
+
+def test_a_job_that_reported_nan_has_no_result_as_in_the_controller(built):
+    # Given the first job reported NaN once, then a finite (and best) value
+    store = built["store"]
+    first = built["jobs"][0]
+    attempt = store.get_task(first).attempt
+    store.append_scalars(first, [("val", "loss", 3, math.nan, 0.0),
+                                 ("val", "loss", 4, 0.01, 0.0)], attempt=attempt)
+    data = load_report(store, built["id"])
+    # Then it counts as failed, and the best is still the second job
+    row = next(r for r in data.launched if r.task_id == first)
+    assert row.objective is None
+    assert data.summary.best_task == built["jobs"][1] and data.summary.failed == 2
 
 
 def test_several_objectives_each_get_a_column_and_an_axis(built, tmp_path):

@@ -896,8 +896,12 @@ def test_scalar_summary_reports_a_nan_last_but_leaves_nan_out_of_min_and_max(
     loss = got[("loss", "train")]
     assert math.isnan(loss.last)
     assert (loss.min, loss.max, loss.last_iteration, loss.count) == (2.0, 4.0, 3, 4)
+    assert loss.nans == 2
     only = got[("only", "nan")]
     assert math.isnan(only.last) and math.isnan(only.min) and math.isnan(only.max)
+    assert only.nans == 1
+    store.append_scalars(task_id, reports("clean", "x", [1.0]))
+    assert {m.series: m.nans for m in store.scalar_summary([task_id])}["x"] == 0
 
 
 def test_scalar_summary_filters_by_title_and_series(store: Store) -> None:

@@ -109,6 +109,8 @@ class MetricsMixin(StoreBase):
             func.min(S.c.value).over(partition_by=key).label("mn"),
             func.max(S.c.value).over(partition_by=key).label("mx"),
             func.count().over(partition_by=key).label("n"),
+            # NaN is stored as NULL: count() counts it, count(value) does not.
+            func.count(S.c.value).over(partition_by=key).label("numbers"),
         ).where(S.c.task_id.in_(list(task_ids)))
         if title is not None:
             inner = inner.where(S.c.title == title)
@@ -122,6 +124,7 @@ class MetricsMixin(StoreBase):
                 MetricSummary(
                     task_id=r.task_id, title=r.title, series=r.series, last=_float(r.value),
                     min=_float(r.mn), max=_float(r.mx), last_iteration=r.iteration, count=r.n,
+                    nans=r.n - r.numbers,
                 )
                 for r in conn.execute(query)
             ]
