@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import math
 import os
@@ -577,9 +578,16 @@ def bench_live(store_url: str, opt_id: str, args: argparse.Namespace, peer: Timi
             if status != 200 or not etag:
                 raise BenchError(f"GET {path}: {status}, ETag {etag!r}")
 
+            tops = itertools.count(11)
+
             def full() -> None:
-                if client.get(path)[0] != 200:
+                # Another top-k each time: a view the answer cache has not built yet.
+                if client.get(f"{path}?top={next(tops) % 90 + 10}")[0] != 200:
                     raise BenchError("the full GET did not answer 200")
+
+            def shared() -> None:  # what a second page polling the same view gets
+                if client.get(path)[0] != 200:
+                    raise BenchError("the shared GET did not answer 200")
 
             def not_modified() -> None:
                 if client.get(path, etag)[0] != 304:
@@ -588,6 +596,9 @@ def bench_live(store_url: str, opt_id: str, args: argparse.Namespace, peer: Timi
             rows.append(Row(f"GET /api/optimizations/{{id}} ({where}, {size / 1024:.0f} KiB)",
                             measure(full, args.http_repeats, args.budget_s), peer,
                             "load_study + 3 plots + to_json"))
+            print_row(rows[-1])
+            rows.append(Row(f"same GET from another page: the answer cache ({where})",
+                            measure(shared, args.http_repeats, args.budget_s), None))
             print_row(rows[-1])
             rows.append(Row(f"same GET, If-None-Match: 304 ({where})",
                             measure(not_modified, args.http_repeats, args.budget_s), None))
