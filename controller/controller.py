@@ -44,6 +44,8 @@ log = logging.getLogger("hpo.controller")
 REAP_PERIOD_S = 5.0
 # How long the store or broker may fail before the optimization gives up.
 FAULT_TOLERANCE_S = 60.0
+# A cycle asks the strategy for new trials for at most about this long.
+LAUNCH_SLICE_S = 0.05
 # After a budget ends, how long to wait for stopped jobs to report their end.
 STOP_WAIT_S = 60.0
 
@@ -286,7 +288,12 @@ class Controller:
         total = self.config.total_max_jobs
         if total is not None:
             free = min(free, total - len(self.jobs))
+        started = time.monotonic()
         while len(self.pending) < free and not self.strategy_done and not self._stop.is_set():
+            if self.pending and time.monotonic() - started > LAUNCH_SLICE_S:
+                # A slow strategy (a model fitted per draw): the rest next cycle, so that
+                # reports, budgets and stop requests are watched between draws.
+                break
             suggestion = self.strategy.suggest()
             if suggestion is NoSuggestion.DONE:
                 self.strategy_done = True
