@@ -29,8 +29,10 @@ from hpo.cli.common import add_store_option, one_line, run_handler, store_from
 from hpo.controller.summary import (
     JobRow,
     OptimizationSummary,
+    finite,
     list_optimizations,
     newest_optimizer,
+    short_key,
     summarize,
 )
 from hpo.errors import HpoError
@@ -220,7 +222,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     store = store_from(args)
     listing = list_optimizations(store, limit=args.limit)
     if args.json:
-        output.print_json([_finite(vars(o)) for o in listing])
+        output.print_json([finite(vars(o)) for o in listing])
         return 0
     output.table(
         f"{len(listing)} optimization(s)",
@@ -482,7 +484,7 @@ class _JsonDisplay(_Display):
             return
         ended = self._new_ends(summary)
         for row in ended:
-            _json_line({"event": "job", **_finite(vars(row))})
+            _json_line({"event": "job", **finite(vars(row))})
         now = time.monotonic()
         line = _progress_line(summary)
         if ended or final or (line != self.last_line and now - self.last_at >= PLAIN_PERIOD_S):
@@ -593,7 +595,7 @@ def _job_line(s: OptimizationSummary, row: JobRow) -> str:
     else:
         result = (f"{o['title']}/{o['series']} {output.cell(row.objective)} at iteration "
                   f"{row.iteration if row.iteration is not None else '-'}")
-    params = " ".join(f"{_short_key(k)}={output.cell(v)}" for k, v in row.parameters.items())
+    params = " ".join(f"{short_key(k)}={output.cell(v)}" for k, v in row.parameters.items())
     return f"job {row.task_id} {row.status}: {result} | {params}"
 
 
@@ -621,7 +623,7 @@ def _jobs_columns(s: OptimizationSummary) -> list[str]:
     """The ranked objective, the others (several objectives), the tuned parameters."""
     names = [f"{o['title']}/{o['series']}" for o in s.objectives]
     return ["#", "id", names[0], "iteration", *names[1:],
-            *(_short_key(k) for k in s.parameters), "status", "duration", "agent"]
+            *(short_key(k) for k in s.parameters), "status", "duration", "agent"]
 
 
 def _jobs_cells(s: OptimizationSummary, rows: list[JobRow]) -> list[list[Any]]:
@@ -640,11 +642,6 @@ def _jobs_rich_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> 
     return output.build_table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
 
 
-def _short_key(key: str) -> str:
-    """``General/lr`` -> ``lr``; other sections keep their name."""
-    return key[len("General/"):] if key.startswith("General/") else key
-
-
 def _hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -656,19 +653,8 @@ def _out(text: str) -> None:
 
 
 def _json_line(data: dict[str, Any]) -> None:
-    _out(json.dumps(_finite(data), default=str))
+    _out(json.dumps(finite(data), default=str))
 
-
-def _finite(value: Any) -> Any:
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _positive_int(text: str) -> int:

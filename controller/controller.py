@@ -280,7 +280,6 @@ class Controller:
         if result is not None and (self.best is None or self._rank(job) < self._rank(self.best)):
             self.best = job
 
-
     def _launch(self) -> None:
         """Fill the free slots: suggestions are saved before their clones exist, so a
         crash in between re-launches them on resume instead of asking again."""

@@ -76,7 +76,7 @@ class OptimizationSummary:
     jobs: list[JobRow] = field(default_factory=list)  # every job, newest first (all_jobs)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
+        return finite(asdict(self))
 
 
 def newest_optimizer(store: Store) -> str:
@@ -268,12 +268,18 @@ def listing(store: Store, task: TaskRecord, config: OptimizerConfig | None = Non
         f"{o.title}/{o.series} {o.sign}")
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None, so the JSON is standard."""
+def finite(value: Any) -> Any:
+    """NaN and infinities as None (inside dicts, lists and tuples too), so the JSON is
+    standard and a CSV cell empty."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
     return value
+
+
+def short_key(key: str) -> str:
+    """``General/lr`` -> ``lr``; other sections keep their name."""
+    return key[len("General/"):] if key.startswith("General/") else key

@@ -32,8 +32,6 @@ def _plain(value: Any) -> Any:
 
 
 ID_PREFIX = 8  # characters of an id in a compact terminal table: every command takes a prefix
-
-
 MAX_CELL = 14  # a compact column is at most this wide (longer cells end in "…")
 MIN_CELL = 6  # ... and at least this wide, however narrow the terminal
 MAX_HEADER = 20  # a header may make its column this wide, when the terminal has room

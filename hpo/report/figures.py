@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from hpo.controller.summary import short_key
 from hpo.models import FINAL_STATUSES, Status
-from hpo.report.tables import extra_objectives, short_key
+from hpo.report.tables import extra_objectives
 
 if TYPE_CHECKING:
     from hpo.controller.summary import JobRow

@@ -3,18 +3,12 @@ parameter), written as CSV and JSON and shown in index.html."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from hpo.controller.summary import JobRow, OptimizationSummary
+from hpo.controller.summary import JobRow, OptimizationSummary, finite, short_key
 
 FIXED_BEFORE = ["rank", "task_id", "objective", "iteration"]
 FIXED_AFTER = ["status", "duration_s", "agent"]
-
-
-def short_key(key: str) -> str:
-    """``General/lr`` -> ``lr``; other sections keep their name (as the terminal table)."""
-    return key[len("General/"):] if key.startswith("General/") else key
 
 
 def columns(summary: OptimizationSummary) -> list[str]:
@@ -38,19 +32,12 @@ def _row(summary: OptimizationSummary, rank: int, job: JobRow) -> dict[str, Any]
     row: dict[str, Any] = {"rank": rank, "task_id": job.task_id, "objective": job.objective,
                            "iteration": job.iteration}
     for name, value in zip(extra_objectives(summary), job.objectives[1:], strict=False):
-        row[name] = _finite(value)
+        row[name] = finite(value)
     for key in summary.parameters:
-        row[short_key(key)] = _finite(job.parameters.get(key))
+        row[short_key(key)] = finite(job.parameters.get(key))
     row.update(status=job.status, duration_s=_round(job.duration_s), agent=job.worker)
     return row
 
 
 def _round(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None: the JSON stays standard, the CSV cell empty."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
