@@ -1,4 +1,4 @@
-"""The agent's end of a task's report channel (see ``hpo.channel``)."""
+"""The agent's end of a task's report channel (see ``hpo.sdk.channel``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hpo import channel
+from hpo.sdk import channel
 
 # One JSON line longer than this is a broken client, not a report.
 _MAX_LINE = 1 << 20

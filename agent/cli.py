@@ -15,7 +15,7 @@ from hpo.agent.slots import make_slots
 from hpo.agent.worker import Agent, AgentConfig
 from hpo.cli.common import add_store_option
 from hpo.errors import HpoError
-from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
+from hpo.queue.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ class Recorder:
         self._thread.start()
 
     def on_message(self, message: dict[str, Any]) -> None:
-        """A report from the script's SDK (see ``hpo.channel``)."""
+        """A report from the script's SDK (see ``hpo.sdk.channel``)."""
         kind = message.get("kind")
         if kind == "scalar":
             try:

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from hpo import channel, checkpoints
+from hpo import relations
 from hpo.agent import process
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
 from hpo.agent.recorder import Recorder
 from hpo.agent.slots import Slot
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.records import TaskRecord
+from hpo.sdk import channel, checkpoints
 from hpo.store import Store
 
 log = logging.getLogger("hpo.agent")
@@ -50,7 +51,7 @@ class RunnerConfig:
     max_log_bytes: int = 10 * 2**20
     monitor_period_s: float = 5.0
     poll_s: float = 0.05
-    checkpoint_root: Path | None = None  # None: hpo.checkpoints.checkpoint_root()
+    checkpoint_root: Path | None = None  # None: hpo.sdk.checkpoints.checkpoint_root()
 
 
 class TaskRunner:
@@ -200,8 +201,8 @@ class TaskRunner:
         root = self.config.checkpoint_root or checkpoints.checkpoint_root()
         spec: dict[str, Any] = {"checkpoint_dir": str(checkpoints.folder_of(task.id, root))}
         for tag in task.tags:
-            if tag.startswith(checkpoints.RESUME_TAG):
-                folder = checkpoints.folder_of(tag[len(checkpoints.RESUME_TAG):], root)
+            if tag.startswith(relations.RESUME):
+                folder = checkpoints.folder_of(tag[len(relations.RESUME):], root)
                 iteration = checkpoints.saved_iteration(folder)
                 if iteration is not None:
                     spec.update(resume_checkpoint=str(folder), resume_iteration=iteration)

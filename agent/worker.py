@@ -18,10 +18,10 @@ from celery.worker import state as celery_state
 
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
-from hpo.broker import RUN_TASK, make_app, publish
 from hpo.errors import StoreError
-from hpo.models import Status
-from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES, reap
+from hpo.lifecycle import Status
+from hpo.queue.app import RUN_TASK, make_app, publish
+from hpo.queue.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES, reap
 from hpo.records import TaskRecord
 from hpo.store import open_store
 

@@ -104,12 +104,12 @@ class Meter:
 def role_controller(args: argparse.Namespace) -> int:
     import gc
 
-    from hpo import dispatch
     from hpo.automation import (
         HyperParameterOptimizer,
         UniformIntegerParameterRange,
         UniformParameterRange,
     )
+    from hpo.queue import dispatch
 
     opt = HyperParameterOptimizer(
         base_task_id=args.base,
@@ -177,7 +177,7 @@ def role_controller(args: argparse.Namespace) -> int:
 def role_agent(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
-    from hpo.models import FINAL_STATUSES, Status
+    from hpo.lifecycle import FINAL_STATUSES, Status
     from hpo.store import ScalarReport, open_store, schema
 
     store = open_store(args.store)

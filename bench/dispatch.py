@@ -49,9 +49,9 @@ from scratch_db import postgres_database  # bench/ is on sys.path: run as a scri
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from hpo import dispatch
-from hpo.broker import make_app
-from hpo.models import FINAL_STATUSES, Status
+from hpo.lifecycle import FINAL_STATUSES, Status
+from hpo.queue import dispatch
+from hpo.queue.app import make_app
 from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import Store, open_store, schema
 

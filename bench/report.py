@@ -135,13 +135,13 @@ def make_trials(n: int, seed: int, t0: float) -> list[Trial]:
 
 
 def hpo_config() -> dict[str, Any]:
-    from hpo.automation.parameters import (
+    from hpo.optimization.config import OptimizerConfig
+    from hpo.space.ranges import (
         DiscreteParameterRange,
         LogUniformParameterRange,
         UniformIntegerParameterRange,
         UniformParameterRange,
     )
-    from hpo.controller.config import OptimizerConfig
     from hpo.strategies.base import Objective
 
     return OptimizerConfig(
@@ -163,7 +163,7 @@ def fill_hpo(url: str, trials: list[Trial], t0: float) -> str:
     """One finished optimization holding ``trials``, written through the Store API the
     way the controller and the agents write it (create, enqueue, claim, report, finish),
     with the store's clock set to each event's time. Returns the optimizer's id."""
-    from hpo.models import Status, TaskType
+    from hpo.lifecycle import Status, TaskType
     from hpo.store import open_store
 
     store = open_store(url)

@@ -310,8 +310,8 @@ class Simulator:
 
     def step(self) -> bool:
         """One move of the agents; False when nothing runs and nothing is queued."""
-        from hpo import params as P
-        from hpo.models import Status
+        from hpo import typed_params as P
+        from hpo.lifecycle import Status
         from hpo.store import ScalarReport
 
         self.beat()
@@ -378,10 +378,10 @@ def run_one(problem_name: str, strategy: str, seed: int, budget: float, workers:
             tmp_root: str | None) -> dict[str, Any]:
     """One optimization; returns the incumbent's regret against the budget used."""
     logging.getLogger("hpo").setLevel(logging.WARNING)
-    from hpo.broker import make_app
-    from hpo.controller.config import OptimizerConfig
     from hpo.controller.controller import Controller
-    from hpo.models import Status
+    from hpo.lifecycle import Status
+    from hpo.optimization.config import OptimizerConfig
+    from hpo.queue.app import make_app
     from hpo.store import open_store
     from hpo.strategies.base import Objective
 

@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 from hpo.cli import output
 from hpo.cli.common import add_store_option, one_line, run_handler, store_from
-from hpo.controller.summary import (
+from hpo.errors import HpoError
+from hpo.lifecycle import FINAL_STATUSES, Status
+from hpo.optimization.summary import (
     JobRow,
     OptimizationSummary,
     finite,
@@ -35,8 +37,6 @@ from hpo.controller.summary import (
     short_key,
     summarize,
 )
-from hpo.errors import HpoError
-from hpo.models import FINAL_STATUSES, Status
 from hpo.store import Store
 
 T = TypeVar("T")

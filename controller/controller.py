@@ -20,15 +20,16 @@ from typing import Any
 
 from celery import Celery
 
-from hpo import dispatch
-from hpo import params as P
-from hpo.broker import publish
-from hpo.checkpoints import RESUME_TAG
-from hpo.controller.config import OptimizerConfig
-from hpo.controller.jobs import BUDGET_TAG, Job, budget_of, rank_key, reached_budget
+from hpo import relations
+from hpo import typed_params as P
+from hpo.controller.jobs import Job
 from hpo.errors import ConfigError, HpoError
-from hpo.models import FINAL_STATUSES, Status
-from hpo.reaper import reap
+from hpo.lifecycle import FINAL_STATUSES, Status
+from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.ranking import budget_of, rank_key, reached_budget
+from hpo.queue import dispatch
+from hpo.queue.app import publish
+from hpo.queue.reaper import reap
 from hpo.records import TaskRecord
 from hpo.store import Store
 from hpo.strategies.base import (
@@ -312,12 +313,13 @@ class Controller:
         overrides = {P.qualify(k): v for k, v in suggestion.parameters.items()}
         described = " ".join(f"{k}={_short(v)}" for k, v in suggestion.parameters.items())
         limit = self.config.time_limit_per_job
-        tags = [f"optimizer:{self.task_id}", f"trial:{suggestion.trial_id}"]
+        tags = [relations.tag(relations.OPTIMIZER, self.task_id),
+                relations.tag(relations.TRIAL, suggestion.trial_id)]
         continued = self.task_of_trial.get(suggestion.resume_from or "")
         if continued:  # the agent hands it that job's checkpoint
-            tags.append(f"{RESUME_TAG}{continued}")
+            tags.append(relations.tag(relations.RESUME, continued))
         if suggestion.max_iteration is not None:  # ranked by it, also from the store
-            tags.append(f"{BUDGET_TAG}{suggestion.max_iteration}")
+            tags.append(relations.tag(relations.BUDGET, suggestion.max_iteration))
         clone = self.store.clone_task(
             self.base.id, name=f"{self.base.name}: {described}", parent=self.task_id,
             project=self.config.spawn_project, parameters=overrides, tags=tags,
@@ -450,10 +452,7 @@ class Controller:
 
 
 def _trial_of(child: TaskRecord) -> str:
-    for tag in child.tags:
-        if tag.startswith("trial:"):
-            return tag[len("trial:"):]
-    return child.id
+    return relations.tag_value(child.tags, relations.TRIAL) or child.id
 
 
 def _suggestion_of(job: Job) -> Suggestion:

@@ -6,45 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.records import TaskRecord
 from hpo.strategies.base import Objective
-
-BUDGET_TAG = "budget:"  # a job the strategy gave its own iteration budget: budget:<n>
-
-
-def budget_of(tags: list[str]) -> int | None:
-    """The iteration budget a ``budget:<n>`` tag gives, None without one."""
-    for tag in tags:
-        if tag.startswith(BUDGET_TAG):
-            try:
-                return int(tag[len(BUDGET_TAG):])
-            except ValueError:
-                return None
-    return None
-
-
-def reached_budget(budget: int | None, last_iteration: int | None, completed: bool
-                   ) -> int | None:
-    """The budget a job is ranked at: the one it was given (None: the full one) when it
-    got there or its script ended on its own; else only as far as it reported (a job
-    stopped early by a limit or by hand is no full-budget result)."""
-    if budget is None or completed:
-        return budget
-    if last_iteration is not None and last_iteration >= budget:
-        return budget
-    return max(last_iteration if last_iteration is not None else 0, 0)
-
-
-def rank_key(value: float, budget: int | None, full_budget: int | None,
-             minimize: bool) -> tuple[float, float]:
-    """Best first: a job run on a larger iteration budget (BOHB, ASHA) before any job on
-    a smaller one, as hpbandster picks its incumbent, so a lucky 1-epoch job never
-    outranks the jobs trained in full; among equal budgets, the better objective. A job
-    without a budget of its own ran on the full one."""
-    reached = budget if budget is not None else full_budget
-    size = float(reached) if reached is not None else math.inf
-    return (-size, value if minimize else -value)
 
 
 @dataclass

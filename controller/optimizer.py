@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo.broker import make_app
-from hpo.controller.config import OptimizerConfig, objectives_from
 from hpo.controller.controller import Controller, JobCallback, make_strategy
 from hpo.controller.local_agents import LocalAgents
-from hpo.models import Status, TaskType
-from hpo.sdk_store import StoreBackend
+from hpo.lifecycle import Status, TaskType
+from hpo.optimization.config import OptimizerConfig, objectives_from
+from hpo.queue.app import make_app
+from hpo.sdk.store_backend import StoreBackend
+from hpo.sdk.task import Task
 from hpo.settings import Settings
 from hpo.store import Store, open_store
 from hpo.strategies.base import SearchStrategy
-from hpo.task import Task
 
 log = logging.getLogger("hpo.controller")
 

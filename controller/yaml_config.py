@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
-from hpo.automation.parameters import Parameter
 from hpo.errors import ConfigError, HpoError
-from hpo.models import TaskType
+from hpo.lifecycle import TaskType
 from hpo.records import TaskRecord
+from hpo.space.ranges import Parameter
 from hpo.store import Store
 from hpo.strategies.base import SIGNS, Objective, resolve
 
@@ -213,8 +213,8 @@ def _dry_run(hyper_parameters: list[Parameter], objectives: list[Objective], str
              strategy_kwargs: dict[str, Any], plain: dict[str, Any]) -> None:
     """Check the settings and build the strategy once, as the controller will: so a
     mistake is reported now, before an optimizer task exists."""
-    from hpo.controller.config import OptimizerConfig
     from hpo.controller.controller import make_strategy
+    from hpo.optimization.config import OptimizerConfig
 
     try:
         config = OptimizerConfig(base_task_id="(checked later)",

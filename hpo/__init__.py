@@ -5,8 +5,8 @@ standard library, because it runs inside every task an agent starts.
 """
 
 from hpo.errors import HpoError
-from hpo.logger import Logger
-from hpo.task import Task
+from hpo.sdk.logger import Logger
+from hpo.sdk.task import Task
 
 __all__ = ["HpoError", "Logger", "Task"]
 __version__ = "0.1.0"

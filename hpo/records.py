@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.models import Status
+from hpo.lifecycle import Status
 
 
 @dataclass(frozen=True)

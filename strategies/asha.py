@@ -30,8 +30,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.automation.parameters import check_space
 from hpo.errors import ConfigError
+from hpo.space.ranges import check_space
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 from hpo.strategies.random_search import RandomSearch
 

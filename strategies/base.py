@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hpo.optimization.objective import Objective
+
 if TYPE_CHECKING:
-    from hpo.automation.parameters import Parameter
+    from hpo.space.ranges import Parameter
 
 
 class Decision(enum.Enum):
@@ -52,27 +54,6 @@ class Suggestion:
     max_iteration: int | None = None
     # Reserved for strategies that continue a trial from a checkpoint (ASHA).
     resume_from: str | None = None
-
-
-SIGNS = ("min", "max", "min_global", "max_global")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """``sign`` min/max: the last reported value counts; min_global/max_global: the best
-    value over all reports."""
-
-    title: str
-    series: str
-    sign: str = "min"
-
-    @property
-    def minimize(self) -> bool:
-        return self.sign.startswith("min")
-
-    @property
-    def use_best(self) -> bool:
-        return self.sign.endswith("_global")
 
 
 @dataclass
@@ -118,9 +99,11 @@ class _Registry:
 
 
 _registry = _Registry()
-# Built-in strategies whose libraries are slow to import: loaded when first named.
-_LAZY_BUILTINS = {"optuna": "hpo.strategies.optuna_search", "bohb": "hpo.strategies.bohb",
-                  "asha": "hpo.strategies.asha"}
+# The built-in strategies, each imported (and so registered) when first named: Optuna's
+# and hpbandster's libraries are slow to import, and this module imports none of them.
+_BUILTINS = {"random": "hpo.strategies.random_search", "grid": "hpo.strategies.grid_search",
+             "optuna": "hpo.strategies.optuna_search", "bohb": "hpo.strategies.bohb",
+             "asha": "hpo.strategies.asha"}
 
 
 def register(cls: type[SearchStrategy]) -> type[SearchStrategy]:
@@ -141,10 +124,8 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
         if not issubclass(name_or_path, SearchStrategy):
             raise ConfigError(f"{name_or_path.__name__} is not a SearchStrategy subclass")
         return name_or_path
-    import hpo.strategies  # noqa: F401  (registers the built-in strategies)
-
-    if name_or_path in _LAZY_BUILTINS and name_or_path not in _registry.strategies:
-        importlib.import_module(_LAZY_BUILTINS[name_or_path])
+    if name_or_path in _BUILTINS and name_or_path not in _registry.strategies:
+        importlib.import_module(_BUILTINS[name_or_path])
     if name_or_path in _registry.strategies:
         return _registry.strategies[name_or_path]
     file_name, colon, attr = name_or_path.rpartition(":")
@@ -152,7 +133,7 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
         return resolve(_class_from_file(file_name, attr))
     module_name, sep, attr = name_or_path.replace(":", ".").rpartition(".")
     if not sep:
-        known = ", ".join(sorted(_registry.strategies))
+        known = ", ".join(sorted(set(_registry.strategies) | set(_BUILTINS)))
         raise ConfigError(f"unknown strategy {name_or_path!r}: use one of {known} or a "
                           "dotted path to a SearchStrategy subclass")
     try:

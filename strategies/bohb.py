@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from hpo.automation.parameters import (
+from hpo.errors import ConfigError
+from hpo.space.ranges import (
     Kind,
     LogUniformParameterRange,
     Parameter,
@@ -53,7 +54,6 @@ from hpo.automation.parameters import (
     check_space,
     space_fingerprint,
 )
-from hpo.errors import ConfigError
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 
 log = logging.getLogger("hpo.strategies.bohb")

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.automation.parameters import (
+from hpo.errors import ConfigError
+from hpo.space.ranges import (
     check_space,
     combination_at,
     space_fingerprint,
     space_size,
 )
-from hpo.errors import ConfigError
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 
 

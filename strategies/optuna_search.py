@@ -33,14 +33,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.automation.parameters import (
+from hpo.errors import ConfigError
+from hpo.space.ranges import (
     DiscreteParameterRange,
     Kind,
     LogUniformParameterRange,
     Parameter,
     ParameterSet,
 )
-from hpo.errors import ConfigError
 from hpo.strategies.base import Decision, SearchStrategy, Suggestion, register
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

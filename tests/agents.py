@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from hpo.models import FINAL_STATUSES, Status
+from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.records import TaskRecord
 from hpo.store import Store
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpo import dispatch
-from hpo.broker import make_app
-from hpo.models import Status
+from hpo.lifecycle import Status
+from hpo.queue import dispatch
+from hpo.queue.app import make_app
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from tests.agents import JOB, env_for, running_agent, wait_final, wait_for, wait_status

@@ -21,7 +21,7 @@ from hpo.automation import (
     UniformParameterRange,
 )
 from hpo.errors import ConfigError
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from hpo.strategies.asha import ASHA, rung_budgets

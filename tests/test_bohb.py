@@ -22,10 +22,10 @@ from hpo.automation import (
     UniformParameterRange,
 )
 from hpo.automation.hpbandster import OptimizerBOHB
-from hpo.controller.jobs import budget_of
-from hpo.controller.summary import summarize
 from hpo.errors import ConfigError
-from hpo.models import Status
+from hpo.lifecycle import Status
+from hpo.optimization.ranking import budget_of
+from hpo.optimization.summary import summarize
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from hpo.strategies.base import NoSuggestion, Objective, Suggestion, resolve

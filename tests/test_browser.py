@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.report.figures import FIGURES
 from hpo.store import Store, open_store
 from tests.agents import wait_for

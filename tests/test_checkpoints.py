@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from hpo.automation import HyperParameterOptimizer, UniformParameterRange
-from hpo.checkpoints import RESUME_TAG, saved_iteration
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.records import ScriptInfo
+from hpo.relations import RESUME as RESUME_TAG
+from hpo.sdk.checkpoints import saved_iteration
 from hpo.store import open_store
 from tests.agents import env_for, running_agent
 

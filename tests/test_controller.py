@@ -14,7 +14,7 @@ from hpo.automation import (
     UniformIntegerParameterRange,
     UniformParameterRange,
 )
-from hpo.models import FINAL_STATUSES, Status
+from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from tests.agents import env_for, running_agent, wait_for

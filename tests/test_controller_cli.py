@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from hpo.errors import ConfigError
-from hpo.models import FINAL_STATUSES, Status, TaskType
+from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.store import Store, open_store
 from tests.agents import wait_for
 
@@ -203,8 +203,8 @@ def test_a_script_base_task_is_registered_once_and_reused(hpo_env, tmp_path):
 
 
 def test_yaml_fields_become_the_optimizer_arguments(hpo_env, tmp_path):
-    from hpo.automation.parameters import LogUniformParameterRange
     from hpo.controller.yaml_config import load_optimizer_arguments
+    from hpo.space.ranges import LogUniformParameterRange
 
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "train.py").write_text("print('hi')\n")

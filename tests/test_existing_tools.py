@@ -20,10 +20,10 @@ from urllib.parse import quote
 
 import pytest
 
-from hpo import dispatch
 from hpo.automation import DiscreteParameterRange, UniformParameterRange
-from hpo.broker import RUN_TASK, make_app
-from hpo.models import Status
+from hpo.lifecycle import Status
+from hpo.queue import dispatch
+from hpo.queue.app import RUN_TASK, make_app
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from tests import test_controller

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hpo import dispatch
 from hpo.agent.monitor import GPU_TITLE
-from hpo.broker import make_app
-from hpo.models import Status
+from hpo.lifecycle import Status
+from hpo.queue import dispatch
+from hpo.queue.app import make_app
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
 from tests.agents import env_for, running_agent, wait_final

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from hpo.automation import UniformParameterRange
-from hpo.broker import make_app
 from hpo.controller import controller as controller_module
-from hpo.controller.config import OptimizerConfig
 from hpo.controller.controller import Controller
-from hpo.models import Status
+from hpo.lifecycle import Status
+from hpo.optimization.config import OptimizerConfig
+from hpo.queue.app import make_app
 from hpo.store import open_store
 from hpo.strategies.base import Objective
 from hpo.strategies.random_search import RandomSearch

@@ -22,10 +22,10 @@ from hpo.automation import (
     UniformIntegerParameterRange,
     UniformParameterRange,
 )
-from hpo.controller.config import OptimizerConfig
 from hpo.controller.controller import make_strategy
 from hpo.errors import ConfigError
-from hpo.models import FINAL_STATUSES, Status
+from hpo.lifecycle import FINAL_STATUSES, Status
+from hpo.optimization.config import OptimizerConfig
 from hpo.strategies import Decision, Objective, Suggestion
 from hpo.strategies.optuna_search import OptimizerOptuna
 

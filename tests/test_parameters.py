@@ -16,8 +16,8 @@ from hpo.automation import (
     UniformIntegerParameterRange,
     UniformParameterRange,
 )
-from hpo.automation.parameters import Kind, check_space, combination_at, space_size
 from hpo.errors import ConfigError
+from hpo.space.ranges import Kind, check_space, combination_at, space_size
 
 # -- validation --------------------------------------------------------------------
 

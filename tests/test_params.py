@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo import params as P
+from hpo import typed_params as P
 from hpo.errors import ConfigError
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo.controller.jobs import budget_of, rank_key, reached_budget
-from hpo.controller.summary import JobRow, best_rows
+from hpo.optimization.ranking import budget_of, rank_key, reached_budget
+from hpo.optimization.summary import JobRow, best_rows
 from hpo.strategies.base import Objective
 
 

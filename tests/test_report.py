@@ -18,18 +18,18 @@ from typing import Any
 
 import pytest
 
-from hpo.automation.parameters import (
+from hpo.errors import ConfigError
+from hpo.lifecycle import Status, TaskType
+from hpo.optimization.config import OptimizerConfig
+from hpo.report.data import load_report
+from hpo.report.figures import FIGURES, build_figures
+from hpo.report.files import PNG_HEIGHT, PNG_WIDTH, write_report
+from hpo.space.ranges import (
     DiscreteParameterRange,
     LogUniformParameterRange,
     ParameterSet,
     UniformIntegerParameterRange,
 )
-from hpo.controller.config import OptimizerConfig
-from hpo.errors import ConfigError
-from hpo.models import Status, TaskType
-from hpo.report.data import load_report
-from hpo.report.figures import FIGURES, build_figures
-from hpo.report.files import PNG_HEIGHT, PNG_WIDTH, write_report
 from hpo.store import Store, open_store
 from hpo.strategies.base import Objective
 from tests.conftest import missing_service

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.store import open_store
 
 DEMO = Path(__file__).parent / "scripts" / "sdk_demo.py"

@@ -31,7 +31,7 @@ from hpo.errors import (
     StoreUnavailable,
     TaskNotFound,
 )
-from hpo.models import TRANSITIONS, Status, TaskType
+from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo
 from hpo.store import ScalarReport, Store, open_store, schema
 from hpo.store.engine import safe_url

@@ -216,7 +216,7 @@ def test_resolve_by_name_and_path():
 @pytest.mark.parametrize(("name", "words"), [
     ("nope", "unknown strategy 'nope'"),
     ("hpo.strategies.nope.Thing", "cannot import"),
-    ("hpo.automation.parameters.ParameterSet", "not a SearchStrategy"),
+    ("hpo.space.ranges.ParameterSet", "not a SearchStrategy"),
 ])
 def test_resolve_errors(name, words):
     with pytest.raises(ConfigError, match=words):

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from hpo.automation.parameters import DiscreteParameterRange, UniformParameterRange
-from hpo.controller.config import OptimizerConfig
-from hpo.models import Status, TaskType
+from hpo.lifecycle import Status, TaskType
+from hpo.optimization.config import OptimizerConfig
 from hpo.report.figures import FIGURES
+from hpo.space.ranges import DiscreteParameterRange, UniformParameterRange
 from hpo.store import Store, open_store
 from hpo.strategies.base import Objective
 from tests.agents import terminate, wait_for

@@ -1,16 +1,19 @@
-"""hpo.automation: the ClearML-shaped optimization API (``clearml.automation``).
+"""hpo.automation: the ClearML-shaped optimization API (``clearml.automation``), a facade.
 
-The parameter ranges are imported eagerly. The strategies are loaded on first use
-(PEP 562 ``__getattr__``) because ``hpo.strategies`` imports
-``hpo.automation.parameters``, which runs this file first: importing the strategies
-here would be circular.
+It owns nothing: the ranges live in ``hpo.space``, the strategies in ``hpo.strategies``,
+the optimizer in ``hpo.controller``; none of them imports this package, so there is no
+cycle. ``OptimizerOptuna`` and ``OptimizerBOHB`` (also at ClearML's paths,
+``hpo.automation.optuna`` and ``hpo.automation.hpbandster``) are loaded on first use only
+because importing Optuna or hpbandster costs a few hundred milliseconds.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from hpo.automation.parameters import (
+from hpo.controller.optimizer import HyperParameterOptimizer
+from hpo.space import (
     DiscreteParameterRange,
     LogUniformParameterRange,
     Parameter,
@@ -18,21 +21,13 @@ from hpo.automation.parameters import (
     UniformIntegerParameterRange,
     UniformParameterRange,
 )
+from hpo.strategies import GridSearch, RandomSearch, SearchStrategy
 
 if TYPE_CHECKING:
-    from hpo.controller.optimizer import HyperParameterOptimizer
-    from hpo.strategies import GridSearch, RandomSearch, SearchStrategy
     from hpo.strategies.bohb import OptimizerBOHB
     from hpo.strategies.optuna_search import OptimizerOptuna
 
-_LAZY = {
-    "SearchStrategy": "hpo.strategies",
-    "RandomSearch": "hpo.strategies",
-    "GridSearch": "hpo.strategies",
-    "HyperParameterOptimizer": "hpo.controller.optimizer",
-    "OptimizerBOHB": "hpo.strategies.bohb",
-    "OptimizerOptuna": "hpo.strategies.optuna_search",
-}
+_HEAVY = {"OptimizerBOHB": "hpo.strategies.bohb", "OptimizerOptuna": "hpo.strategies.optuna_search"}
 
 __all__ = [
     "DiscreteParameterRange",
@@ -51,8 +46,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _HEAVY:
+        return getattr(importlib.import_module(_HEAVY[name]), name)
     raise AttributeError(f"module 'hpo.automation' has no attribute {name!r}")

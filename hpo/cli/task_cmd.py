@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpo import params as P
+from hpo import typed_params as P
 from hpo.cli import output
 from hpo.cli.common import add_store_option, store_from
 from hpo.errors import ConfigError
-from hpo.models import Status, TaskType
+from hpo.lifecycle import Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
-from hpo.script_info import git_state
+from hpo.sdk.script_info import git_state
 
 
 def register(commands: Any) -> None:
@@ -181,8 +181,8 @@ def cmd_clone(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from hpo import dispatch
-    from hpo.broker import make_app
+    from hpo.queue import dispatch
+    from hpo.queue.app import make_app
 
     store = store_from(args)
     task = dispatch.enqueue(store, make_app(args.broker), store.resolve_task_id(args.id),
@@ -192,7 +192,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_dequeue(args: argparse.Namespace) -> int:
-    from hpo import dispatch
+    from hpo.queue import dispatch
 
     store = store_from(args)
     task = dispatch.dequeue(store, store.resolve_task_id(args.id))
@@ -201,7 +201,7 @@ def cmd_dequeue(args: argparse.Namespace) -> int:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    from hpo import dispatch
+    from hpo.queue import dispatch
 
     store = store_from(args)
     task = dispatch.abort(store, store.resolve_task_id(args.id))

@@ -9,7 +9,7 @@ from typing import Any
 
 from hpo.cli import output
 from hpo.cli.common import add_store_option, store_from
-from hpo.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
+from hpo.queue.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
 
 
 def register(commands: Any) -> None:
@@ -30,8 +30,8 @@ def register(commands: Any) -> None:
 def cmd_workers(args: argparse.Namespace) -> int:
     store = store_from(args)
     if args.reap:
-        from hpo.broker import make_app
-        from hpo.reaper import reap
+        from hpo.queue.app import make_app
+        from hpo.queue.reaper import reap
 
         for task, status in reap(store, make_app(args.broker), lost_after_s=args.lost_after,
                                  retries=args.retries):

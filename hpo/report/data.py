@@ -14,17 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hpo import params as P
-from hpo.automation.parameters import (
+from hpo import typed_params as P
+from hpo.lifecycle import Status
+from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.summary import JobRow, OptimizationSummary, load_config, summarize
+from hpo.records import Scalar, TaskRecord
+from hpo.space.ranges import (
     DiscreteParameterRange,
     LogUniformParameterRange,
     Parameter,
     ParameterSet,
 )
-from hpo.controller.config import OptimizerConfig
-from hpo.controller.summary import JobRow, OptimizationSummary, load_config, summarize
-from hpo.models import Status
-from hpo.records import Scalar, TaskRecord
 from hpo.store import Store
 
 AxisKind = Literal["linear", "log", "categorical"]

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hpo.controller.summary import short_key
-from hpo.models import FINAL_STATUSES, Status
+from hpo.lifecycle import FINAL_STATUSES, Status
+from hpo.optimization.summary import short_key
 from hpo.report.tables import extra_objectives
 
 if TYPE_CHECKING:
-    from hpo.controller.summary import JobRow
+    from hpo.optimization.summary import JobRow
     from hpo.report.data import Curve, ParamAxis, ReportData
 
 # file stem -> title; the order is the order of the report's index and the web page.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo.controller.summary import JobRow, OptimizationSummary, finite, short_key
+from hpo.optimization.summary import JobRow, OptimizationSummary, finite, short_key
 
 FIXED_BEFORE = ["rank", "task_id", "objective", "iteration"]
 FIXED_AFTER = ["status", "duration_s", "agent"]

@@ -4,7 +4,7 @@ Open one with :func:`open_store`; the API, grouped by what it holds:
 
 * tasks: ``create_task``, ``get_task``, ``get_tasks``, ``find_tasks``, ``resolve_task_id``,
   ``update_task``, ``set_parameters``, ``clone_task``, ``count_tasks``;
-* life cycle (checked, see ``hpo.models.TRANSITIONS``): ``set_status``, ``enqueue``,
+* life cycle (checked, see ``hpo.lifecycle.TRANSITIONS``): ``set_status``, ``enqueue``,
   ``dequeue``, ``claim`` (atomic, exactly one winner), ``finish`` and ``requeue`` (only
   by the attempt that owns the task), ``request_stop``, ``reset``;
 * scalars and logs: ``append_scalars``, ``read_scalars`` (incremental, by cursor),

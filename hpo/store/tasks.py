@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Text, delete, func, select, type_coerce, update
 
-from hpo import params as P
+from hpo import typed_params as P
 from hpo.errors import ConfigError, InvalidTransition, TaskNotFound
-from hpo.models import TRANSITIONS, Status, TaskType
+from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, or_, select, update
 
 from hpo.errors import StoreError
-from hpo.models import Status
+from hpo.lifecycle import Status
 from hpo.records import TaskRecord, WorkerRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase

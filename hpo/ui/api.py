@@ -88,7 +88,7 @@ def stop_optimization(request: Request) -> Response:
 def stop_task(request: Request) -> Response:
     """What `hpo task abort` does: a queued task stops at once, a running one is flagged
     for its agent. A finished task answers 409."""
-    from hpo import dispatch
+    from hpo.queue import dispatch
 
     require_json(request)
     store = store_of(request)

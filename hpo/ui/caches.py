@@ -10,9 +10,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from hpo.controller.config import OptimizerConfig
-from hpo.controller.summary import listing, load_config
-from hpo.models import TaskType
+from hpo.lifecycle import TaskType
+from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.summary import listing, load_config
 from hpo.records import TaskRecord
 from hpo.store import Store
 from hpo.ui.views import OptimizationRow

@@ -9,7 +9,7 @@ import plotly
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hpo.controller.summary import summarize
+from hpo.optimization.summary import summarize
 from hpo.report.figures import FIGURES
 from hpo.store import Store
 from hpo.ui import views

@@ -12,12 +12,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from hpo.controller.summary import (
+from hpo.lifecycle import Status
+from hpo.optimization.summary import (
     OptimizationListing,
     load_config,
     tuned_keys,
 )
-from hpo.models import Status
 from hpo.records import LogLine, TaskRecord, WorkerRecord
 from hpo.store import Store
 from hpo.ui import charts

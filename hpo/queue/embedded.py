@@ -114,5 +114,5 @@ def create_tables(url: str, attempts: int = 10) -> None:
 
 def install() -> None:
     """Make ``sqla+`` / ``sqlalchemy+`` broker URLs use this transport."""
-    TRANSPORT_ALIASES["sqla"] = "hpo.embedded_broker:Transport"
-    TRANSPORT_ALIASES["sqlalchemy"] = "hpo.embedded_broker:Transport"
+    TRANSPORT_ALIASES["sqla"] = "hpo.queue.embedded:Transport"
+    TRANSPORT_ALIASES["sqlalchemy"] = "hpo.queue.embedded:Transport"

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from hpo.automation.parameters import Parameter
 from hpo.errors import ConfigError
-from hpo.strategies.base import SIGNS, Objective
+from hpo.optimization.objective import SIGNS, Objective
+from hpo.space.ranges import Parameter
 
 
 @dataclass

@@ -5,21 +5,27 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 
 if TYPE_CHECKING:
-    from hpo.task import Task
+    from typing import Protocol
+
+    class _Reports(Protocol):  # the part of a task's backend that a logger uses
+        def report_scalar(self, title: str, series: str, value: float,
+                          iteration: int) -> None: ...
+        def report_text(self, text: str) -> None: ...
+        def flush(self) -> None: ...
 
 
 class Logger:
     """Reports scalars and text for one task. Get it with ``task.get_logger()``."""
 
-    def __init__(self, task: Task) -> None:
-        self._task = task
+    # The running task's logger, set by ``Task.init`` (so this module needs no ``Task``).
+    _current: Logger | None = None
+
+    def __init__(self, backend: _Reports) -> None:
+        self._backend = backend
 
     @classmethod
     def current_logger(cls) -> Logger | None:
-        from hpo.task import Task
-
-        task = Task.current_task()
-        return task.get_logger() if task else None
+        return cls._current
 
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
         """One point of the ``title``/``series`` curve. NaN is kept (and counts as a
@@ -30,7 +36,7 @@ class Logger:
             raise TypeError(
                 f"report_scalar({title!r}, {series!r}): value must be a number, got "
                 f"{type(value).__name__}") from None
-        self._task._backend.report_scalar(str(title), str(series), number, int(iteration))
+        self._backend.report_scalar(str(title), str(series), number, int(iteration))
 
     def report_single_value(self, name: str, value: float) -> None:
         """A value with no curve, kept as series ``name`` of title ``Summary``."""
@@ -39,7 +45,7 @@ class Logger:
     def report_text(self, msg: str, level: int = 20, print_console: bool = True,
                     *args: object, **kwargs: object) -> None:
         """A line in the task's log (and on the console)."""
-        self._task._backend.report_text(str(msg))
+        self._backend.report_text(str(msg))
 
     def flush(self) -> None:
-        self._task._backend.flush()
+        self._backend.flush()

@@ -13,11 +13,11 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 
-from hpo import argparse_hook, channel
-from hpo import params as P
+from hpo import typed_params as P
 from hpo.errors import ConfigError
-from hpo.logger import Logger
-from hpo.models import Status, TaskType
+from hpo.lifecycle import Status, TaskType
+from hpo.sdk import argparse_hook, channel
+from hpo.sdk.logger import Logger
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Task:
 
     def __init__(self, backend: _Backend) -> None:
         self._backend = backend
-        self._logger = Logger(self)
+        self._logger = Logger(backend)
 
     # ----- the running script -------------------------------------------------------
 
@@ -72,19 +72,20 @@ class Task:
         if cls._current is not None:
             return cls._current
         if os.environ.get(channel.ENV_TASK_ID):
-            from hpo.sdk_agent import AgentBackend
+            from hpo.sdk.agent_backend import AgentBackend
 
             backend: _Backend = AgentBackend.from_env()
         else:
             if not project_name or not task_name:
                 raise ConfigError("Task.init needs project_name and task_name")
-            from hpo.sdk_store import StoreBackend
+            from hpo.sdk.store_backend import StoreBackend
 
             backend = StoreBackend.start_manual(
                 project_name, task_name, TaskType(task_type).value, reuse_last_task_id,
                 list(tags or []))
         task = cls(backend)
         cls._current = task
+        Logger._current = task.get_logger()
         if auto_connect_arg_parser:
             argparse_hook.install(task._on_arguments_parsed)
         _install_exit_hooks(task)
@@ -99,6 +100,7 @@ class Task:
         self._backend.close()
         if Task._current is self:
             Task._current = None
+            Logger._current = None
             argparse_hook.uninstall()
 
     def mark_completed(self) -> None:
@@ -216,7 +218,7 @@ class Task:
     def save_checkpoint(self, iteration: int) -> None:
         """Record that ``checkpoint_dir`` now holds a complete state at ``iteration``
         (call it after writing the files)."""
-        from hpo import checkpoints
+        from hpo.sdk import checkpoints
 
         checkpoints.save_record(self._backend.checkpoint_dir, iteration)
 
@@ -239,7 +241,7 @@ class Task:
     ) -> Task:
         """A task by id, or the newest one with this project and name."""
         from hpo.errors import TaskNotFound
-        from hpo.sdk_store import StoreBackend
+        from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
 
         store = open_store()
@@ -265,7 +267,7 @@ class Task:
         project: str | None = None,
     ) -> Task:
         """A new draft (``created``) task with the source's script and parameters."""
-        from hpo.sdk_store import StoreBackend
+        from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
 
         store = open_store()
@@ -278,9 +280,9 @@ class Task:
     @classmethod
     def enqueue(cls, task: Task | str, queue_name: str = "default") -> Task:
         """Put a created task on an execution queue for an agent to run."""
-        from hpo import dispatch
-        from hpo.broker import make_app
-        from hpo.sdk_store import StoreBackend
+        from hpo.queue import dispatch
+        from hpo.queue.app import make_app
+        from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
 
         store = open_store()
@@ -301,7 +303,7 @@ class Task:
         open_store().request_stop(self.id, "aborted")
 
     def _record(self) -> TaskRecord:
-        from hpo.sdk_store import StoreBackend
+        from hpo.sdk.store_backend import StoreBackend
 
         if not isinstance(self._backend, StoreBackend):
             raise ConfigError("this task runs under an agent: its record is in the agent's "
@@ -317,7 +319,7 @@ class Task:
 
     def get_last_scalar_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{title: {series: {"last": v, "min": v, "max": v}}}`` as ClearML gives it."""
-        from hpo.sdk_store import StoreBackend
+        from hpo.sdk.store_backend import StoreBackend
 
         self._record()
         assert isinstance(self._backend, StoreBackend)

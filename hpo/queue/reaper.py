@@ -10,8 +10,8 @@ import os
 
 from celery import Celery
 
-from hpo.broker import publish
-from hpo.models import Status
+from hpo.lifecycle import Status
+from hpo.queue.app import publish
 from hpo.records import TaskRecord
 from hpo.store import Store
 

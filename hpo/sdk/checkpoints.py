@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 RECORD = "checkpoint.json"
-RESUME_TAG = "resume:"  # a task tagged resume:<task id> continues that task's checkpoint
 
 
 def checkpoint_root() -> Path:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from hpo.errors import ConfigError
-from hpo.params import qualify
+from hpo.typed_params import qualify
 
 __all__ = [
     "DiscreteParameterRange",

@@ -1,5 +1,5 @@
 """The SDK's side of a task run by an agent. Standard library only: importing hpo in a
-training script must not pull in SQLAlchemy or Celery (see ``hpo.channel``)."""
+training script must not pull in SQLAlchemy or Celery (see ``hpo.sdk.channel``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from hpo import channel, checkpoints
 from hpo.errors import ConfigError
+from hpo.sdk import channel, checkpoints
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:

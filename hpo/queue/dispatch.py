@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from hpo.broker import BrokerUnavailable, publish
+from hpo.queue.app import BrokerUnavailable, publish
 from hpo.records import TaskRecord
 from hpo.store import Store
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpo import checkpoints
-from hpo.models import FINAL_STATUSES, Status, TaskType
+from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.records import TaskRecord
-from hpo.script_info import current_script
+from hpo.sdk import checkpoints
+from hpo.sdk.script_info import current_script
 from hpo.store import ScalarReport, Store, open_store
 
 # Reports are written in batches: at most this old or this many before they are stored.

@@ -16,8 +16,8 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from hpo import embedded_broker
 from hpo.errors import HpoError
+from hpo.queue import embedded as embedded_broker
 from hpo.settings import Settings
 
 RUN_TASK = "hpo.run_task"

@@ -15,13 +15,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hpo import params as P
-from hpo.controller.config import OptimizerConfig
-from hpo.controller.jobs import budget_of, rank_key, reached_budget
-from hpo.models import FINAL_STATUSES, Status, TaskType
+from hpo import typed_params as P
+from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
+from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.objective import Objective
+from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.records import MetricSummary, TaskRecord
 from hpo.store import Store
-from hpo.strategies.base import Objective
 
 
 @dataclass

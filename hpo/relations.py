@@ -1,0 +1,28 @@
+"""The tags that relate a job (a clone) to the rest of an optimization, in one place.
+
+A clone of an optimization carries ``optimizer:<optimizer task id>`` and ``trial:<trial
+id>``; ``budget:<n>`` when its strategy gave it an iteration budget of its own (BOHB,
+ASHA); ``resume:<task id>`` when it continues that task's checkpoint (a promoted ASHA
+trial). What a clone was cloned from is a field of the task (``cloned_from``), not a tag.
+Standard library only: the SDK reads ``resume:`` inside every task.
+"""
+
+from __future__ import annotations
+
+OPTIMIZER = "optimizer:"
+TRIAL = "trial:"
+BUDGET = "budget:"
+RESUME = "resume:"
+
+
+def tag(kind: str, value: object) -> str:
+    """``tag(TRIAL, "t1")`` -> ``"trial:t1"``."""
+    return f"{kind}{value}"
+
+
+def tag_value(tags: list[str], kind: str) -> str | None:
+    """The value of the first tag of ``kind`` (``"t1"`` of ``trial:t1``), None without one."""
+    for text in tags:
+        if text.startswith(kind):
+            return text[len(kind):]
+    return None
