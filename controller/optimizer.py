@@ -261,7 +261,7 @@ class HyperParameterOptimizer:
                            for t, series in metrics.items()
                            if any((t, s) in titles for s in series)}
             details.append({"task_id": job.task_id, "hyper_parameters": params,
-                            "metrics": metrics, "objective": (job.result or [None])[0],
+                            "metrics": metrics, "objective": job.result[0] if job.result else None,
                             "iteration": job.iteration()})
         return details
 

@@ -31,10 +31,11 @@ import yaml
 
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import TaskType
+from hpo.optimization.objective import SIGNS, Objective
 from hpo.records import TaskRecord
 from hpo.space.ranges import Parameter
 from hpo.store import Store
-from hpo.strategies.base import SIGNS, Objective, resolve
+from hpo.strategies.base import resolve
 
 DEFAULT_FILE = "hpo.yaml"
 
