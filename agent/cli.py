@@ -10,12 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpo import defaults
 from hpo.agent.runner import RunnerConfig
 from hpo.agent.slots import make_slots
 from hpo.agent.worker import Agent, AgentConfig
 from hpo.cli.common import add_store_option
 from hpo.errors import HpoError
-from hpo.queue.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,25 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_option(p, top=True)
     p.add_argument("--python", metavar="PATH",
                    help="interpreter for scripts whose own interpreter is not on this host")
-    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                   help="time between SIGTERM and SIGKILL when a task is stopped (10)")
-    p.add_argument("--shutdown-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="on SIGTERM, how long running tasks may finish before they are "
-                   "stopped and re-queued (60)")
-    p.add_argument("--heartbeat", type=float, default=5.0, metavar="SECONDS",
-                   help="heartbeat period (5)")
-    p.add_argument("--lost-after", type=float, default=DEFAULT_LOST_AFTER_S,
+    p.add_argument("--grace", type=float, default=defaults.GRACE_S, metavar="SECONDS",
+                   help="time between SIGTERM and SIGKILL when a task is stopped "
+                   f"({defaults.GRACE_S:g})")
+    p.add_argument("--shutdown-timeout", type=float, default=defaults.SHUTDOWN_TIMEOUT_S,
+                   metavar="SECONDS", help="on SIGTERM, how long running tasks may finish "
+                   f"before they are stopped and re-queued ({defaults.SHUTDOWN_TIMEOUT_S:g})")
+    p.add_argument("--heartbeat", type=float, default=defaults.HEARTBEAT_S, metavar="SECONDS",
+                   help=f"heartbeat period ({defaults.HEARTBEAT_S:g})")
+    p.add_argument("--lost-after", type=float, default=defaults.lost_after_s(),
                    metavar="SECONDS", help="a task whose agent is silent this long is "
-                   f"re-queued by the reaper ({DEFAULT_LOST_AFTER_S:g})")
-    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                   help=f"re-queues of a lost task before it fails ({DEFAULT_RETRIES})")
-    p.add_argument("--max-log-mb", type=float, default=10.0,
-                   help="output stored per task; the rest is counted, not kept (10)")
+                   f"re-queued by the reaper (${defaults.ENV_LOST_AFTER_S}, else "
+                   f"{defaults.LOST_AFTER_S:g})")
+    p.add_argument("--retries", type=int, default=defaults.LOST_TASK_RETRIES,
+                   help="re-queues of a lost task before it fails "
+                   f"({defaults.LOST_TASK_RETRIES})")
+    p.add_argument("--max-log-mb", type=float, default=defaults.MAX_LOG_MB,
+                   help="output stored per task; the rest is counted, not kept "
+                   f"({defaults.MAX_LOG_MB:g})")
     p.add_argument("--checkpoint-root", metavar="DIR",
                    help="where tasks save checkpoints (default: $HPO_CHECKPOINT_ROOT, else "
                    "$HPO_HOME/checkpoints; shared storage on a cluster)")
-    p.add_argument("--monitor-period", type=float, default=5.0, metavar="SECONDS",
-                   help="resource sampling period (5)")
+    p.add_argument("--monitor-period", type=float, default=defaults.MONITOR_PERIOD_S,
+                   metavar="SECONDS",
+                   help=f"resource sampling period ({defaults.MONITOR_PERIOD_S:g})")
     return p
 
 
@@ -74,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slots = make_slots(args.gpus, args.gpus_per_task, args.cpu_only, args.concurrency)
         name = args.name or f"{socket.gethostname()}-{os.getpid()}"
         config = AgentConfig(
-            name=name, queues=args.queue or ["default"], slots=slots,
+            name=name, queues=args.queue or [defaults.DEFAULT_QUEUE], slots=slots,
             runner=RunnerConfig(worker=name, grace_s=args.grace, python=args.python,
                                 max_log_bytes=int(args.max_log_mb * 2**20),
                                 monitor_period_s=args.monitor_period,

@@ -7,6 +7,7 @@ import subprocess
 
 import psutil
 
+from hpo.defaults import NVIDIA_SMI_TIMEOUT_S
 from hpo.store import ScalarReport
 
 MONITOR_TITLE = ":monitor:machine"
@@ -63,7 +64,8 @@ class ResourceMonitor:
             out = subprocess.run(
                 [self._nvidia_smi, "--query-gpu=index,utilization.gpu,memory.used",
                  "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=5, check=True).stdout
+                capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+                check=True).stdout
         except (OSError, subprocess.SubprocessError):
             return []
         usage = []

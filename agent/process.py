@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import psutil
 
+from hpo.defaults import KILL_WAIT_S
+
 
 def start(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """The script as a child in its own session (and process group), from an argument
@@ -39,9 +41,9 @@ def terminate_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
             pass
     # The root is reaped by Popen, never by psutil: a psutil wait would take its exit
     # status, and Popen would then report 0 for a killed script.
-    psutil.wait_procs(descendants, timeout=5)
+    psutil.wait_procs(descendants, timeout=KILL_WAIT_S)
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=KILL_WAIT_S)
     except subprocess.TimeoutExpired:
         pass
 

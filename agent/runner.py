@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from hpo import relations
+from hpo import defaults, relations
 from hpo.agent import process
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
@@ -25,7 +25,7 @@ from hpo.agent.recorder import Recorder
 from hpo.agent.slots import Slot
 from hpo.lifecycle import Status
 from hpo.records import TaskRecord
-from hpo.sdk import channel, checkpoints
+from hpo.sdk import checkpoints
 from hpo.store import Store
 
 log = logging.getLogger("hpo.agent")
@@ -46,11 +46,11 @@ class StopReason(enum.Enum):
 @dataclass(frozen=True)
 class RunnerConfig:
     worker: str
-    grace_s: float = 10.0
+    grace_s: float = defaults.GRACE_S
     python: str | None = None
-    max_log_bytes: int = 10 * 2**20
-    monitor_period_s: float = 5.0
-    poll_s: float = 0.05
+    max_log_bytes: int = int(defaults.MAX_LOG_MB * 2**20)
+    monitor_period_s: float = defaults.MONITOR_PERIOD_S
+    poll_s: float = defaults.RUNNER_POLL_S
     checkpoint_root: Path | None = None  # None: hpo.sdk.checkpoints.checkpoint_root()
 
 
@@ -115,7 +115,7 @@ class TaskRunner:
                 reader.start()
             reason = self._supervise(proc, task, recorder)
             for reader in readers:
-                reader.join(timeout=5)
+                reader.join(timeout=defaults.OUTPUT_DRAIN_S)
         finally:
             server.close()
             recorder.close()
@@ -187,9 +187,9 @@ class TaskRunner:
         env = dict(os.environ)
         env.update(self.slot.environment())
         env.update({
-            channel.ENV_TASK_ID: task.id,
-            channel.ENV_TASK_SPEC: str(spec_path),
-            channel.ENV_REPORT_ADDR: server.address,
+            defaults.ENV_TASK_ID: task.id,
+            defaults.ENV_TASK_SPEC: str(spec_path),
+            defaults.ENV_REPORT_ADDR: server.address,
             "PYTHONUNBUFFERED": "1",
         })
         return env
@@ -200,12 +200,12 @@ class TaskRunner:
         tagged resume:<id> continues that task's last complete checkpoint."""
         root = self.config.checkpoint_root or checkpoints.checkpoint_root()
         spec: dict[str, Any] = {"checkpoint_dir": str(checkpoints.folder_of(task.id, root))}
-        for tag in task.tags:
-            if tag.startswith(relations.RESUME):
-                folder = checkpoints.folder_of(tag[len(relations.RESUME):], root)
-                iteration = checkpoints.saved_iteration(folder)
-                if iteration is not None:
-                    spec.update(resume_checkpoint=str(folder), resume_iteration=iteration)
+        parent = relations.tag_value(task.tags, relations.RESUME)
+        if parent:
+            folder = checkpoints.folder_of(parent, root)
+            iteration = checkpoints.saved_iteration(folder)
+            if iteration is not None:
+                spec.update(resume_checkpoint=str(folder), resume_iteration=iteration)
         return spec
 
 

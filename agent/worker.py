@@ -16,20 +16,18 @@ from celery.exceptions import Reject
 from celery.worker import WorkController
 from celery.worker import state as celery_state
 
+from hpo import defaults
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
 from hpo.errors import StoreError
 from hpo.lifecycle import Status
-from hpo.queue.app import RUN_TASK, make_app, publish
-from hpo.queue.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES, reap
+from hpo.queue import dispatch
+from hpo.queue.app import RUN_TASK, make_app
+from hpo.queue.reaper import reap
 from hpo.records import TaskRecord
 from hpo.store import open_store
 
 log = logging.getLogger("hpo.agent")
-
-# How often running tasks are checked for a stop request (the issue asks for < 1 s).
-STOP_POLL_S = 0.25
-REAP_PERIOD_S = 5.0
 
 
 @dataclass
@@ -40,10 +38,10 @@ class AgentConfig:
     runner: RunnerConfig
     store_url: str | None = None
     broker_url: str | None = None
-    shutdown_timeout_s: float = 60.0
-    heartbeat_s: float = 5.0
-    lost_after_s: float = DEFAULT_LOST_AFTER_S
-    retries: int = DEFAULT_RETRIES
+    shutdown_timeout_s: float = defaults.SHUTDOWN_TIMEOUT_S
+    heartbeat_s: float = defaults.HEARTBEAT_S
+    lost_after_s: float = field(default_factory=defaults.lost_after_s)
+    retries: int = defaults.LOST_TASK_RETRIES
     host: str = field(default_factory=socket.gethostname)
 
 
@@ -87,7 +85,7 @@ class Agent:
                 # rather than drop it and leave the task queued with no message.
                 log.warning("task %s: store unavailable before the claim (%s); message "
                             "returned to the broker", task_id, exc)
-                time.sleep(1.0)
+                time.sleep(defaults.STORE_RETRY_S)
                 raise Reject(str(exc), requeue=True) from None
             log.exception("task %s: the store failed while running it", task_id)
             self._fail_after_agent_error(task_id)
@@ -109,9 +107,8 @@ class Agent:
             log.exception("task %s: could not record the failure", task_id)
 
     def _requeue(self, task: TaskRecord, attempt: int) -> None:
-        if self.store.requeue(task.id, attempt, f"agent {self.config.name} shut down; "
-                              "re-queued"):
-            publish(self.app, task.id, task.queue or "default")
+        dispatch.requeue(self.store, self.app, task, attempt,
+                         f"agent {self.config.name} shut down; re-queued")
 
     # ----- background threads -------------------------------------------------------
 
@@ -120,7 +117,7 @@ class Agent:
         while not self._closed.wait(self.config.heartbeat_s):
             self._heartbeat()
             if time.monotonic() >= next_reap:
-                next_reap = time.monotonic() + REAP_PERIOD_S
+                next_reap = time.monotonic() + defaults.REAP_PERIOD_S
                 self._reap()
 
     def _heartbeat(self) -> None:
@@ -142,7 +139,7 @@ class Agent:
             log.warning("reaper failed: %s", exc)
 
     def _stop_request_loop(self) -> None:
-        while not self._closed.wait(STOP_POLL_S):
+        while not self._closed.wait(defaults.STOP_POLL_S):
             with self._lock:
                 runners = dict(self.runners)
             if not runners:

@@ -11,10 +11,9 @@ import time
 import uuid
 from pathlib import Path
 
+from hpo import defaults
 from hpo.errors import HpoError
 from hpo.store import Store
-
-_REGISTER_TIMEOUT_S = 60.0
 
 
 class LocalAgents:
@@ -26,20 +25,22 @@ class LocalAgents:
         self.queue = queue
         self.names = [f"local-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HPO_STORE_URL": store.url, "HPO_BROKER_URL": broker_url}
+        env = {**os.environ, defaults.ENV_STORE_URL: store.url,
+               defaults.ENV_BROKER_URL: broker_url}
         self.procs: list[subprocess.Popen[bytes]] = []
         for name in self.names:
             with (log_dir / f"{name}.log").open("ab") as log:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "hpo.agent.cli", "--queue", queue, "--name", name,
-                     "--heartbeat", "1", "--shutdown-timeout", "5"],
+                     "--heartbeat", str(defaults.LOCAL_AGENT_HEARTBEAT_S),
+                     "--shutdown-timeout", str(defaults.LOCAL_AGENT_SHUTDOWN_TIMEOUT_S)],
                     # Own session: a Ctrl-C in the terminal is the controller's to handle;
                     # it stops the agents itself, after the jobs.
                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         self._wait_registered(log_dir)
 
     def _wait_registered(self, log_dir: Path) -> None:
-        deadline = time.monotonic() + _REGISTER_TIMEOUT_S
+        deadline = time.monotonic() + defaults.LOCAL_AGENTS_START_TIMEOUT_S
         while time.monotonic() < deadline:
             names = {w.name for w in self.store.list_workers()}
             if all(n in names for n in self.names):
@@ -49,10 +50,11 @@ class LocalAgents:
                 raise HpoError(f"a local agent exited at start: see its log in {log_dir}")
             time.sleep(0.1)
         self.stop()
-        raise HpoError(f"local agents did not start in {_REGISTER_TIMEOUT_S:.0f}s: see "
+        raise HpoError("local agents did not start in "
+                       f"{defaults.LOCAL_AGENTS_START_TIMEOUT_S:.0f}s: see "
                        f"{log_dir}")
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = defaults.LOCAL_AGENTS_STOP_TIMEOUT_S) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpo.defaults import ENV_BROKER_URL, ENV_STORE_URL, hpo_home
 
-def hpo_home() -> Path:
-    return Path(os.environ.get("HPO_HOME") or Path.home() / ".hpo").expanduser()
+__all__ = ["Settings", "default_broker_url", "default_store_url", "hpo_home"]
 
 
 def default_store_url() -> str:
@@ -37,6 +37,6 @@ class Settings:
         """Settings from the environment; explicit arguments (``--store``) win."""
         return cls(
             home=hpo_home(),
-            store_url=store_url or os.environ.get("HPO_STORE_URL") or default_store_url(),
-            broker_url=broker_url or os.environ.get("HPO_BROKER_URL") or default_broker_url(),
+            store_url=store_url or os.environ.get(ENV_STORE_URL) or default_store_url(),
+            broker_url=broker_url or os.environ.get(ENV_BROKER_URL) or default_broker_url(),
         )

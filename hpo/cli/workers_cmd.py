@@ -7,9 +7,9 @@ import argparse
 import time
 from typing import Any
 
+from hpo import defaults
 from hpo.cli import output
 from hpo.cli.common import add_store_option, store_from
-from hpo.queue.reaper import DEFAULT_LOST_AFTER_S, DEFAULT_RETRIES
 
 
 def register(commands: Any) -> None:
@@ -19,9 +19,9 @@ def register(commands: Any) -> None:
     add_store_option(p)
     p.add_argument("--reap", action="store_true",
                    help="re-queue (or fail) running tasks whose agent stopped heartbeating")
-    p.add_argument("--lost-after", type=float, default=DEFAULT_LOST_AFTER_S,
+    p.add_argument("--lost-after", type=float, default=defaults.lost_after_s(),
                    metavar="SECONDS")
-    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES)
+    p.add_argument("--retries", type=int, default=defaults.LOST_TASK_RETRIES)
     p.add_argument("--broker", metavar="URL", help="broker URL (default: $HPO_BROKER_URL)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_workers)

@@ -16,13 +16,12 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from hpo.defaults import DEFAULT_QUEUE, EMBEDDED_POLL_S
 from hpo.errors import HpoError
 from hpo.queue import embedded as embedded_broker
 from hpo.settings import Settings
 
 RUN_TASK = "hpo.run_task"
-# The embedded broker polls its SQLite file; this bounds the dispatch delay it adds.
-EMBEDDED_POLL_S = 0.05
 
 
 class BrokerUnavailable(HpoError):
@@ -48,7 +47,7 @@ def _app_for(url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue="default",
+        task_default_queue=DEFAULT_QUEUE,
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,

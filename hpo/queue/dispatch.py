@@ -1,9 +1,11 @@
-"""Enqueue, dequeue and abort: the store change and the broker message together."""
+"""Enqueue, re-queue, dequeue and abort: the store change and the broker message
+together, in the one order that never leaves a task without its message."""
 
 from __future__ import annotations
 
 from celery import Celery
 
+from hpo.defaults import DEFAULT_QUEUE
 from hpo.queue.app import BrokerUnavailable, publish
 from hpo.records import TaskRecord
 from hpo.store import Store
@@ -19,6 +21,21 @@ def enqueue(store: Store, app: Celery, task_id: str, queue: str) -> TaskRecord:
         store.dequeue(task_id)
         raise
     return record
+
+
+def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: str) -> bool:
+    """running -> queued for ``attempt`` (a lost agent's task, or one its agent gave back
+    at shutdown), then publish it again to its queue. False when the store refused: the
+    task is not running that attempt any more (it ended, or another reaper was first).
+
+    The one place for this order: the store first, so an agent that receives the message
+    can claim it (a message for a task still marked running would be dropped at the
+    claim). A broker that is down raises BrokerUnavailable and leaves the task queued
+    with no message; a controller publishes its queued jobs again when it resumes."""
+    if not store.requeue(task.id, attempt, message):
+        return False
+    publish(app, task.id, task.queue or DEFAULT_QUEUE)
+    return True
 
 
 def dequeue(store: Store, task_id: str) -> TaskRecord:

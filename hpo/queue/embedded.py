@@ -27,7 +27,8 @@ from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-_BUSY_TIMEOUT_MS = 30_000
+from hpo.defaults import SQLITE_BUSY_TIMEOUT_MS
+
 # Options the virtual transport reads itself; never engine arguments.
 _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "callback",
                    "errback", "max_retries", "interval_start", "interval_step",
@@ -87,7 +88,7 @@ class Channel(kombu_sqla.Channel):
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 

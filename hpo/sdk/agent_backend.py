@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from hpo import defaults
 from hpo.errors import ConfigError
 from hpo.sdk import channel, checkpoints
 
@@ -43,17 +44,17 @@ class AgentBackend:
 
     @classmethod
     def from_env(cls) -> AgentBackend:
-        path = os.environ.get(channel.ENV_TASK_SPEC)
+        path = os.environ.get(defaults.ENV_TASK_SPEC)
         if not path:
             raise ConfigError(
-                f"{channel.ENV_TASK_ID} is set but {channel.ENV_TASK_SPEC} is not: run the "
-                f"script through hpo-agent, or unset {channel.ENV_TASK_ID} to run it by hand")
+                f"{defaults.ENV_TASK_ID} is set but {defaults.ENV_TASK_SPEC} is not: run the "
+                f"script through hpo-agent, or unset {defaults.ENV_TASK_ID} to run it by hand")
         try:
             with open(path, encoding="utf-8") as f:
                 spec = json.load(f)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read the task spec {path}: {exc}") from None
-        return cls(spec, os.environ.get(channel.ENV_REPORT_ADDR))
+        return cls(spec, os.environ.get(defaults.ENV_REPORT_ADDR))
 
     def parameters(self) -> dict[str, Any]:
         return dict(self._parameters)
@@ -99,7 +100,7 @@ class AgentBackend:
                           f"{exc}; reports are lost", file=sys.stderr, flush=True)
 
 
-def _watch_parent(period: float = 0.5) -> None:
+def _watch_parent(period: float = defaults.PARENT_WATCH_S) -> None:
     """End this task when its agent dies: an orphan would go on computing for nobody
     while the re-queued task runs again elsewhere."""
     parent = os.getppid()

@@ -8,21 +8,20 @@ address in ``HPO_REPORT_ADDR``; the script sends one JSON object per line:
     {"kind": "params", "values": {"General/lr": 0.1}}
 
 ``HPO_TASK_ID`` names the task and ``HPO_TASK_SPEC`` is a JSON file with its id, project,
-name and parameters, written by the agent before the script starts.
+name and parameters, written by the agent before the script starts (the variables' names
+are in ``hpo.defaults``).
 """
 
 from __future__ import annotations
 
 import json
 
+from hpo.defaults import CHANNEL_CONNECT_TIMEOUT_S
+
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
     import socket
     from typing import Any
-
-ENV_TASK_ID = "HPO_TASK_ID"
-ENV_TASK_SPEC = "HPO_TASK_SPEC"
-ENV_REPORT_ADDR = "HPO_REPORT_ADDR"
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -37,7 +36,7 @@ def decode(line: bytes) -> dict[str, Any]:
     return message
 
 
-def connect(address: str, timeout: float = 5.0) -> socket.socket:
+def connect(address: str, timeout: float = CHANNEL_CONNECT_TIMEOUT_S) -> socket.socket:
     """A connected socket to ``unix:/path`` or ``tcp:HOST:PORT``."""
     import socket  # here, not at the top: most scripts never open the channel
 

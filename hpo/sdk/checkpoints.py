@@ -15,15 +15,11 @@ import json
 import os
 from pathlib import Path
 
+from hpo.defaults import checkpoint_root
+
+__all__ = ["RECORD", "checkpoint_root", "folder_of", "save_record", "saved_iteration"]
+
 RECORD = "checkpoint.json"
-
-
-def checkpoint_root() -> Path:
-    root = os.environ.get("HPO_CHECKPOINT_ROOT")
-    if root:
-        return Path(root).expanduser()
-    home = os.environ.get("HPO_HOME") or str(Path.home() / ".hpo")
-    return Path(home).expanduser() / "checkpoints"
 
 
 def folder_of(task_id: str, root: Path | None = None) -> Path:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hpo.defaults import GIT_TIMEOUT_S
 from hpo.records import ScriptInfo
 
-_GIT_TIMEOUT_S = 5.0
 # A diff larger than this is left out rather than bloating every clone.
 _MAX_DIFF_BYTES = 512 * 1024
 
@@ -35,7 +35,7 @@ def git_state(directory: Path) -> tuple[str | None, str | None, str | None]:
         try:
             out = subprocess.run(
                 ["git", *args], cwd=directory, capture_output=True, text=True,
-                timeout=_GIT_TIMEOUT_S, check=False,
+                timeout=GIT_TIMEOUT_S, check=False,
             )
         except (OSError, subprocess.SubprocessError):
             return None

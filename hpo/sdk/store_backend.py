@@ -8,15 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpo.defaults import SDK_FLUSH_BATCH, SDK_FLUSH_PERIOD_S
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.records import TaskRecord
 from hpo.sdk import checkpoints
 from hpo.sdk.script_info import current_script
 from hpo.store import ScalarReport, Store, open_store
-
-# Reports are written in batches: at most this old or this many before they are stored.
-FLUSH_PERIOD_S = 0.5
-FLUSH_BATCH = 500
 
 
 class StoreBackend:
@@ -77,7 +74,7 @@ class StoreBackend:
         with self._lock:
             self._buffer.append(ScalarReport(title, series, int(iteration), float(value),
                                              time.time()))
-            full = len(self._buffer) >= FLUSH_BATCH
+            full = len(self._buffer) >= SDK_FLUSH_BATCH
         if full:
             self.flush()
         else:
@@ -112,7 +109,7 @@ class StoreBackend:
             self._flusher.start()
 
     def _flush_loop(self) -> None:
-        while not self._wake.wait(FLUSH_PERIOD_S):
+        while not self._wake.wait(SDK_FLUSH_PERIOD_S):
             self.flush()
 
 

@@ -13,10 +13,11 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 
+from hpo import defaults
 from hpo import typed_params as P
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
-from hpo.sdk import argparse_hook, channel
+from hpo.sdk import argparse_hook
 from hpo.sdk.logger import Logger
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
@@ -71,7 +72,7 @@ class Task:
         is the one the agent runs. Calling it again returns the same task."""
         if cls._current is not None:
             return cls._current
-        if os.environ.get(channel.ENV_TASK_ID):
+        if os.environ.get(defaults.ENV_TASK_ID):
             from hpo.sdk.agent_backend import AgentBackend
 
             backend: _Backend = AgentBackend.from_env()

@@ -12,11 +12,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from hpo.defaults import SQLITE_BUSY_TIMEOUT_MS
 from hpo.errors import SchemaVersionError, StoreError, StoreUnavailable
 from hpo.store import schema
 
-# How long a SQLite writer waits for another process's write lock before giving up.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Serialises schema creation when many processes open a new PostgreSQL database at once.
 _PG_SCHEMA_LOCK = 0x68706F  # "hpo"
 

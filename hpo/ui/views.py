@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from hpo.defaults import UI_CLOCK_S
 from hpo.lifecycle import Status
 from hpo.optimization.summary import (
     OptimizationListing,
@@ -23,7 +24,6 @@ from hpo.store import Store
 from hpo.ui import charts
 
 LOG_TAIL = 300  # lines shown when a task page opens
-CLOCK_S = 10  # a running optimization's page is redrawn at least this often (its clocks)
 LOG_BATCH = 2000  # at most this many new lines per poll
 
 
@@ -77,8 +77,8 @@ def optimization_version(store: Store, optimizer_id: str, top_k: int) -> str:
     reports = store.children_scalar_mark(optimizer_id, sorted({o.title for o in
                                                                config.objectives}))
     # While it runs, the clocks on the page (durations, wall time) move too: a new
-    # version every CLOCK_S even when nothing else changed.
-    clock = None if task.status.is_final else int(time.time() // CLOCK_S)
+    # version every UI_CLOCK_S even when nothing else changed.
+    clock = None if task.status.is_final else int(time.time() // UI_CLOCK_S)
     return version_key(top_k, task.status.value, task.updated_at,
                        store.children_mark(optimizer_id), reports, clock)
 

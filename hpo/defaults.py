@@ -1,0 +1,156 @@
+"""Every tunable period, timeout and default of hpo, and the name of every environment
+variable it reads, in one place (as RQ's ``defaults.py``): two copies of a number drift
+apart, one cannot.
+
+Standard library only and nothing from hpo: this module is read on the SDK path, inside
+every task an agent runs, where ``import hpo`` must stay a matter of milliseconds.
+A value here is the default; command-line options (``hpo-agent --heartbeat``) and
+arguments override it where they exist.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# ----- environment variables ----------------------------------------------------------
+
+ENV_HOME = "HPO_HOME"  # where the embedded store, broker, logs and checkpoints live
+ENV_STORE_URL = "HPO_STORE_URL"  # a SQLAlchemy URL; default: a SQLite file in HPO_HOME
+ENV_BROKER_URL = "HPO_BROKER_URL"  # redis://, amqp://; default: the embedded broker
+ENV_LOST_AFTER_S = "HPO_LOST_AFTER_S"  # overrides LOST_AFTER_S for every process
+ENV_CHECKPOINT_ROOT = "HPO_CHECKPOINT_ROOT"  # shared storage for checkpoints on a cluster
+# Set by the agent for the script it runs (hpo.sdk.channel describes the protocol):
+ENV_TASK_ID = "HPO_TASK_ID"  # the task being run; its presence means "under an agent"
+ENV_TASK_SPEC = "HPO_TASK_SPEC"  # a JSON file: id, project, name, parameters, checkpoints
+ENV_REPORT_ADDR = "HPO_REPORT_ADDR"  # unix:/path or tcp:127.0.0.1:PORT of the channel
+
+# A dot folder in the user's home: works with no set-up on a laptop; a cluster points
+# HPO_STORE_URL and HPO_BROKER_URL at servers instead.
+DEFAULT_HOME = "~/.hpo"
+
+
+def hpo_home() -> Path:
+    """``$HPO_HOME``, else ``~/.hpo`` (read at each call: tests and tools set it late)."""
+    return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser()
+
+
+def checkpoint_root() -> Path:
+    """``$HPO_CHECKPOINT_ROOT``, else ``$HPO_HOME/checkpoints``."""
+    root = os.environ.get(ENV_CHECKPOINT_ROOT)
+    return Path(root).expanduser() if root else hpo_home() / "checkpoints"
+
+
+# The execution queue of a task enqueued without one, and the one an agent serves when
+# told none: a single machine needs no queue names at all.
+DEFAULT_QUEUE = "default"
+
+# ----- the store and the embedded broker ----------------------------------------------
+
+# How long a SQLite writer (the store, and the embedded broker's file) waits for another
+# process's write lock before failing with "database is locked": many agents write at
+# once, and a write takes milliseconds, so 30 s only ever runs out on a stuck process.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The embedded broker polls its SQLite file; this bounds the dispatch delay it adds,
+# and 50 ms of polling per agent costs next to nothing.
+EMBEDDED_POLL_S = 0.05
+
+# ----- lost agents and the reaper -----------------------------------------------------
+
+# A running task whose agent sent no heartbeat for this long is lost: six heartbeats
+# (HEARTBEAT_S) missed, so a busy machine or a slow store is not taken for a dead agent.
+LOST_AFTER_S = 30.0
+# Re-queues of a lost task before it fails with "agent lost": one, so a task that kills
+# its agent (out of memory) does not take down every agent in turn.
+LOST_TASK_RETRIES = 1
+# Agents and controllers look for lost tasks this often: a tenth of a detection delay
+# that is LOST_AFTER_S anyway, for one cheap query.
+REAP_PERIOD_S = 5.0
+
+
+def lost_after_s() -> float:
+    """``$HPO_LOST_AFTER_S``, else LOST_AFTER_S."""
+    return float(os.environ.get(ENV_LOST_AFTER_S) or LOST_AFTER_S)
+
+
+# ----- the agent ----------------------------------------------------------------------
+
+# Heartbeat period: well under LOST_AFTER_S, and one small write per agent.
+HEARTBEAT_S = 5.0
+# Running tasks are checked for a stop request this often (the issue asks for < 1 s);
+# one query for all of an agent's tasks.
+STOP_POLL_S = 0.25
+# On SIGTERM, how long running tasks may finish before they are stopped and re-queued:
+# long enough for an epoch to end, short enough for a deploy.
+SHUTDOWN_TIMEOUT_S = 60.0
+# Between SIGTERM and SIGKILL when a task is stopped: time to save a checkpoint.
+GRACE_S = 10.0
+# After SIGKILL, how long to wait for the killed processes to be gone: the kernel
+# needs milliseconds, more means a process stuck in the kernel (D state) we cannot help.
+KILL_WAIT_S = 5.0
+# After the script exits, its output is read to the end for at most this long: a
+# grandchild that keeps the pipes open must not hold the slot.
+OUTPUT_DRAIN_S = 5.0
+# How often the runner looks at its script (exit, stop, time limit): a script that
+# exits frees its slot within this.
+RUNNER_POLL_S = 0.05
+# Output stored per task; the rest is counted, not kept (a script printing gigabytes
+# must not fill the store).
+MAX_LOG_MB = 10.0
+# Resource sampling (CPU, memory, GPU) period: a trend, not a profile.
+MONITOR_PERIOD_S = 5.0
+# nvidia-smi answers in well under a second; a hung driver must not hang the sampler.
+NVIDIA_SMI_TIMEOUT_S = 5.0
+# The agent writes a run's reports and output this often (the issue asks for a report
+# in the store within 200 ms).
+AGENT_FLUSH_PERIOD_S = 0.1
+# When the store fails before a message's claim, wait this long before giving the
+# message back to the broker, so a store outage is not a busy loop of redeliveries.
+STORE_RETRY_S = 1.0
+
+# ----- the SDK ------------------------------------------------------------------------
+
+# A script run by hand writes its reports in batches at most this old or this large:
+# one transaction per batch instead of one per report, and a live view lags 0.5 s.
+SDK_FLUSH_PERIOD_S = 0.5
+SDK_FLUSH_BATCH = 500
+# Under an agent, the script checks this often that its agent is alive (an orphan would
+# compute for nobody); a getppid() call, so cheap.
+PARENT_WATCH_S = 0.5
+# Connecting to the agent's report channel (a local socket): instant unless the agent
+# is gone, and then the script goes on without reports rather than hang.
+CHANNEL_CONNECT_TIMEOUT_S = 5.0
+# Reading the git state of a script run by hand: a slow network filesystem must not
+# delay Task.init for long.
+GIT_TIMEOUT_S = 5.0
+
+# ----- the controller -----------------------------------------------------------------
+
+# One cycle (limits, reports, launches) this often: a report is acted on within 0.1 s,
+# and a cycle reads only the active jobs, so it costs little.
+CONTROLLER_POLL_S = 0.1
+# How long the store or broker may fail before the optimization gives up: a database
+# restart or a failover takes less.
+FAULT_TOLERANCE_S = 60.0
+# After a failed cycle, wait this long before the next: retrying at once would only
+# hammer a store that is away.
+CYCLE_RETRY_S = 1.0
+# A cycle asks the strategy for new trials for at most about this long, so that a slow
+# model-based strategy does not stop the loop from watching reports and limits.
+LAUNCH_SLICE_S = 0.05
+# After a budget ends, how long to wait for stopped jobs to report their end: GRACE_S
+# plus the time for the agent to see the stop and record the outcome, with margin.
+STOP_WAIT_S = 60.0
+# Local agents (start_locally, --local-agents) must register within this: they start a
+# Python process each, seconds on a loaded machine.
+LOCAL_AGENTS_START_TIMEOUT_S = 60.0
+# ... and beat faster than remote ones, and shut down sooner: they live as long as one
+# optimization, on the machine that waits for them.
+LOCAL_AGENT_HEARTBEAT_S = 1.0
+LOCAL_AGENT_SHUTDOWN_TIMEOUT_S = 5.0
+LOCAL_AGENTS_STOP_TIMEOUT_S = 30.0
+
+# ----- the web view -------------------------------------------------------------------
+
+# A running optimization's page is redrawn at least this often (its clocks move).
+UI_CLOCK_S = 10.0
