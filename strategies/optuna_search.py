@@ -21,11 +21,9 @@ instead of repeating it.
 
 from __future__ import annotations
 
-import base64
 import importlib
 import logging
 import math
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo import pickle_text
 from hpo.errors import ConfigError
 from hpo.space.ranges import (
     DiscreteParameterRange,
@@ -295,7 +294,7 @@ def _build(spec: Any, base: type, what: str, seed: int | None) -> Any:
 
 def _pickle(obj: Any) -> str | None:
     try:
-        return base64.b64encode(pickle.dumps(obj)).decode("ascii")
+        return pickle_text.to_text(obj)
     except Exception:  # a sampler holding a lambda, a lock...: reseeded on restore
         return None
 
@@ -304,7 +303,7 @@ def _unpickle(text: Any) -> Any:
     if not isinstance(text, str):
         return None
     try:
-        return pickle.loads(base64.b64decode(text))  # our own state, from our own store
+        return pickle_text.from_text(text)  # our own state, from our own store
     except Exception:
         log.warning("optuna: the saved sampler could not be read back; reseeding it")
         return None

@@ -8,12 +8,15 @@ import enum
 import json
 import math
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from hpo import durations
 
 # Piped output is not folded to 80 columns: it goes to files and other programs.
 console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 250)
@@ -136,7 +139,7 @@ def when(timestamp: float | None) -> str:
 
 
 def duration(start: float | None, end: float | None) -> str:
+    """``H:MM:SS`` from ``start`` to ``end`` (to now while it runs)."""
     if start is None:
         return "-"
-    seconds = (end if end is not None else dt.datetime.now().timestamp()) - start
-    return str(dt.timedelta(seconds=round(seconds)))
+    return durations.clock((end if end is not None else time.time()) - start)

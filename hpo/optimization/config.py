@@ -3,14 +3,13 @@ validated once, before anything is launched, and saved in the store for resume."
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from hpo import pickle_text
 from hpo.errors import ConfigError
 from hpo.optimization.objective import SIGNS, Objective
 from hpo.space.ranges import Parameter
@@ -99,7 +98,7 @@ def _to_json(name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         pass
     try:
-        return {_PICKLED: base64.b64encode(pickle.dumps(value)).decode()}
+        return {_PICKLED: pickle_text.to_text(value)}
     except Exception as exc:
         raise ConfigError(f"strategy argument {name}={value!r} can be neither saved as JSON "
                           f"nor pickled ({exc}): pass plain values") from None
@@ -107,7 +106,7 @@ def _to_json(name: str, value: Any) -> Any:
 
 def _from_json(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {_PICKLED}:
-        return pickle.loads(base64.b64decode(value[_PICKLED]))
+        return pickle_text.from_text(value[_PICKLED])
     return value
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from jinja2 import Environment
 
+from hpo import durations
+
 DASH = "\u2013"  # no value (yet)
 
 
@@ -23,14 +25,7 @@ def number(value: Any) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return DASH
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    return f"{minutes // 60}h {minutes % 60:02d}m"
+    return DASH if seconds is None else durations.compact(seconds)
 
 
 def age(seconds: float | None) -> str:
