@@ -71,8 +71,9 @@ def load_optimizer_arguments(path: str | Path, store: Store) -> dict[str, Any]:
     try:
         objectives = _objectives(data.get("objective"))
         hyper_parameters = _hyper_parameters(data.get("hyper_parameters"))
+        # Checked with the rest by OptimizerConfig.validate in _dry_run: one validator,
+        # the same messages as HyperParameterOptimizer(...) gives.
         plain = {name: data[name] for name in PLAIN_FIELDS if name in data}
-        _check_plain(plain)
         strategy, strategy_kwargs = _strategy(
             _beside(data.get("strategy", "random"), path.resolve().parent),
             data.get("strategy_kwargs"))
@@ -164,16 +165,6 @@ def _hyper_parameters(value: Any) -> list[Parameter]:
         except ConfigError as exc:
             raise ConfigError(f"{label}: {exc}") from None
     return params
-
-
-def _check_plain(plain: dict[str, Any]) -> None:
-    for name in ("execution_queue", "spawn_project"):
-        value = plain.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{name} must be a non-empty string, not {value!r}")
-    keep = plain.get("save_top_k_tasks_only")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-        raise ConfigError(f"save_top_k_tasks_only must be a positive integer, not {keep!r}")
 
 
 def _beside(name: Any, folder: Path) -> Any:

@@ -34,6 +34,9 @@ class OptimizerConfig:
     spawn_project: str | None = None
 
     def validate(self) -> None:
+        """The one check of an optimization's settings, for ``HyperParameterOptimizer(...)``
+        and ``hpo.yaml`` alike (the yaml reader adds only the shape of its own file): a
+        bad value is one ConfigError line that names the setting and the fix."""
         if not self.base_task_id:
             raise ConfigError("no base task: give base_task_id (or base_task in hpo.yaml)")
         if not self.hyper_parameters:
@@ -51,23 +54,30 @@ class OptimizerConfig:
             if not objective.title or not objective.series:
                 raise ConfigError("objective_metric_title and objective_metric_series must "
                                   "not be empty")
-        _positive_int("max_number_of_concurrent_tasks", self.max_number_of_concurrent_tasks)
-        _positive_int("total_max_jobs", self.total_max_jobs)
+        _positive_int("max_number_of_concurrent_tasks", self.max_number_of_concurrent_tasks,
+                      optional=False)
+        _positive_int("total_max_jobs", self.total_max_jobs, unset="for no limit")
         _positive_int("min_iteration_per_job", self.min_iteration_per_job, allow_zero=True)
-        _positive_int("max_iteration_per_job", self.max_iteration_per_job)
+        _positive_int("max_iteration_per_job", self.max_iteration_per_job,
+                      unset="for no iteration budget")
+        _positive_int("save_top_k_tasks_only", self.save_top_k_tasks_only,
+                      unset="to keep every job")
         for name in ("optimization_time_limit", "compute_time_limit", "time_limit_per_job"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and value > 0
+            if value is not None and not (isinstance(value, int | float)
+                                          and not isinstance(value, bool) and value > 0
                                           and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number of minutes, not "
-                                  f"{value!r}")
+                                  f"{value!r}: give e.g. 30, or leave it out for no limit")
         if (self.min_iteration_per_job is not None and self.max_iteration_per_job is not None
                 and self.min_iteration_per_job > self.max_iteration_per_job):
             raise ConfigError(
                 f"min_iteration_per_job {self.min_iteration_per_job} is larger than "
                 f"max_iteration_per_job {self.max_iteration_per_job}: swap or fix them")
-        if not self.execution_queue:
-            raise ConfigError("execution_queue must name a queue, e.g. default")
+        _name("execution_queue", self.execution_queue, "name a queue, e.g. default")
+        if self.spawn_project is not None:
+            _name("spawn_project", self.spawn_project, "name a project, or leave it out to "
+                  "put the jobs in the base task's project")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for the store. Strategy arguments that are not JSON (an Optuna sampler or
@@ -126,10 +136,21 @@ def objectives_from(
     return [Objective(t, s, g) for t, s, g in zip(titles, series_, signs, strict=True)]
 
 
-def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if value is None:
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False, optional: bool = True,
+                  unset: str = "") -> None:
+    """An integer of at least 1 (0 with ``allow_zero``) or, when ``optional``, None;
+    ``unset`` says what leaving it out means."""
+    if value is None and optional:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero
-                                                                         else 1):
-        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                          f"integer, not {value!r}")
+    least = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        kind = "non-negative" if allow_zero else "positive"
+        fix = f"give {least} or more" + (
+            f", or leave it out{' ' + unset if unset else ''}" if optional else "")
+        raise ConfigError(f"{name} must be a {kind} integer, not {value!r}: {fix}")
+
+
+def _name(name: str, value: Any, fix: str) -> None:
+    """A non-empty string (a queue or project name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string, not {value!r}: {fix}")
