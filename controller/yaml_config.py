@@ -279,7 +279,7 @@ def _task_by_id(text: str, store: Store) -> str:
 def _templates(store: Store, project: str, name: str) -> list[TaskRecord]:
     """Tasks of that project and name that are not clones, newest first."""
     return [t for t in store.find_tasks(project=project, name=name, limit=100)
-            if t.parent is None and not (t.comment or "").startswith("cloned from")
+            if t.parent is None and t.cloned_from is None
             and t.type != TaskType.optimizer]
 
 

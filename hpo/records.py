@@ -53,6 +53,7 @@ class TaskRecord:
     started_at: float | None
     ended_at: float | None
     comment: str | None = None
+    cloned_from: str | None = None  # the source task of a clone; None: not a clone
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select, update
 
 import hpo.store.tasks as store_tasks
 from hpo.errors import (
@@ -447,7 +447,9 @@ def test_clone_copies_script_tags_type_and_time_limit_and_records_its_source(
     assert (clone.project, clone.name, clone.type) == ("proj", "base (clone)", "testing")
     assert (clone.script, clone.tags, clone.time_limit) == (script, ["t1"], 30.0)
     assert clone.parent == parent
-    assert clone.comment is not None and source.id in clone.comment
+    assert clone.cloned_from == source.id  # a field: the comment stays the user's
+    assert clone.comment is None
+    assert (source.cloned_from, store.get_task(parent).cloned_from) == (None, None)
 
 
 def test_clone_takes_a_new_name_project_tags_and_time_limit(store: Store) -> None:
@@ -1097,6 +1099,74 @@ def test_a_store_with_a_newer_schema_version_is_refused_naming_both_versions(
     assert "99" in numbers
     assert str(schema.SCHEMA_VERSION) in numbers
     assert isinstance(raised.value, StoreError)
+
+
+def schema_version_2() -> tuple[MetaData, Table]:
+    """The tables as hpo created them at schema version 2: hpo_tasks had no cloned_from
+    (a clone said "cloned from <id>" in its comment)."""
+    old = MetaData()
+    for table in schema.metadata.sorted_tables:
+        if table.name != schema.tasks.name:
+            table.to_metadata(old)
+    tasks = Table(schema.tasks.name, old, *(
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in schema.tasks.columns if c.name != "cloned_from"))
+    return old, tasks
+
+
+def test_a_version_2_store_is_migrated_in_place_and_its_clones_know_their_source(
+        store_url: str) -> None:
+    # Given a store created by hpo at schema version 2, with a template, a clone of it
+    # (comment written by clone_task), and a task whose own comment only looks alike
+    engine = create_engine(store_url)
+    old, old_tasks = schema_version_2()
+    source, clone, lookalike = "a" * 32, "b" * 32, "c" * 32
+    try:
+        schema.metadata.drop_all(engine)  # PostgreSQL: this run's tables are at version 3
+        old.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(old.tables[schema.meta.name].insert().values(
+                key="schema_version", value="2"))
+            conn.execute(old_tasks.insert(), [
+                {"id": task_id, "project": "p", "name": "train", "type": "training",
+                 "status": "created", "tags": [], "parameters": {}, "attempt": 0,
+                 "stop_requested": False, "comment": comment, "created_at": 1.0,
+                 "updated_at": 1.0}
+                for task_id, comment in ((source, None), (clone, f"cloned from {source}"),
+                                         (lookalike, "cloned from my notes, by hand"))])
+    finally:
+        engine.dispose()
+
+    # When this hpo opens it
+    store = open_store(store_url)
+    try:
+        # Then the column is there, the old clone knows its source and nothing else does
+        assert store.get_task(clone).cloned_from == source
+        assert store.get_task(clone).comment == f"cloned from {source}"  # left as it was
+        assert store.get_task(source).cloned_from is None
+        assert store.get_task(lookalike).cloned_from is None
+        # And new clones work as in a new store
+        assert store.clone_task(source).cloned_from == source
+    finally:
+        store.close()
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(select(schema.meta.c.value).where(
+                schema.meta.c.key == "schema_version")).scalar_one()
+            columns = {c["name"] for c in inspect(conn).get_columns(schema.tasks.name)}
+    finally:
+        engine.dispose()
+    assert int(version) == schema.SCHEMA_VERSION == 3
+    assert "cloned_from" in columns
+
+    # And opening it again changes nothing (the migration runs once)
+    open_store(store_url).close()
+    again = open_store(store_url)
+    try:
+        assert again.get_task(clone).cloned_from == source
+    finally:
+        again.close()
 
 
 def test_an_unreachable_store_raises_store_unavailable_with_a_one_line_message() -> None:

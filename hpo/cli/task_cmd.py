@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hpo import defaults
 from hpo import typed_params as P
 from hpo.cli import output
 from hpo.cli.common import add_store_option, store_from
@@ -71,7 +72,8 @@ def register(commands: Any) -> None:
 
     p = action("enqueue", cmd_enqueue, "put a created task on an execution queue")
     p.add_argument("id")
-    p.add_argument("--queue", default="default", help="execution queue (default: default)")
+    p.add_argument("--queue", default=defaults.DEFAULT_QUEUE,
+                   help=f"execution queue (default: {defaults.DEFAULT_QUEUE})")
     p.add_argument("--broker", metavar="URL", help="broker URL (default: $HPO_BROKER_URL)")
 
     p = action("dequeue", cmd_dequeue, "take a queued task off its queue (back to created)")
@@ -148,7 +150,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     output.table(f"task {task.id}", ["field", "value"], [
         ("project", task.project), ("name", task.name), ("type", task.type),
         ("status", task.status), ("message", task.status_message),
-        ("exit code", task.exit_code), ("parent", task.parent), ("tags", task.tags or None),
+        ("exit code", task.exit_code), ("parent", task.parent),
+        ("cloned from", task.cloned_from), ("tags", task.tags or None),
         ("queue", task.queue), ("worker", task.worker), ("attempt", task.attempt),
         ("created", output.when(task.created_at)), ("started", output.when(task.started_at)),
         ("ended", output.when(task.ended_at)),

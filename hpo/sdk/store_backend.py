@@ -123,8 +123,7 @@ def _reusable(
     if not reuse_last_task_id:
         return None
     for task in store.find_tasks(project=project, name=name, limit=20):
-        is_clone = (task.comment or "").startswith("cloned from")
-        if task.parent is None and not is_clone and task.status in (
+        if task.parent is None and task.cloned_from is None and task.status in (
                 FINAL_STATUSES | {Status.created}):
             return task
     return None

@@ -279,7 +279,7 @@ class Task:
         return cls(StoreBackend(store, record))
 
     @classmethod
-    def enqueue(cls, task: Task | str, queue_name: str = "default") -> Task:
+    def enqueue(cls, task: Task | str, queue_name: str = defaults.DEFAULT_QUEUE) -> Task:
         """Put a created task on an execution queue for an agent to run."""
         from hpo.queue import dispatch
         from hpo.queue.app import make_app

@@ -4,11 +4,12 @@ where driver errors become hpo's own."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -109,8 +110,9 @@ def _first_line(exc: object) -> str:
 
 
 def ensure_schema(engine: Engine, url: str) -> None:
-    """Create the tables on first use, add the tables of newer versions to an older
-    database, and refuse a database of a version this code does not know."""
+    """Create the tables on first use, bring an older database up to this version in
+    place (new tables, new columns and their data), and refuse a database of a version
+    this code does not know."""
     with translated(url):
         version = _read_version(engine)
         if version is None or version < schema.SCHEMA_VERSION:
@@ -133,8 +135,9 @@ def _create_or_upgrade(engine: Engine) -> int:
         version = None if row is None else int(row[0])
         if version is not None and version > schema.SCHEMA_VERSION:
             return version
-        # Every change so far only added tables: create_all adds the missing ones.
+        # New tables: create_all adds the missing ones; changes to existing tables next.
         schema.metadata.create_all(conn, checkfirst=True)
+        _upgrade_tables(conn, version)
         if version is None:
             conn.execute(schema.meta.insert().values(
                 key="schema_version", value=str(schema.SCHEMA_VERSION)))
@@ -142,6 +145,37 @@ def _create_or_upgrade(engine: Engine) -> int:
             conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version")
                          .values(value=str(schema.SCHEMA_VERSION)))
         return schema.SCHEMA_VERSION
+
+
+def _upgrade_tables(conn: Connection, version: int | None) -> None:
+    """The changes of each version to tables that already exist, oldest first, in the
+    schema lock's transaction (PostgreSQL and SQLite both roll DDL back with it). Each
+    step checks the database itself, so a table create_all has just made is left alone."""
+    if version is None or version < 3:
+        _add_cloned_from(conn)
+
+
+# What clone_task wrote in the comment up to schema version 2 (ids are uuid4 hex).
+_CLONED_FROM_COMMENT = re.compile(r"cloned from ([0-9a-f]{32})")
+
+
+def _add_cloned_from(conn: Connection) -> None:
+    """Version 3: hpo_tasks.cloned_from, filled for the clones of older versions from
+    the comment their clone_task wrote (the comment itself is left as it was)."""
+    tasks = schema.tasks
+    if "cloned_from" in {c["name"] for c in inspect(conn).get_columns(tasks.name)}:
+        return
+    column_type = tasks.c.cloned_from.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN cloned_from {column_type}")
+    clones = [
+        {"task_id": task_id, "source": match.group(1)}
+        for task_id, comment in conn.execute(
+            select(tasks.c.id, tasks.c.comment).where(tasks.c.comment.like("cloned from %")))
+        if (match := _CLONED_FROM_COMMENT.fullmatch(comment))
+    ]
+    if clones:
+        conn.execute(update(tasks).where(tasks.c.id == bindparam("task_id"))
+                     .values(cloned_from=bindparam("source")), clones)
 
 
 def _read_version(engine: Engine) -> int | None:

@@ -21,8 +21,11 @@ from sqlalchemy import (
 )
 
 # Bump when a table changes; open() refuses a database with a newer number and brings
-# an older one up to date (so far every change only added tables).
-SCHEMA_VERSION = 2
+# an older one up to date (engine.py: new tables are created, and each version's other
+# changes are applied in place, under the schema lock).
+#   1: tasks, scalars, logs, workers;  2: + hpo_optimizations;
+#   3: + hpo_tasks.cloned_from (filled from the "cloned from <id>" comment of version 2)
+SCHEMA_VERSION = 3
 
 
 class JSONText(TypeDecorator[Any]):
@@ -67,6 +70,9 @@ tasks = Table(
     Column("status_message", Text),
     Column("exit_code", Integer),
     Column("comment", Text),
+    # The task this one was cloned from (None: not a clone). A field, not comment text:
+    # the comment is the user's, and "is it a template?" must not parse prose.
+    Column("cloned_from", String(32)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("started_at", Float),

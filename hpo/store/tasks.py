@@ -37,8 +37,9 @@ class TasksMixin(StoreBase):
         queue: str | None = None,
         time_limit: float | None = None,
         comment: str | None = None,
+        cloned_from: str | None = None,
     ) -> TaskRecord:
-        """A new task in status ``created``."""
+        """A new task in status ``created`` (``cloned_from``: set by ``clone_task``)."""
         if not project or not name:
             raise ConfigError("a task needs a project and a name: pass --project and --name")
         now = self.now()
@@ -50,7 +51,7 @@ class TasksMixin(StoreBase):
             "script": script.to_dict() if script else None,
             "parameters": _qualified(parameters or {}), "time_limit": time_limit,
             "worker": None, "attempt": 0, "stop_requested": False, "comment": comment,
-            "created_at": now, "updated_at": now,
+            "cloned_from": cloned_from, "created_at": now, "updated_at": now,
         }
         with self._write() as conn:
             conn.execute(T.insert().values(**values))
@@ -164,7 +165,8 @@ class TasksMixin(StoreBase):
         time_limit: float | None = None,
     ) -> TaskRecord:
         """A new ``created`` task with the source's script and parameters; the given
-        parameters override the source's and take the type of the value they replace."""
+        parameters override the source's and take the type of the value they replace.
+        The clone's ``cloned_from`` is the source's id; its comment is left to the user."""
         with self._read() as conn:
             source = self._get(conn, source_id)
         merged = dict(source.parameters)
@@ -179,7 +181,7 @@ class TasksMixin(StoreBase):
             tags=list(tags) if tags is not None else list(source.tags),
             parent=parent,
             time_limit=time_limit if time_limit is not None else source.time_limit,
-            comment=f"cloned from {source.id}",
+            cloned_from=source.id,
         )
 
     # ----- life cycle -------------------------------------------------------------
@@ -384,4 +386,5 @@ def _record(row: Row[Any]) -> TaskRecord:
         status_message=m["status_message"], exit_code=m["exit_code"],
         created_at=m["created_at"], updated_at=m["updated_at"],
         started_at=m["started_at"], ended_at=m["ended_at"], comment=m["comment"],
+        cloned_from=m["cloned_from"],
     )
