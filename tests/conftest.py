@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -144,3 +145,25 @@ def server_broker_url(kind: str) -> str:
 def queue_name() -> str:
     """A queue of this test's own, so tests sharing one Redis never see each other."""
     return f"q-{uuid.uuid4().hex[:10]}"
+
+
+DIGITS_JOBS = 6
+
+
+@pytest.fixture(scope="session")
+def digits_optimization(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The digits example optimized end to end, once for every test that reads what it
+    left: `hpo-controller start hpo.yaml --local-agents 2`, DIGITS_JOBS jobs, 2 at a time,
+    on an embedded store and broker of its own that hold this one optimization only.
+
+    ``env``: the environment for `hpo-controller` on that store; ``result``: the
+    completed `start` (each test asserts it succeeded); ``id``: the optimizer task id.
+    Tests only read the store: one that writes works on a copy (test_browser)."""
+    from tests.test_controller_cli import ctl, digits_config, make_env
+
+    tmp = tmp_path_factory.mktemp("digits")
+    env = make_env(tmp / "home")
+    config = digits_config(tmp / "cfg", total_max_jobs=DIGITS_JOBS)
+    result = ctl(env, "start", str(config), "--local-agents", "2", timeout=240)
+    lines = result.stdout.splitlines()
+    return {"env": env, "result": result, "id": lines[0] if lines else None}

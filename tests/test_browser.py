@@ -10,21 +10,23 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from hpo.lifecycle import Status
 from hpo.report.figures import FIGURES
 from hpo.store import Store, open_store
 from tests.agents import wait_for
-from tests.conftest import missing_service
-from tests.test_controller_cli import TASK_ID, ctl, digits_config, make_env
+from tests.conftest import DIGITS_JOBS, missing_service
+from tests.test_controller_cli import TASK_ID, digits_config, make_env
 from tests.test_ui import start_ui, stop_ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -111,12 +113,20 @@ def _command_line(pid: int) -> list[str]:
         return []
 
 
-def finished_optimization(env: dict[str, str], folder: Path) -> str:
-    """4 jobs of the digits example, 2 at a time, run to the end."""
-    result = ctl(env, "start", str(digits_config(folder, total_max_jobs=4)),
-                 "--local-agents", "2", timeout=120)
+def finished_optimization(digits_optimization: dict[str, Any],
+                          home: Path) -> tuple[dict[str, str], str]:
+    """The session's finished optimization of the digits example (conftest), in a copy of
+    its store in ``home`` (SQLite's online backup; the shared store stays as it was);
+    returns the environment on that copy and the optimization's id."""
+    result = digits_optimization["result"]
     assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout.splitlines()[0]
+    env = make_env(home)
+    home.mkdir(parents=True)
+    source = make_url(digits_optimization["env"]["HPO_STORE_URL"]).database
+    with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as shared, \
+            closing(sqlite3.connect(make_url(env["HPO_STORE_URL"]).database)) as copy:
+        shared.backup(copy)
+    return env, digits_optimization["id"]
 
 
 def done_jobs(store: Store, optimizer_id: str) -> int:
@@ -164,12 +174,13 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.mark.timeout(240)
-def test_live_pages_draw_update_without_reload_and_stop_in_chromium(chromium, tmp_path):
-    env = make_env(tmp_path / "home")
+@pytest.mark.timeout(300)  # it may be the first to run the shared optimization
+def test_live_pages_draw_update_without_reload_and_stop_in_chromium(
+        chromium, digits_optimization, tmp_path):
+    # A finished optimization, and a running one started beside it in the same store.
+    env, finished_id = finished_optimization(digits_optimization, tmp_path / "home")
     store = open_store(env["HPO_STORE_URL"])
     with running_optimization(env, tmp_path / "running") as running_id:
-        finished_id = finished_optimization(env, tmp_path / "finished")
         # A running optimization with a job done, so its page has rows to start with.
         wait_for("a finished job", lambda: done_jobs(store, running_id) >= 1, timeout=60)
         server = start_ui(env["HPO_STORE_URL"], tmp_path / "ui.log")
@@ -217,7 +228,8 @@ def test_live_pages_draw_update_without_reload_and_stop_in_chromium(chromium, tm
             page.wait_for_function(
                 "document.getElementById('updated').textContent.includes('finished')",
                 timeout=WAIT_MS)
-            assert rows(page, "top-jobs") == 4 and field(page, "status") == "completed"
+            assert rows(page, "top-jobs") == DIGITS_JOBS
+            assert field(page, "status") == "completed"
             screenshot(page, tmp_path, "finished-optimization")
 
             # Its best job's page, through the table's link: scalars and the log.

@@ -20,6 +20,7 @@ from hpo.errors import ConfigError
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.store import Store, open_store
 from tests.agents import wait_for
+from tests.conftest import DIGITS_JOBS
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits"
@@ -241,14 +242,12 @@ def test_yaml_fields_become_the_optimizer_arguments(hpo_env, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`hpo-controller start hpo.yaml --local-agents 2` of the digits example, 4 jobs,
-    run once for the tests below."""
-    tmp = tmp_path_factory.mktemp("digits")
-    env = make_env(tmp / "home")
-    config = digits_config(tmp / "cfg", total_max_jobs=4)
-    result = ctl(env, "start", str(config), "--local-agents", "2", timeout=240)
-    return {"env": env, "result": result, "store": open_store(env["HPO_STORE_URL"])}
+def digits_run(digits_optimization: dict[str, Any]) -> dict[str, Any]:
+    """`hpo-controller start hpo.yaml --local-agents 2` of the digits example, DIGITS_JOBS
+    jobs (conftest's, run once per session), and its store."""
+    env = digits_optimization["env"]
+    return {"env": env, "result": digits_optimization["result"],
+            "store": open_store(env["HPO_STORE_URL"])}
 
 
 @pytest.mark.timeout(300)
@@ -261,23 +260,24 @@ def test_start_runs_the_example_end_to_end_with_progress_and_summary(digits_run)
     # Plain, line-oriented progress: a line per finished job and progress lines
     job_lines = [line for line in lines if re.search(r"\] job [0-9a-f]{32} completed: "
                                                      r"validation/accuracy 0\.\d+", line)]
-    assert len(job_lines) == 4, result.stdout
-    assert any("jobs 4/4 launched, 4 done, 0 running, 0 queued, 0 failed" in line
+    n = DIGITS_JOBS
+    assert len(job_lines) == n, result.stdout
+    assert any(f"jobs {n}/{n} launched, {n} done, 0 running, 0 queued, 0 failed" in line
                for line in lines), result.stdout
     assert all("\x1b[" not in line for line in lines)  # no terminal control codes
     # The summary table of the best jobs, then the end
-    assert "best 4 job(s)" in result.stdout
+    assert f"best {n} job(s)" in result.stdout
     header = next(line for line in lines if "validation/accuracy" in line and "alpha" in line
                   and "] job " not in line)
     for column in ("iteration", "eta0", "learning_rate", "penalty", "epochs", "batch_size",
                    "status", "duration", "agent"):
         assert column in header
     assert lines[-1].startswith(f"optimization {optimizer_id} completed: ")
-    # The store: exactly 4 finished children with typed parameters
+    # The store: exactly n finished children with typed parameters
     store = digits_run["store"]
     assert store.get_task(optimizer_id).status is Status.completed
     children = store.find_tasks(parent=optimizer_id)
-    assert len(children) == 4
+    assert len(children) == n
     for child in children:
         assert child.status is Status.completed, child.status_message
         p = child.parameters
@@ -300,14 +300,15 @@ def test_status_shows_progress_and_the_best_jobs(digits_run):
     optimizer_id = digits_run["result"].stdout.splitlines()[0]
     out = ok(env, "status")  # the newest optimization
     assert optimizer_id in out and "completed" in out
-    assert "4/4 launched, 4 done, 0 running, 0 queued, 0 failed" in out
+    n = DIGITS_JOBS
+    assert f"{n}/{n} launched, {n} done, 0 running, 0 queued, 0 failed" in out
     assert "learning_rate" in out and "validation/accuracy" in out
     assert ok(env, "status", optimizer_id[:8]) == ok(env, "status", optimizer_id)
     data = json.loads(ok(env, "status", optimizer_id, "--json", "--top", "2"))
     assert data["id"] == optimizer_id and data["status"] == "completed"
-    assert (data["launched"], data["done"], data["failed"]) == (4, 4, 0)
-    assert data["counts"]["completed"] == 4
-    assert data["budget"]["jobs_launched"] == 4 and data["budget"]["total_max_jobs"] == 4
+    assert (data["launched"], data["done"], data["failed"]) == (n, n, 0)
+    assert data["counts"]["completed"] == n
+    assert data["budget"]["jobs_launched"] == n and data["budget"]["total_max_jobs"] == n
     assert data["budget"]["compute_min"] > 0 and data["budget"]["wall_min"] > 0
     assert len(data["top"]) == 2
     best = data["top"][0]
@@ -322,7 +323,7 @@ def test_status_shows_progress_and_the_best_jobs(digits_run):
     assert best["parameters"] == {k: child.parameters[k] for k in best["parameters"]}
     assert best["worker"] == child.worker and best["duration_s"] > 0
     every = json.loads(ok(env, "status", "--all", "--json"))
-    assert len(every["jobs"]) == 4
+    assert len(every["jobs"]) == n
 
 
 @pytest.mark.timeout(300)
@@ -330,10 +331,11 @@ def test_list_shows_optimizations_newest_first(digits_run):
     env = digits_run["env"]
     optimizer_id = digits_run["result"].stdout.splitlines()[0]
     out = ok(env, "list")
-    assert optimizer_id in out and "4/4" in out and "validation/accuracy max" in out
+    n = DIGITS_JOBS
+    assert optimizer_id in out and f"{n}/{n}" in out and "validation/accuracy max" in out
     [listed] = json.loads(ok(env, "list", "--json"))
     assert listed["id"] == optimizer_id and listed["status"] == "completed"
-    assert listed["launched"] == 4 and listed["best_value"] > 0.5
+    assert listed["launched"] == n and listed["best_value"] > 0.5
 
 
 @pytest.mark.timeout(300)

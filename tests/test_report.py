@@ -32,8 +32,8 @@ from hpo.space.ranges import (
 )
 from hpo.store import Store, open_store
 from hpo.strategies.base import Objective
-from tests.conftest import missing_service
-from tests.test_controller_cli import ctl, digits_config, make_env
+from tests.conftest import DIGITS_JOBS, missing_service
+from tests.test_controller_cli import ctl
 
 # A <script src=...> or <link href=...> that points at a network address.
 EXTERNAL = re.compile(r"""<(?:script|link)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""",
@@ -403,14 +403,15 @@ def test_write_report_draws_pngs_of_the_fixed_size(built, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def digits_done(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The digits example optimized end to end: 6 jobs on 2 local agents."""
-    tmp = tmp_path_factory.mktemp("digits-report")
-    env = make_env(tmp / "home")
-    config = digits_config(tmp / "cfg", total_max_jobs=6)
-    result = ctl(env, "start", str(config), "--local-agents", "2", timeout=240)
+def digits_done(digits_optimization: dict[str, Any],
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The digits example optimized end to end: DIGITS_JOBS jobs on 2 local agents
+    (conftest's, run once per session); ``tmp`` a folder for this module's reports."""
+    result = digits_optimization["result"]
     assert result.returncode == 0, result.stdout + result.stderr
-    return {"env": env, "id": result.stdout.splitlines()[0], "tmp": tmp}
+    assert DIGITS_JOBS > 5  # so that --top 5 below leaves jobs out
+    return {"env": digits_optimization["env"], "id": digits_optimization["id"],
+            "tmp": tmp_path_factory.mktemp("digits-report")}
 
 
 DIGITS_PARAMS = ["alpha", "eta0", "learning_rate", "penalty", "epochs", "batch_size"]
@@ -435,7 +436,7 @@ def test_report_after_an_end_to_end_optimization(digits_done):
     rows = read_csv(out / "summary.csv")
     assert all(r["status"] == "completed" and float(r["objective"]) > 0.5 for r in rows)
     curves = json.loads((out / "summary.json").read_text())
-    assert curves["optimization"]["launched"] == 6
+    assert curves["optimization"]["launched"] == DIGITS_JOBS
 
 
 @pytest.mark.timeout(300)  # it may be the first to run the optimization (-m "not browser")
@@ -450,7 +451,7 @@ def test_report_of_the_newest_without_a_browser_skips_pngs_in_one_line(digits_do
     assert warning.startswith("hpo-controller: warning: PNG images skipped: no Chrome or "
                               "Chromium found: install Chromium")
     assert "plotly_get_chrome" in warning
-    check_report_folder(out, DIGITS_PARAMS, rows=6, png=False)
+    check_report_folder(out, DIGITS_PARAMS, rows=DIGITS_JOBS, png=False)
 
 
 def test_report_errors_are_one_line_exit_2(hpo_env, tmp_path):
