@@ -23,9 +23,11 @@ from celery import Celery
 from hpo import relations
 from hpo import typed_params as P
 from hpo.controller.jobs import Job
+from hpo.defaults import FAULT_TOLERANCE_S, LAUNCH_SLICE_S, REAP_PERIOD_S, STOP_WAIT_S
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.objective import job_result, metric_value
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.queue import dispatch
 from hpo.queue.app import publish
@@ -41,14 +43,6 @@ from hpo.strategies.base import (
 )
 
 log = logging.getLogger("hpo.controller")
-
-REAP_PERIOD_S = 5.0
-# How long the store or broker may fail before the optimization gives up.
-FAULT_TOLERANCE_S = 60.0
-# A cycle asks the strategy for new trials for at most about this long.
-LAUNCH_SLICE_S = 0.05
-# After a budget ends, how long to wait for stopped jobs to report their end.
-STOP_WAIT_S = 60.0
 
 JobCallback = Callable[[str, float | None, int, dict[str, Any], str | None], None]
 
@@ -431,8 +425,8 @@ class Controller:
     def _results_of(self, children: list[TaskRecord]
                     ) -> tuple[dict[str, list[float] | None], dict[str, int]]:
         """Final objective values of finished jobs, from the store (one query per
-        objective), as the live loop would have scored them; and the last iteration each
-        reported of the primary objective."""
+        objective), by the live loop's rule (hpo.optimization.objective); and the last
+        iteration each reported of the primary objective."""
         ids = [c.id for c in children]
         values: dict[str, list[float | None]] = {i: [] for i in ids}
         reached: dict[str, int] = {}
@@ -442,13 +436,9 @@ class Controller:
             if index == 0:
                 reached = {t: m.last_iteration for t, m in summary.items()}
             for task_id in ids:
-                m = summary.get(task_id)
-                value = None if m is None or m.nans else (  # a NaN report: failed, as live
-                    (m.min if objective.minimize else m.max) if objective.use_best else m.last)
-                values[task_id].append(None if value is None or math.isnan(value) else value)
+                values[task_id].append(metric_value(objective, summary.get(task_id)))
         failed = {c.id for c in children if c.status is Status.failed}
-        return ({i: None if i in failed or None in v else [float(x) for x in v if x is not None]
-                 for i, v in values.items()}, reached)
+        return ({i: job_result(v, failed=i in failed) for i, v in values.items()}, reached)
 
 
 def _trial_of(child: TaskRecord) -> str:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.lifecycle import Status
+from hpo.optimization.objective import Objective, counted_value, is_better, job_result
 from hpo.records import TaskRecord
-from hpo.strategies.base import Objective
 
 
 @dataclass
@@ -66,25 +66,15 @@ class Job:
         if iteration >= self.last_iteration[index]:
             self.last[index] = value
             self.last_iteration[index] = iteration
-        best = self.best[index]
-        better = (best is None or (value < best if self.objectives[index].minimize
-                                   else value > best))
-        if not math.isnan(value) and better:
+        if is_better(self.objectives[index], value, self.best[index]):
             self.best[index] = value
             self.best_iteration[index] = iteration
 
     def values(self) -> list[float] | None:
-        """The objective values that count (last or best, per sign); None when one is
-        missing or any report was NaN: such a job counts as failed."""
-        if self.saw_nan:
-            return None
-        out: list[float] = []
-        for i, objective in enumerate(self.objectives):
-            value = self.best[i] if objective.use_best else self.last[i]
-            if value is None:
-                return None
-            out.append(value)
-        return out
+        """The objective values that count (hpo.optimization.objective's rule, on the
+        reports up to the iteration budget); None: the job counts as failed."""
+        return job_result([counted_value(o, self.last[i], self.best[i], self.saw_nan)
+                           for i, o in enumerate(self.objectives)])
 
     def iteration(self) -> int:
         """The iteration the primary objective value comes from."""

@@ -1,9 +1,23 @@
-"""An optimization's objectives and the rule that scores a job by them (one place: the
-controller, the store-only summary and resume all score through here)."""
+"""An optimization's objectives and the rule that scores a job by them, in one place:
+the controller's live scoring (``Job``), resume (``Controller._results_of``) and the
+store-only summary (``hpo.optimization.summary``) all score through here.
+
+The rule: sign ``min``/``max`` counts the last reported value, ``min_global`` /
+``max_global`` the best one; a NaN report anywhere, or an objective never reported,
+leaves the job without a result (it counts as failed, and the search goes on).
+The functions take plain values, so the controller's running last/best and a store
+``MetricSummary`` are scored alike.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hpo.records import MetricSummary
 
 SIGNS = ("min", "max", "min_global", "max_global")
 
@@ -24,3 +38,38 @@ class Objective:
     @property
     def use_best(self) -> bool:
         return self.sign.endswith("_global")
+
+
+def is_better(objective: Objective, value: float, best: float | None) -> bool:
+    """Whether a reported ``value`` improves on the ``best`` so far (a NaN never does)."""
+    if math.isnan(value):
+        return False
+    return best is None or (value < best if objective.minimize else value > best)
+
+
+def counted_value(objective: Objective, last: float | None, best: float | None,
+                  saw_nan: bool = False) -> float | None:
+    """The value that counts for one objective of one job: ``last`` (the report at the
+    highest iteration that counts) for min/max, ``best`` for min_global/max_global.
+    None when it was never reported, is NaN, or when any report was NaN (``saw_nan``)."""
+    if saw_nan:
+        return None
+    value = best if objective.use_best else last
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def metric_value(objective: Objective, metric: MetricSummary | None) -> float | None:
+    """``counted_value`` from the store's summary of the objective's series."""
+    if metric is None:
+        return None
+    return counted_value(objective, metric.last,
+                         metric.min if objective.minimize else metric.max,
+                         saw_nan=metric.nans > 0)
+
+
+def job_result(values: Sequence[float | None], failed: bool = False) -> list[float] | None:
+    """A job's result: every objective's counted value, or None when the job failed or
+    one objective has no value (a job is scored on all its objectives or not at all)."""
+    if failed or any(v is None for v in values):
+        return None
+    return [float(v) for v in values if v is not None]

@@ -2,10 +2,10 @@
 the store only (no controller object), so ``hpo-controller status`` works from any
 process, while the optimization runs or after it ended.
 
-A job's objective follows the controller's rules: sign ``min``/``max`` counts the last
-reported value, ``min_global``/``max_global`` the best one; a job that failed, never
-reported its objective, or whose counted value is NaN has none and counts as failed.
-Only finished jobs (completed or stopped) compete for "best".
+A job's objective follows the controller's rule (``hpo.optimization.objective``): sign
+``min``/``max`` counts the last reported value, ``min_global``/``max_global`` the best
+one; a job that failed, never reported its objective, or reported NaN has none and
+counts as failed. Only finished jobs (completed or stopped) compete for "best".
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from hpo import typed_params as P
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.optimization.config import OptimizerConfig
-from hpo.optimization.objective import Objective
+from hpo.optimization.objective import Objective, is_better, job_result, metric_value
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.records import MetricSummary, TaskRecord
 from hpo.store import Store
@@ -164,12 +164,12 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
     now = time.time()
     rows = []
     for child in children:
-        values: list[float | None] = [objective_value(o, metrics.get((child.id, o.title, o.series)))
+        values: list[float | None] = [metric_value(o, metrics.get((child.id, o.title, o.series)))
                                       for o in config.objectives]
         if child.status is Status.failed:  # its reports do not count (as in the controller)
             values = [None] * len(values)
-        # Like the controller: one missing objective leaves the job without a result.
-        objective = values[0] if all(v is not None for v in values) else None
+        result = job_result(values)  # one missing objective: no result, as in the controller
+        objective = result[0] if result is not None else None
         primary = metrics.get((child.id, config.objectives[0].title,
                                config.objectives[0].series))
         iteration = (primary.last_iteration if primary is not None and objective is not None
@@ -185,18 +185,6 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
             reached=primary.last_iteration if primary is not None else None,
         ))
     return rows
-
-
-def objective_value(objective: Objective, metric: MetricSummary | None) -> float | None:
-    """The value that counts for one objective of one job; None when missing, or when
-    any report of it was NaN (the controller counts such a job as failed)."""
-    if metric is None or metric.nans:
-        return None
-    if objective.use_best:
-        value = metric.min if objective.minimize else metric.max
-    else:
-        value = metric.last
-    return None if value is None or math.isnan(value) else float(value)
 
 
 def best_rows(rows: list[JobRow], primary: Objective, full_budget: int | None = None
@@ -219,9 +207,7 @@ def _fill_best_iterations(store: Store, primary: Objective, rows: list[JobRow]) 
     for row in rows:
         best: float | None = None
         for s in store.task_scalars(row.task_id, title=primary.title, series=primary.series):
-            if math.isnan(s.value):
-                continue
-            if best is None or (s.value < best if primary.minimize else s.value > best):
+            if is_better(primary, s.value, best):
                 best, row.iteration = s.value, s.iteration
 
 
