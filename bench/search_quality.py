@@ -1,20 +1,21 @@
 """Search-quality benchmark: how fast random search, TPE, BOHB and ASHA find good
 configurations, driven through the controller's real code path in simulated time.
 
-Each run builds a real :class:`hpo.controller.controller.Controller` over a real store
-(a SQLite file in a temporary folder) and a Celery app on the in-memory broker
-(``memory://``: the messages go nowhere). A simulated agent replaces the real ones and
-drives the loop on one thread: ``controller._cycle()``, then ``Simulator.step()``, again
-and again. The agent claims the queued children (``store.claim``), gives each its own
-simulated worker (``--workers``, the controller's ``max_number_of_concurrent_tasks``),
-and, when a job's simulated time is up, appends its objective scalars for iterations 1
-to its budget in one ``store.append_scalars`` and finishes it: ``completed`` when it ran
-to ``max_iteration_per_job``, ``stopped`` once the controller asks it to stop (it does,
-on reading the scalar at the job's budget). One iteration takes one unit of simulated
-time, so the strategies see the results in the order a real cluster would give them.
-The agent knows each job's iteration budget (``Controller.jobs[...].max_iteration``) to
-schedule its end: that is why pruners that stop a job at an arbitrary iteration are not
-simulated (TPE runs with Optuna's ``NopPruner``).
+Each run is a :class:`hpo.testing.simulation.Simulation`: a real
+:class:`hpo.controller.controller.Controller` over a real store (a SQLite file in a
+temporary folder) and a Celery app on the in-memory broker (``memory://``: the messages
+go nowhere), driven on one thread in simulated time with a simulated agent
+(``Controller.step()``, then ``SimulatedAgent.step()``, again and again). The agent
+claims the queued children (``store.claim``), gives each its own simulated worker
+(``--workers``, the controller's ``max_number_of_concurrent_tasks``), and, when a job's
+simulated time is up, appends its objective scalars for iterations 1 to its budget in one
+``store.append_scalars`` and finishes it: ``completed`` when it ran to
+``max_iteration_per_job``, ``stopped`` once the controller asks it to stop (it does, on
+reading the scalar at the job's budget). One iteration takes one unit of simulated time,
+so the strategies see the results in the order a real cluster would give them. The
+agent knows each job's iteration budget (its ``budget:<n>`` tag) to schedule its end and
+reports it all at once: that is why pruners that stop a job at an arbitrary iteration are
+not simulated (TPE runs with Optuna's ``NopPruner``).
 
 Budget is counted in full-budget draws: the iterations run by every job (a promoted
 configuration restarts from scratch, as the controller does today) divided by
@@ -70,7 +71,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,94 +278,6 @@ MAKERS: dict[str, Callable[[], Problem]] = {
 # ----- one run: a real controller, a simulated agent -------------------------------------
 
 
-@dataclass
-class SimJob:
-    task_id: str
-    attempt: int
-    budget: int  # iterations it runs before the controller stops it
-    end: float  # simulated time its reports are written
-    reported: bool = False
-
-
-class Simulator:
-    """The agents: ``workers`` slots, one simulated time unit per iteration."""
-
-    def __init__(self, store: Any, ctrl: Any, problem: Problem, seed: int,
-                 workers: int) -> None:
-        self.store, self.ctrl, self.problem, self.seed = store, ctrl, problem, seed
-        self.workers = workers
-        self.clock = 0.0
-        self.used = 0  # iterations reported, over all jobs
-        self.running: dict[str, SimJob] = {}
-        self.worker = f"bench-sim-{uuid.uuid4().hex[:6]}"
-        self.next_beat = 0.0
-
-    def beat(self) -> None:
-        # Registered and alive: the controller's reaper must not take the tasks back.
-        if time.monotonic() >= self.next_beat:
-            self.store.heartbeat(self.worker, queues=[self.ctrl.config.execution_queue],
-                                 slots=[str(i) for i in range(self.workers)],
-                                 pid=os.getpid())
-            self.next_beat = time.monotonic() + 5.0
-
-    def step(self) -> bool:
-        """One move of the agents; False when nothing runs and nothing is queued."""
-        from hpo import typed_params as P
-        from hpo.lifecycle import Status
-        from hpo.store import ScalarReport
-
-        self.beat()
-        moved = False
-        # Jobs the controller asked to stop (after reading their last report) end now.
-        reported = [j for j in self.running.values() if j.reported]
-        if reported:
-            for record in self.store.get_tasks([j.task_id for j in reported]):
-                if record.stop_requested:
-                    job = self.running.pop(record.id)
-                    self.store.finish(job.task_id, job.attempt, Status.stopped,
-                                      message="stopped")
-                    moved = True
-        # Free workers take the queued children, oldest first.
-        if len(self.running) < self.workers:
-            queued = self.store.find_tasks(parent=self.ctrl.task_id, status=Status.queued)
-            for record in sorted(queued, key=lambda t: t.created_at):
-                if len(self.running) >= self.workers:
-                    break
-                attempt = self.store.claim(record.id, self.worker)
-                if attempt is None:
-                    continue
-                tracked = self.ctrl.jobs[record.id]
-                budget = min(tracked.max_iteration or self.problem.max_iteration,
-                             self.problem.max_iteration)
-                self.running[record.id] = SimJob(record.id, attempt, budget,
-                                                 self.clock + budget)
-                moved = True
-        if moved:
-            return True
-        # Nothing to do now: advance the clock to the next job end, and report.
-        waiting = [j for j in self.running.values() if not j.reported]
-        if not waiting:
-            return bool(self.running)
-        self.clock = min(j.end for j in waiting)
-        names = [n for p in self.problem.space for n in p.names]
-        for job in waiting:
-            if job.end > self.clock:
-                continue
-            record = self.store.get_task(job.task_id)
-            params = {n: record.parameters.get(P.qualify(n)) for n in names}
-            values = self.problem.curve(params, job.budget, self.seed)
-            stamp = time.time()
-            self.store.append_scalars(job.task_id, [
-                ScalarReport(TITLE, SERIES, it, v, stamp)
-                for it, v in enumerate(values, start=1)], attempt=job.attempt)
-            self.used += job.budget
-            job.reported = True
-            if job.budget >= self.problem.max_iteration:  # the script ends by itself
-                self.store.finish(job.task_id, job.attempt, Status.completed)
-                del self.running[job.task_id]
-        return True
-
-
 def strategy_kwargs(strategy: str, seed: int) -> dict[str, Any]:
     if strategy == "optuna":
         return {"seed": seed, "optuna_pruner": "NopPruner"}
@@ -378,12 +290,10 @@ def run_one(problem_name: str, strategy: str, seed: int, budget: float, workers:
             tmp_root: str | None) -> dict[str, Any]:
     """One optimization; returns the incumbent's regret against the budget used."""
     logging.getLogger("hpo").setLevel(logging.WARNING)
-    from hpo.controller.controller import Controller
-    from hpo.lifecycle import Status
     from hpo.optimization.config import OptimizerConfig
-    from hpo.queue.app import make_app
     from hpo.store import open_store
     from hpo.strategies.base import Objective
+    from hpo.testing.simulation import CONDITION_MET, Simulation
 
     problem = MAKERS[problem_name]()
     started = time.monotonic()
@@ -399,14 +309,10 @@ def run_one(problem_name: str, strategy: str, seed: int, budget: float, workers:
             max_number_of_concurrent_tasks=workers, execution_queue="bench",
             min_iteration_per_job=problem.min_iteration,
             max_iteration_per_job=problem.max_iteration)
-        config.validate()
-        opt = store.create_task("bench-search-quality", f"{strategy} seed {seed}")
-        store.set_status(opt.id, Status.running)
-        store.create_optimization(opt.id, config.to_dict())
 
         curve: list[tuple[float, float]] = []  # (full draws used, normalized regret)
         best_value = math.inf
-        sim: Simulator | None = None
+        sim: Simulation | None = None
 
         def on_job(task_id: str, value: float | None, iteration: int,
                    params: dict[str, Any], best: str | None) -> None:
@@ -416,29 +322,19 @@ def run_one(problem_name: str, strategy: str, seed: int, budget: float, workers:
             best_value = value
             regret = (problem.true_value(params) - problem.optimum) / abs(problem.optimum)
             assert sim is not None
-            curve.append((sim.used / problem.max_iteration, max(regret, 0.0)))
+            curve.append((sim.agent.iterations_run / problem.max_iteration, max(regret, 0.0)))
 
-        ctrl = Controller(store, make_app("memory://"), config, opt.id,
-                          job_complete_callback=on_job, poll_s=0.0)
-        sim = Simulator(store, ctrl, problem, seed, workers)
-        ctrl._restore()
-        outcome = "budget spent"
-        cycles = idle = 0
-        while sim.used < budget * problem.max_iteration:
-            reason = ctrl._cycle()
-            cycles += 1
-            if reason:
-                outcome = reason
-                break
-            if not sim.step() and not ctrl.active and not ctrl.pending:
-                # Nothing runs, nothing is queued and the controller launched nothing.
-                idle += 1
-                if idle > 3:
-                    outcome = "idle"
-                    break
+        sim = Simulation(store, config, lambda p, n: problem.curve(p, n, seed),
+                         job_complete_callback=on_job, project="bench-search-quality",
+                         name=f"{strategy} seed {seed}", workers=workers,
+                         iterations=problem.max_iteration)
+        agent = sim.agent
+        result = sim.run(stop_when=lambda: agent.iterations_run >= budget * problem.max_iteration)
+        used = agent.iterations_run / problem.max_iteration
         return {"problem": problem_name, "strategy": strategy, "seed": seed,
-                "curve": curve, "used": sim.used / problem.max_iteration,
-                "jobs": len(ctrl.jobs), "cycles": cycles, "outcome": outcome,
+                "curve": curve, "used": used, "jobs": sim.controller.progress().launched,
+                "cycles": result.steps,
+                "outcome": "budget spent" if result.reason == CONDITION_MET else result.reason,
                 "wall_s": time.monotonic() - started}
     finally:
         store.close()

@@ -1,5 +1,7 @@
 """``hpo-controller``: run an optimization described in ``hpo.yaml``, and look at,
-stop, list and resume optimizations.
+stop, list and resume optimizations. This module holds the parser and the commands;
+``session`` runs an optimization in this process, ``display`` shows it, ``formatting``
+writes its summary.
 
 ``start`` and ``resume`` print the optimizer task id first, then the progress: a live
 panel in a terminal, else one plain line every few seconds and one per finished job
@@ -12,41 +14,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import signal
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from hpo.cli import output
-from hpo.cli.common import add_store_option, one_line, run_handler, store_from
-from hpo.errors import HpoError
-from hpo.lifecycle import FINAL_STATUSES, Status
-from hpo.optimization.summary import (
-    JobRow,
-    OptimizationSummary,
-    finite,
-    list_optimizations,
-    newest_optimizer,
-    short_key,
-    summarize,
-)
+from hpo.cli.common import add_store_option, run_handler, store_from
+from hpo.controller.formatting import jobs_table, out, status_fields
+from hpo.optimization.summary import finite, list_optimizations, newest_optimizer, summarize
 from hpo.store import Store
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from hpo.controller.optimizer import HyperParameterOptimizer
 
 PROG = "hpo-controller"
-POLL_S = 0.5  # how often the display looks at the controller
-REREAD_S = 2.0  # the store is read at least this often while nothing changes
-READ_SHARE = 4  # ... but waits 4x its last read's duration after it (at most 20 % busy)
-PLAIN_PERIOD_S = 5.0  # a plain progress line at most this often (and on every job end)
-PLAIN_QUIET_S = 60.0  # ... and at least this often when nothing changed
 
 EXAMPLE_YAML = """\
 # hpo.yaml
@@ -191,6 +175,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run(optimizer, store, args)
 
 
+def _run(optimizer: HyperParameterOptimizer, store: Store, args: argparse.Namespace) -> int:
+    from hpo.controller.display import make_display
+    from hpo.controller.session import run_session
+
+    display = make_display(optimizer.id, json=args.json, plain=args.plain)
+    return run_session(optimizer, store, display, local_agents=args.local_agents,
+                       top=args.top, prog=PROG)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     store = store_from(args)
     optimizer_id = store.resolve_task_id(args.id) if args.id else newest_optimizer(store)
@@ -198,9 +191,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(summary.to_dict())
         return 0
-    output.table(f"optimization {summary.id}", ["field", "value"], _status_fields(summary))
+    output.table(f"optimization {summary.id}", ["field", "value"], status_fields(summary))
     rows = summary.jobs if args.all else summary.top
-    _jobs_table(summary, rows, "every job, newest first" if args.all else
+    jobs_table(summary, rows, "every job, newest first" if args.all else
                 f"best {len(rows)} job(s)")
     return 0
 
@@ -257,7 +250,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     assert result.data is not None
     summary = result.data.summary
-    _jobs_table(summary, summary.top, f"best {len(summary.top)} job(s)")
+    jobs_table(summary, summary.top, f"best {len(summary.top)} job(s)")
     _report_listing(result)
     return 0
 
@@ -269,8 +262,8 @@ def _report_listing(result: Any) -> None:
         if path != result.index:
             by_suffix.setdefault(path.suffix, []).append(path.name)
     for suffix, names in by_suffix.items():
-        _out(f"wrote {len(names)} {suffix[1:]} file(s) in {result.out_dir}: {', '.join(names)}")
-    _out(f"index: {result.index.resolve()}")
+        out(f"wrote {len(names)} {suffix[1:]} file(s) in {result.out_dir}: {', '.join(names)}")
+    out(f"index: {result.index.resolve()}")
 
 
 @contextlib.contextmanager
@@ -290,371 +283,6 @@ def _report_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] 
             bar.update(task, description=label, completed=done, total=total)
 
         yield progress
-
-
-# ----- running an optimization with a display ------------------------------------------
-
-
-class _Interrupts:
-    """SIGINT/SIGTERM while an optimization runs: the first asks for a clean stop, the
-    second quits at once."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.stop = threading.Event()
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupts:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-        self.stop.set()
-        if self.count > 1:
-            raise KeyboardInterrupt
-
-
-def _run(optimizer: Any, store: Store, args: argparse.Namespace) -> int:
-    display = _make_display(args, optimizer.id)
-    display.started(optimizer.id)
-    with _Interrupts() as interrupts:
-        try:
-            if args.local_agents:
-                display.note(f"starting {args.local_agents} local agent(s)")
-                try:
-                    optimizer.start_locally(agents=args.local_agents)
-                except BaseException as exc:
-                    _fail(store, optimizer.id, f"local agents did not start: {exc}")
-                    raise
-                display.note(f"jobs run on {args.local_agents} local agent(s), queue "
-                             f"{optimizer.config.execution_queue}")
-            else:
-                optimizer.start()
-                display.note(f"jobs go to queue {optimizer.config.execution_queue!r}: "
-                             f"agents serve it (hpo-agent --queue "
-                             f"{optimizer.config.execution_queue})")
-            stop_sent = False
-            changes = _Changes(optimizer)
-            summary: OptimizationSummary | None = None
-            while True:
-                done = optimizer.wait(POLL_S)
-                if interrupts.stop.is_set() and not stop_sent:
-                    stop_sent = True
-                    display.note("stopping: every job is stopped (Ctrl-C again to quit at "
-                                 "once)")
-                    optimizer.stop(timeout=0)
-                # Reading the store costs in proportion to the jobs so far: read it when
-                # the controller's own counts change, and now and then for the clocks.
-                if changes.seen() or done or summary is None:
-                    summary = changes.timed(lambda: _summary(store, optimizer.id, args.top))
-                display.refresh(summary, final=done)
-                if done:
-                    break
-        except KeyboardInterrupt:
-            display.close()
-            agents = getattr(optimizer, "_agents", None)
-            if agents is not None:
-                agents.stop(timeout=5)
-            print(f"{PROG}: interrupted: the optimization was left running; "
-                  f"`{PROG} resume {optimizer.id}` continues it", file=sys.stderr)
-            return 130
-        finally:
-            display.close()
-    summary = summarize(store, optimizer.id, top_k=args.top)
-    display.finished(summary)
-    if interrupts.count:
-        return 130
-    return 1 if summary.status == Status.failed.value else 0
-
-
-class _Changes:
-    """Whether the running optimization moved since the last look (jobs launched,
-    started or ended, from the controller's memory), or REREAD_S passed; and never
-    sooner than READ_SHARE times the last read's duration after it, so that on a large
-    optimization whose jobs end every moment the display's reads (in proportion to the
-    jobs) take at most 1/(READ_SHARE+1) of the time from the controller sharing the
-    process."""
-
-    def __init__(self, optimizer: Any) -> None:
-        self.controller = optimizer.controller
-        self.last: tuple[int, ...] = ()
-        self.read_at = 0.0
-        self.read_s = 0.0
-
-    def seen(self) -> bool:
-        p = self.controller.progress()
-        key = (p.launched, p.running, p.queued, p.finished)
-        now = time.monotonic()
-        if now - self.read_at < READ_SHARE * self.read_s:
-            return False  # the change is seen at the next look after the pause
-        if key != self.last or now - self.read_at >= REREAD_S:
-            self.last, self.read_at = key, now
-            return True
-        return False
-
-    def timed(self, read: Callable[[], T]) -> T:
-        """``read()``, remembering how long it took."""
-        start = time.monotonic()
-        try:
-            return read()
-        finally:
-            self.read_s = time.monotonic() - start
-
-
-def _summary(store: Store, optimizer_id: str, top_k: int) -> OptimizationSummary | None:
-    try:
-        return summarize(store, optimizer_id, top_k=top_k, all_jobs=True)
-    except HpoError as exc:  # the store is busy or away a moment: show the next one
-        logging.getLogger("hpo.controller").warning("progress not read: %s", exc)
-        return None
-
-
-def _fail(store: Store, optimizer_id: str, message: str) -> None:
-    try:
-        if store.get_task(optimizer_id).status is Status.running:
-            store.set_status(optimizer_id, Status.failed, message=one_line(message))
-    except HpoError:
-        pass
-
-
-class _Display:
-    """Plain lines: one every few seconds when something changed, one per finished job."""
-
-    def __init__(self, optimizer_id: str) -> None:
-        self.id = optimizer_id
-        self.t0 = time.monotonic()
-        self.seen: set[str] = set()
-        self.last_line = ""
-        self.last_at = 0.0
-
-    def started(self, optimizer_id: str) -> None:
-        _out(optimizer_id)
-
-    def note(self, text: str) -> None:
-        _out(f"{self._clock()} {text}")
-
-    def refresh(self, summary: OptimizationSummary | None, final: bool = False) -> None:
-        if summary is None:
-            return
-        ended = self._new_ends(summary)
-        for row in ended:
-            _out(f"{self._clock()} {_job_line(summary, row)}")
-        line = _progress_line(summary)
-        now = time.monotonic()
-        changed = line != self.last_line
-        if (ended or (final and changed) or (changed and now - self.last_at >= PLAIN_PERIOD_S)
-                or now - self.last_at >= PLAIN_QUIET_S):
-            _out(f"{self._clock()} {line}")
-            self.last_line, self.last_at = line, now
-
-    def _new_ends(self, summary: OptimizationSummary) -> list[JobRow]:
-        ended = [r for r in reversed(summary.jobs)
-                 if Status(r.status) in FINAL_STATUSES and r.task_id not in self.seen]
-        self.seen.update(r.task_id for r in ended)
-        return ended
-
-    def close(self) -> None:
-        pass
-
-    def finished(self, summary: OptimizationSummary) -> None:
-        _jobs_table(summary, summary.top, f"best {len(summary.top)} job(s)")
-        _out(_end_line(summary))
-
-    def _clock(self) -> str:
-        return f"[{_hms(time.monotonic() - self.t0)}]"
-
-
-class _JsonDisplay(_Display):
-    """JSON lines: {"event": "started" | "note" | "job" | "progress" | "finished", ...}."""
-
-    def started(self, optimizer_id: str) -> None:
-        _json_line({"event": "started", "id": optimizer_id})
-
-    def note(self, text: str) -> None:
-        _json_line({"event": "note", "text": text})
-
-    def refresh(self, summary: OptimizationSummary | None, final: bool = False) -> None:
-        if summary is None:
-            return
-        ended = self._new_ends(summary)
-        for row in ended:
-            _json_line({"event": "job", **finite(vars(row))})
-        now = time.monotonic()
-        line = _progress_line(summary)
-        if ended or final or (line != self.last_line and now - self.last_at >= PLAIN_PERIOD_S):
-            data = summary.to_dict()
-            data.pop("jobs"), data.pop("top")
-            _json_line({"event": "progress", **data})
-            self.last_line, self.last_at = line, now
-
-    def finished(self, summary: OptimizationSummary) -> None:
-        _json_line({"event": "finished", "summary": summary.to_dict()})
-
-
-class _LiveDisplay(_Display):
-    """A rich Live panel in a terminal, redrawn twice a second."""
-
-    def __init__(self, optimizer_id: str) -> None:
-        from rich.live import Live
-
-        super().__init__(optimizer_id)
-        self.notes: list[str] = []
-        self.live = Live(console=output.console, refresh_per_second=4, transient=True)
-        self.live_started = False
-
-    def note(self, text: str) -> None:
-        self.notes = [*self.notes[-2:], text]
-        if not self.live_started:
-            output.console.print(f"{self._clock()} {text}")
-
-    def refresh(self, summary: OptimizationSummary | None, final: bool = False) -> None:
-        if summary is None:
-            return
-        if not self.live_started:
-            self.live.start()
-            self.live_started = True
-        self.live.update(self._render(summary))
-
-    def _render(self, summary: OptimizationSummary) -> Any:
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
-        o = summary.objectives[0]
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        best = ("-" if summary.best_value is None else
-                f"{output.cell(summary.best_value)}  (task {summary.best_task})")
-        rows = [
-            ("optimization", f"{summary.id}  {summary.name}  ({summary.status})  "
-             f"{_hms(time.monotonic() - self.t0)}"),
-            ("jobs", _counts(summary)),
-            (f"best {o['title']}/{o['series']} ({o['sign']})", best),
-            ("budget", _budget(summary)),
-            *(("", text) for text in self.notes[-1:]),
-        ]
-        for label, value in rows:  # Text: never read as rich markup
-            grid.add_row(Text(label), Text(value))
-        top = _jobs_rich_table(summary, summary.top[:5], "best so far")
-        return Group(grid, top) if summary.top else grid
-
-    def close(self) -> None:
-        if self.live_started:
-            self.live.stop()
-            self.live_started = False
-
-
-def _make_display(args: argparse.Namespace, optimizer_id: str) -> _Display:
-    if args.json:
-        return _JsonDisplay(optimizer_id)
-    if sys.stdout.isatty() and not args.plain:
-        return _LiveDisplay(optimizer_id)
-    return _Display(optimizer_id)
-
-
-# ----- formatting ------------------------------------------------------------------------
-
-
-def _counts(s: OptimizationSummary) -> str:
-    total = f"/{s.budget.total_max_jobs}" if s.budget.total_max_jobs else ""
-    return (f"{s.launched}{total} launched, {s.done} done, {s.running} running, "
-            f"{s.queued} queued, {s.failed} failed")
-
-
-def _budget(s: OptimizationSummary, jobs: bool = True) -> str:
-    b = s.budget
-
-    def part(name: str, used: float, limit: float | None) -> str:
-        return f"{name} {used:.1f}" + (f"/{limit:g} min" if limit else " min")
-
-    parts = [part("compute", b.compute_min, b.compute_time_limit),
-             part("wall", b.wall_min, b.optimization_time_limit)]
-    if jobs:
-        parts.insert(0, f"jobs {b.jobs_launched}" + (f"/{b.total_max_jobs}"
-                                                    if b.total_max_jobs else ""))
-    return ", ".join(parts)
-
-
-def _progress_line(s: OptimizationSummary) -> str:
-    best = ("best -" if s.best_value is None else
-            f"best {output.cell(s.best_value)} (task {s.best_task})")
-    return f"jobs {_counts(s)} | {best} | {_budget(s, jobs=False)}"
-
-
-def _job_line(s: OptimizationSummary, row: JobRow) -> str:
-    o = s.objectives[0]
-    if row.objective is None:
-        result = "no objective" + (f" ({one_line(row.message)})" if row.message else "")
-    else:
-        result = (f"{o['title']}/{o['series']} {output.cell(row.objective)} at iteration "
-                  f"{row.iteration if row.iteration is not None else '-'}")
-    params = " ".join(f"{short_key(k)}={output.cell(v)}" for k, v in row.parameters.items())
-    return f"job {row.task_id} {row.status}: {result} | {params}"
-
-
-def _end_line(s: OptimizationSummary) -> str:
-    best = ("no job gave a result" if s.best_value is None else
-            f"best {output.cell(s.best_value)} by task {s.best_task}")
-    return (f"optimization {s.id} {s.status}: {s.message or '-'} ({s.launched} job(s), "
-            f"{best})")
-
-
-def _status_fields(s: OptimizationSummary) -> list[tuple[str, Any]]:
-    objectives = ", ".join(f"{o['title']}/{o['series']} ({o['sign']})" for o in s.objectives)
-    best = (None if s.best_value is None else
-            f"{output.cell(s.best_value)} (task {s.best_task})")
-    return [
-        ("name", f"{s.project} / {s.name}"), ("status", s.status), ("message", s.message),
-        ("strategy", s.strategy), ("objective", objectives),
-        ("tuned", ", ".join(s.parameters)), ("jobs", _counts(s)),
-        ("by status", ", ".join(f"{k} {v}" for k, v in s.counts.items() if v) or None),
-        ("best", best), ("budget", _budget(s)),
-    ]
-
-
-def _jobs_columns(s: OptimizationSummary) -> list[str]:
-    """The ranked objective, the others (several objectives), the tuned parameters."""
-    names = [f"{o['title']}/{o['series']}" for o in s.objectives]
-    return ["#", "id", names[0], "iteration", *names[1:],
-            *(short_key(k) for k in s.parameters), "status", "duration", "agent"]
-
-
-def _jobs_cells(s: OptimizationSummary, rows: list[JobRow]) -> list[list[Any]]:
-    return [[i, r.task_id, r.objective, r.iteration, *r.objectives[1:len(s.objectives)],
-             *(r.parameters.get(k) for k in s.parameters), r.status,
-             output.duration(r.started_at, r.ended_at) if r.started_at else None, r.worker]
-            for i, r in enumerate(rows, 1)]
-
-
-def _jobs_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> None:
-    output.table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
-
-
-def _jobs_rich_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> Any:
-    """The live panel's table (always in a terminal)."""
-    return output.build_table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _json_line(data: dict[str, Any]) -> None:
-    _out(json.dumps(finite(data), default=str))
-
 
 
 def _positive_int(text: str) -> int:

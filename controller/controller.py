@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from celery import Celery
 
 from hpo import relations
 from hpo import typed_params as P
+from hpo.controller.clock import Clock, SystemClock
 from hpo.controller.jobs import Job
 from hpo.defaults import FAULT_TOLERANCE_S, LAUNCH_SLICE_S, REAP_PERIOD_S, STOP_WAIT_S
 from hpo.errors import ConfigError, HpoError
@@ -80,7 +80,10 @@ def make_strategy(config: OptimizerConfig) -> SearchStrategy:
 class Controller:
     def __init__(self, store: Store, app: Celery, config: OptimizerConfig,
                  optimizer_task_id: str, *, job_complete_callback: JobCallback | None = None,
-                 poll_s: float = 0.1) -> None:
+                 poll_s: float = 0.1, clock: Clock | None = None) -> None:
+        # Every time read and wait of the loop goes through the clock: a simulated one
+        # (hpo.testing.simulation) runs the loop in simulated time.
+        self.clock: Clock = clock or SystemClock()
         self.store = store
         self.app = app
         self.config = config
@@ -99,12 +102,13 @@ class Controller:
         self.failed = 0  # finished jobs without a valid objective
         self.best: Job | None = None
         self.elapsed_before = 0.0
-        self.started = time.time()
+        self.started = self.clock.time()
         self.outcome: str | None = None
         self._stop = threading.Event()
         self._stop_reason = ""
         self._next_reap = 0.0
         self._dirty = False
+        self._restored = False
 
     # ----- public -------------------------------------------------------------------
 
@@ -113,17 +117,17 @@ class Controller:
         self._stop.set()
 
     def elapsed_s(self) -> float:
-        return self.elapsed_before + (time.time() - self.started)
+        return self.elapsed_before + (self.clock.time() - self.started)
 
     def compute_s(self) -> float:
-        now = time.time()
+        now = self.clock.time()
         return self.finished_compute_s + sum(j.compute_seconds(now)
                                              for j in list(self.active.values()))
 
     def run(self) -> str:
         """Run to the end; returns why it ended. A store or broker that fails for a
         moment is retried; one that stays away for FAULT_TOLERANCE_S ends the run."""
-        self._restore()
+        self._restore_once()
         failing_since: float | None = None
         reason: str | None = None
         try:
@@ -132,19 +136,26 @@ class Controller:
                     reason = self._cycle()
                     failing_since = None
                 except HpoError as exc:
-                    now = time.monotonic()
+                    now = self.clock.monotonic()
                     failing_since = failing_since or now
                     if now - failing_since > FAULT_TOLERANCE_S:
                         raise
                     log.warning("controller cycle failed, retrying: %s", exc)
-                    time.sleep(1.0)
-                if not reason:
+                    self.clock.sleep(1.0)
+                if not reason:  # a real-time pause that a stop request cuts short
                     self._stop.wait(self.poll_s)
         finally:
             self._save()
         self.outcome = reason
         log.info("optimization %s ended: %s", self.task_id, reason)
         return reason
+
+    def step(self) -> str | None:
+        """One cycle of the loop, for a caller that drives it (a simulation): limits,
+        new reports and ends, launches. Returns why the optimization ended, or None to go
+        on. The first step restores the saved state, as ``run()`` does."""
+        self._restore_once()
+        return self._cycle()
 
     def progress(self) -> Progress:
         """Safe from another thread: list() copies the dict in one step, under the GIL."""
@@ -270,7 +281,7 @@ class Controller:
         job.finished = True
         job.result = result
         self.active.pop(job.task_id, None)
-        self.finished_compute_s += job.compute_seconds(time.time())
+        self.finished_compute_s += job.compute_seconds(self.clock.time())
         self.failed += result is None
         if result is not None and (self.best is None or self._rank(job) < self._rank(self.best)):
             self.best = job
@@ -282,9 +293,9 @@ class Controller:
         total = self.config.total_max_jobs
         if total is not None:
             free = min(free, total - len(self.jobs))
-        started = time.monotonic()
+        started = self.clock.monotonic()
         while len(self.pending) < free and not self.strategy_done and not self._stop.is_set():
-            if self.pending and time.monotonic() - started > LAUNCH_SLICE_S:
+            if self.pending and self.clock.monotonic() - started > LAUNCH_SLICE_S:
                 # A slow strategy (a model fitted per draw): the rest next cycle, so that
                 # reports, budgets and stop requests are watched between draws.
                 break
@@ -350,10 +361,10 @@ class Controller:
         for job in list(self.active.values()):
             if not job.stop_sent:
                 self._stop_job(job, reason)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while self.active and time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + STOP_WAIT_S
+        while self.active and self.clock.monotonic() < deadline:
             self._observe()
-            time.sleep(self.poll_s)
+            self.clock.sleep(self.poll_s)
 
     def _all_done(self) -> bool:
         if self.active or self.pending:
@@ -362,9 +373,9 @@ class Controller:
         return self.strategy_done or (total is not None and len(self.jobs) >= total)
 
     def _reap_now_and_then(self) -> None:
-        if time.monotonic() < self._next_reap:
+        if self.clock.monotonic() < self._next_reap:
             return
-        self._next_reap = time.monotonic() + REAP_PERIOD_S
+        self._next_reap = self.clock.monotonic() + REAP_PERIOD_S
         try:
             reap(self.store, self.app)
         except HpoError as exc:
@@ -385,6 +396,11 @@ class Controller:
             "elapsed_s": self.elapsed_s(),
         })
         self._dirty = False
+
+    def _restore_once(self) -> None:
+        if not self._restored:
+            self._restore()
+            self._restored = True
 
     def _restore(self) -> None:
         _config, state = self.store.load_optimization(self.task_id)

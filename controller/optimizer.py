@@ -182,6 +182,13 @@ class HyperParameterOptimizer:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def stop_local_agents(self, timeout: float = 30.0) -> None:
+        """Stop the agents ``start_locally()`` started (nothing without them), each
+        within ``timeout`` seconds, and leave the optimization itself as it is: a caller
+        that quits at once uses it, and ``resume`` continues the optimization later."""
+        if self._agents is not None:
+            self._agents.stop(timeout=timeout)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the optimization ends (True) or ``timeout`` seconds pass (False)."""
         if self._thread is None:

@@ -478,7 +478,7 @@ def _alive(pid: int | None) -> bool:
 def test_the_live_display_reads_the_store_at_most_a_fifth_of_the_time(monkeypatch):
     from types import SimpleNamespace
 
-    from hpo.controller import cli
+    from hpo.controller import session
 
     launched = itertools.count()  # every look finds the optimization moved
 
@@ -486,8 +486,8 @@ def test_the_live_display_reads_the_store_at_most_a_fifth_of_the_time(monkeypatc
         return SimpleNamespace(launched=next(launched), running=0, queued=0, finished=0)
 
     clock = [100.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
-    changes = cli._Changes(SimpleNamespace(controller=SimpleNamespace(progress=progress)))
+    monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
+    changes = session.Changes(progress)
     assert changes.seen()
 
     def slow_read() -> str:  # a read of the store that takes 1 s

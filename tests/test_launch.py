@@ -45,14 +45,14 @@ def controller(tmp_path: Path, strategy: str) -> Controller:
 
 def test_a_slow_strategy_fills_the_free_slots_over_several_cycles(tmp_path):
     ctrl = controller(tmp_path, f"{__name__}.SlowRandom")
-    ctrl._cycle()
+    ctrl.step()
     first = len(ctrl.active)
     # About LAUNCH_SLICE_S of drawing per cycle: 2 or 3 draws of 30 ms, not all 8.
     slice_draws = controller_module.LAUNCH_SLICE_S / DRAW_S
     assert 1 <= first <= slice_draws + 2 and first < 8
     cycles = 1
     while len(ctrl.active) < 8 and cycles < 20:
-        ctrl._cycle()
+        ctrl.step()
         cycles += 1
     assert len(ctrl.active) == 8 and cycles > 1  # every slot filled, a few per cycle
     ctrl.store.close()
@@ -60,6 +60,6 @@ def test_a_slow_strategy_fills_the_free_slots_over_several_cycles(tmp_path):
 
 def test_a_fast_strategy_fills_every_free_slot_in_one_cycle(tmp_path):
     ctrl = controller(tmp_path, "random")
-    ctrl._cycle()
+    ctrl.step()
     assert len(ctrl.active) == 8
     ctrl.store.close()

@@ -1,0 +1,170 @@
+"""Running one optimization in this process for ``hpo-controller start`` / ``resume``:
+start it (with local agents or without), show its progress, turn the first Ctrl-C
+(or SIGTERM) into a clean stop and the second into leaving at once."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hpo.cli.common import one_line
+from hpo.controller.display import Display
+from hpo.errors import HpoError
+from hpo.lifecycle import Status
+from hpo.optimization.summary import OptimizationSummary, summarize
+from hpo.store import Store
+
+if TYPE_CHECKING:
+    from hpo.controller.controller import Progress
+    from hpo.controller.optimizer import HyperParameterOptimizer
+
+T = TypeVar("T")
+
+POLL_S = 0.5  # how often the display looks at the controller
+REREAD_S = 2.0  # the store is read at least this often while nothing changes
+READ_SHARE = 4  # ... but waits 4x its last read's duration after it (at most 20 % busy)
+
+
+def run_session(optimizer: HyperParameterOptimizer, store: Store, display: Display, *,
+                local_agents: int | None, top: int, prog: str) -> int:
+    """Run ``optimizer`` to its end with ``display`` showing it; the exit code: 0, 1
+    when the optimization failed, 130 when interrupted. ``prog`` names the command in
+    what it tells the user to run."""
+    display.started(optimizer.id)
+    with Interrupts() as interrupts:
+        try:
+            _start(optimizer, store, display, local_agents)
+            _watch(optimizer, store, display, interrupts, top)
+        except KeyboardInterrupt:
+            display.close()
+            optimizer.stop_local_agents(timeout=5)
+            print(f"{prog}: interrupted: the optimization was left running; "
+                  f"`{prog} resume {optimizer.id}` continues it", file=sys.stderr)
+            return 130
+        finally:
+            display.close()
+    summary = summarize(store, optimizer.id, top_k=top)
+    display.finished(summary)
+    if interrupts.count:
+        return 130
+    return 1 if summary.status == Status.failed.value else 0
+
+
+def _start(optimizer: HyperParameterOptimizer, store: Store, display: Display,
+           local_agents: int | None) -> None:
+    if local_agents:
+        display.note(f"starting {local_agents} local agent(s)")
+        try:
+            optimizer.start_locally(agents=local_agents)
+        except BaseException as exc:
+            _fail(store, optimizer.id, f"local agents did not start: {exc}")
+            raise
+        display.note(f"jobs run on {local_agents} local agent(s), queue "
+                     f"{optimizer.config.execution_queue}")
+    else:
+        optimizer.start()
+        queue = optimizer.config.execution_queue
+        display.note(f"jobs go to queue {queue!r}: agents serve it (hpo-agent --queue "
+                     f"{queue})")
+
+
+def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
+           interrupts: Interrupts, top: int) -> None:
+    """Refresh the display until the optimization ends; the first interrupt stops it."""
+    stop_sent = False
+    changes = Changes(optimizer.controller.progress)
+    summary: OptimizationSummary | None = None
+    while True:
+        done = optimizer.wait(POLL_S)
+        if interrupts.stop.is_set() and not stop_sent:
+            stop_sent = True
+            display.note("stopping: every job is stopped (Ctrl-C again to quit at once)")
+            optimizer.stop(timeout=0)
+        # Reading the store costs in proportion to the jobs so far: read it when the
+        # controller's own counts change, and now and then for the clocks.
+        if changes.seen() or done or summary is None:
+            summary = changes.timed(lambda: _summary(store, optimizer.id, top))
+        display.refresh(summary, final=done)
+        if done:
+            return
+
+
+class Interrupts:
+    """SIGINT/SIGTERM while an optimization runs: the first asks for a clean stop, the
+    second quits at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stop = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        self.stop.set()
+        if self.count > 1:
+            raise KeyboardInterrupt
+
+
+class Changes:
+    """Whether the running optimization moved since the last look (jobs launched,
+    started or ended, from the controller's memory), or REREAD_S passed; and never
+    sooner than READ_SHARE times the last read's duration after it, so that on a large
+    optimization whose jobs end every moment the display's reads (in proportion to the
+    jobs) take at most 1/(READ_SHARE+1) of the time from the controller sharing the
+    process."""
+
+    def __init__(self, progress: Callable[[], Progress]) -> None:
+        self.progress = progress
+        self.last: tuple[int, ...] = ()
+        self.read_at = 0.0
+        self.read_s = 0.0
+
+    def seen(self) -> bool:
+        p = self.progress()
+        key = (p.launched, p.running, p.queued, p.finished)
+        now = time.monotonic()
+        if now - self.read_at < READ_SHARE * self.read_s:
+            return False  # the change is seen at the next look after the pause
+        if key != self.last or now - self.read_at >= REREAD_S:
+            self.last, self.read_at = key, now
+            return True
+        return False
+
+    def timed(self, read: Callable[[], T]) -> T:
+        """``read()``, remembering how long it took."""
+        start = time.monotonic()
+        try:
+            return read()
+        finally:
+            self.read_s = time.monotonic() - start
+
+
+def _summary(store: Store, optimizer_id: str, top_k: int) -> OptimizationSummary | None:
+    try:
+        return summarize(store, optimizer_id, top_k=top_k, all_jobs=True)
+    except HpoError as exc:  # the store is busy or away a moment: show the next one
+        logging.getLogger("hpo.controller").warning("progress not read: %s", exc)
+        return None
+
+
+def _fail(store: Store, optimizer_id: str, message: str) -> None:
+    try:
+        if store.get_task(optimizer_id).status is Status.running:
+            store.set_status(optimizer_id, Status.failed, message=one_line(message))
+    except HpoError:
+        pass

@@ -1,0 +1,152 @@
+"""The real controller in simulated time (``hpo.testing.simulation``): limits and budgets
+checked at every simulated instant, with no real agent and no waiting. An hour of
+simulated optimization takes well under a second here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo import relations
+from hpo.automation import UniformParameterRange
+from hpo.lifecycle import FINAL_STATUSES, Status
+from hpo.optimization.config import OptimizerConfig
+from hpo.store import Store, open_store
+from hpo.strategies.base import Objective
+from hpo.strategies.random_search import RandomSearch
+from hpo.testing.simulation import SimulatedClock, Simulation
+
+TITLE, SERIES = "loss", "validation"
+
+
+def curve(parameters: dict[str, Any], budget: int) -> list[float]:
+    """A loss that falls towards x: 1 + x, x + 1/2, x + 1/3, ..."""
+    return [float(parameters["x"]) + 1.0 / i for i in range(1, budget + 1)]
+
+
+class RecordingRandom(RandomSearch):
+    """Random search that remembers every result it hears."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.heard: dict[str, Sequence[float] | None] = {}
+
+    def on_result(self, trial_id: str, values: Sequence[float] | None) -> None:
+        self.heard[trial_id] = values
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = open_store(f"sqlite:///{tmp_path / 'hpo.db'}")
+    yield store
+    store.close()
+
+
+def simulation(store: Store, *, strategy: str = "random", **settings: Any) -> Simulation:
+    """An optimization of x in [0, 1] by ``strategy``; ``settings``: OptimizerConfig's
+    fields, and the agent's options under their names."""
+    agent_options = {k: settings.pop(k) for k in
+                     ("workers", "iterations", "report_every") if k in settings}
+    base = store.create_task("simulation-tests", "base", parameters={"General/x": 0.0})
+    config = OptimizerConfig(
+        base_task_id=base.id, hyper_parameters=[UniformParameterRange("x", 0.0, 1.0)],
+        objectives=[Objective(TITLE, SERIES, "min")], strategy=strategy,
+        strategy_kwargs={"seed": 1}, execution_queue="simulation-tests", **settings)
+    return Simulation(store, config, curve, **agent_options)
+
+
+def children(sim: Simulation) -> list[Any]:
+    return sim.store.find_tasks(parent=sim.optimizer_task_id)
+
+
+def test_total_max_jobs_launches_exactly_that_many_jobs(store):
+    sim = simulation(store, total_max_jobs=7, max_number_of_concurrent_tasks=3,
+                     iterations=4)
+
+    result = sim.run()
+
+    assert result.reason == "all jobs finished"
+    jobs = children(sim)
+    assert len(jobs) == 7
+    assert {j.status for j in jobs} == {Status.completed}
+    # 7 jobs of 4 s on 3 slots: three rounds of simulated time.
+    assert result.seconds == 12.0
+
+
+def test_the_concurrency_limit_is_never_exceeded_at_any_simulated_instant(store):
+    # Given an agent with more slots than the optimization may use
+    sim = simulation(store, total_max_jobs=12, max_number_of_concurrent_tasks=3,
+                     workers=10, iterations=5)
+
+    sim.run()
+
+    # Then it never held more than the limit at once, and the limit was used.
+    assert sim.agent.most_running == 3
+    assert len(children(sim)) == 12
+
+
+def test_max_iteration_per_job_stops_each_job_at_its_budget(store):
+    # Given a script that would train 20 iterations and reports after each one
+    sim = simulation(store, total_max_jobs=3, max_number_of_concurrent_tasks=3,
+                     max_iteration_per_job=5, iterations=20, report_every=1)
+
+    result = sim.run()
+
+    # Then every job was stopped after the report at iteration 5 and nothing later ran.
+    assert result.reason == "all jobs finished"
+    assert result.seconds == 5.0
+    for job in children(sim):
+        assert job.status is Status.stopped
+        reported = [s.iteration for s in store.task_scalars(job.id, title=TITLE)]
+        assert reported == [1, 2, 3, 4, 5]
+    assert sim.agent.iterations_run == 15
+
+
+def test_optimization_time_limit_is_enforced_on_the_simulated_clock(store):
+    # Given an unbounded search of 7-iteration jobs with a one-minute limit
+    sim = simulation(store, max_number_of_concurrent_tasks=2, optimization_time_limit=1.0,
+                     iterations=7, report_every=1)
+
+    result = sim.run()
+
+    # Then it ends at the first cycle past the minute, every job stopped or done.
+    assert result.reason == "optimization_time_limit of 1 min reached"
+    assert 60.0 <= result.seconds < 61.0
+    assert sim.controller.elapsed_s() == result.seconds
+    statuses = [j.status for j in children(sim)]
+    assert all(s in FINAL_STATUSES for s in statuses)
+    assert Status.stopped in statuses  # the jobs running at the limit were cut short
+    assert statuses.count(Status.completed) == 16  # 2 slots x 8 jobs of 7 s in 56 s
+
+
+def test_the_strategy_hears_every_result_as_the_job_reported_it(store):
+    sim = simulation(store, strategy=f"{__name__}.RecordingRandom", total_max_jobs=4,
+                     max_number_of_concurrent_tasks=2, iterations=3)
+
+    sim.run()
+
+    strategy = sim.controller.strategy
+    assert isinstance(strategy, RecordingRandom)
+    expected = {}
+    for job in children(sim):
+        trial = relations.tag_value(job.tags, relations.TRIAL)
+        expected[trial] = [curve({"x": job.parameters["General/x"]}, 3)[-1]]
+    assert strategy.heard == expected
+
+
+def test_a_simulated_clock_moves_only_when_told():
+    clock = SimulatedClock(start=10.0)
+    moves: list[float] = []
+    clock.while_asleep.append(lambda: moves.append(clock.monotonic()))
+
+    assert clock.time() == clock.monotonic() == 10.0
+    clock.advance(2.5)
+    clock.sleep(1.5)  # the world moves while the caller sleeps, after the time passed
+    clock.advance_to(20.0)
+
+    assert clock.monotonic() == 20.0 and moves == [14.0]
+    with pytest.raises(ValueError):
+        clock.advance_to(19.0)
