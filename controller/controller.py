@@ -23,7 +23,14 @@ from hpo import relations
 from hpo import typed_params as P
 from hpo.controller.clock import Clock, SystemClock
 from hpo.controller.jobs import Job
-from hpo.defaults import FAULT_TOLERANCE_S, LAUNCH_SLICE_S, REAP_PERIOD_S, STOP_WAIT_S
+from hpo.defaults import (
+    CONTROLLER_POLL_S,
+    CYCLE_RETRY_S,
+    FAULT_TOLERANCE_S,
+    LAUNCH_SLICE_S,
+    REAP_PERIOD_S,
+    STOP_WAIT_S,
+)
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.optimization.config import OptimizerConfig
@@ -80,7 +87,7 @@ def make_strategy(config: OptimizerConfig) -> SearchStrategy:
 class Controller:
     def __init__(self, store: Store, app: Celery, config: OptimizerConfig,
                  optimizer_task_id: str, *, job_complete_callback: JobCallback | None = None,
-                 poll_s: float = 0.1, clock: Clock | None = None) -> None:
+                 poll_s: float = CONTROLLER_POLL_S, clock: Clock | None = None) -> None:
         # Every time read and wait of the loop goes through the clock: a simulated one
         # (hpo.testing.simulation) runs the loop in simulated time.
         self.clock: Clock = clock or SystemClock()
@@ -141,7 +148,7 @@ class Controller:
                     if now - failing_since > FAULT_TOLERANCE_S:
                         raise
                     log.warning("controller cycle failed, retrying: %s", exc)
-                    self.clock.sleep(1.0)
+                    self.clock.sleep(CYCLE_RETRY_S)
                 if not reason:  # a real-time pause that a stop request cuts short
                     self._stop.wait(self.poll_s)
         finally:

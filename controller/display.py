@@ -7,13 +7,12 @@ import sys
 import time
 from typing import Any
 
+from hpo import durations
 from hpo.cli import output
 from hpo.controller import formatting as fmt
+from hpo.defaults import PLAIN_LINE_PERIOD_S, PLAIN_LINE_QUIET_S
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.optimization.summary import JobRow, OptimizationSummary, finite
-
-PLAIN_PERIOD_S = 5.0  # a plain progress line at most this often (and on every job end)
-PLAIN_QUIET_S = 60.0  # ... and at least this often when nothing changed
 
 
 class Display:
@@ -41,8 +40,8 @@ class Display:
         line = fmt.progress_line(summary)
         now = time.monotonic()
         changed = line != self.last_line
-        if (ended or (final and changed) or (changed and now - self.last_at >= PLAIN_PERIOD_S)
-                or now - self.last_at >= PLAIN_QUIET_S):
+        if (ended or (final and changed) or (changed and now - self.last_at >= PLAIN_LINE_PERIOD_S)
+                or now - self.last_at >= PLAIN_LINE_QUIET_S):
             fmt.out(f"{self._clock()} {line}")
             self.last_line, self.last_at = line, now
 
@@ -60,7 +59,7 @@ class Display:
         fmt.out(fmt.end_line(summary))
 
     def _clock(self) -> str:
-        return f"[{fmt.hms(time.monotonic() - self.t0)}]"
+        return f"[{durations.clock(time.monotonic() - self.t0)}]"
 
 
 class JsonDisplay(Display):
@@ -80,7 +79,7 @@ class JsonDisplay(Display):
             fmt.json_line({"event": "job", **finite(vars(row))})
         now = time.monotonic()
         line = fmt.progress_line(summary)
-        if ended or final or (line != self.last_line and now - self.last_at >= PLAIN_PERIOD_S):
+        if ended or final or (line != self.last_line and now - self.last_at >= PLAIN_LINE_PERIOD_S):
             data = summary.to_dict()
             data.pop("jobs"), data.pop("top")
             fmt.json_line({"event": "progress", **data})
@@ -127,7 +126,7 @@ class LiveDisplay(Display):
                 f"{output.cell(summary.best_value)}  (task {summary.best_task})")
         rows = [
             ("optimization", f"{summary.id}  {summary.name}  ({summary.status})  "
-             f"{fmt.hms(time.monotonic() - self.t0)}"),
+             f"{durations.clock(time.monotonic() - self.t0)}"),
             ("jobs", fmt.counts(summary)),
             (f"best {o['title']}/{o['series']} ({o['sign']})", best),
             ("budget", fmt.budget(summary)),

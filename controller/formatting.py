@@ -92,11 +92,6 @@ def jobs_rich_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> A
     return output.build_table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
 
 
-def hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def out(text: str) -> None:
     """One line on stdout, at once (a pipe reads the progress as it comes)."""
     sys.stdout.write(text + "\n")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpo.cli.common import one_line
 from hpo.controller.display import Display
+from hpo.defaults import DISPLAY_POLL_S, DISPLAY_READ_SHARE, DISPLAY_REREAD_S
 from hpo.errors import HpoError
 from hpo.lifecycle import Status
 from hpo.optimization.summary import OptimizationSummary, summarize
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-POLL_S = 0.5  # how often the display looks at the controller
-REREAD_S = 2.0  # the store is read at least this often while nothing changes
-READ_SHARE = 4  # ... but waits 4x its last read's duration after it (at most 20 % busy)
 
 
 def run_session(optimizer: HyperParameterOptimizer, store: Store, display: Display, *,
@@ -81,7 +79,7 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
     changes = Changes(optimizer.controller.progress)
     summary: OptimizationSummary | None = None
     while True:
-        done = optimizer.wait(POLL_S)
+        done = optimizer.wait(DISPLAY_POLL_S)
         if interrupts.stop.is_set() and not stop_sent:
             stop_sent = True
             display.note("stopping: every job is stopped (Ctrl-C again to quit at once)")
@@ -122,10 +120,10 @@ class Interrupts:
 
 class Changes:
     """Whether the running optimization moved since the last look (jobs launched,
-    started or ended, from the controller's memory), or REREAD_S passed; and never
-    sooner than READ_SHARE times the last read's duration after it, so that on a large
+    started or ended, from the controller's memory), or DISPLAY_REREAD_S passed; and never
+    sooner than DISPLAY_READ_SHARE times the last read's duration after it, so that on a large
     optimization whose jobs end every moment the display's reads (in proportion to the
-    jobs) take at most 1/(READ_SHARE+1) of the time from the controller sharing the
+    jobs) take at most 1/(DISPLAY_READ_SHARE+1) of the time from the controller sharing the
     process."""
 
     def __init__(self, progress: Callable[[], Progress]) -> None:
@@ -138,9 +136,9 @@ class Changes:
         p = self.progress()
         key = (p.launched, p.running, p.queued, p.finished)
         now = time.monotonic()
-        if now - self.read_at < READ_SHARE * self.read_s:
+        if now - self.read_at < DISPLAY_READ_SHARE * self.read_s:
             return False  # the change is seen at the next look after the pause
-        if key != self.last or now - self.read_at >= REREAD_S:
+        if key != self.last or now - self.read_at >= DISPLAY_REREAD_S:
             self.last, self.read_at = key, now
             return True
         return False

@@ -150,7 +150,26 @@ LOCAL_AGENT_HEARTBEAT_S = 1.0
 LOCAL_AGENT_SHUTDOWN_TIMEOUT_S = 5.0
 LOCAL_AGENTS_STOP_TIMEOUT_S = 30.0
 
+# ----- hpo-controller's display (start, resume) ----------------------------------------
+
+# How often the display looks at the controller it runs with (same process: cheap).
+DISPLAY_POLL_S = 0.5
+# The store is read at least this often while nothing changes (running jobs' clocks) ...
+DISPLAY_REREAD_S = 2.0
+# ... but never sooner than this many times its last read's duration after it: on a
+# large optimization the display takes at most 1/(1+4) = 20 % of the store's time.
+DISPLAY_READ_SHARE = 4
+# A plain progress line (not a terminal) at most this often, and on every job end: a
+# log of a long optimization stays readable ...
+PLAIN_LINE_PERIOD_S = 5.0
+# ... and at least this often when nothing changed, so the log shows it is alive.
+PLAIN_LINE_QUIET_S = 60.0
+
 # ----- the web view -------------------------------------------------------------------
 
 # A running optimization's page is redrawn at least this often (its clocks move).
 UI_CLOCK_S = 10.0
+# A live view whose answer took t seconds to build is built again at most every
+# UI_REBUILD_SHARE * t seconds: at most 1/(UI_REBUILD_SHARE + 1) of a core per view,
+# however many browsers poll it.
+UI_REBUILD_SHARE = 4

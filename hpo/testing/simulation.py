@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hpo import defaults
 from hpo import typed_params as P
 from hpo.controller.controller import Controller, JobCallback
 from hpo.lifecycle import Status
@@ -51,8 +52,8 @@ CONDITION_MET = "stop_when is true"
 IDLE = "idle: nothing runs, nothing is queued, nothing is launched"
 
 # The store stamps heartbeats in real time, and the controller's reaper compares them
-# with real time: the agent proves it is alive on the real clock.
-HEARTBEAT_S = 5.0
+# with real time: the agent proves it is alive on the real clock, as often as a real one.
+HEARTBEAT_S = defaults.HEARTBEAT_S
 
 
 class SimulatedClock:

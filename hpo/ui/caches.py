@@ -10,16 +10,13 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from hpo.defaults import UI_REBUILD_SHARE
 from hpo.lifecycle import TaskType
 from hpo.optimization.config import OptimizerConfig
 from hpo.optimization.summary import listing, load_config
 from hpo.records import TaskRecord
 from hpo.store import Store
 from hpo.ui.views import OptimizationRow
-
-# A view whose answer took t seconds to build is built again at most every
-# REBUILD_SHARE * t seconds: at most 1/(REBUILD_SHARE + 1) of a core per view.
-REBUILD_SHARE = 4
 
 
 class ListingCache:
@@ -70,7 +67,7 @@ class AnswerCache:
     """The last answer of each live view (a key: the view, its id, its options). Every
     page polling the same view shares one build; and a view that is slow to build (a
     large optimization whose jobs report every moment) is built again only
-    REBUILD_SHARE x its build time after the last build: until then pages get that
+    UI_REBUILD_SHARE x its build time after the last build: until then pages get that
     answer, a little late, instead of the server spending all its time rebuilding."""
 
     def __init__(self, keep: int = 32) -> None:
@@ -99,7 +96,7 @@ class AnswerCache:
             answer = self._answers.get(key)
         if answer is None:
             return None
-        too_young = time.monotonic() - answer.built_at < REBUILD_SHARE * answer.build_s
+        too_young = time.monotonic() - answer.built_at < UI_REBUILD_SHARE * answer.build_s
         return answer if answer.version == version or too_young else None
 
     def _store(self, key: Hashable, answer: _Answer) -> None:
