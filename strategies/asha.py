@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.errors import ConfigError
-from hpo.space.ranges import check_space
+from hpo.space.product import check_space
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 from hpo.strategies.random_search import RandomSearch
 

@@ -45,14 +45,13 @@ from typing import Any
 import numpy as np
 
 from hpo.errors import ConfigError
+from hpo.space.product import check_space, space_fingerprint
 from hpo.space.ranges import (
     Kind,
     LogUniformParameterRange,
     Parameter,
     ParameterSet,
     canonical,
-    check_space,
-    space_fingerprint,
 )
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 

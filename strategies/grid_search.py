@@ -7,12 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.errors import ConfigError
-from hpo.space.ranges import (
-    check_space,
-    combination_at,
-    space_fingerprint,
-    space_size,
-)
+from hpo.space.product import check_space, combination_at, space_fingerprint, space_size
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 
 

@@ -8,13 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.errors import ConfigError
-from hpo.space.ranges import (
-    canonical,
-    check_space,
-    combination_at,
-    space_fingerprint,
-    space_size,
-)
+from hpo.space.product import check_space, combination_at, space_fingerprint, space_size
+from hpo.space.ranges import canonical
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
 
 # Draws before falling back to a scan for an unseen configuration. A collision is rare

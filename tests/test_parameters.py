@@ -17,7 +17,8 @@ from hpo.automation import (
     UniformParameterRange,
 )
 from hpo.errors import ConfigError
-from hpo.space.ranges import Kind, check_space, combination_at, space_size
+from hpo.space.product import check_space, combination_at, space_size
+from hpo.space.ranges import Kind
 
 # -- validation --------------------------------------------------------------------
 
