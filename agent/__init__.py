@@ -1,3 +1,8 @@
-"""hpo.agent: the Celery worker that runs cloned tasks (task runner, GPU slots,
-heartbeats, resource monitor, the ``hpo-agent`` CLI). Built by the agent issue; the
-child side of its report channel is already in ``hpo.sdk.channel`` and ``hpo.sdk.agent_backend``."""
+"""hpo.agent: ``hpo-agent``, the Celery worker that runs cloned tasks.
+
+``cli`` parses its options; ``worker`` is the Celery worker (heartbeats, stop requests,
+the reaper, warm shutdown); ``runner`` runs one task from claim to outcome; ``slots``
+(GPU groups or CPU slots), ``process`` (supervision and tree kill), ``channel_server``
+(the agent's side of the report channel in ``hpo.sdk.channel``), ``recorder`` (batched
+writes to the store) and ``monitor`` (CPU, memory, GPU samples) serve it.
+"""

@@ -1,8 +1,10 @@
 """hpo.strategies: the search-strategy contract (``base``) and its implementations.
 
-Built in so far: ``random`` (:class:`RandomSearch`) and ``grid`` (:class:`GridSearch`);
-Optuna, BOHB and ASHA follow. Importing a strategy module registers it under its
-``name``, so ``resolve("random")`` finds it; anything else is reached by dotted path.
+Built in: ``random`` (:class:`RandomSearch`), ``grid`` (:class:`GridSearch`), ``optuna``
+(``optuna_search``), ``bohb`` and ``asha``; the last three load on first use (``resolve``
+imports a built-in when it is first named). Importing a strategy module registers it
+under its ``name``; anything else is reached by dotted path or file. A strategy of one's
+own is checked with ``hpo.testing.strategy_contract``.
 """
 
 from hpo.strategies.base import (
