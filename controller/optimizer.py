@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo.controller.controller import Controller, JobCallback, make_strategy
+from hpo import defaults, relations
+from hpo.controller.controller import Controller, JobCallback, Progress, make_strategy
 from hpo.controller.local_agents import LocalAgents
 from hpo.lifecycle import Status, TaskType
 from hpo.optimization.config import OptimizerConfig, objectives_from
@@ -172,8 +173,8 @@ class HyperParameterOptimizer:
         for job in self.controller.jobs.values():
             if job.task_id not in best:
                 task = self.store.get_task(job.task_id)
-                if "archived" not in task.tags:
-                    self.store.update_task(job.task_id, tags=[*task.tags, "archived"])
+                if relations.ARCHIVED not in task.tags:
+                    self.store.update_task(job.task_id, tags=[*task.tags, relations.ARCHIVED])
 
     def stop(self, timeout: float | None = None, wait_for_reporter: bool | None = True
              ) -> None:
@@ -182,12 +183,18 @@ class HyperParameterOptimizer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def stop_local_agents(self, timeout: float = 30.0) -> None:
+    def stop_local_agents(self, timeout: float = defaults.LOCAL_AGENTS_STOP_TIMEOUT_S
+                          ) -> None:
         """Stop the agents ``start_locally()`` started (nothing without them), each
         within ``timeout`` seconds, and leave the optimization itself as it is: a caller
         that quits at once uses it, and ``resume`` continues the optimization later."""
         if self._agents is not None:
             self._agents.stop(timeout=timeout)
+
+    def progress(self) -> Progress:
+        """Counts, best value and times so far, from the running loop's memory (no store
+        read; safe from another thread): what a live display polls."""
+        return self.controller.progress()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the optimization ends (True) or ``timeout`` seconds pass (False)."""

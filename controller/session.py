@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-
 def run_session(optimizer: HyperParameterOptimizer, store: Store, display: Display, *,
                 local_agents: int | None, top: int, prog: str) -> int:
     """Run ``optimizer`` to its end with ``display`` showing it; the exit code: 0, 1
@@ -76,7 +75,7 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
            interrupts: Interrupts, top: int) -> None:
     """Refresh the display until the optimization ends; the first interrupt stops it."""
     stop_sent = False
-    changes = Changes(optimizer.controller.progress)
+    changes = Changes(optimizer.progress)
     summary: OptimizationSummary | None = None
     while True:
         done = optimizer.wait(DISPLAY_POLL_S)

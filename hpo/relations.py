@@ -3,8 +3,10 @@
 A clone of an optimization carries ``optimizer:<optimizer task id>`` and ``trial:<trial
 id>``; ``budget:<n>`` when its strategy gave it an iteration budget of its own (BOHB,
 ASHA); ``resume:<task id>`` when it continues that task's checkpoint (a promoted ASHA
-trial). What a clone was cloned from is a field of the task (``cloned_from``), not a tag.
-Standard library only: the SDK reads ``resume:`` inside every task.
+trial). A job that ``save_top_k_tasks_only`` leaves out of the best is tagged ``archived``
+(ClearML's word). What a clone was cloned from is a field of the task (``cloned_from``),
+not a tag. Standard library only (the agent reads ``resume:``; the controller, the
+summary and the simulated agent read the others).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ OPTIMIZER = "optimizer:"
 TRIAL = "trial:"
 BUDGET = "budget:"
 RESUME = "resume:"
+ARCHIVED = "archived"  # a plain tag, no value
 
 
 def tag(kind: str, value: object) -> str:

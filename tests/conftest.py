@@ -20,6 +20,10 @@ from sqlalchemy.engine import make_url
 
 from hpo.store import Store, open_store, schema
 
+# The strategy contract suite is a library module, not a test module: without this its
+# failed asserts would show no values (call it before the module is first imported).
+pytest.register_assert_rewrite("hpo.testing.strategy_contract")
+
 PG_ADMIN_URL = os.environ.get(
     "TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = bool(os.environ.get("CI"))

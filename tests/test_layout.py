@@ -111,10 +111,11 @@ FORBIDDEN = {
                        "hpo.ui", "hpo.cli", "hpo.automation", "hpo.sdk"),
     "hpo.optimization": ("hpo.controller", "hpo.agent", "hpo.strategies", "hpo.report",
                          "hpo.ui", "hpo.cli", "hpo.automation"),
-    "hpo.queue": ("hpo.controller", "hpo.agent", "hpo.strategies", "hpo.optimization",
-                  "hpo.report", "hpo.ui", "hpo.cli", "hpo.automation"),
+    "hpo.queue": ("hpo.sdk", "hpo.controller", "hpo.agent", "hpo.strategies",
+                  "hpo.optimization", "hpo.report", "hpo.ui", "hpo.cli", "hpo.automation"),
     "hpo.report": ("hpo.controller", "hpo.agent", "hpo.ui", "hpo.automation"),
     "hpo.ui": ("hpo.controller", "hpo.agent", "hpo.automation"),
+    "hpo.cli": ("hpo.controller", "hpo.agent", "hpo.strategies", "hpo.automation"),
     "hpo.agent": ("hpo.controller", "hpo.strategies", "hpo.optimization", "hpo.report",
                   "hpo.ui", "hpo.automation"),
 }
@@ -130,6 +131,13 @@ def test_a_layer_imports_only_what_is_below_it(layer):
     wrong = sorted(f"{source} -> {target}" for source, targets in graph.items()
                    if _within(source, layer) for target in targets
                    if any(_within(target, f) for f in FORBIDDEN[layer]))
+    assert wrong == []
+
+
+def test_only_tests_and_benchmarks_use_the_test_kits():
+    wrong = sorted(f"{source} -> {target}" for source, targets in import_graph().items()
+                   if not _within(source, "hpo.testing") for target in targets
+                   if _within(target, "hpo.testing"))
     assert wrong == []
 
 

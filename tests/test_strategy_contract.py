@@ -18,7 +18,7 @@ from hpo.strategies import GridSearch, RandomSearch, SearchStrategy, resolve
 from hpo.strategies.asha import ASHA
 from hpo.strategies.bohb import OptimizerBOHB
 from hpo.strategies.optuna_search import OptimizerOptuna
-from hpo.testing.strategy_contract import StrategyContract
+from hpo.testing.strategy_contract import StrategyContract, some_fail_some_nan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_strategy"
 
@@ -75,6 +75,16 @@ class TestBOHB(StrategyContract):
     def make_strategy(self, space: list[Parameter], objectives: list[Objective],
                       **limits: Any) -> SearchStrategy:
         return OptimizerBOHB(space, objectives, num_samples=4, **limits)  # cheaper draws
+
+    def test_the_mid_run_cut_restores_kde_models(self, tmp_path: Path) -> None:
+        # The restore test's mid-run cut (trials // 2, a job part-way) comes after the
+        # KDE model exists, so that restoring it is what that test checks.
+        run = self._driver(tmp_path, outcome=some_fail_some_nan)
+        run.run(until=lambda: len(run.suggestions) >= self.trials // 2
+                and any(job.iteration >= 0 for job in run.running))
+        strategy = run.strategy
+        assert isinstance(strategy, OptimizerBOHB)
+        assert strategy._generator.kde_models
 
 
 class TestASHA(StrategyContract):

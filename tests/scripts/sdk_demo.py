@@ -20,7 +20,8 @@ logger = task.get_logger()
 for epoch in range(config["epochs"]):
     logger.report_scalar("accuracy", "validation", 0.5 + 0.1 * epoch * config["lr"], epoch)
 logger.report_text("training done")
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "celery", "psutil"})
+heavy = sorted({m.split(".")[0] for m in sys.modules}
+               & {"sqlalchemy", "celery", "psutil", "typing"})
 print(json.dumps({"task_id": task.id, "config": config, "batch": args.batch, "heavy": heavy}))
 if args.fail:
     raise RuntimeError("boom")
