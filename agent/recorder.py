@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from hpo.defaults import AGENT_FLUSH_PERIOD_S
+from hpo.defaults import AGENT_FLUSH_PERIOD_S, RECORDER_CLOSE_TIMEOUT_S
 from hpo.store import ScalarReport, Store
 
 # Longer output lines are cut; they are almost always progress bars or binary noise.
@@ -97,7 +97,7 @@ class Recorder:
     def close(self) -> None:
         """Stop the flusher and write everything left, with a note on cut output."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=RECORDER_CLOSE_TIMEOUT_S)
         if self._dropped_bytes:
             self._logs.append((time.time(), "agent",
                                f"[output beyond {self.max_log_bytes} bytes not stored: "

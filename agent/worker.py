@@ -220,7 +220,7 @@ class Agent:
             with self._lock:
                 if not self.runners:
                     return
-            time.sleep(0.1)
+            time.sleep(defaults.WATCH_POLL_S)
         self._requeue_running()
 
     def _requeue_running(self) -> None:

@@ -48,7 +48,7 @@ class LocalAgents:
             if any(p.poll() is not None for p in self.procs):
                 self.stop()
                 raise HpoError(f"a local agent exited at start: see its log in {log_dir}")
-            time.sleep(0.1)
+            time.sleep(defaults.WATCH_POLL_S)
         self.stop()
         raise HpoError("local agents did not start in "
                        f"{defaults.LOCAL_AGENTS_START_TIMEOUT_S:.0f}s: see "

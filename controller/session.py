@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpo.cli.common import one_line
 from hpo.controller.display import Display
-from hpo.defaults import DISPLAY_POLL_S, DISPLAY_READ_SHARE, DISPLAY_REREAD_S
+from hpo.defaults import (
+    DISPLAY_POLL_S,
+    DISPLAY_READ_SHARE,
+    DISPLAY_REREAD_S,
+    LOCAL_AGENTS_QUIT_TIMEOUT_S,
+)
 from hpo.errors import HpoError
 from hpo.lifecycle import Status
 from hpo.optimization.summary import OptimizationSummary, summarize
@@ -40,7 +45,7 @@ def run_session(optimizer: HyperParameterOptimizer, store: Store, display: Displ
             _watch(optimizer, store, display, interrupts, top)
         except KeyboardInterrupt:
             display.close()
-            optimizer.stop_local_agents(timeout=5)
+            optimizer.stop_local_agents(timeout=LOCAL_AGENTS_QUIT_TIMEOUT_S)
             print(f"{prog}: interrupted: the optimization was left running; "
                   f"`{prog} resume {optimizer.id}` continues it", file=sys.stderr)
             return 130

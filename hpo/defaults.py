@@ -104,6 +104,13 @@ NVIDIA_SMI_TIMEOUT_S = 5.0
 # The agent writes a run's reports and output this often (the issue asks for a report
 # in the store within 200 ms).
 AGENT_FLUSH_PERIOD_S = 0.1
+# At the end of a run the recorder writes what it still holds; a store that does not
+# answer in this long loses those last reports rather than hold the slot forever.
+RECORDER_CLOSE_TIMEOUT_S = 10.0
+# Waiting loops that watch another thread or process (running tasks draining, local
+# agents registering) look this often: a person waits for them, a tenth of a second
+# is instant to them and costs nothing.
+WATCH_POLL_S = 0.1
 # When the store fails before a message's claim, wait this long before giving the
 # message back to the broker, so a store outage is not a busy loop of redeliveries.
 STORE_RETRY_S = 1.0
@@ -123,6 +130,10 @@ CHANNEL_CONNECT_TIMEOUT_S = 5.0
 # Reading the git state of a script run by hand: a slow network filesystem must not
 # delay Task.init for long.
 GIT_TIMEOUT_S = 5.0
+
+# Publishing a message retries a broker that blinks (a reconnect, a failover) a few
+# times within about two seconds, then says the broker is down.
+PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
 
 # ----- the controller -----------------------------------------------------------------
 
@@ -149,6 +160,9 @@ LOCAL_AGENTS_START_TIMEOUT_S = 60.0
 LOCAL_AGENT_HEARTBEAT_S = 1.0
 LOCAL_AGENT_SHUTDOWN_TIMEOUT_S = 5.0
 LOCAL_AGENTS_STOP_TIMEOUT_S = 30.0
+# After a second Ctrl-C the user wants out: local agents get this long to stop (the
+# optimization stays running in the store; `resume` continues it).
+LOCAL_AGENTS_QUIT_TIMEOUT_S = 5.0
 
 # ----- hpo-controller's display (start, resume) ----------------------------------------
 

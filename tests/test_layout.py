@@ -145,3 +145,34 @@ def test_every_package_says_what_it_owns():
     missing = [name for name, path in _modules().items()
                if path.name == "__init__.py" and not ast.get_docstring(ast.parse(path.read_text()))]
     assert missing == []
+
+
+def test_public_names_stay_where_clearml_code_finds_them():
+    import importlib
+    import tomllib
+
+    from hpo import HpoError, Logger, Task  # noqa: F401
+    from hpo.automation import (  # noqa: F401
+        DiscreteParameterRange,
+        GridSearch,
+        HyperParameterOptimizer,
+        LogUniformParameterRange,
+        OptimizerBOHB,
+        OptimizerOptuna,
+        ParameterSet,
+        RandomSearch,
+        SearchStrategy,
+        UniformIntegerParameterRange,
+        UniformParameterRange,
+    )
+    from hpo.automation.hpbandster import OptimizerBOHB as BOHBAtClearMLsPath
+    from hpo.automation.optuna import OptimizerOptuna as OptunaAtClearMLsPath
+    from hpo.automation.parameters import UniformParameterRange as RangeAtClearMLsPath
+
+    assert BOHBAtClearMLsPath is OptimizerBOHB and OptunaAtClearMLsPath is OptimizerOptuna
+    assert RangeAtClearMLsPath is UniformParameterRange
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"hpo", "hpo-agent", "hpo-controller"}
+    for target in scripts.values():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function))

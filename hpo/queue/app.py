@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from hpo.defaults import DEFAULT_QUEUE, EMBEDDED_POLL_S
+from hpo.defaults import DEFAULT_QUEUE, EMBEDDED_POLL_S, PUBLISH_RETRY_POLICY
 from hpo.errors import HpoError
 from hpo.queue import embedded as embedded_broker
 from hpo.settings import Settings
@@ -97,7 +97,7 @@ def _is_embedded(app: Celery) -> bool:
 
 def _send(app: Celery, task_id: str, queue: str, connection: Any = None) -> None:
     app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True, connection=connection,
-                  retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+                  retry_policy=dict(PUBLISH_RETRY_POLICY))
 
 
 def safe_broker_url(app: Celery) -> str:
