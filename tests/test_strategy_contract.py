@@ -94,6 +94,18 @@ class TestASHA(StrategyContract):
                       **limits: Any) -> SearchStrategy:
         return ASHA(space, objectives, **limits)
 
+    def test_a_restored_asha_goes_on_promoting(self, tmp_path: Path) -> None:
+        # The contract's restore test compares traces; this one makes sure the part after
+        # the mid-run cut holds promotions (a trial continuing an earlier one's
+        # checkpoint), so restoring the rungs is what that comparison covers.
+        run = self._driver(tmp_path, outcome=some_fail_some_nan)
+        run.run(until=lambda: len(run.suggestions) >= self.trials // 2
+                and any(job.iteration >= 0 for job in run.running))
+        resumed = run.resumed(self._strategy(tmp_path, self.space()))
+        resumed.run(trials=self.trials)
+        promotions = [step for step in resumed.trace if step[0] == "suggest" and step[-1]]
+        assert promotions, "no promotion after the restore"
+
 
 class TestCustomStrategyExample(StrategyContract):
     @pytest.fixture(autouse=True)
