@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -14,12 +15,13 @@ from hpo import defaults
 from hpo.agent.runner import RunnerConfig
 from hpo.agent.slots import make_slots
 from hpo.agent.worker import Agent, AgentConfig
-from hpo.cli.common import add_store_option
+from hpo.cli import common
+from hpo.cli.common import Parser, add_store_option, one_line
 from hpo.errors import HpoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="hpo-agent",
         description="Run queued hpo tasks on this host: each task's script runs as a "
         "subprocess in one slot (a GPU group or a CPU share), with its reports streamed "
@@ -28,50 +30,59 @@ def build_parser() -> argparse.ArgumentParser:
         "hpo-agent --gpus 0-3 --gpus-per-task 1 (four slots); hpo-agent --cpu-only "
         "--concurrency 2. SIGTERM or Ctrl-C: warm shutdown; a second one stops at once.",
     )
-    p.add_argument("--queue", action="append", metavar="NAME",
+    p.add_argument("--queue", action="append", metavar="NAME", type=common.name("queue"),
                    help="execution queue to serve; repeat for several, served first one "
                    "first on Redis (default: default)")
-    p.add_argument("--gpus", metavar="LIST", help="GPU indices, e.g. 0,1 or 0-3")
-    p.add_argument("--gpus-per-task", type=int, metavar="N",
+    p.add_argument("--gpus", metavar="LIST", type=_gpu_list,
+                   help="GPU indices, e.g. 0,1 or 0-3")
+    p.add_argument("--gpus-per-task", type=common.slots, metavar="N",
                    help="GPUs per slot (default: all of --gpus in one slot)")
     p.add_argument("--cpu-only", action="store_true",
                    help="hide GPUs from tasks (CUDA_VISIBLE_DEVICES empty)")
-    p.add_argument("--concurrency", type=int, metavar="N", help="CPU slots (default 1)")
-    p.add_argument("--name", help="agent name (default: HOST-PID)")
-    p.add_argument("--broker", metavar="URL",
+    p.add_argument("--concurrency", type=common.slots, metavar="N",
+                   help="CPU slots (default 1)")
+    p.add_argument("--name", type=common.name("agent name"),
+                   help="agent name (default: HOST-PID)")
+    p.add_argument("--broker", metavar="URL", type=common.broker_url,
                    help="broker URL (default: $HPO_BROKER_URL, else the embedded one)")
     add_store_option(p, top=True)
     p.add_argument("--python", metavar="PATH",
                    help="interpreter for scripts whose own interpreter is not on this host")
-    p.add_argument("--grace", type=float, default=defaults.GRACE_S, metavar="SECONDS",
+    p.add_argument("--grace", type=common.seconds, default=defaults.GRACE_S, metavar="SECONDS",
                    help="time between SIGTERM and SIGKILL when a task is stopped "
                    f"({defaults.GRACE_S:g})")
-    p.add_argument("--shutdown-timeout", type=float, default=defaults.SHUTDOWN_TIMEOUT_S,
+    p.add_argument("--shutdown-timeout", type=common.seconds, default=defaults.SHUTDOWN_TIMEOUT_S,
                    metavar="SECONDS", help="on SIGTERM, how long running tasks may finish "
                    f"before they are stopped and re-queued ({defaults.SHUTDOWN_TIMEOUT_S:g})")
-    p.add_argument("--heartbeat", type=float, default=defaults.HEARTBEAT_S, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=common.period, default=defaults.HEARTBEAT_S,
+                   metavar="SECONDS",
                    help=f"heartbeat period ({defaults.HEARTBEAT_S:g})")
-    p.add_argument("--lost-after", type=float, default=defaults.lost_after_s(),
+    p.add_argument("--lost-after", type=common.positive_seconds, default=defaults.lost_after_s(),
                    metavar="SECONDS", help="a task whose agent is silent this long is "
                    f"re-queued by the reaper (${defaults.ENV_LOST_AFTER_S}, else "
                    f"{defaults.LOST_AFTER_S:g})")
-    p.add_argument("--retries", type=int, default=defaults.LOST_TASK_RETRIES,
+    p.add_argument("--retries", type=common.non_negative_int, default=defaults.LOST_TASK_RETRIES,
                    help="re-queues of a lost task before it fails "
                    f"({defaults.LOST_TASK_RETRIES})")
-    p.add_argument("--max-log-mb", type=float, default=defaults.MAX_LOG_MB,
+    p.add_argument("--max-log-mb", type=common.number(0, defaults.MAX_LOG_MB_LIMIT),
+                   default=defaults.MAX_LOG_MB,
                    help="output stored per task; the rest is counted, not kept "
                    f"({defaults.MAX_LOG_MB:g})")
     p.add_argument("--checkpoint-root", metavar="DIR",
                    help="where tasks save checkpoints (default: $HPO_CHECKPOINT_ROOT, else "
                    "$HPO_HOME/checkpoints; shared storage on a cluster)")
-    p.add_argument("--monitor-period", type=float, default=defaults.MONITOR_PERIOD_S,
+    p.add_argument("--monitor-period", type=common.period, default=defaults.MONITOR_PERIOD_S,
                    metavar="SECONDS",
                    help=f"resource sampling period ({defaults.MONITOR_PERIOD_S:g})")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.lost_after <= args.heartbeat:
+        parser.error(f"--lost-after {args.lost_after:g} must be more than --heartbeat "
+                     f"{args.heartbeat:g}, else live agents are taken for lost: raise it")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("celery").setLevel(logging.WARNING)
@@ -91,8 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return Agent(config).run()
     except HpoError as exc:
-        print(f"hpo-agent: error: {exc}", file=sys.stderr)
+        print(f"hpo-agent: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _gpu_list(text: str) -> str:
+    """``--gpus``: checked for size here (``0-999999999`` would list a billion GPUs);
+    ``make_slots`` checks the rest."""
+    numbers = [int(n) for n in re.findall(r"\d{1,6}", text)]
+    if len(text) > 4 * defaults.MAX_SLOTS or re.search(r"\d{7}", text) or any(
+            n > defaults.MAX_GPU_INDEX for n in numbers):
+        raise argparse.ArgumentTypeError(
+            f"GPU indices go from 0 to {defaults.MAX_GPU_INDEX}: give e.g. 0,1 or 0-3")
+    return text
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.cli import output
-from hpo.cli.common import add_store_option, run_handler, store_from
+from hpo.cli import common, output
+from hpo.cli.common import Parser, add_store_option, run_handler, store_from
 from hpo.controller.formatting import jobs_table, out, status_fields
 from hpo.optimization.summary import finite, list_optimizations, newest_optimizer, summarize
 from hpo.store import Store
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fields = textwrap.fill(", ".join(KNOWN_FIELDS), 88, initial_indent="  ",
                            subsequent_indent="  ")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description=textwrap.fill(
             "Optimize the hyper-parameters of a training task: clone it with new values, "
@@ -75,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def running_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--local-agents", type=_positive_int, metavar="N",
+        p.add_argument("--local-agents", type=common.slots, metavar="N",
                        help="start N agents on this machine for this optimization (on a "
                        "queue of its own); without it, jobs go to execution_queue and "
                        "agents started elsewhere (hpo-agent --queue NAME) run them")
-        p.add_argument("--broker", metavar="URL",
+        p.add_argument("--broker", metavar="URL", type=common.broker_url,
                        help="broker URL (default: $HPO_BROKER_URL, else the embedded one)")
-        p.add_argument("--top", type=_positive_int, default=10, metavar="K",
+        p.add_argument("--top", type=common.positive_int, default=10, metavar="K",
                        help="jobs in the summary table at the end (10)")
         p.add_argument("--json", action="store_true",
                        help="JSON lines: started, one per finished job, progress, and the "
@@ -100,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     running_options(p)
 
     p = command("status", cmd_status, "progress, budget and best jobs of an optimization")
-    p.add_argument("id", nargs="?",
+    p.add_argument("id", nargs="?", type=common.task_id,
                    help="optimizer task id or a unique prefix (default: the newest)")
-    p.add_argument("--top", type=_positive_int, default=10, metavar="K",
+    p.add_argument("--top", type=common.positive_int, default=10, metavar="K",
                    help="best jobs shown (10)")
     p.add_argument("--all", action="store_true", help="every job, not only the best")
     p.add_argument("--json", action="store_true")
@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "Ask the controller running this optimization to stop it: every job is "
                 "stopped and the optimization ends as stopped. Returns at once; `status` "
                 "shows when it has ended.")
-    p.add_argument("id", help="optimizer task id or a unique prefix")
+    p.add_argument("id", type=common.task_id, help="optimizer task id or a unique prefix")
 
     p = command("list", cmd_list, "optimizations, newest first")
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--limit", type=common.positive_int, default=50)
     p.add_argument("--json", action="store_true")
 
     p = command("report", cmd_report, "write the report of an optimization: summary "
@@ -125,12 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "job with the best so far, learning curves, budget and workers over time), "
                 "and index.html linking them with the summary. PNGs need Chrome or "
                 "Chromium; without one they are skipped with a warning (exit code 0).")
-    p.add_argument("id", nargs="?",
+    p.add_argument("id", nargs="?", type=common.task_id,
                    help="optimizer task id or a unique prefix (default: the newest)")
     p.add_argument("--out", metavar="DIR",
                    help="folder to write into, created if missing; files of the same names "
                    "are replaced (default: ./hpo-report-ID8)")
-    p.add_argument("--top", type=_positive_int, default=10, metavar="K",
+    p.add_argument("--top", type=common.positive_int, default=10, metavar="K",
                    help="best jobs in the summary (10)")
     p.add_argument("--no-png", action="store_true", help="skip the PNG images")
     p.add_argument("--json", action="store_true",
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "whose controller died",
                 "Re-attach to the optimization's running jobs and finish the same budget: "
                 "no trial is repeated or lost.")
-    p.add_argument("id", help="optimizer task id or a unique prefix")
+    p.add_argument("id", type=common.task_id, help="optimizer task id or a unique prefix")
     running_options(p)
     return parser
 
@@ -283,16 +283,6 @@ def _report_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] 
             bar.update(task, description=label, completed=done, total=total)
 
         yield progress
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 if __name__ == "__main__":

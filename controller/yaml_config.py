@@ -29,8 +29,10 @@ from typing import Any
 
 import yaml
 
+from hpo import defaults, limits
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import TaskType
+from hpo.limits import short
 from hpo.optimization.objective import SIGNS, Objective
 from hpo.records import TaskRecord
 from hpo.space.ranges import Parameter
@@ -66,7 +68,7 @@ def load_optimizer_arguments(path: str | Path, store: Store) -> dict[str, Any]:
 
     unknown = [k for k in data if k not in KNOWN_FIELDS]
     if unknown:
-        raise error(f"unknown field {unknown[0]!r}: the fields are "
+        raise error(f"unknown field {short(unknown[0])}: the fields are "
                     f"{', '.join(KNOWN_FIELDS)}")
     try:
         objectives = _objectives(data.get("objective"))
@@ -103,7 +105,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}: give the path of an hpo.yaml, "
                           "e.g. hpo-controller start examples/digits/hpo.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > defaults.MAX_YAML_BYTES:
+            raise ConfigError(f"{path.name} is {size} bytes: a settings file is at most "
+                              f"{defaults.MAX_YAML_BYTES} bytes, is this the right file?")
+        # BaseLoader's resolver, SafeLoader's constructors: only plain data, and the
+        # limits of _LimitedLoader (depth, nodes after aliases) checked as it composes.
+        loader = _LimitedLoader(path.read_text(encoding="utf-8"), path.name)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -111,6 +123,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path.name}: not valid YAML{at}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    except ValueError as exc:  # a constructor's: a date like 2024-13-45, a 5,000-digit int
+        reason = str(exc).split(";")[0][:120]
+        raise ConfigError(f"{path.name}: a value cannot be read ({reason}): fix or quote it"
+                          ) from None
     if data is None:
         raise ConfigError(f"{path.name} is empty: give at least base_task, hyper_parameters "
                           "and objective")
@@ -118,6 +134,54 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path.name}: the top level must be a mapping of fields "
                           f"({', '.join(KNOWN_FIELDS)}), not a {type(data).__name__}")
     return data
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses, while it composes, a document nested deeper than
+    MAX_YAML_DEPTH or holding more than MAX_YAML_NODES nodes once aliases are expanded
+    (an alias counts as the whole node it repeats: a billion laughs is caught at its
+    first levels), and an alias inside the node it names (a cycle)."""
+
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(text)
+        self._file = name
+        self._depth = 0
+        self._expanded = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded
+        self._open: set[str] = set()  # anchors being composed: an alias to one is a cycle
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self._open:
+                raise ConfigError(f"{self._file}: the alias *{event.anchor} is used inside "
+                                  "the node it names (a cycle): repeat the values instead")
+            node = super().compose_node(parent, index)
+            self._count(self._sizes.get(id(node), 1))
+            return node
+        self._depth += 1
+        if self._depth > defaults.MAX_YAML_DEPTH:
+            raise ConfigError(f"{self._file}: nested more than {defaults.MAX_YAML_DEPTH} "
+                              "levels deep: a settings file needs a few; flatten it")
+        before = self._expanded
+        anchor = getattr(self.peek_event(), "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor)
+        self._count(1)
+        self._sizes[id(node)] = self._expanded - before
+        return node
+
+    def _count(self, nodes: int) -> None:
+        self._expanded += nodes
+        if self._expanded > defaults.MAX_YAML_NODES:
+            raise ConfigError(f"{self._file}: more than {defaults.MAX_YAML_NODES} values once "
+                              "its aliases (*name) are expanded: a settings file holds a "
+                              "few hundred; write the values out, or fewer")
 
 
 # ----- the fields ---------------------------------------------------------------------
@@ -138,14 +202,14 @@ def _objectives(value: Any) -> list[Objective]:
                               f"{example}")
         unknown = sorted(set(item) - {"title", "series", "sign"})
         if unknown:
-            raise ConfigError(f"{label}: unknown key {unknown[0]!r}: use title, series, sign")
+            raise ConfigError(f"{label}: unknown key {short(unknown[0])}: use title, series, sign")
         for key in ("title", "series"):
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigError(f"{label}: give {key} (a metric's {key}, as the script "
                                   f"reports it), {example}")
         sign = item.get("sign", "min")
         if sign not in SIGNS:
-            raise ConfigError(f"{label}: sign {sign!r}: use one of {', '.join(SIGNS)}")
+            raise ConfigError(f"{label}: sign {short(sign)}: use one of {', '.join(SIGNS)}")
         objectives.append(Objective(item["title"], item["series"], sign))
     return objectives
 
@@ -180,7 +244,7 @@ def _beside(name: Any, folder: Path) -> Any:
 
 def _strategy(name: Any, kwargs: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"strategy: {name!r}: give a registered name (random, grid) or a "
+        raise ConfigError(f"strategy: {short(name)}: give a registered name (random, grid) or a "
                           "dotted path to a SearchStrategy subclass")
     try:
         resolve(name)
@@ -190,13 +254,13 @@ def _strategy(name: Any, kwargs: Any) -> tuple[str, dict[str, Any]]:
         kwargs = {}
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise ConfigError(f"strategy_kwargs: must be a mapping of argument names to values, "
-                          f"e.g. {{seed: 1}}, not {kwargs!r}")
+                          f"e.g. {{seed: 1}}, not {short(kwargs)}")
     from hpo.controller.optimizer import HyperParameterOptimizer
 
     taken = set(inspect.signature(HyperParameterOptimizer.__init__).parameters)
     clash = sorted(set(kwargs) & taken)
     if clash:
-        raise ConfigError(f"strategy_kwargs: {clash[0]!r} is an optimizer argument, not a "
+        raise ConfigError(f"strategy_kwargs: {short(clash[0])} is an optimizer argument, not a "
                           "strategy's: set it as a top-level field instead")
     return name, dict(kwargs)
 
@@ -224,11 +288,11 @@ def _dry_run(hyper_parameters: list[Parameter], objectives: list[Objective], str
            if name not in from_optimizer and p.kind is not p.VAR_KEYWORD]
     for name in strategy_kwargs:
         if name in from_optimizer:
-            raise ConfigError(f"strategy_kwargs: {name!r} is set by the optimizer: set it as "
+            raise ConfigError(f"strategy_kwargs: {short(name)} is set by the optimizer: set it as "
                               "a top-level field instead")
         if not takes_any and name not in own:
             raise ConfigError(f"strategy_kwargs: {cls.__name__} ({strategy}) has no argument "
-                              f"{name!r}: use {', '.join(own) or 'none'}")
+                              f"{short(name)}: use {', '.join(own) or 'none'}")
     try:
         make_strategy(config)
     except ConfigError as exc:
@@ -243,27 +307,29 @@ def _base_task(value: Any, folder: Path, store: Store) -> str:
     if isinstance(value, str) and value.strip():
         return _task_by_id(value, store)
     if not isinstance(value, Mapping) or not value:
-        raise ConfigError(f"base_task: {value!r}: give one of {forms}")
+        raise ConfigError(f"base_task: {short(value)}: give one of {forms}")
     keys = set(value)
     if "id" in keys:
         if keys != {"id"}:
             raise ConfigError("base_task: give either id alone or project and name "
                               f"(and script), not {', '.join(sorted(keys))}")
         if not isinstance(value["id"], str) or not value["id"].strip():
-            raise ConfigError(f"base_task: id {value['id']!r} must be a task id string")
+            raise ConfigError(f"base_task: id {short(value['id'])} must be a task id string")
         return _task_by_id(value["id"], store)
     unknown = sorted(keys - set(_SCRIPT_KEYS))
     if unknown:
-        raise ConfigError(f"base_task: unknown key {unknown[0]!r}: give one of {forms}")
+        raise ConfigError(f"base_task: unknown key {short(unknown[0])}: give one of {forms}")
     for key in ("project", "name"):
         if not isinstance(value.get(key), str) or not value[key].strip():
             raise ConfigError(f"base_task: give {key} (a string) with "
                               f"{'script' if 'script' in keys else 'project and name'}: "
                               f"one of {forms}")
+    limits.check_name("project", value["project"], "base_task: project")
+    limits.check_name("task name", value["name"], "base_task: name")
     if "script" not in keys:
         extra = sorted(keys - {"project", "name"})
         if extra:
-            raise ConfigError(f"base_task: {extra[0]!r} needs script: give script too, or "
+            raise ConfigError(f"base_task: {short(extra[0])} needs script: give script too, or "
                               "only project and name")
         return _task_by_name(value["project"], value["name"], store)
     return _script_task(value, folder, store)
@@ -271,9 +337,10 @@ def _base_task(value: Any, folder: Path, store: Store) -> str:
 
 def _task_by_id(text: str, store: Store) -> str:
     try:
-        return store.resolve_task_id(text)
+        return store.resolve_task_id(limits.check_task_id(text))
     except HpoError as exc:
-        raise ConfigError(f"base_task: unknown base task {text!r} ({exc})") from None
+        raise ConfigError(f"base_task: unknown base task {short(text)} ({exc})"
+                          ) from None
 
 
 def _templates(store: Store, project: str, name: str) -> list[TaskRecord]:
@@ -286,8 +353,8 @@ def _templates(store: Store, project: str, name: str) -> list[TaskRecord]:
 def _task_by_name(project: str, name: str, store: Store) -> str:
     found = _templates(store, project, name)
     if not found:
-        raise ConfigError(f"base_task: unknown base task: no task named {name!r} in project "
-                          f"{project!r}: run the script once by hand, or give its script "
+        raise ConfigError(f"base_task: unknown base task: no task named {short(name)} in project "
+                          f"{short(project)}: run the script once by hand, or give its script "
                           "(base_task: {script: train.py, project: ..., name: ...})")
     return found[0].id
 
@@ -297,7 +364,7 @@ def _script_task(value: Mapping[str, Any], folder: Path, store: Store) -> str:
 
     script = value["script"]
     if not isinstance(script, str) or not script.strip():
-        raise ConfigError(f"base_task: script {script!r} must be a path to a Python file")
+        raise ConfigError(f"base_task: script {short(script)} must be a path to a Python file")
     script_path = (folder / Path(script).expanduser()).resolve()
     if not script_path.is_file():
         raise ConfigError(f"base_task: script not found: {script_path}: give a path relative "
@@ -306,14 +373,14 @@ def _script_task(value: Mapping[str, Any], folder: Path, store: Store) -> str:
     if isinstance(args, str):
         args = shlex.split(args)
     if not isinstance(args, list) or any(isinstance(a, list | dict) for a in args):
-        raise ConfigError(f"base_task: args must be a list of arguments, not {args!r}")
+        raise ConfigError(f"base_task: args must be a list of arguments, not {short(args)}")
     working_dir = folder / Path(str(value.get("working_dir") or ".")).expanduser()
     if not working_dir.is_dir():
         raise ConfigError(f"base_task: working_dir not found: {working_dir}")
     python = value.get("python")
     if python is not None and not isinstance(python, str):
         raise ConfigError(f"base_task: python must be the path of an interpreter, not "
-                          f"{python!r}")
+                          f"{short(python)}")
     info = script_info_for(script_path, working_dir, [str(a) for a in args], python)
     project, name = value["project"], value["name"]
     for task in _templates(store, project, name):

@@ -187,3 +187,47 @@ UI_CLOCK_S = 10.0
 # UI_REBUILD_SHARE * t seconds: at most 1/(UI_REBUILD_SHARE + 1) of a core per view,
 # however many browsers poll it.
 UI_REBUILD_SHARE = 4
+
+# ----- input limits (hpo.limits checks them, once, before anything is written) ---------
+
+# Names are stored in varchar columns (hpo/store/schema.py): a longer one would pass a
+# check made without them and fail on PostgreSQL at the first write, a minute into an
+# optimization. Only printable characters: a newline in a name forges log lines.
+MAX_PROJECT_LEN = 255  # hpo_tasks.project
+MAX_TASK_NAME_LEN = 512  # hpo_tasks.name
+MAX_QUEUE_LEN = 255  # hpo_tasks.queue
+MAX_AGENT_NAME_LEN = 255  # hpo_workers.name, hpo_tasks.worker
+MAX_METRIC_LEN = 255  # hpo_scalars.title and series: an objective's title and series
+# A task id is uuid4 hex, 32 characters (hpo_tasks.id); a unique prefix of 4 or more
+# names one too. Anything else is no id, answered without a query.
+TASK_ID_LEN = 32
+MIN_TASK_ID_PREFIX = 4
+# Counts (jobs, iterations, retries, list lengths) end in INTEGER columns, 32 bits on
+# PostgreSQL, or in SQL LIMITs: a larger one is a typo that fails late.
+MAX_COUNT = 2**31 - 1
+# Slots of one agent (one thread and one process each) and local agents of one
+# optimization (one process each): more is a typo, not a machine.
+MAX_SLOTS = 1024
+MAX_GPU_INDEX = 1023
+# Durations (seconds) up to about 30 years: a longer one is a typo, and a timer of more
+# than threading.TIMEOUT_MAX (about 290 years) raises OverflowError where it is waited.
+MAX_SECONDS = 1e9
+# The shortest period of an agent loop that writes to the store (heartbeat, resource
+# sampling): each beat is a write, and 0 is a busy loop.
+MIN_PERIOD_S = 0.1
+# Output stored per task, in MB: a terabyte is past any database's taste.
+MAX_LOG_MB_LIMIT = 1_000_000.0
+MAX_PORT = 65535
+# hpo.yaml: a settings file is a few kilobytes. The caps stop a hostile or broken file
+# before it costs memory or time: a file-size cap, a nesting cap (the YAML composer
+# recurses once per level: 5,000 levels is a RecursionError), and a cap on the nodes
+# the document holds once every alias is expanded (a "billion laughs" file is 1 KB of
+# aliases that expand to 10^9 values, which a later check would walk one by one).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000
+# Range bounds: a float bound past 1e300 makes the width of the range overflow to
+# infinity; an integer past 2**53 is no longer exact as the float every strategy
+# samples with (10**400 overflowed a float conversion deep in a strategy).
+MAX_FLOAT_BOUND = 1e300
+MAX_INT_BOUND = 2**53

@@ -122,15 +122,20 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
 
     if isinstance(name_or_path, type):
         if not issubclass(name_or_path, SearchStrategy):
-            raise ConfigError(f"{name_or_path.__name__} is not a SearchStrategy subclass")
+            raise ConfigError(f"{name_or_path.__name__} is not a SearchStrategy subclass: "
+                              "name one (a class derived from hpo.strategies.base."
+                              "SearchStrategy)")
         return name_or_path
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ConfigError(f"strategy {name_or_path!r:.60}: give a registered name or a "
+                          "dotted path to a SearchStrategy subclass")
     if name_or_path in _BUILTINS and name_or_path not in _registry.strategies:
         importlib.import_module(_BUILTINS[name_or_path])
     if name_or_path in _registry.strategies:
         return _registry.strategies[name_or_path]
     file_name, colon, attr = name_or_path.rpartition(":")
     if colon and file_name.endswith(".py"):
-        return resolve(_class_from_file(file_name, attr))
+        return _strategy_class(_class_from_file(file_name, attr), name_or_path)
     module_name, sep, attr = name_or_path.replace(":", ".").rpartition(".")
     if not sep:
         known = ", ".join(sorted(set(_registry.strategies) | set(_BUILTINS)))
@@ -138,9 +143,24 @@ def resolve(name_or_path: str | type[SearchStrategy]) -> type[SearchStrategy]:
                           "dotted path to a SearchStrategy subclass")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import strategy {name_or_path!r}: {exc}") from None
-    return resolve(cls)
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        # ValueError / TypeError: a path like "..x" that is no module name at all.
+        raise ConfigError(f"cannot import strategy {name_or_path!r:.200}: {exc}") from None
+    return _strategy_class(cls, name_or_path)
+
+
+def _strategy_class(found: object, path: str) -> type[SearchStrategy]:
+    """What a path named, if it is a strategy class: ``os.system`` or ``builtins.print``
+    is a clean error, never a call."""
+    from hpo.errors import ConfigError
+
+    if not isinstance(found, type) or not issubclass(found, SearchStrategy):
+        kind = f"the class {found.__name__}" if isinstance(found, type) else (
+            f"a {type(found).__name__}, not a class")
+        raise ConfigError(f"strategy {path!r:.200} names {kind}: give a SearchStrategy "
+                          "subclass (hpo.strategies.base.SearchStrategy) or a registered "
+                          "name")
+    return found
 
 
 def _class_from_file(path: str, attr: str) -> type:
@@ -157,7 +177,12 @@ def _class_from_file(path: str, attr: str) -> type:
             raise ConfigError(f"cannot import strategy file {path}: it does not exist")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file: a syntax error, a failing import
+            del sys.modules[module_name]
+            raise ConfigError(f"cannot import strategy file {path}: {type(exc).__name__}: "
+                              f"{exc}") from None
     try:
         cls: type = getattr(sys.modules[module_name], attr)
     except AttributeError:

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from hpo.cli import task_cmd, ui_cmd, workers_cmd
-from hpo.cli.common import add_store_option, run_handler
+from hpo.cli.common import Parser, add_store_option, run_handler
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hpo",
         description="Manage hpo tasks: templates registered from training scripts, their "
         "clones, parameters, scalars and logs.",

@@ -10,7 +10,7 @@ from typing import Any
 
 from hpo import defaults
 from hpo import typed_params as P
-from hpo.cli import output
+from hpo.cli import common, output
 from hpo.cli.common import add_store_option, store_from
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
@@ -31,8 +31,8 @@ def register(commands: Any) -> None:
 
     p = action("create", cmd_create, "register a script as a template task without running it")
     p.add_argument("--script", required=True, help="path of the training script")
-    p.add_argument("--project", required=True)
-    p.add_argument("--name", required=True)
+    p.add_argument("--project", required=True, type=common.name("project"))
+    p.add_argument("--name", required=True, type=common.name("task name"))
     p.add_argument("--type", default=TaskType.training.value,
                    choices=[t.value for t in TaskType])
     p.add_argument("--param", action="append", default=[], metavar="SECTION/NAME=VALUE",
@@ -41,57 +41,60 @@ def register(commands: Any) -> None:
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     p.add_argument("--working-dir", help="directory to run the script in (default: here)")
     p.add_argument("--python", help="interpreter for the script (default: this Python)")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+    p.add_argument("--time-limit", type=common.positive_seconds, metavar="SECONDS",
                    help="stop the task after this long when an agent runs it")
     p.add_argument("--json", action="store_true", help="print the task as JSON")
     p.add_argument("--args", nargs=argparse.REMAINDER, default=[], metavar="ARG",
                    help="arguments for the script; everything after --args is passed on")
 
     p = action("list", cmd_list, "list tasks, newest first")
-    p.add_argument("--project")
-    p.add_argument("--name")
+    p.add_argument("--project", type=common.name("project"))
+    p.add_argument("--name", type=common.name("task name"))
     p.add_argument("--status", action="append", choices=[s.value for s in Status])
     p.add_argument("--tag")
-    p.add_argument("--parent", help="only children of this task id")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--parent", type=common.task_id, help="only children of this task id")
+    p.add_argument("--limit", type=common.positive_int, default=100)
     p.add_argument("--json", action="store_true")
 
     p = action("show", cmd_show, "a task's fields, parameters (with types) and last metrics")
-    p.add_argument("id", help="task id (a unique prefix of 4+ characters will do)")
+    p.add_argument("id", type=common.task_id,
+                   help="task id (a unique prefix of 4+ characters will do)")
     p.add_argument("--json", action="store_true")
 
     p = action("clone", cmd_clone, "a new draft task with the source's script and parameters")
-    p.add_argument("id")
-    p.add_argument("--name")
-    p.add_argument("--project")
-    p.add_argument("--parent")
+    p.add_argument("id", type=common.task_id)
+    p.add_argument("--name", type=common.name("task name"))
+    p.add_argument("--project", type=common.name("project"))
+    p.add_argument("--parent", type=common.task_id)
     p.add_argument("--param", action="append", default=[], metavar="SECTION/NAME=VALUE",
                    help="override a parameter; the text takes the type of the value it "
                    "replaces (repeatable)")
     p.add_argument("--json", action="store_true")
 
     p = action("enqueue", cmd_enqueue, "put a created task on an execution queue")
-    p.add_argument("id")
-    p.add_argument("--queue", default=defaults.DEFAULT_QUEUE,
+    p.add_argument("id", type=common.task_id)
+    p.add_argument("--queue", default=defaults.DEFAULT_QUEUE, type=common.name("queue"),
                    help=f"execution queue (default: {defaults.DEFAULT_QUEUE})")
-    p.add_argument("--broker", metavar="URL", help="broker URL (default: $HPO_BROKER_URL)")
+    p.add_argument("--broker", metavar="URL", type=common.broker_url,
+                   help="broker URL (default: $HPO_BROKER_URL)")
 
     p = action("dequeue", cmd_dequeue, "take a queued task off its queue (back to created)")
-    p.add_argument("id")
+    p.add_argument("id", type=common.task_id)
 
     p = action("abort", cmd_abort,
                "stop a task: a queued one at once, a running one through its agent")
-    p.add_argument("id")
+    p.add_argument("id", type=common.task_id)
 
     p = action("scalars", cmd_scalars, "the scalars a task reported")
-    p.add_argument("id")
+    p.add_argument("id", type=common.task_id)
     p.add_argument("--title")
     p.add_argument("--series")
     p.add_argument("--json", action="store_true")
 
     p = action("logs", cmd_logs, "a task's log lines")
-    p.add_argument("id")
-    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("id", type=common.task_id)
+    p.add_argument("--tail", type=common.positive_int, metavar="N",
+                   help="only the last N lines")
     p.add_argument("--json", action="store_true")
 
 

@@ -10,6 +10,7 @@ import errno
 import socket
 from typing import Any
 
+from hpo.cli import common
 from hpo.cli.common import add_store_option
 from hpo.errors import ConfigError
 
@@ -26,7 +27,7 @@ def register(commands: Any) -> None:
         "Everything (plotly.js included) is served by this process: nothing is fetched "
         "from a network. Ctrl-C stops it.")
     add_store_option(p)
-    p.add_argument("--port", type=int, default=8080,
+    p.add_argument("--port", type=common.port, default=8080,
                    help="TCP port (default: 8080; 0 picks a free one, printed at start)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; "

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from hpo import defaults
-from hpo.cli import output
+from hpo.cli import common, output
 from hpo.cli.common import add_store_option, store_from
 
 
@@ -19,10 +19,16 @@ def register(commands: Any) -> None:
     add_store_option(p)
     p.add_argument("--reap", action="store_true",
                    help="re-queue (or fail) running tasks whose agent stopped heartbeating")
-    p.add_argument("--lost-after", type=float, default=defaults.lost_after_s(),
-                   metavar="SECONDS")
-    p.add_argument("--retries", type=int, default=defaults.LOST_TASK_RETRIES)
-    p.add_argument("--broker", metavar="URL", help="broker URL (default: $HPO_BROKER_URL)")
+    p.add_argument("--lost-after", type=common.seconds, default=defaults.lost_after_s(),
+                   metavar="SECONDS",
+                   help="an agent silent this long is lost (default: $HPO_LOST_AFTER_S, else "
+                   f"{defaults.LOST_AFTER_S:g}); 0 takes every agent for lost, so reap "
+                   "with it only when no agent is alive")
+    p.add_argument("--retries", type=common.non_negative_int,
+                   default=defaults.LOST_TASK_RETRIES, metavar="N",
+                   help=f"re-queues of a lost task before it fails ({defaults.LOST_TASK_RETRIES})")
+    p.add_argument("--broker", metavar="URL", type=common.broker_url,
+                   help="broker URL (default: $HPO_BROKER_URL)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_workers)
 

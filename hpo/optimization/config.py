@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from hpo import pickle_text
+from hpo import defaults, limits, pickle_text
 from hpo.errors import ConfigError
 from hpo.optimization.objective import SIGNS, Objective
 from hpo.space.ranges import Parameter
@@ -54,6 +54,8 @@ class OptimizerConfig:
             if not objective.title or not objective.series:
                 raise ConfigError("objective_metric_title and objective_metric_series must "
                                   "not be empty")
+            limits.check_name("metric", objective.title, "objective_metric_title")
+            limits.check_name("metric", objective.series, "objective_metric_series")
         _positive_int("max_number_of_concurrent_tasks", self.max_number_of_concurrent_tasks,
                       optional=False)
         _positive_int("total_max_jobs", self.total_max_jobs, unset="for no limit")
@@ -64,20 +66,27 @@ class OptimizerConfig:
                       unset="to keep every job")
         for name in ("optimization_time_limit", "compute_time_limit", "time_limit_per_job"):
             value = getattr(self, name)
+            most = defaults.MAX_SECONDS / 60
             if value is not None and not (isinstance(value, int | float)
                                           and not isinstance(value, bool) and value > 0
                                           and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number of minutes, not "
-                                  f"{value!r}: give e.g. 30, or leave it out for no limit")
+                                  f"{limits.short(value)}: give e.g. 30, or leave it out for "
+                                  "no limit")
+            if value is not None and value > most:
+                raise ConfigError(f"{name} {value:g} is more than {most:g} minutes (about 30 "
+                                  "years): give a real limit, or leave it out for no limit")
         if (self.min_iteration_per_job is not None and self.max_iteration_per_job is not None
                 and self.min_iteration_per_job > self.max_iteration_per_job):
             raise ConfigError(
                 f"min_iteration_per_job {self.min_iteration_per_job} is larger than "
                 f"max_iteration_per_job {self.max_iteration_per_job}: swap or fix them")
         _name("execution_queue", self.execution_queue, "name a queue, e.g. default")
+        limits.check_name("queue", self.execution_queue, "execution_queue")
         if self.spawn_project is not None:
             _name("spawn_project", self.spawn_project, "name a project, or leave it out to "
                   "put the jobs in the base task's project")
+            limits.check_name("project", self.spawn_project, "spawn_project")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for the store. Strategy arguments that are not JSON (an Optuna sampler or
@@ -147,10 +156,15 @@ def _positive_int(name: str, value: Any, *, allow_zero: bool = False, optional: 
         kind = "non-negative" if allow_zero else "positive"
         fix = f"give {least} or more" + (
             f", or leave it out{' ' + unset if unset else ''}" if optional else "")
-        raise ConfigError(f"{name} must be a {kind} integer, not {value!r}: {fix}")
+        raise ConfigError(f"{name} must be a {kind} integer, not {limits.short(value)}: {fix}")
+    if value > defaults.MAX_COUNT:
+        raise ConfigError(f"{name} {limits.short(value)} is more than {defaults.MAX_COUNT} "
+                          f"(the store keeps counts in 32 bits): give {least} to "
+                          f"{defaults.MAX_COUNT}")
 
 
 def _name(name: str, value: Any, fix: str) -> None:
     """A non-empty string (a queue or project name)."""
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name} must be a non-empty string, not {value!r}: {fix}")
+        raise ConfigError(f"{name} must be a non-empty string, not {limits.short(value)}: "
+                          f"{fix}")

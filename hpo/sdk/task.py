@@ -79,6 +79,10 @@ class Task:
         else:
             if not project_name or not task_name:
                 raise ConfigError("Task.init needs project_name and task_name")
+            from hpo.limits import check_name
+
+            check_name("project", project_name, "project_name")
+            check_name("task name", task_name, "task_name")
             from hpo.sdk.store_backend import StoreBackend
 
             backend = StoreBackend.start_manual(
@@ -268,8 +272,14 @@ class Task:
         project: str | None = None,
     ) -> Task:
         """A new draft (``created``) task with the source's script and parameters."""
+        from hpo.limits import check_name
         from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
+
+        if name is not None:
+            check_name("task name", name, "name")
+        if project is not None:
+            check_name("project", project, "project")
 
         store = open_store()
         source_id = source_task.id if isinstance(source_task, Task) else source_task
@@ -281,11 +291,13 @@ class Task:
     @classmethod
     def enqueue(cls, task: Task | str, queue_name: str = defaults.DEFAULT_QUEUE) -> Task:
         """Put a created task on an execution queue for an agent to run."""
+        from hpo.limits import check_name
         from hpo.queue import dispatch
         from hpo.queue.app import make_app
         from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
 
+        check_name("queue", queue_name, "queue_name")
         store = open_store()
         task_id = task.id if isinstance(task, Task) else task
         record = dispatch.enqueue(store, make_app(), task_id, queue_name)

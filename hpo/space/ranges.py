@@ -24,9 +24,11 @@ import inspect
 import json
 import math
 import random
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from hpo.defaults import MAX_FLOAT_BOUND, MAX_INT_BOUND
 from hpo.errors import ConfigError
 from hpo.typed_params import qualify
 
@@ -71,10 +73,27 @@ def _number(value: Any, what: str, owner: str) -> int | float:
     if not isinstance(value, int | float) and callable(item):
         value = item()
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{owner}: {what} must be a number, got {value!r}")
+        raise ConfigError(f"{owner}: {what} must be a number, got {_short(value)}")
+    if isinstance(value, int) and abs(value) > MAX_INT_BOUND:  # before isfinite: 10**400
+        raise ConfigError(f"{owner}: {what} {_short(value)} is beyond ±2**53 (the integers "
+                          "a float holds exactly): give a smaller one")
     if not math.isfinite(value):
-        raise ConfigError(f"{owner}: {what} must be a finite number, got {value!r}")
+        # A YAML 1e400 reads as inf: say so, it is not what the user wrote.
+        raise ConfigError(f"{owner}: {what} must be a finite number, got {value!r}: give one "
+                          f"from -{MAX_FLOAT_BOUND:g} to {MAX_FLOAT_BOUND:g}")
+    if abs(value) > MAX_FLOAT_BOUND:
+        raise ConfigError(f"{owner}: {what} {value!r} is beyond ±{MAX_FLOAT_BOUND:g}: give a "
+                          "smaller one (the width of the range must stay finite)")
     return value
+
+
+def _short(value: Any) -> str:
+    """repr, cut: a huge value is not echoed back (int repr of 10**5000 even fails)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits
+        return f"an integer of over {sys.get_int_max_str_digits()} digits"
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _json_value(value: Any, owner: str) -> Any:

@@ -1,0 +1,109 @@
+"""What input hpo accepts, checked in one place before anything is written: names
+(project, task, queue, agent, metric) as long as the store's columns and printable,
+task ids, numbers in a stated range, broker URLs of a supported scheme.
+
+Every check raises one :class:`~hpo.errors.ConfigError` line that names the range and
+the fix; the command-line tools (``hpo.cli.common``), the SDK, ``OptimizerConfig`` and
+``hpo.yaml`` all call these. Standard library only (the SDK reads it under an agent);
+the limits themselves are in :mod:`hpo.defaults`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from hpo import defaults
+from hpo.errors import ConfigError, TaskNotFound
+
+# What each kind of name may hold: (its column's length, an example for the fix).
+NAMES = {
+    "project": (defaults.MAX_PROJECT_LEN, "examples"),
+    "task name": (defaults.MAX_TASK_NAME_LEN, "digits"),
+    "queue": (defaults.MAX_QUEUE_LEN, "default"),
+    "agent name": (defaults.MAX_AGENT_NAME_LEN, "gpu-box-1"),
+    "metric": (defaults.MAX_METRIC_LEN, "validation"),
+}
+# The broker URL schemes hpo's transports understand (kombu's names).
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel", "memory")
+EMBEDDED_PREFIXES = ("sqla+", "sqlalchemy+")
+_ID = re.compile(f"[0-9a-f]{{{defaults.MIN_TASK_ID_PREFIX},{defaults.TASK_ID_LEN}}}")
+
+
+def short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a 10 MB name is not echoed back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_name(kind: str, value: object, what: str | None = None) -> str:
+    """``value`` if it is a name of ``kind`` (a key of NAMES) the store can hold: a
+    non-empty string of printable characters, at most the column's length. ``what``
+    names the setting in the message (default: the kind)."""
+    max_len, example = NAMES[kind]
+    label = what or kind
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{label} must be a non-empty string, not {short(value)}: give "
+                          f"e.g. {example}")
+    if len(value) > max_len:
+        raise ConfigError(f"{label} is {len(value)} characters long: the store holds "
+                          f"{max_len} at most, use a shorter one")
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ConfigError(f"{label} {short(value)} holds the control character {bad!r}: "
+                          "use printable characters only (no newline or tab)")
+    return value
+
+
+def check_task_id(text: object) -> str:
+    """A task id or a prefix of one (4 to 32 hex digits), lower-cased; anything else
+    is :class:`TaskNotFound` at once, with no query (an id in a URL, on a command line)."""
+    if isinstance(text, str):
+        cleaned = text.strip().lower()
+        if _ID.fullmatch(cleaned):
+            return cleaned
+    raise TaskNotFound(f"no task with id {short(text)}: an id is {defaults.TASK_ID_LEN} hex "
+                       f"digits (a unique prefix of {defaults.MIN_TASK_ID_PREFIX}+ will do); "
+                       "`hpo task list` shows them")
+
+
+def check_number(what: str, value: object, low: float, high: float, *,
+                 integer: bool = False, above: bool = False, unit: str = "") -> int | float:
+    """``value`` if it is a finite number (an int with ``integer``) from ``low`` to
+    ``high`` (strictly above ``low`` with ``above``); else one ConfigError line that
+    states the range."""
+    if (isinstance(value, int | float) and not isinstance(value, bool)
+            and (isinstance(value, int) or not integer) and math.isfinite(value)
+            and (value > low if above else value >= low) and value <= high):
+        return value
+    raise _out_of_range(what, value, low, high, integer, above, unit)
+
+
+def parse_number(what: str, text: str, low: float, high: float, *, integer: bool = False,
+                 above: bool = False, unit: str = "") -> int | float:
+    """``check_number`` of a number written as text (a command-line value)."""
+    try:
+        value: int | float = int(text) if integer else float(text)
+    except ValueError:
+        raise _out_of_range(what, text, low, high, integer, above, unit) from None
+    return check_number(what, value, low, high, integer=integer, above=above, unit=unit)
+
+
+def _out_of_range(what: str, value: object, low: float, high: float, integer: bool,
+                  above: bool, unit: str) -> ConfigError:
+    kind = "an integer" if integer else "a number"
+    of = f" of {unit}" if unit else ""
+    lowest = f"more than {low:g}" if above else f"{low:g}"
+    return ConfigError(f"{what} must be {kind}{of} from {lowest} to {high:g}, not "
+                       f"{short(value)}: give a value in that range".lstrip())
+
+
+def check_broker_url(url: object) -> str:
+    """``url`` if its scheme is one of the supported brokers."""
+    if isinstance(url, str) and url.isprintable():
+        scheme, sep, _ = url.partition("://")
+        if sep and (scheme in BROKER_SCHEMES or scheme.startswith(EMBEDDED_PREFIXES)):
+            return url
+    schemes = ", ".join(f"{s}://" for s in BROKER_SCHEMES[:5])
+    raise ConfigError(f"broker URL {short(url)} is not supported: use {schemes} or "
+                      "sqla+sqlite:///FILE (the embedded broker, the default)")
