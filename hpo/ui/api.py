@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from hpo.ui import views
 from hpo.ui.caches import AnswerCache
-from hpo.ui.pages import store_of, top_k
+from hpo.ui.pages import store_of, task_id_of, top_k
 
 NO_CACHE = {"Cache-Control": "no-cache"}  # always revalidated: the ETag does the rest
 
@@ -39,8 +39,8 @@ def conditional_json(request: Request, key: Hashable, version: str,
 
 
 def optimization(request: Request) -> Response:
+    optimizer_id = task_id_of(request)
     store = store_of(request)
-    optimizer_id = store.resolve_task_id(request.path_params["id"])
     k = top_k(request)
     version = views.optimization_version(store, optimizer_id, k)
     return conditional_json(request, ("optimization", optimizer_id, k), version,
@@ -48,8 +48,8 @@ def optimization(request: Request) -> Response:
 
 
 def task(request: Request) -> Response:
+    task_id = task_id_of(request)
     store = store_of(request)
-    task_id = store.resolve_task_id(request.path_params["id"])
     after = request.query_params.get("log_after")
     # A cursor is a log line id: anything else (or absurdly large) means "from the tail".
     log_after = int(after) if after and after.isdigit() and len(after) < 19 else None
@@ -71,8 +71,8 @@ def stop_optimization(request: Request) -> Response:
     """What `hpo-controller stop` does: a stop request on the optimizer task, which its
     controller turns into stopping every job."""
     require_json(request)
+    optimizer_id = task_id_of(request)
     store = store_of(request)
-    optimizer_id = store.resolve_task_id(request.path_params["id"])
     store.load_optimization(optimizer_id)  # an optimization, not any task
     current = store.get_task(optimizer_id)
     if current.status.is_final:
@@ -91,9 +91,9 @@ def stop_task(request: Request) -> Response:
     from hpo.queue import dispatch
 
     require_json(request)
+    task_id = task_id_of(request)
     store = store_of(request)
-    record = dispatch.abort(store, store.resolve_task_id(request.path_params["id"]),
-                            "aborted from hpo ui")
+    record = dispatch.abort(store, task_id, "aborted from hpo ui")
     return JSONResponse({"id": record.id, "status": record.status.value,
                          "stop_requested": record.stop_requested,
                          "message": "stop requested" if record.stop_requested

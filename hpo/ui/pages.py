@@ -9,6 +9,7 @@ import plotly
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hpo.limits import check_task_id
 from hpo.optimization.summary import summarize
 from hpo.report.figures import FIGURES
 from hpo.store import Store
@@ -20,6 +21,13 @@ DEFAULT_TOP_K = 10
 def store_of(request: Request) -> Store:
     store: Store = request.app.state.store.get()
     return store
+
+
+def task_id_of(request: Request) -> str:
+    """The task id in the URL, resolved; a malformed one (not 4 to 32 hex digits) is a
+    404 before any query, so a 100 KB id costs nothing."""
+    text = check_task_id(request.path_params["id"])
+    return store_of(request).resolve_task_id(text)
 
 
 def render(request: Request, template: str, context: dict[str, Any]) -> Response:
@@ -42,8 +50,8 @@ def index(request: Request) -> Response:
 
 
 def optimization(request: Request) -> Response:
+    optimizer_id = task_id_of(request)
     store = store_of(request)
-    optimizer_id = store.resolve_task_id(request.path_params["id"])
     store.load_optimization(optimizer_id)  # TaskNotFound (404) for a task that is not one
     k = top_k(request)
     summary = summarize(store, optimizer_id, top_k=k)
@@ -52,8 +60,9 @@ def optimization(request: Request) -> Response:
 
 
 def task(request: Request) -> Response:
+    task_id = task_id_of(request)
     store = store_of(request)
-    record = store.get_task(store.resolve_task_id(request.path_params["id"]))
+    record = store.get_task(task_id)
     return render(request, "task.html", {
         "t": views.task_fields(record),
         "parameters": sorted(record.parameters.items()),
