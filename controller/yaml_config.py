@@ -59,7 +59,7 @@ def load_optimizer_arguments(path: str | Path, store: Store) -> dict[str, Any]:
     """The keyword arguments of ``HyperParameterOptimizer`` that ``path`` describes
     (``store`` included). Registers the base script as a template task when the file
     names one (the only write, done after every other check has passed)."""
-    path = Path(path).expanduser()
+    path = limits.check_path("config file", path)
     data = read_yaml(path)
     where = path.name
 
@@ -239,7 +239,11 @@ def _beside(name: Any, folder: Path) -> Any:
         return name
     module, _, attr = name.rpartition(".")
     candidate = folder / (module.replace(".", "/") + ".py")
-    return f"{candidate}:{attr}" if candidate.is_file() else name
+    try:
+        found = candidate.is_file()
+    except (OSError, ValueError):  # a name too long for a file: no module of ours
+        found = False
+    return f"{candidate}:{attr}" if found else name
 
 
 def _strategy(name: Any, kwargs: Any) -> tuple[str, dict[str, Any]]:
@@ -365,7 +369,7 @@ def _script_task(value: Mapping[str, Any], folder: Path, store: Store) -> str:
     script = value["script"]
     if not isinstance(script, str) or not script.strip():
         raise ConfigError(f"base_task: script {short(script)} must be a path to a Python file")
-    script_path = (folder / Path(script).expanduser()).resolve()
+    script_path = (folder / limits.check_path("base_task: script", script)).resolve()
     if not script_path.is_file():
         raise ConfigError(f"base_task: script not found: {script_path}: give a path relative "
                           "to the folder of the yaml file")
@@ -374,7 +378,8 @@ def _script_task(value: Mapping[str, Any], folder: Path, store: Store) -> str:
         args = shlex.split(args)
     if not isinstance(args, list) or any(isinstance(a, list | dict) for a in args):
         raise ConfigError(f"base_task: args must be a list of arguments, not {short(args)}")
-    working_dir = folder / Path(str(value.get("working_dir") or ".")).expanduser()
+    working_dir = folder / limits.check_path("base_task: working_dir",
+                                             str(value.get("working_dir") or "."))
     if not working_dir.is_dir():
         raise ConfigError(f"base_task: working_dir not found: {working_dir}")
     python = value.get("python")

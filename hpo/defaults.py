@@ -231,3 +231,7 @@ MAX_YAML_NODES = 100_000
 # samples with (10**400 overflowed a float conversion deep in a strategy).
 MAX_FLOAT_BOUND = 1e300
 MAX_INT_BOUND = 2**53
+# File paths (a script, hpo.yaml, a working directory): Linux's PATH_MAX and NAME_MAX.
+# A longer one is "File name too long" (OSError) from the first stat, not an answer.
+MAX_PATH_LEN = 4096
+MAX_FILE_NAME_LEN = 255

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 from hpo import defaults
 from hpo.errors import ConfigError, TaskNotFound
@@ -107,3 +108,25 @@ def check_broker_url(url: object) -> str:
     schemes = ", ".join(f"{s}://" for s in BROKER_SCHEMES[:5])
     raise ConfigError(f"broker URL {short(url)} is not supported: use {schemes} or "
                       "sqla+sqlite:///FILE (the embedded broker, the default)")
+
+
+def check_path(what: str, value: object) -> Path:
+    """``value`` as a path (``~`` expanded) if the system could ever open it: a string
+    without NUL, at most PATH_MAX long with no part over NAME_MAX, a ``~user`` that
+    exists. Whether the file is there is the caller's question."""
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise ConfigError(f"{what} must be a path, not {short(value)}")
+    text = str(value)
+    if "\0" in text:
+        raise ConfigError(f"{what} {short(text)} holds a NUL character: no file has one")
+    too_long = next((p for p in text.split("/") if len(p.encode()) > defaults.MAX_FILE_NAME_LEN),
+                    None)
+    if len(text.encode()) > defaults.MAX_PATH_LEN or too_long is not None:
+        raise ConfigError(f"{what} {short(text)} is longer than a path can be "
+                          f"({defaults.MAX_PATH_LEN} bytes, {defaults.MAX_FILE_NAME_LEN} per "
+                          "name): check it")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~nobody: no such user
+        raise ConfigError(f"{what} {short(text)}: no such user's home: give the path "
+                          "in full") from None

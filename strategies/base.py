@@ -157,7 +157,7 @@ def _strategy_class(found: object, path: str) -> type[SearchStrategy]:
     if not isinstance(found, type) or not issubclass(found, SearchStrategy):
         kind = f"the class {found.__name__}" if isinstance(found, type) else (
             f"a {type(found).__name__}, not a class")
-        raise ConfigError(f"strategy {path!r:.200} names {kind}: give a SearchStrategy "
+        raise ConfigError(f"{path!r:.200} names {kind}: give a SearchStrategy "
                           "subclass (hpo.strategies.base.SearchStrategy) or a registered "
                           "name")
     return found
@@ -172,8 +172,12 @@ def _class_from_file(path: str, attr: str) -> type:
 
     module_name = f"hpo_user_strategy_{Path(path).stem}"
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None or not Path(path).is_file():
+        try:
+            exists = Path(path).is_file()
+        except (OSError, ValueError):  # a name too long, a NUL: no such file either
+            exists = False
+        spec = importlib.util.spec_from_file_location(module_name, path) if exists else None
+        if spec is None or spec.loader is None:
             raise ConfigError(f"cannot import strategy file {path}: it does not exist")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpo import defaults
+from hpo import defaults, limits
 from hpo import typed_params as P
 from hpo.cli import common, output
 from hpo.cli.common import add_store_option, store_from
@@ -102,10 +102,10 @@ def script_info_for(script: str | Path, working_dir: str | Path | None = None,
                     argv: list[str] | None = None, python: str | None = None) -> ScriptInfo:
     """How to run ``script`` as a template task (``hpo task create``, ``base_task: {script:
     ...}`` in hpo.yaml): absolute paths, the interpreter, the git state."""
-    path = Path(script).expanduser()
+    path = limits.check_path("script", script)
     if not path.is_file():
         raise ConfigError(f"script not found: {script}: give the path of a Python file")
-    directory = Path(working_dir or ".").expanduser().resolve()
+    directory = limits.check_path("working directory", working_dir or ".").resolve()
     if not directory.is_dir():
         raise ConfigError(f"working directory not found: {working_dir}")
     repository, commit, diff = git_state(path.resolve().parent)

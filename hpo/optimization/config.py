@@ -67,15 +67,17 @@ class OptimizerConfig:
         for name in ("optimization_time_limit", "compute_time_limit", "time_limit_per_job"):
             value = getattr(self, name)
             most = defaults.MAX_SECONDS / 60
-            if value is not None and not (isinstance(value, int | float)
-                                          and not isinstance(value, bool) and value > 0
-                                          and math.isfinite(value)):
+            if value is None:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and value > most:  # first: isfinite(10**400) is an OverflowError
+                raise ConfigError(f"{name} {limits.short(value)} is more than {most:g} minutes "
+                                  "(about 30 years): give a real limit, or leave it out for "
+                                  "no limit")
+            if not (number and value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number of minutes, not "
                                   f"{limits.short(value)}: give e.g. 30, or leave it out for "
                                   "no limit")
-            if value is not None and value > most:
-                raise ConfigError(f"{name} {value:g} is more than {most:g} minutes (about 30 "
-                                  "years): give a real limit, or leave it out for no limit")
         if (self.min_iteration_per_job is not None and self.max_iteration_per_job is not None
                 and self.min_iteration_per_job > self.max_iteration_per_job):
             raise ConfigError(
