@@ -24,6 +24,7 @@ from hpo.agent.monitor import ResourceMonitor
 from hpo.agent.recorder import Recorder
 from hpo.agent.slots import Slot
 from hpo.lifecycle import Status
+from hpo.queue.messages import dropped
 from hpo.records import TaskRecord
 from hpo.sdk import checkpoints
 from hpo.store import Store
@@ -76,7 +77,10 @@ class TaskRunner:
         """Claim and run the task; None when the claim fails (a stale message)."""
         attempt = self.store.claim(task_id, self.config.worker)
         if attempt is None:
-            log.info("task %s is not queued any more: message dropped", task_id)
+            if self.store.get_tasks([task_id]):
+                log.info("task %s is not queued any more: message dropped", task_id)
+            else:
+                dropped(f"no task with id {task_id}")
             return None
         self.task_id = task_id
         task = self.store.get_task(task_id)

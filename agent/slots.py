@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hpo.errors import ConfigError
@@ -93,3 +95,12 @@ class SlotPool:
     def release(self, slot: Slot) -> None:
         with self._lock:
             self._free.append(slot)
+
+    @contextmanager
+    def taken(self) -> Iterator[Slot]:
+        """A free slot for the block, given back however the block ends."""
+        slot = self.acquire()
+        try:
+            yield slot
+        finally:
+            self.release(slot)

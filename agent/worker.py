@@ -17,12 +17,14 @@ from celery.worker import WorkController
 from celery.worker import state as celery_state
 
 from hpo import defaults
+from hpo.agent.consumer import AgentConsumer
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
 from hpo.errors import StoreError
 from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app
+from hpo.queue.messages import arguments_problem, dropped
 from hpo.queue.reaper import reap
 from hpo.records import TaskRecord
 from hpo.store import open_store
@@ -65,18 +67,33 @@ class Agent:
         agent = self
 
         @self.app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
-        def run_task(task_id: str) -> None:
-            agent.handle(task_id)
+        def run_task(*args: object, **kwargs: object) -> None:
+            # AgentConsumer checked the message already; this is the last line before
+            # a slot and the store, for a message that reached the task another way.
+            problem = arguments_problem(args, kwargs)
+            if problem:
+                dropped(problem)
+                return
+            agent.handle(str(args[0]))
 
     def handle(self, task_id: str) -> None:
-        """Run one message's task in a free slot. Called on a Celery pool thread."""
+        """Run one message's task in a free slot. Called on a Celery pool thread with a
+        task id that ``task_id_problem`` accepted."""
         if self._draining.is_set():
             # Shutting down: the message goes back to the broker for another agent.
             raise Reject("agent shutting down", requeue=True)
-        slot = self.pool.acquire()
-        runner = TaskRunner(self.store, self.config.runner, slot, self._requeue)
-        with self._lock:
-            self.runners[task_id] = runner
+        with self.pool.taken() as slot:
+            runner = TaskRunner(self.store, self.config.runner, slot, self._requeue)
+            with self._lock:
+                self.runners[task_id] = runner
+            try:
+                self._run(runner, task_id)
+            finally:
+                with self._lock:
+                    if self.runners.get(task_id) is runner:
+                        del self.runners[task_id]
+
+    def _run(self, runner: TaskRunner, task_id: str) -> None:
         try:
             runner.run(task_id)
         except StoreError as exc:
@@ -92,10 +109,6 @@ class Agent:
         except Exception:
             log.exception("task %s: the agent failed to run it", task_id)
             self._fail_after_agent_error(task_id)
-        finally:
-            with self._lock:
-                self.runners.pop(task_id, None)
-            self.pool.release(slot)
 
     def _fail_after_agent_error(self, task_id: str) -> None:
         try:
@@ -178,6 +191,8 @@ class Agent:
             # heartbeat above is hpo's own) is what Flower's Workers page lists and
             # calls online: without it an idle agent is not there at all.
             without_heartbeat=False, loglevel=logging.WARNING,
+            # Bad messages are dropped in one line, never stop the loop (consumer.py).
+            consumer_cls=AgentConsumer,
         )
         try:
             worker.start()

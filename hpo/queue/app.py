@@ -19,9 +19,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from hpo.defaults import DEFAULT_QUEUE, EMBEDDED_POLL_S, PUBLISH_RETRY_POLICY
 from hpo.errors import HpoError
 from hpo.queue import embedded as embedded_broker
+from hpo.queue import messages
+from hpo.queue.messages import RUN_TASK
 from hpo.settings import Settings
-
-RUN_TASK = "hpo.run_task"
 
 
 class BrokerUnavailable(HpoError):
@@ -37,6 +37,7 @@ def make_app(broker_url: str | None = None) -> Celery:
 @functools.cache
 def _app_for(url: str) -> Celery:
     embedded_broker.install()
+    messages.install()
     app = Celery("hpo", broker=url, set_as_current=False)
     app.conf.update(
         task_serializer="json",

@@ -1,7 +1,7 @@
 """The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned for several
 agent processes on one machine.
 
-Five fixes over the stock transport, installed under its own ``sqla`` alias so that
+Six fixes over the stock transport, installed under its own ``sqla`` alias so that
 ``sqla+sqlite:///PATH`` URLs use them:
 
 * ``polling_interval`` is taken as the transport option it is (the stock channel passes
@@ -11,7 +11,9 @@ Five fixes over the stock transport, installed under its own ``sqla`` alias so t
 * SQLite connections run in WAL mode with a busy timeout, so publishers and consumers in
   different processes wait for each other instead of failing with "database is locked";
 * a delivered message is deleted rather than kept invisible forever (every poll of an
-  empty queue scanned them all).
+  empty queue scanned them all);
+* an entry that is not a kombu message is logged and dropped (``hpo.queue.messages``)
+  instead of stopping the consumer.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hpo.defaults import SQLITE_BUSY_TIMEOUT_MS
+from hpo.queue.messages import dropped, envelope_is_sound, preview
 
 # Options the virtual transport reads itself; never engine arguments.
 _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "callback",
@@ -69,9 +72,15 @@ class Channel(kombu_sqla.Channel):
                        .with_for_update().limit(1).first())
             if message is None:
                 raise Empty()
-            payload = loads(bytes_to_str(message.payload))
             self.session.delete(message)
-            return payload
+            entry = bytes_to_str(message.payload)
+            try:
+                return loads(entry)
+            except (TypeError, ValueError) as exc:
+                # Not JSON (written by something else than kombu): the stock channel
+                # raised out of the worker's loop and left the row at the queue's head.
+                dropped(f"not JSON ({exc}): {preview(entry)}")
+                raise Empty() from None
         finally:
             self.session.commit()
 
@@ -94,6 +103,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 class Transport(kombu_sqla.Transport):
     Channel = Channel
+
+    def _deliver(self, message: Any, queue: str) -> None:
+        if envelope_is_sound(message):
+            super()._deliver(message, queue)
 
 
 def create_tables(url: str, attempts: int = 10) -> None:
