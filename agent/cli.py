@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=common.period, default=defaults.HEARTBEAT_S,
                    metavar="SECONDS",
                    help=f"heartbeat period ({defaults.HEARTBEAT_S:g})")
-    p.add_argument("--lost-after", type=common.positive_seconds, default=defaults.lost_after_s(),
+    p.add_argument("--lost-after", type=common.positive_seconds, default=None,
                    metavar="SECONDS", help="a task whose agent is silent this long is "
                    f"re-queued by the reaper (${defaults.ENV_LOST_AFTER_S}, else "
                    f"{defaults.LOST_AFTER_S:g})")
@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        args.lost_after = common.lost_after_s(args.lost_after)
+        broker = common.broker_from(args)
+    except HpoError as exc:
+        parser.error(str(exc))
     if args.lost_after <= args.heartbeat:
         parser.error(f"--lost-after {args.lost_after:g} must be more than --heartbeat "
                      f"{args.heartbeat:g}, else live agents are taken for lost: raise it")
@@ -96,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 monitor_period_s=args.monitor_period,
                                 checkpoint_root=Path(args.checkpoint_root).expanduser()
                                 if args.checkpoint_root else None),
-            store_url=args.store, broker_url=args.broker,
+            store_url=args.store, broker_url=broker,
             shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
             lost_after_s=args.lost_after, retries=args.retries,
         )

@@ -161,17 +161,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     from hpo.controller.optimizer import HyperParameterOptimizer
     from hpo.controller.yaml_config import load_optimizer_arguments
 
+    broker = common.broker_from(args)
     store = store_from(args)
     arguments = load_optimizer_arguments(Path(args.config), store)
-    optimizer = HyperParameterOptimizer(**arguments, broker_url=args.broker)
+    optimizer = HyperParameterOptimizer(**arguments, broker_url=broker)
     return _run(optimizer, store, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from hpo.controller.optimizer import HyperParameterOptimizer
 
+    broker = common.broker_from(args)
     store = store_from(args)
-    optimizer = HyperParameterOptimizer.resume(args.id, store=store, broker_url=args.broker)
+    optimizer = HyperParameterOptimizer.resume(args.id, store=store, broker_url=broker)
     return _run(optimizer, store, args)
 
 

@@ -222,8 +222,8 @@ def _hyper_parameters(value: Any) -> list[Parameter]:
         raise ConfigError(f"hyper_parameters: must be a non-empty list of ranges, {example}")
     params = []
     for i, item in enumerate(value):
-        label = (f"hyper_parameters[{i}]" + (f" ({item['name']})" if isinstance(item, Mapping)
-                                            and isinstance(item.get("name"), str) else ""))
+        named = isinstance(item, Mapping) and isinstance(item.get("name"), str)
+        label = f"hyper_parameters[{i}]" + (f" ({short(item['name'])[1:-1]})" if named else "")
         try:
             params.append(Parameter.from_dict(item))
         except ConfigError as exc:

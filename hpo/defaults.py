@@ -198,6 +198,9 @@ MAX_TASK_NAME_LEN = 512  # hpo_tasks.name
 MAX_QUEUE_LEN = 255  # hpo_tasks.queue
 MAX_AGENT_NAME_LEN = 255  # hpo_workers.name, hpo_tasks.worker
 MAX_METRIC_LEN = 255  # hpo_scalars.title and series: an objective's title and series
+# A hyper-parameter's name (``Section/name``): kept in JSON, but shown in every table
+# and in the clone's name, so as short as a metric's.
+MAX_PARAMETER_NAME_LEN = 255
 # A task id is uuid4 hex, 32 characters (hpo_tasks.id); a unique prefix of 4 or more
 # names one too. Anything else is no id, answered without a query.
 TASK_ID_LEN = 32

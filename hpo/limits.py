@@ -24,6 +24,7 @@ NAMES = {
     "queue": (defaults.MAX_QUEUE_LEN, "default"),
     "agent name": (defaults.MAX_AGENT_NAME_LEN, "gpu-box-1"),
     "metric": (defaults.MAX_METRIC_LEN, "validation"),
+    "parameter": (defaults.MAX_PARAMETER_NAME_LEN, "Args/lr"),
 }
 # The broker URL schemes hpo's transports understand (kombu's names).
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel", "memory")

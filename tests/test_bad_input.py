@@ -180,7 +180,7 @@ BAD_NAMES = {"empty": '""', "blank": '"   "', "too long": TOO_LONG, "newline": '
              "tab": '"a\\tb"', "escape sequence": '"a\\e[31mred"', "bell": '"a\\ab"',
              "NUL": '"a\\0b"', "number": "7", "list": "[]", "mapping": "{}"}
 NAME_FIELDS = ["execution_queue", "spawn_project", "objective.title", "objective.series",
-               "base_task.project", "base_task.name"]
+               "base_task.project", "base_task.name", "hyper_parameters.0.name"]
 BAD_STRATEGIES = ["os.system", "builtins.print", "json.JSONDecoder", "os.path", "'..x'",
                   "''", "5", "[]", "{}", "hpo.strategies.base.Decision",
                   "/no/such/file.py:Strategy", "broken_strategy.Strategy", "x" * 1000 + ".y",
@@ -353,7 +353,9 @@ def cli_cases(script: str) -> dict[str, tuple[str, list[str]]]:
         add("hpo", ["task", "enqueue", "abcd", f"--queue={value}"])
         add("hpo", ["task", "clone", "abcd", f"--name={value}"])
     add("hpo", ["task", "list", "--project=" + "x" * 10_000_000])
-    add("hpo", [*create, "--project=p", "--name=n", "--param=novalue"])
+    for param in ("novalue", "=1", "a\nb=1", "x" * 300 + "=1", "x=" + "[" * 100_000,
+                  "x=1e400"):
+        add("hpo", [*create, "--project=p", "--name=n", f"--param={param}"])
     add("hpo", ["task", "create", "--script=/no/such.py", "--project=p", "--name=n"])
     for value in [*BAD_INTS, "0"]:
         add("hpo", ["task", "list", f"--limit={value}"])
@@ -403,6 +405,27 @@ def test_a_bad_command_line_is_one_line_exit_2(env, case):
     argv = [a.replace("SCRIPT", str(env["script"])) for a in argv]
     code, out, err = run_main(MAINS[prog], argv)
     assert_one_line_exit_2(code, out, err, prog)
+
+
+ENV_CASES = [
+    *[("HPO_BROKER_URL", "garbage://", prog, argv) for prog, argv in [
+        ("hpo", ["workers", "--reap"]), ("hpo", ["task", "enqueue", "abcd"]),
+        ("hpo-agent", []), ("hpo-controller", ["start", "x.yaml"]),
+        ("hpo-controller", ["resume", "abcd"])]],
+    *[("HPO_LOST_AFTER_S", value, prog, argv) for value in ("abc", "-5", "nan", "1e400")
+      for prog, argv in [("hpo", ["workers"]), ("hpo-agent", [])]],
+    ("HPO_LOST_AFTER_S", "0", "hpo-agent", []),
+]
+
+
+@pytest.mark.parametrize("variable,value,prog,argv", ENV_CASES,
+                         ids=[f"{v}={x} {p} {' '.join(a)}" for v, x, p, a in ENV_CASES])
+def test_a_bad_environment_variable_is_one_line_exit_2(env, monkeypatch, variable, value,
+                                                       prog, argv):
+    monkeypatch.setenv(variable, value)
+    code, out, err = run_main(MAINS[prog], argv)
+    assert_one_line_exit_2(code, out, err, prog)
+    assert variable in err or "--lost-after" in err, err
 
 
 def test_every_flag_error_names_the_range(env):

@@ -5,12 +5,13 @@ and opening the store."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from hpo import defaults, limits
-from hpo.errors import HpoError
+from hpo.errors import ConfigError, HpoError
 from hpo.store import Store, open_store
 
 
@@ -62,6 +63,32 @@ def name(kind: str) -> Callable[[str], object]:
 
 task_id = _arg_type(limits.check_task_id, "id")
 broker_url = _arg_type(limits.check_broker_url, "URL")
+
+
+def broker_from(args: argparse.Namespace) -> str | None:
+    """``--broker`` (checked by its type), else None for ``$HPO_BROKER_URL`` or the
+    embedded broker; a ``$HPO_BROKER_URL`` of no supported scheme is checked here, so it
+    is the same one line as a bad ``--broker``."""
+    url: str | None = getattr(args, "broker", None)
+    env = os.environ.get(defaults.ENV_BROKER_URL)
+    if url is None and env:
+        try:
+            limits.check_broker_url(env)
+        except ConfigError as exc:
+            raise ConfigError(f"${defaults.ENV_BROKER_URL}: {exc}") from None
+    return url
+
+
+def lost_after_s(value: float | None) -> float:
+    """``--lost-after`` when given, else ``$HPO_LOST_AFTER_S`` (checked like the flag),
+    else ``defaults.LOST_AFTER_S``."""
+    if value is not None:
+        return value
+    text = os.environ.get(defaults.ENV_LOST_AFTER_S)
+    if not text:
+        return defaults.LOST_AFTER_S
+    return float(limits.parse_number(f"${defaults.ENV_LOST_AFTER_S}", text, 0,
+                                     defaults.MAX_SECONDS, unit="seconds"))
 
 
 def add_store_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:

@@ -118,7 +118,7 @@ def script_info_for(script: str | Path, working_dir: str | Path | None = None,
 
 def cmd_create(args: argparse.Namespace) -> int:
     info = script_info_for(args.script, args.working_dir, list(args.args), args.python)
-    parameters = dict(P.parse_assignment(text) for text in args.param)
+    parameters = dict(_assignment(text) for text in args.param)
     store = store_from(args)
     task = store.create_task(args.project, args.name, type=args.type, script=info,
                              parameters=parameters, tags=args.tag, time_limit=args.time_limit)
@@ -179,7 +179,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_clone(args: argparse.Namespace) -> int:
     store = store_from(args)
     source = store.get_task(store.resolve_task_id(args.id))
-    overrides = dict(P.parse_assignment(text, source.parameters) for text in args.param)
+    overrides = dict(_assignment(text, source.parameters) for text in args.param)
     parent = store.resolve_task_id(args.parent) if args.parent else None
     task = store.clone_task(source.id, name=args.name, project=args.project, parent=parent,
                             parameters=overrides)
@@ -191,7 +191,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from hpo.queue.app import make_app
 
     store = store_from(args)
-    task = dispatch.enqueue(store, make_app(args.broker), store.resolve_task_id(args.id),
+    broker = common.broker_from(args)
+    task = dispatch.enqueue(store, make_app(broker), store.resolve_task_id(args.id),
                             args.queue)
     print(f"{task.id} queued on {task.queue}")
     return 0
@@ -240,6 +241,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for line in lines:
         sys.stdout.write(f"{output.when(line.time)} [{line.stream}] {line.text}\n")
     return 0
+
+
+def _assignment(text: str, current: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """``--param Section/name=value``, typed; a name the store's tables could not show
+    (a newline) or a value nested past Python's recursion limit is one ConfigError."""
+    try:
+        key, value = P.parse_assignment(text, current)
+    except RecursionError:
+        raise ConfigError(f"--param {limits.short(text)}: the value is nested too deeply: "
+                          "flatten it") from None
+    limits.check_name("parameter", key, "--param name")
+    return key, value
 
 
 def _print_created(task: TaskRecord, as_json: bool) -> int:

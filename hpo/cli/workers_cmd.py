@@ -19,7 +19,7 @@ def register(commands: Any) -> None:
     add_store_option(p)
     p.add_argument("--reap", action="store_true",
                    help="re-queue (or fail) running tasks whose agent stopped heartbeating")
-    p.add_argument("--lost-after", type=common.seconds, default=defaults.lost_after_s(),
+    p.add_argument("--lost-after", type=common.seconds, default=None,
                    metavar="SECONDS",
                    help="an agent silent this long is lost (default: $HPO_LOST_AFTER_S, else "
                    f"{defaults.LOST_AFTER_S:g}); 0 takes every agent for lost, so reap "
@@ -34,12 +34,14 @@ def register(commands: Any) -> None:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
+    lost_after = common.lost_after_s(args.lost_after)
+    broker = common.broker_from(args) if args.reap else None
     store = store_from(args)
     if args.reap:
         from hpo.queue.app import make_app
         from hpo.queue.reaper import reap
 
-        for task, status in reap(store, make_app(args.broker), lost_after_s=args.lost_after,
+        for task, status in reap(store, make_app(broker), lost_after_s=lost_after,
                                  retries=args.retries):
             print(f"{task.id} (agent {task.worker} lost): {status.value}")
     workers = store.list_workers()
@@ -53,7 +55,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         ([w.name, w.host, w.pid, ", ".join(w.queues), ", ".join(w.slots),
           ", ".join(w.running) or None,
           f"{now - w.last_heartbeat:.0f}s ago" + (" (lost)" if now - w.last_heartbeat >
-                                                  args.lost_after else "")]
+                                                  lost_after else "")]
          for w in workers),
     )
     return 0

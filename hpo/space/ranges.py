@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from hpo.defaults import MAX_FLOAT_BOUND, MAX_INT_BOUND
 from hpo.errors import ConfigError
+from hpo.limits import check_name
 from hpo.typed_params import qualify
 
 __all__ = [
@@ -123,7 +124,8 @@ class Parameter(abc.ABC):
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{type(self).__name__}: give a non-empty name, e.g. 'lr' or "
-                              f"'Args/lr' (got {name!r})")
+                              f"'Args/lr' (got {_short(name)})")
+        check_name("parameter", name, f"{type(self).__name__} name")
         self.name = name
         self.key = qualify(name)
 
@@ -454,7 +456,8 @@ class ParameterSet(Parameter):
         for name, value in combo.items():
             if not isinstance(name, str) or not name.strip():
                 raise ConfigError(f"{owner}: parameter names must be non-empty strings, "
-                                  f"got {name!r}")
+                                  f"got {_short(name)}")
+            check_name("parameter", name, f"{owner}: parameter name")
             if isinstance(value, Parameter):
                 raise ConfigError(f"{owner}: {name!r} is a range; a combination holds plain "
                                   "values: list the range beside the set instead")
