@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, Text, delete, func, select, type_coerce, update
 
 from hpo import typed_params as P
-from hpo.errors import ConfigError, InvalidTransition, TaskNotFound
+from hpo.errors import ConfigError, InvalidTransition, StoreError, TaskNotFound
 from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
 
 T = schema.tasks
+
+# How many times a status write is tried when the task moves between its UPDATE and the
+# read that follows (PostgreSQL only: a SQLite writer holds the lock throughout).
+_TRIES = 3
 
 
 def new_task_id() -> str:
@@ -185,6 +189,13 @@ class TasksMixin(StoreBase):
         )
 
     # ----- life cycle -------------------------------------------------------------
+    # Every status write is one conditional UPDATE whose WHERE names the states it may
+    # leave (``_move``): on PostgreSQL (READ COMMITTED) a row read before the write may
+    # have changed by then, and a write must not land on a state it did not decide on.
+    # "Else raise": when the UPDATE matches no row the task is read again in the same
+    # transaction; if it is in a state the change may leave (it moved in meanwhile) the
+    # UPDATE is tried again, otherwise TaskNotFound / InvalidTransition as always. So an
+    # abort racing a claim ends as a stop request on the claimed task, never `stopped`.
 
     def set_status(
         self,
@@ -194,49 +205,47 @@ class TasksMixin(StoreBase):
         message: str | None = None,
         exit_code: int | None = None,
     ) -> TaskRecord:
-        """Move a task along the life cycle; an illegal change raises InvalidTransition."""
+        """Move a task along the life cycle; an illegal change raises InvalidTransition.
+
+        Policy: WHERE status IN (the states TRANSITIONS lets reach ``to``); else raise."""
         to = Status(to)
+        values = _values_for(to, self.now(), message=message, exit_code=exit_code)
         with self._write() as conn:
-            task = self._get(conn, task_id)
-            _check(task, to)
-            values: dict[str, Any] = {"status": to.value, "updated_at": self.now()}
-            if message is not None:
-                values["status_message"] = message
-            if exit_code is not None:
-                values["exit_code"] = exit_code
-            values.update(_timestamps_for(to, self.now()))
-            if to is Status.running:
-                values["attempt"] = task.attempt + 1
-            if to is Status.created:
-                values.update(worker=None, stop_requested=False, exit_code=None,
-                              started_at=None, ended_at=None, status_message=None)
-            conn.execute(update(T).where(T.c.id == task_id).values(**values))
-            return self._get(conn, task_id)
+            return self._move_or_raise(conn, task_id, _sources(to), values, to)
 
     def enqueue(self, task_id: str, queue: str) -> TaskRecord:
-        """created -> queued on ``queue``. Publishing the message is the broker's job."""
+        """created -> queued on ``queue``. Publishing the message is the broker's job.
+
+        Policy: WHERE status = 'created' (of racing enqueues one wins); else raise."""
         if not queue:
             raise ConfigError("enqueue needs a queue name: pass --queue NAME")
+        values = {"status": Status.queued.value, "queue": queue, "stop_requested": False,
+                  "status_message": None, "updated_at": self.now()}
         with self._write() as conn:
-            task = self._get(conn, task_id)
-            if task.status is not Status.created:
-                # running -> queued is the re-queue of an attempt (requeue()), not this.
-                raise InvalidTransition(
-                    f"task {task_id} is {task.status.value}: only a created task can be "
-                    "enqueued (reset a finished one first)")
-            conn.execute(update(T).where(T.c.id == task_id).values(
-                status=Status.queued.value, queue=queue, stop_requested=False,
-                status_message=None, updated_at=self.now()))
-            return self._get(conn, task_id)
+            for _ in range(_TRIES):
+                queued = self._move(conn, task_id, {Status.created}, values)
+                if queued is not None:
+                    return queued
+                task = self._get(conn, task_id)
+                if task.status is not Status.created:
+                    # running -> queued is the re-queue of an attempt (requeue()), not this.
+                    raise InvalidTransition(
+                        f"task {task_id} is {task.status.value}: only a created task can "
+                        "be enqueued (reset a finished one first)")
+        raise _kept_changing(task_id, "enqueue")
 
     def dequeue(self, task_id: str) -> TaskRecord:
-        """queued -> created; a message still in the broker is dropped at its claim."""
+        """queued -> created; a message still in the broker is dropped at the claim.
+
+        Policy: ``set_status(created)``'s, so a dequeue racing a claim: one of them wins."""
         return self.set_status(task_id, Status.created)
 
     def claim(self, task_id: str, worker: str) -> int | None:
         """Atomically take a queued task for ``worker``: returns the new attempt number,
         or None when the task is not queued (already claimed, dequeued, aborted,
-        unknown). Of several concurrent claims of one task exactly one wins."""
+        unknown). Of several concurrent claims of one task exactly one wins.
+
+        Policy: WHERE status = 'queued'; no match: None, never a retry."""
         now = self.now()
         stmt = (
             update(T)
@@ -259,7 +268,9 @@ class TasksMixin(StoreBase):
         message: str | None = None,
     ) -> bool:
         """End the running ``attempt`` as completed, failed or stopped. False when that
-        attempt no longer owns the task (it was re-queued or ended meanwhile)."""
+        attempt no longer owns the task (it was re-queued or ended meanwhile).
+
+        Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: False."""
         status = Status(status)
         if not status.is_final:
             raise InvalidTransition(f"finish() takes a final status, not {status.value}")
@@ -276,7 +287,9 @@ class TasksMixin(StoreBase):
 
     def requeue(self, task_id: str, attempt: int, message: str | None = None) -> bool:
         """Put a running ``attempt`` back in its queue (its agent was lost or shut down).
-        False when that attempt no longer owns the task."""
+        False when that attempt no longer owns the task.
+
+        Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: False."""
         stmt = (
             update(T)
             .where(T.c.id == task_id, T.c.status == Status.running.value,
@@ -289,32 +302,40 @@ class TasksMixin(StoreBase):
 
     def request_stop(self, task_id: str, message: str | None = None) -> TaskRecord:
         """Abort: a queued task is stopped at once (its message is dropped at the claim);
-        a running one is flagged, and its agent stops it."""
+        a running one is flagged, and its agent stops it.
+
+        Policy: WHERE status = 'queued' (stop), else WHERE status = 'running' (flag); else raise."""
         message = message or "stop requested"
+        now = self.now()
         with self._write() as conn:
-            task = self._get(conn, task_id)
-            now = self.now()
-            if task.status is Status.queued:
-                conn.execute(update(T).where(T.c.id == task_id).values(
-                    status=Status.stopped.value, status_message=message, ended_at=now,
-                    updated_at=now))
-            elif task.status is Status.running:
-                conn.execute(update(T).where(T.c.id == task_id).values(
-                    stop_requested=True, status_message=message, updated_at=now))
-            else:
-                raise InvalidTransition(
-                    f"task {task_id} is {task.status.value}: only a queued or running task "
-                    "can be stopped")
-            return self._get(conn, task_id)
+            for _ in range(_TRIES):
+                stopped = self._move(conn, task_id, {Status.queued}, {
+                    "status": Status.stopped.value, "status_message": message,
+                    "ended_at": now, "updated_at": now})
+                if stopped is not None:
+                    return stopped
+                flagged = self._move(conn, task_id, {Status.running}, {
+                    "stop_requested": True, "status_message": message, "updated_at": now})
+                if flagged is not None:
+                    return flagged
+                task = self._get(conn, task_id)
+                if task.status not in (Status.queued, Status.running):
+                    raise InvalidTransition(
+                        f"task {task_id} is {task.status.value}: only a queued or running "
+                        "task can be stopped")
+        raise _kept_changing(task_id, "stop")
 
     def reset(self, task_id: str) -> TaskRecord:
-        """A finished task back to created, its scalars and logs cleared."""
+        """A finished task back to created, its scalars and logs cleared.
+
+        Policy: ``set_status(created)``'s; scalars and logs go in the same transaction."""
+        values = _values_for(Status.created, self.now())
         with self._write() as conn:
-            task = self._get(conn, task_id)
-            _check(task, Status.created)
+            reset = self._move_or_raise(conn, task_id, _sources(Status.created), values,
+                                        Status.created)
             conn.execute(delete(schema.scalars).where(schema.scalars.c.task_id == task_id))
             conn.execute(delete(schema.logs).where(schema.logs.c.task_id == task_id))
-        return self.set_status(task_id, Status.created)
+            return reset
 
     def count_tasks(self, *, parent: str | None = None,
                     status: Iterable[Status] | None = None) -> int:
@@ -346,6 +367,29 @@ class TasksMixin(StoreBase):
             raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
         return _record(row)
 
+    def _move(self, conn: Connection, task_id: str, leaving: Collection[Status],
+              values: Mapping[str, Any]) -> TaskRecord | None:
+        """One conditional UPDATE: ``values`` written only while the task is in one of
+        the states ``leaving``; the task as written, or None when it matched no row."""
+        row = conn.execute(
+            update(T)
+            .where(T.c.id == task_id, T.c.status.in_([s.value for s in leaving]))
+            .values(**values)
+            .returning(*T.c)
+        ).first()
+        return None if row is None else _record(row)
+
+    def _move_or_raise(self, conn: Connection, task_id: str, leaving: Collection[Status],
+                       values: Mapping[str, Any], to: Status) -> TaskRecord:
+        """``_move``; on no match, InvalidTransition for the state seen now, or another
+        try when the task has just moved into one of the states ``leaving``."""
+        for _ in range(_TRIES):
+            moved = self._move(conn, task_id, leaving, values)
+            if moved is not None:
+                return moved
+            _check(self._get(conn, task_id), to)
+        raise _kept_changing(task_id, to.value)
+
 
 def _status(value: Status | str) -> Status:
     try:
@@ -367,12 +411,33 @@ def _check(task: TaskRecord, to: Status) -> None:
             f"(allowed: {allowed})")
 
 
-def _timestamps_for(to: Status, now: float) -> dict[str, Any]:
+def _sources(to: Status) -> frozenset[Status]:
+    """The states the life cycle lets a task leave for ``to``."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if to in targets)
+
+
+def _values_for(to: Status, now: float, *, message: str | None = None,
+                exit_code: int | None = None) -> dict[str, Any]:
+    """What ``set_status`` writes for a move to ``to``, whichever state it leaves."""
+    values: dict[str, Any] = {"status": to.value, "updated_at": now}
+    if message is not None:
+        values["status_message"] = message
+    if exit_code is not None:
+        values["exit_code"] = exit_code
     if to is Status.running:
-        return {"started_at": now, "ended_at": None}
+        values.update(started_at=now, ended_at=None, attempt=T.c.attempt + 1)
     if to.is_final:
-        return {"ended_at": now}
-    return {}
+        values["ended_at"] = now
+    if to is Status.created:
+        values.update(worker=None, stop_requested=False, exit_code=None,
+                      started_at=None, ended_at=None, status_message=None)
+    return values
+
+
+def _kept_changing(task_id: str, change: str) -> StoreError:
+    return StoreError(
+        f"task {task_id} changed status {_TRIES} times while this {change} was being "
+        "written (other writers are moving it): read it again and retry")
 
 
 def _record(row: Row[Any]) -> TaskRecord:
