@@ -16,7 +16,7 @@ from celery.exceptions import Reject
 from celery.worker import WorkController
 from celery.worker import state as celery_state
 
-from hpo import defaults
+from hpo import defaults, settings
 from hpo.agent.consumer import AgentConsumer
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
@@ -42,7 +42,7 @@ class AgentConfig:
     broker_url: str | None = None
     shutdown_timeout_s: float = defaults.SHUTDOWN_TIMEOUT_S
     heartbeat_s: float = defaults.HEARTBEAT_S
-    lost_after_s: float = field(default_factory=defaults.lost_after_s)
+    lost_after_s: float = field(default_factory=settings.lost_after_s)
     retries: int = defaults.LOST_TASK_RETRIES
     host: str = field(default_factory=socket.gethostname)
 

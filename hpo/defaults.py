@@ -68,11 +68,6 @@ LOST_TASK_RETRIES = 1
 REAP_PERIOD_S = 5.0
 
 
-def lost_after_s() -> float:
-    """``$HPO_LOST_AFTER_S``, else LOST_AFTER_S."""
-    return float(os.environ.get(ENV_LOST_AFTER_S) or LOST_AFTER_S)
-
-
 # ----- the agent ----------------------------------------------------------------------
 
 # Heartbeat period: well under LOST_AFTER_S, and one small write per agent.

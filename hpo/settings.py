@@ -13,9 +13,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo.defaults import ENV_BROKER_URL, ENV_STORE_URL, hpo_home
+from hpo import limits
+from hpo.defaults import (
+    ENV_BROKER_URL,
+    ENV_LOST_AFTER_S,
+    ENV_STORE_URL,
+    LOST_AFTER_S,
+    MAX_SECONDS,
+    hpo_home,
+)
 
-__all__ = ["Settings", "default_broker_url", "default_store_url", "hpo_home"]
+__all__ = ["Settings", "default_broker_url", "default_store_url", "hpo_home", "lost_after_s"]
+
+
+def lost_after_s() -> float:
+    """``$HPO_LOST_AFTER_S`` (checked as ``--lost-after`` is: a bad value is one line, not
+    a crash in whichever process reaps first), else ``defaults.LOST_AFTER_S``."""
+    text = os.environ.get(ENV_LOST_AFTER_S)
+    if not text:
+        return LOST_AFTER_S
+    return float(limits.parse_number(f"${ENV_LOST_AFTER_S}", text, 0, MAX_SECONDS,
+                                     unit="seconds"))
 
 
 def default_store_url() -> str:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from hpo import defaults, limits
+from hpo import defaults, limits, settings
 from hpo.errors import ConfigError, HpoError
 from hpo.store import Store, open_store
 
@@ -82,13 +82,7 @@ def broker_from(args: argparse.Namespace) -> str | None:
 def lost_after_s(value: float | None) -> float:
     """``--lost-after`` when given, else ``$HPO_LOST_AFTER_S`` (checked like the flag),
     else ``defaults.LOST_AFTER_S``."""
-    if value is not None:
-        return value
-    text = os.environ.get(defaults.ENV_LOST_AFTER_S)
-    if not text:
-        return defaults.LOST_AFTER_S
-    return float(limits.parse_number(f"${defaults.ENV_LOST_AFTER_S}", text, 0,
-                                     defaults.MAX_SECONDS, unit="seconds"))
+    return value if value is not None else settings.lost_after_s()
 
 
 def add_store_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:

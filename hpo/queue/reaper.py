@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from hpo import defaults
+from hpo import defaults, settings
 from hpo.lifecycle import Status
 from hpo.queue.dispatch import requeue
 from hpo.records import TaskRecord
@@ -25,7 +25,7 @@ def reap(
     """Re-queue lost tasks with retries left, fail the others. Returns what it did.
     ``lost_after_s``: None is ``$HPO_LOST_AFTER_S``, else ``defaults.LOST_AFTER_S``."""
     if lost_after_s is None:
-        lost_after_s = defaults.lost_after_s()
+        lost_after_s = settings.lost_after_s()
     done: list[tuple[TaskRecord, Status]] = []
     for task in store.lost_tasks(lost_after_s):
         if task.attempt <= retries:
