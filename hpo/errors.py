@@ -33,3 +33,8 @@ class TaskNotFound(StoreError):
 
 class InvalidTransition(StoreError):
     """A status change that the task's life cycle does not allow."""
+
+
+class LostOwnership(StoreError):
+    """A write by an attempt that no longer owns its task (it was re-queued, claimed
+    again or ended meanwhile): refused, and the attempt's agent stops its script."""

@@ -26,6 +26,7 @@ import hpo.store.tasks as store_tasks
 from hpo.errors import (
     ConfigError,
     InvalidTransition,
+    LostOwnership,
     SchemaVersionError,
     StoreError,
     StoreUnavailable,
@@ -1028,13 +1029,27 @@ def test_a_running_task_whose_worker_keeps_beating_is_not_lost(
 def test_a_running_task_whose_worker_is_not_registered_is_lost(
         store: Store, clock: Clock) -> None:
     ghost = claimed_task(store, "ghost")
-    store.heartbeat("w1")
     removed = claimed_task(store, "w1", "removed")
+    clock.advance(61)  # past both claims' own lease
+    store.heartbeat("w1")
     assert lost_ids(store, 60) == {ghost}
 
     store.remove_worker("w1")
 
     assert lost_ids(store, 60) == {ghost, removed}
+
+
+def test_a_task_claimed_after_its_worker_s_last_heartbeat_is_not_lost(
+        store: Store, clock: Clock) -> None:
+    # Given a worker whose last heartbeat is old (a host back from a partition)
+    store.heartbeat("w1")
+    clock.advance(100)
+    # When it claims a task before its next heartbeat
+    task_id = claimed_task(store, "w1")
+    # Then the claim proves it alive: the task is not lost until its own lease runs out
+    assert lost_ids(store, 60) == set()
+    clock.advance(61)
+    assert lost_ids(store, 60) == {task_id}
 
 
 def test_only_running_tasks_of_a_worker_are_ever_lost(store: Store, clock: Clock) -> None:
@@ -1051,6 +1066,81 @@ def test_only_running_tasks_of_a_worker_are_ever_lost(store: Store, clock: Clock
 
     assert lost_ids(store, 60) == {running}
     assert by_hand not in lost_ids(store, 0)
+
+
+# ----- fencing: an attempt writes only while it owns its task --------------------------
+
+WRITES: dict[str, Callable[[Store, str, int | None], object]] = {
+    "scalars": lambda store, task_id, attempt: store.append_scalars(
+        task_id, reports("loss", "train", [float(attempt or 0)]), attempt=attempt),
+    "logs": lambda store, task_id, attempt: store.append_logs(
+        task_id, [(0.0, "stdout", f"by {attempt}")], attempt=attempt),
+    "parameters": lambda store, task_id, attempt: store.set_parameters(
+        task_id, {"General/by": attempt or 0}, attempt=attempt),
+}
+
+
+def written(store: Store, task_id: str, kind: str) -> list[Any]:
+    """Who wrote what of ``kind``: the attempts (or text) the writes above left."""
+    if kind == "scalars":
+        return [(s.attempt, s.value) for s in store.task_scalars(task_id)]
+    if kind == "logs":
+        return [line.text for line in store.read_logs(task_id)]
+    by = store.get_task(task_id).parameters.get("General/by")
+    return [] if by is None else [by]
+
+
+def reclaimed_task(store: Store) -> str:
+    """A task whose attempt 1 was presumed lost, re-queued and claimed again (attempt 2)."""
+    task_id = claimed_task(store, "w1")
+    assert store.requeue(task_id, 1)
+    assert store.claim(task_id, "w2") == 2
+    return task_id
+
+
+@pytest.mark.parametrize("kind", list(WRITES))
+def test_a_stale_attempt_s_writes_are_refused_after_a_requeue_and_a_new_claim(
+        store: Store, kind: str) -> None:
+    # Given attempt 1 re-queued and the task claimed again as attempt 2
+    task_id = reclaimed_task(store)
+    # When attempt 1 wakes and writes, it is refused and nothing of it is stored
+    with pytest.raises(LostOwnership, match="attempt 1 no longer owns"):
+        WRITES[kind](store, task_id, 1)
+    assert written(store, task_id, kind) == []
+    # And the owner's writes are accepted
+    WRITES[kind](store, task_id, 2)
+    assert written(store, task_id, kind) == {
+        "scalars": [(2, 2.0)], "logs": ["by 2"], "parameters": [2]}[kind]
+
+
+@pytest.mark.parametrize("kind", list(WRITES))
+def test_an_attempt_s_writes_are_refused_while_its_task_is_requeued_and_after_it_ended(
+        store: Store, kind: str) -> None:
+    requeued = claimed_task(store, "w1", "requeued")
+    assert store.requeue(requeued, 1)
+    finished = claimed_task(store, "w1", "finished")
+    WRITES[kind](store, finished, 1)  # while it owns the task
+    assert store.finish(finished, 1, Status.completed)
+    for task_id in (requeued, finished):
+        with pytest.raises(LostOwnership):
+            WRITES[kind](store, task_id, 1)
+    assert written(store, requeued, kind) == []
+    assert len(written(store, finished, kind)) == 1
+
+
+@pytest.mark.parametrize("kind", list(WRITES))
+def test_unfenced_writes_are_accepted_in_any_status(store: Store, kind: str) -> None:
+    # A script run by hand, the controller: no attempt, no fence
+    for status in (Status.created, Status.running, Status.completed):
+        task_id = task_in(store, status, f"unfenced {status.value}")
+        WRITES[kind](store, task_id, None)
+        assert len(written(store, task_id, kind)) == 1
+
+
+def test_a_fenced_write_to_an_unknown_task_raises_task_not_found(store: Store) -> None:
+    for write in WRITES.values():
+        with pytest.raises(TaskNotFound):
+            write(store, "0" * 32, 1)
 
 
 # ----- opening a store ----------------------------------------------------------------

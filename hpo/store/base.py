@@ -6,9 +6,12 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
+from hpo.errors import LostOwnership, TaskNotFound
+from hpo.lifecycle import Status
 from hpo.store import engine as engines
+from hpo.store import schema
 
 
 class StoreBase:
@@ -34,6 +37,29 @@ class StoreBase:
             conn = self.engine.connect().execution_options(hpo_write=True)
             with conn, conn.begin():
                 yield conn
+
+    def _check_owner(self, conn: Connection, task_id: str, attempt: int | None, *,
+                     exclusive: bool = False) -> None:
+        """The fence of an attempt's writes: in the write's own transaction, raise
+        LostOwnership unless ``attempt`` owns the task (running, that attempt); None is
+        an unfenced writer (a script run by hand, the controller), never refused.
+
+        The task row stays locked until the write commits (PostgreSQL: FOR SHARE, or
+        FOR UPDATE when ``exclusive``, for a write that updates the row itself; SQLite:
+        BEGIN IMMEDIATE already serialises writers), so a re-queue or a claim lands
+        before the write or after it, never in between."""
+        if attempt is None:
+            return
+        tasks = schema.tasks
+        row = conn.execute(select(tasks.c.status, tasks.c.attempt)
+                           .where(tasks.c.id == task_id)
+                           .with_for_update(read=not exclusive)).first()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
+        if row.status != Status.running.value or row.attempt != attempt:
+            raise LostOwnership(
+                f"task {task_id}: attempt {attempt} no longer owns it (now {row.status}, "
+                f"attempt {row.attempt}); its write was refused")
 
     def close(self) -> None:
         self.engine.dispose()

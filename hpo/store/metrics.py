@@ -29,12 +29,18 @@ class ScalarReport(NamedTuple):
 
 class MetricsMixin(StoreBase):
     def append_scalars(
-        self, task_id: str, reports: Iterable[ScalarReport | Sequence[Any]], *, attempt: int = 0
+        self, task_id: str, reports: Iterable[ScalarReport | Sequence[Any]], *,
+        attempt: int | None = None,
     ) -> int:
-        """Append a batch of reports in one transaction; returns how many."""
-        rows = [_scalar_row(task_id, ScalarReport(*r), attempt) for r in reports]
+        """Append a batch of reports in one transaction; returns how many.
+
+        ``attempt``: the writing attempt, recorded with each report and fenced: the batch
+        is refused with LostOwnership unless that attempt owns the task, checked in the
+        same transaction. None: an unfenced writer (recorded as attempt 0)."""
+        rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in reports]
         if rows:
             with self._write() as conn:
+                self._check_owner(conn, task_id, attempt)
                 conn.execute(S.insert(), rows)
         return len(rows)
 
@@ -129,12 +135,15 @@ class MetricsMixin(StoreBase):
                 for r in conn.execute(query)
             ]
 
-    def append_logs(self, task_id: str, lines: Iterable[tuple[float, str, str]]) -> int:
-        """Append a batch of (time, stream, text) log lines in one transaction."""
+    def append_logs(self, task_id: str, lines: Iterable[tuple[float, str, str]], *,
+                    attempt: int | None = None) -> int:
+        """Append a batch of (time, stream, text) log lines in one transaction;
+        ``attempt`` fences it as in ``append_scalars`` (None: unfenced)."""
         rows = [{"task_id": task_id, "time": t, "stream": stream, "text": text}
                 for t, stream, text in lines]
         if rows:
             with self._write() as conn:
+                self._check_owner(conn, task_id, attempt)
                 conn.execute(L.insert(), rows)
         return len(rows)
 

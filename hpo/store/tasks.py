@@ -146,10 +146,14 @@ class TasksMixin(StoreBase):
             return self._get(conn, task_id)
 
     def set_parameters(
-        self, task_id: str, values: Mapping[str, Any], *, replace: bool = False
+        self, task_id: str, values: Mapping[str, Any], *, replace: bool = False,
+        attempt: int | None = None,
     ) -> dict[str, Any]:
-        """Merge (or with ``replace`` set) the task's parameters; returns all of them."""
+        """Merge (or with ``replace`` set) the task's parameters; returns all of them.
+        ``attempt``: the writing attempt, refused with LostOwnership unless it owns the
+        task (checked with the row locked, in this transaction); None: unfenced."""
         with self._write() as conn:
+            self._check_owner(conn, task_id, attempt, exclusive=True)
             task = self._get(conn, task_id)
             current = {} if replace else task.parameters
             merged = {**current, **_qualified(values)}

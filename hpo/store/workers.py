@@ -54,12 +54,18 @@ class WorkersMixin(StoreBase):
 
     def lost_tasks(self, timeout: float) -> list[TaskRecord]:
         """Running tasks whose worker has not sent a heartbeat for ``timeout`` seconds
-        (or is not registered at all)."""
+        (or is not registered at all) and that were claimed longer ago than that.
+
+        A task's lease is its claim (``started_at``, which ``claim`` sets) renewed by its
+        worker's heartbeats: a claim proves its agent alive, so a host that claims a task
+        the moment it reconnects, before its next heartbeat, does not lose it to a
+        reaper that read the old heartbeat."""
         cutoff = self.now() - timeout
         fresh = select(W.c.name).where(W.c.last_heartbeat >= cutoff)
         query = select(T).where(
             T.c.status == Status.running.value,
             or_(T.c.worker.is_(None), T.c.worker.not_in(fresh)),
+            or_(T.c.started_at.is_(None), T.c.started_at < cutoff),
             # A task started by hand (no worker) is the user's own process: not ours to reap.
             T.c.worker.is_not(None),
         )
