@@ -42,6 +42,9 @@ class StopReason(enum.Enum):
     requested = "requested"  # an abort, through the store
     time_limit = "time_limit"
     requeue = "requeue"  # the agent is shutting down: the task goes back to its queue
+    # Another attempt owns the task (this one was taken for lost: a freeze, a partition):
+    # the store refused a write, or the stop poll saw the task move on.
+    lost = "lost"
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,11 @@ class TaskRunner:
         self._stop_reason: StopReason | None = None
         self._stop_event = threading.Event()
         self.task_id: str | None = None
+        self.attempt: int | None = None  # this run's own, once claimed: its fencing token
 
     def stop(self, reason: StopReason) -> None:
-        if self._stop_reason is None:
+        # A lost task overrides any other reason: nothing of this attempt is recorded.
+        if self._stop_reason is None or reason is StopReason.lost:
             self._stop_reason = reason
         self._stop_event.set()
 
@@ -82,7 +87,7 @@ class TaskRunner:
             else:
                 dropped(f"no task with id {task_id}")
             return None
-        self.task_id = task_id
+        self.task_id, self.attempt = task_id, attempt
         task = self.store.get_task(task_id)
         if attempt > 1:
             self.store.drop_earlier_attempts(task_id, attempt)
@@ -90,7 +95,7 @@ class TaskRunner:
                  self.slot.name, attempt)
         started = time.monotonic()
         status, message, exit_code = self._execute(task, attempt)
-        if status is None:  # re-queued on shutdown
+        if status is None:  # re-queued on shutdown, or lost to another attempt
             return None
         if not self.store.finish(task_id, attempt, status, exit_code=exit_code,
                                  message=message):
@@ -103,7 +108,8 @@ class TaskRunner:
     def _execute(self, task: TaskRecord, attempt: int
                  ) -> tuple[Status | None, str, int | None]:
         recorder = Recorder(self.store, task.id, attempt,
-                            max_log_bytes=self.config.max_log_bytes)
+                            max_log_bytes=self.config.max_log_bytes,
+                            on_lost=lambda _why: self.stop(StopReason.lost))
         server = ChannelServer(recorder.on_message)
         try:
             try:
@@ -153,6 +159,10 @@ class TaskRunner:
     def _outcome(self, task: TaskRecord, attempt: int, returncode: int | None,
                  reason: StopReason | None, recorder: Recorder
                  ) -> tuple[Status | None, str, int | None]:
+        if reason is StopReason.lost or recorder.lost is not None:
+            why = recorder.lost or f"task {task.id}: attempt {attempt} no longer owns it"
+            log.warning("%s; its script was stopped and nothing more of it is recorded", why)
+            return None, "lost", None
         if reason is StopReason.requeue:
             self._requeue(task, attempt)
             log.info("task %s re-queued: the agent is shutting down", task.id)

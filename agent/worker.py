@@ -20,7 +20,7 @@ from hpo import defaults, settings
 from hpo.agent.consumer import AgentConsumer
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
-from hpo.errors import StoreError
+from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app
@@ -96,6 +96,8 @@ class Agent:
     def _run(self, runner: TaskRunner, task_id: str) -> None:
         try:
             runner.run(task_id)
+        except LostOwnership as exc:
+            log.warning("task %s: %s; nothing more of it is recorded", task_id, exc)
         except StoreError as exc:
             if runner.task_id is None:
                 # The store failed before the claim: give the message back to the broker
@@ -105,19 +107,21 @@ class Agent:
                 time.sleep(defaults.STORE_RETRY_S)
                 raise Reject(str(exc), requeue=True) from None
             log.exception("task %s: the store failed while running it", task_id)
-            self._fail_after_agent_error(task_id)
+            self._fail_after_agent_error(runner)
         except Exception:
             log.exception("task %s: the agent failed to run it", task_id)
-            self._fail_after_agent_error(task_id)
+            self._fail_after_agent_error(runner)
 
-    def _fail_after_agent_error(self, task_id: str) -> None:
+    def _fail_after_agent_error(self, runner: TaskRunner) -> None:
+        """Fail the runner's own attempt (fenced: a no-op once another attempt owns the
+        task), never the attempt the store shows now, which may be someone else's."""
+        if runner.task_id is None or runner.attempt is None:
+            return
         try:
-            task = self.store.get_task(task_id)
-            if task.status is Status.running and task.worker == self.config.name:
-                self.store.finish(task_id, task.attempt, Status.failed,
-                                  message="the agent failed while running it; see its log")
+            self.store.finish(runner.task_id, runner.attempt, Status.failed,
+                              message="the agent failed while running it; see its log")
         except Exception:
-            log.exception("task %s: could not record the failure", task_id)
+            log.exception("task %s: could not record the failure", runner.task_id)
 
     def _requeue(self, task: TaskRecord, attempt: int) -> None:
         dispatch.requeue(self.store, self.app, task, attempt,
@@ -163,8 +167,13 @@ class Agent:
                 log.warning("cannot read stop requests: %s", exc)
                 continue
             for task in tasks:
-                if task.stop_requested:
-                    runners[task.id].stop(StopReason.requested)
+                runner = runners[task.id]
+                if runner.attempt is not None and (task.status is not Status.running
+                                                   or task.attempt != runner.attempt):
+                    # Re-queued, claimed again or ended while this agent was away.
+                    runner.stop(StopReason.lost)
+                elif task.stop_requested:
+                    runner.stop(StopReason.requested)
 
     # ----- life cycle ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+
+import psutil
 
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.records import TaskRecord
@@ -90,6 +93,35 @@ def running_agent(store: Store, env: dict[str, str], tmp_path: Path, *args: str,
         yield agent
     finally:
         agent.kill()
+
+
+def freeze(agent: AgentProcess, *databases: Path, tries: int = 20) -> None:
+    """SIGSTOP the agent at a moment it holds no write lock on the SQLite ``databases``
+    (its store, its broker): frozen inside a write transaction it would stop every other
+    writer too, which is not the fault under test. Thawed and frozen again until then."""
+    process = psutil.Process(agent.proc.pid)
+    for _ in range(tries):
+        agent.signal(signal.SIGSTOP)
+        wait_for(f"agent {agent.name} to stop",
+                 lambda: process.status() == psutil.STATUS_STOPPED, timeout=5)
+        if all(_writable(db) for db in databases):
+            return
+        agent.signal(signal.SIGCONT)
+        wait_for(f"agent {agent.name} to go on",
+                 lambda: process.status() != psutil.STATUS_STOPPED, timeout=5)
+    raise AssertionError(f"agent {agent.name} froze inside a write {tries} times")
+
+
+def _writable(database: Path) -> bool:
+    db = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

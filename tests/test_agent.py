@@ -16,7 +16,15 @@ from hpo.queue import dispatch
 from hpo.queue.app import make_app
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
-from tests.agents import JOB, env_for, running_agent, wait_final, wait_for, wait_status
+from tests.agents import (
+    JOB,
+    env_for,
+    freeze,
+    running_agent,
+    wait_final,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -221,6 +229,76 @@ def test_a_sigkilled_agent_task_is_requeued_and_finished_once_by_another(
     assert task.worker == "rescuer"
     iterations = [s.iteration for s in store.task_scalars(task_id, title="metric")]
     assert iterations == list(range(steps))  # every report once: none duplicated
+
+
+def script_of(agent_pid: int) -> psutil.Process:
+    [script] = [p for p in psutil.Process(agent_pid).children(recursive=True)
+                if str(JOB) in p.cmdline()]
+    return script
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_frozen_agent_that_wakes_after_its_task_ran_elsewhere_records_nothing_more(
+        store, hpo_env, tmp_path, queue_name, template):
+    import subprocess
+    from collections import Counter
+
+    broker_db = tmp_path / "broker.db"
+    broker = f"sqla+sqlite:///{broker_db}"
+    store_db = Path(hpo_env["HPO_STORE_URL"].removeprefix("sqlite:///"))
+    env = env_for(hpo_env, broker)
+    steps = 6
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--grace", "1",
+                       "--monitor-period", "60", name="frozen") as frozen:
+        # Given attempt 1 on an agent that freezes (SIGSTOP) after a first report, while
+        # its script goes on reporting and printing into the frozen agent's buffers
+        task_id = launch(store, broker, queue_name, template, steps=steps, sleep=0.5,
+                         first_attempt_hangs=True)
+        wait_for("a first report", lambda: store.task_scalars(task_id, title="metric"))
+        stale_script = script_of(frozen.proc.pid)
+        try:
+            freeze(frozen, store_db, broker_db)
+            # When the reaper takes the silent agent for lost and re-queues the task
+            reap = [sys.executable, "-m", "hpo.cli.main", "workers", "--reap",
+                    "--lost-after", "1"]
+
+            def requeued() -> bool:
+                subprocess.run(reap, env=env, capture_output=True, check=True)
+                return store.get_task(task_id).status is Status.queued
+            wait_for("the reaper to re-queue the task", requeued, timeout=30, period=0.2)
+            # and a second agent runs it to the end
+            with running_agent(store, env, tmp_path, "--queue", queue_name, name="rescuer"):
+                done = wait_final(store, task_id)
+            assert (done.status, done.attempt, done.worker) == (Status.completed, 2,
+                                                                "rescuer")
+            assert not gone(stale_script)  # still waiting, its reports still unread
+            # and then the frozen agent wakes
+            frozen.signal(signal.SIGCONT)
+            # Then it stops the stale script, and says so in one line
+            wait_for("the stale script to be stopped", lambda: gone(stale_script),
+                     timeout=15)
+            wait_for("the agent to log the lost attempt",
+                     lambda: "attempt 1 no longer owns it" in frozen.output(), timeout=15)
+            assert frozen.proc.poll() is None
+        finally:
+            if not gone(stale_script):
+                stale_script.kill()
+    # and the task is the second attempt's alone: its outcome, one report per iteration
+    task = store.get_task(task_id)
+    assert (task.status, task.attempt, task.worker, task.exit_code) == (
+        Status.completed, 2, "rescuer", 0)
+    metric = store.task_scalars(task_id, title="metric")
+    assert Counter(s.iteration for s in metric) == {i: 1 for i in range(steps)}
+    assert {s.attempt for s in metric} == {2}
+    # The stale attempt printed its last step while frozen: refused, never stored
+    lines = Counter(line.text for line in store.read_logs(task_id))
+    assert lines[f"step {steps - 1}"] == 1
 
 
 def test_sigterm_is_a_warm_shutdown_that_requeues_what_does_not_finish(

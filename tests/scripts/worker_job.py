@@ -1,7 +1,10 @@
 """A configurable job for agent tests. Parameters (General/...):
 steps, sleep (seconds per step), exit_code, print_mb, marker_dir, wait_for (count of
-marker files to wait for, with a deadline), ignore_sigterm."""
+marker files to wait for, with a deadline), ignore_sigterm, first_attempt_hangs (on its
+first attempt the job does not end after its steps but waits to be stopped, a minute at
+most)."""
 
+import json
 import os
 import signal
 import sys
@@ -12,7 +15,8 @@ from hpo import Task
 
 task = Task.init(project_name="agent-tests", task_name="job")
 cfg = task.connect({"steps": 3, "sleep": 0.0, "exit_code": 0, "print_mb": 0,
-                    "marker_dir": "", "wait_for": 0, "ignore_sigterm": False})
+                    "marker_dir": "", "wait_for": 0, "ignore_sigterm": False,
+                    "first_attempt_hangs": False})
 if cfg["ignore_sigterm"]:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if cfg["marker_dir"]:
@@ -34,6 +38,13 @@ for step in range(cfg["steps"]):
     logger.report_scalar("metric", "value", float(step), step)
     print(f"step {step}", flush=True)
     time.sleep(cfg["sleep"])
+if cfg["first_attempt_hangs"]:
+    spec = json.loads(Path(os.environ["HPO_TASK_SPEC"]).read_text())
+    if spec["attempt"] == 1:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        sys.exit("never stopped")
 if cfg["exit_code"]:
     print("about to fail", file=sys.stderr, flush=True)
     sys.exit(cfg["exit_code"])
