@@ -9,7 +9,9 @@ Open one with :func:`open_store`; the API, grouped by what it holds:
   by the attempt that owns the task), ``request_stop``, ``reset``;
 * scalars and logs: ``append_scalars``, ``read_scalars`` (incremental, by cursor),
   ``task_scalars``, ``scalar_summary`` (last/min/max for many tasks in one query),
-  ``append_logs``, ``read_logs``, ``tail_logs``;
+  ``append_logs``, ``read_logs``, ``tail_logs``; ``append_scalars``, ``append_logs`` and
+  ``set_parameters`` given ``attempt=`` are fenced: refused with ``LostOwnership`` unless
+  that attempt owns the task;
 * workers: ``heartbeat``, ``list_workers``, ``remove_worker``, ``lost_tasks``;
 * optimizations: ``create_optimization``, ``save_optimization_state``,
   ``load_optimization`` (config and controller state, for resume).
