@@ -244,8 +244,12 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+# "reports": the stale script goes on reporting while its agent is frozen, so the woken
+# agent learns it lost the task from a refused write; "is silent": it reported all it
+# would (a resource sample too) before the freeze, so the stop poll alone tells it.
+@pytest.mark.parametrize("script", ["reports", "is silent"])
 def test_a_frozen_agent_that_wakes_after_its_task_ran_elsewhere_records_nothing_more(
-        store, hpo_env, tmp_path, queue_name, template):
+        store, hpo_env, tmp_path, queue_name, template, script):
     import subprocess
     from collections import Counter
 
@@ -253,14 +257,18 @@ def test_a_frozen_agent_that_wakes_after_its_task_ran_elsewhere_records_nothing_
     broker = f"sqla+sqlite:///{broker_db}"
     store_db = Path(hpo_env["HPO_STORE_URL"].removeprefix("sqlite:///"))
     env = env_for(hpo_env, broker)
-    steps = 6
+    steps = 6 if script == "reports" else 1
     with running_agent(store, env, tmp_path, "--queue", queue_name, "--grace", "1",
                        "--monitor-period", "60", name="frozen") as frozen:
         # Given attempt 1 on an agent that freezes (SIGSTOP) after a first report, while
-        # its script goes on reporting and printing into the frozen agent's buffers
+        # its script goes on reporting and printing into the frozen agent's buffers (or
+        # waits in silence)
         task_id = launch(store, broker, queue_name, template, steps=steps, sleep=0.5,
                          first_attempt_hangs=True)
         wait_for("a first report", lambda: store.task_scalars(task_id, title="metric"))
+        if script == "is silent":  # the first resource sample, a second in, the last
+            wait_for("a resource sample",
+                     lambda: store.task_scalars(task_id, title=":monitor:machine"))
         stale_script = script_of(frozen.proc.pid)
         try:
             freeze(frozen, store_db, broker_db)
@@ -285,6 +293,8 @@ def test_a_frozen_agent_that_wakes_after_its_task_ran_elsewhere_records_nothing_
                      timeout=15)
             wait_for("the agent to log the lost attempt",
                      lambda: "attempt 1 no longer owns it" in frozen.output(), timeout=15)
+            refused = "its write was refused" in frozen.output()
+            assert refused is (script == "reports"), frozen.output()
             assert frozen.proc.poll() is None
         finally:
             if not gone(stale_script):
@@ -296,9 +306,10 @@ def test_a_frozen_agent_that_wakes_after_its_task_ran_elsewhere_records_nothing_
     metric = store.task_scalars(task_id, title="metric")
     assert Counter(s.iteration for s in metric) == {i: 1 for i in range(steps)}
     assert {s.attempt for s in metric} == {2}
-    # The stale attempt printed its last step while frozen: refused, never stored
-    lines = Counter(line.text for line in store.read_logs(task_id))
-    assert lines[f"step {steps - 1}"] == 1
+    if script == "reports":
+        # The stale attempt printed its last step while frozen: refused, never stored
+        lines = Counter(line.text for line in store.read_logs(task_id))
+        assert lines[f"step {steps - 1}"] == 1
 
 
 def test_sigterm_is_a_warm_shutdown_that_requeues_what_does_not_finish(
