@@ -448,3 +448,35 @@ def test_the_resource_monitor_records_the_task_process_tree(
     memory = store.task_scalars(task_id, title=":monitor:machine", series="memory_mb")
     assert memory and max(s.value for s in memory) > 5  # Python with hpo uses > 5 MB
     assert store.task_scalars(task_id, title=":monitor:machine", series="cpu_percent")
+
+
+def test_a_failure_of_the_agent_is_recorded_for_the_runner_s_own_attempt_only(
+        store, hpo_env, tmp_path, template):
+    from hpo.agent.runner import RunnerConfig, TaskRunner
+    from hpo.agent.slots import Slot
+    from hpo.agent.worker import Agent, AgentConfig
+
+    # Given an agent whose runner had attempt 1 of a task that was re-queued and claimed
+    # again, by this same agent, as attempt 2
+    slot = Slot("cpu0", ())
+    agent = Agent(AgentConfig(name="me", queues=["q"], slots=[slot],
+                              runner=RunnerConfig(worker="me"),
+                              broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}"))
+    task_id = store.clone_task(template).id
+    store.enqueue(task_id, "q")
+    assert store.claim(task_id, "me") == 1
+    assert store.requeue(task_id, 1)
+    assert store.claim(task_id, "me") == 2
+    stale = TaskRunner(agent.store, agent.config.runner, slot, agent._requeue)
+    stale.task_id, stale.attempt = task_id, 1
+    # When the stale runner's failure is recorded, the newer attempt is left alone
+    agent._fail_after_agent_error(stale)
+    assert store.get_task(task_id).status is Status.running
+    # and the owner's is recorded
+    owner = TaskRunner(agent.store, agent.config.runner, slot, agent._requeue)
+    owner.task_id, owner.attempt = task_id, 2
+    agent._fail_after_agent_error(owner)
+    task = store.get_task(task_id)
+    assert (task.status, task.attempt) == (Status.failed, 2)
+    assert "the agent failed" in (task.status_message or "")
+    agent.store.close()
