@@ -109,8 +109,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         if size > defaults.MAX_YAML_BYTES:
             raise ConfigError(f"{path.name} is {size} bytes: a settings file is at most "
                               f"{defaults.MAX_YAML_BYTES} bytes, is this the right file?")
-        # BaseLoader's resolver, SafeLoader's constructors: only plain data, and the
-        # limits of _LimitedLoader (depth, nodes after aliases) checked as it composes.
+        # SafeLoader's resolver and constructors (only plain data, as safe_load), with
+        # the limits of _LimitedLoader (depth, nodes after aliases) checked as it composes.
         loader = _LimitedLoader(path.read_text(encoding="utf-8"), path.name)
         try:
             data = loader.get_single_data()

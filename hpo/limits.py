@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+import unicodedata
 from pathlib import Path
 
 from hpo import defaults
@@ -29,12 +31,19 @@ NAMES = {
 # The broker URL schemes hpo's transports understand (kombu's names).
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel", "memory")
 EMBEDDED_PREFIXES = ("sqla+", "sqlalchemy+")
+# Control characters and line or paragraph separators forge log lines and break tables;
+# every other character (a non-breaking space, a zero-width joiner in Persian or in an
+# emoji) is some language's text and is kept.
+_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp"})
 _ID = re.compile(f"[0-9a-f]{{{defaults.MIN_TASK_ID_PREFIX},{defaults.TASK_ID_LEN}}}")
 
 
 def short(value: object, limit: int = 40) -> str:
     """``repr(value)``, cut to ``limit`` characters: a 10 MB name is not echoed back."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits has no repr
+        return f"an integer of over {sys.get_int_max_str_digits()} digits"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
@@ -50,8 +59,8 @@ def check_name(kind: str, value: object, what: str | None = None) -> str:
     if len(value) > max_len:
         raise ConfigError(f"{label} is {len(value)} characters long: the store holds "
                           f"{max_len} at most, use a shorter one")
-    if not value.isprintable():
-        bad = next(c for c in value if not c.isprintable())
+    bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
+    if bad is not None:
         raise ConfigError(f"{label} {short(value)} holds the control character {bad!r}: "
                           "use printable characters only (no newline or tab)")
     return value
@@ -75,7 +84,8 @@ def check_number(what: str, value: object, low: float, high: float, *,
     ``high`` (strictly above ``low`` with ``above``); else one ConfigError line that
     states the range."""
     if (isinstance(value, int | float) and not isinstance(value, bool)
-            and (isinstance(value, int) or not integer) and math.isfinite(value)
+            and (isinstance(value, int) or not integer)
+            and (isinstance(value, int) or math.isfinite(value))  # isfinite(10**400) raises
             and (value > low if above else value >= low) and value <= high):
         return value
     raise _out_of_range(what, value, low, high, integer, above, unit)

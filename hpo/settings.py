@@ -32,7 +32,7 @@ def lost_after_s() -> float:
     text = os.environ.get(ENV_LOST_AFTER_S)
     if not text:
         return LOST_AFTER_S
-    return float(limits.parse_number(f"${ENV_LOST_AFTER_S}", text, 0, MAX_SECONDS,
+    return float(limits.parse_number(f"${ENV_LOST_AFTER_S}", text, 0, MAX_SECONDS, above=True,
                                      unit="seconds"))
 
 

@@ -453,6 +453,28 @@ def test_a_bad_range_in_python_is_a_config_error():
             make()
 
 
+def test_huge_integers_are_one_config_error_not_an_overflow():
+    from hpo import limits
+
+    for value in (10**400, 10**5000):  # the second has no repr at all
+        with pytest.raises(ConfigError, match="from 0 to 10"):
+            limits.check_number("x", value, 0, 10)
+        with pytest.raises(ConfigError):
+            UniformParameterRange("x", 0, value)
+
+
+def test_names_in_any_script_pass_and_only_control_characters_are_refused():
+    from hpo import limits
+
+    # Persian with a zero-width non-joiner, a non-breaking space, Chinese, an emoji
+    # sequence joined by a zero-width joiner: text, not control characters
+    for name in ("مدل\u200cها", "lr\u00a0x", "Args/学习率", "\U0001f469\u200d\U0001f52c"):
+        assert limits.check_name("parameter", name) == name
+    for name in ("a\nb", "a\tb", "a\u2028b", "a\x1bb"):
+        with pytest.raises(ConfigError, match="control character"):
+            limits.check_name("parameter", name)
+
+
 def test_a_bad_name_in_the_sdk_is_a_config_error(env):
     from hpo.sdk.task import Task
 

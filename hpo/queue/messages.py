@@ -27,11 +27,13 @@ from typing import Any
 from kombu.serialization import loads as kombu_loads
 from kombu.transport import TRANSPORT_ALIASES
 
+from hpo import defaults
+
 log = logging.getLogger("hpo.queue")
 
 RUN_TASK = "hpo.run_task"
 # hpo.store.tasks.new_task_id: uuid4().hex.
-TASK_ID = re.compile(r"[0-9a-f]{32}")
+TASK_ID = re.compile(f"[0-9a-f]{{{defaults.TASK_ID_LEN}}}")
 # A real message's body is about 100 bytes; anything this large is not one (and is not
 # decoded at all).
 MAX_BODY_BYTES = 64 * 1024

@@ -24,13 +24,12 @@ import inspect
 import json
 import math
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from hpo.defaults import MAX_FLOAT_BOUND, MAX_INT_BOUND
 from hpo.errors import ConfigError
-from hpo.limits import check_name
+from hpo.limits import check_name, short
 from hpo.typed_params import qualify
 
 __all__ = [
@@ -74,9 +73,9 @@ def _number(value: Any, what: str, owner: str) -> int | float:
     if not isinstance(value, int | float) and callable(item):
         value = item()
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{owner}: {what} must be a number, got {_short(value)}")
+        raise ConfigError(f"{owner}: {what} must be a number, got {short(value)}")
     if isinstance(value, int) and abs(value) > MAX_INT_BOUND:  # before isfinite: 10**400
-        raise ConfigError(f"{owner}: {what} {_short(value)} is beyond ±2**53 (the integers "
+        raise ConfigError(f"{owner}: {what} {short(value)} is beyond ±2**53 (the integers "
                           "a float holds exactly): give a smaller one")
     if not math.isfinite(value):
         # A YAML 1e400 reads as inf: say so, it is not what the user wrote.
@@ -87,14 +86,6 @@ def _number(value: Any, what: str, owner: str) -> int | float:
                           "smaller one (the width of the range must stay finite)")
     return value
 
-
-def _short(value: Any) -> str:
-    """repr, cut: a huge value is not echoed back (int repr of 10**5000 even fails)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int past sys.get_int_max_str_digits
-        return f"an integer of over {sys.get_int_max_str_digits()} digits"
-    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _json_value(value: Any, owner: str) -> Any:
@@ -124,7 +115,7 @@ class Parameter(abc.ABC):
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{type(self).__name__}: give a non-empty name, e.g. 'lr' or "
-                              f"'Args/lr' (got {_short(name)})")
+                              f"'Args/lr' (got {short(name)})")
         check_name("parameter", name, f"{type(self).__name__} name")
         self.name = name
         self.key = qualify(name)
@@ -456,7 +447,7 @@ class ParameterSet(Parameter):
         for name, value in combo.items():
             if not isinstance(name, str) or not name.strip():
                 raise ConfigError(f"{owner}: parameter names must be non-empty strings, "
-                                  f"got {_short(name)}")
+                                  f"got {short(name)}")
             check_name("parameter", name, f"{owner}: parameter name")
             if isinstance(value, Parameter):
                 raise ConfigError(f"{owner}: {name!r} is a range; a combination holds plain "
