@@ -90,19 +90,16 @@ class Recorder:
             scalars, self._scalars = self._scalars, []
             logs, self._logs = self._logs, []
             params, self._params = self._params, {}
-        # Each batch is put back if its write fails, to be retried at the next flush;
-        # a refused one (another attempt owns the task) is dropped with the rest.
+        if not (scalars or logs or params):
+            return
+        # One transaction, one owner check: the batch is stored whole or not at all. It
+        # is put back if the write fails, to be retried at the next flush; a refused one
+        # (another attempt owns the task) is dropped with the rest.
         try:
-            if scalars:
-                self.store.append_scalars(self.task_id, scalars, attempt=self.attempt)
-                self.scalar_count += len(scalars)
-                scalars = []
-            if logs:
-                self.store.append_logs(self.task_id, logs, attempt=self.attempt)
-                logs = []
-            if params:
-                self.store.set_parameters(self.task_id, params, attempt=self.attempt)
-                params = {}
+            self.store.append_batch(self.task_id, attempt=self.attempt, scalars=scalars,
+                                    logs=logs, parameters=params)
+            self.scalar_count += len(scalars)
+            scalars, logs, params = [], [], {}
         except LostOwnership as exc:
             self._lose(str(exc))
         finally:

@@ -23,6 +23,7 @@ from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
 from hpo.agent.recorder import Recorder
 from hpo.agent.slots import Slot
+from hpo.errors import StoreError
 from hpo.lifecycle import Status
 from hpo.queue.messages import dropped
 from hpo.records import TaskRecord
@@ -82,7 +83,15 @@ class TaskRunner:
         """Claim and run the task; None when the claim fails (a stale message)."""
         attempt = self.store.claim(task_id, self.config.worker)
         if attempt is None:
-            if self.store.get_tasks([task_id]):
+            # Only to choose the log line: a store that fails now must not send the stale
+            # message back to the broker (it would come back, again and again).
+            try:
+                known = bool(self.store.get_tasks([task_id]))
+            except StoreError as exc:
+                log.info("task %s not claimed (not queued, or no such task; the store "
+                         "cannot tell now: %s): message dropped", task_id, exc)
+                return None
+            if known:
                 log.info("task %s is not queued any more: message dropped", task_id)
             else:
                 dropped(f"no task with id {task_id}")
@@ -162,6 +171,7 @@ class TaskRunner:
         if reason is StopReason.lost or recorder.lost is not None:
             why = recorder.lost or f"task {task.id}: attempt {attempt} no longer owns it"
             log.warning("%s; its script was stopped and nothing more of it is recorded", why)
+            self._end_if_still_owned(task.id, attempt)
             return None, "lost", None
         if reason is StopReason.requeue:
             self._requeue(task, attempt)
@@ -179,6 +189,22 @@ class TaskRunner:
         message = process.describe_exit(returncode)
         return Status.failed, f"{message}; last output:\n{tail}" if tail else message, \
             returncode
+
+    def _end_if_still_owned(self, task_id: str, attempt: int) -> None:
+        """After a stop for a loss: should the store still show this attempt running (a
+        mistaken verdict), fail it (fenced) rather than leave it running forever under
+        an agent whose heartbeat is fresh, where no reaper would ever take it."""
+        try:
+            current = self.store.get_task(task_id)
+            if current.status is Status.running and current.attempt == attempt:
+                log.warning("task %s: attempt %d was stopped as lost but still owns it; "
+                            "recorded as failed", task_id, attempt)
+                self.store.finish(task_id, attempt, Status.failed,
+                                  message="the agent stopped it, taking it for lost to "
+                                          "another attempt; see the agent's log")
+        except Exception:
+            log.exception("task %s: could not check whether attempt %d still owns it",
+                          task_id, attempt)
 
     def _command(self, task: TaskRecord) -> tuple[list[str], str]:
         script = task.script

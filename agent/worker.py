@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -157,23 +158,21 @@ class Agent:
 
     def _stop_request_loop(self) -> None:
         while not self._closed.wait(defaults.STOP_POLL_S):
+            # The attempts are taken BEFORE the read: a claim that commits between the
+            # two must not make the read's older state (still queued) look like a loss.
             with self._lock:
                 runners = dict(self.runners)
-            if not runners:
+                owned = {task_id: runner.attempt for task_id, runner in runners.items()
+                         if runner.attempt is not None}
+            if not owned:
                 continue
             try:
-                tasks = self.store.get_tasks(list(runners))
+                tasks = self.store.get_tasks(list(owned))
             except Exception as exc:
                 log.warning("cannot read stop requests: %s", exc)
                 continue
-            for task in tasks:
-                runner = runners[task.id]
-                if runner.attempt is not None and (task.status is not Status.running
-                                                   or task.attempt != runner.attempt):
-                    # Re-queued, claimed again or ended while this agent was away.
-                    runner.stop(StopReason.lost)
-                elif task.stop_requested:
-                    runner.stop(StopReason.requested)
+            for task_id, reason in stop_decisions(owned, tasks).items():
+                runners[task_id].stop(reason)
 
     # ----- life cycle ---------------------------------------------------------------
 
@@ -252,3 +251,24 @@ class Agent:
             runners = list(self.runners.values())
         for runner in runners:
             runner.stop(StopReason.requeue)
+
+
+def stop_decisions(owned: Mapping[str, int], tasks: Iterable[TaskRecord]
+                   ) -> dict[str, StopReason]:
+    """What the stop poll does with each runner: ``owned`` is each claimed runner's
+    attempt, taken before ``tasks`` were read (a runner not claimed then is not in it).
+
+    Lost only when the store shows a newer attempt, or this same attempt no longer
+    running (re-queued, claimed again or ended while this agent was away); a read older
+    than the claim (the task still queued, an earlier attempt) is no loss. A stop request
+    counts for the attempt it was made on."""
+    decisions: dict[str, StopReason] = {}
+    for task in tasks:
+        attempt = owned.get(task.id)
+        if attempt is None or task.attempt < attempt:
+            continue
+        if task.attempt > attempt or task.status is not Status.running:
+            decisions[task.id] = StopReason.lost
+        elif task.stop_requested:
+            decisions[task.id] = StopReason.requested
+    return decisions

@@ -177,6 +177,7 @@ def role_controller(args: argparse.Namespace) -> int:
 def role_agent(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
+    from hpo.errors import LostOwnership
     from hpo.lifecycle import FINAL_STATUSES, Status
     from hpo.store import ScalarReport, open_store, schema
 
@@ -221,9 +222,13 @@ def role_agent(args: argparse.Namespace) -> int:
             y = int(task.parameters.get("General/y", 1))
             value = (x - 0.3) ** 2 + y / 100.0
             stamp = time.time()
-            store.append_scalars(task.id, [
-                ScalarReport(TITLE, SERIES, i, value * (1 + (args.steps - 1 - i)), stamp)
-                for i in range(args.steps)], attempt=attempt)
+            try:
+                store.append_scalars(task.id, [
+                    ScalarReport(TITLE, SERIES, i, value * (1 + (args.steps - 1 - i)), stamp)
+                    for i in range(args.steps)], attempt=attempt)
+            except LostOwnership:  # re-queued or ended meanwhile: counted, not fatal
+                lost_claims += 1
+                continue
             if not store.finish(task.id, attempt, Status.completed):
                 lost_claims += 1
                 continue

@@ -164,7 +164,10 @@ def raw_entries(queue: str) -> list[tuple[str, bytes]]:
         ("body is not Celery's", envelope(queue, b'"just a string"', run_task)),
         ("invalid task message (invalid ETA", envelope(queue, good_body,
                                                        {**run_task, "eta": "soon"})),
-        ("Celery cannot take it", envelope(queue, good_body, {**run_task, "timelimit": 5})),
+        ("timelimit 5 is no [soft, hard] pair",
+         envelope(queue, good_body, {**run_task, "timelimit": 5})),
+        ("invalid expires value 42", envelope(queue, good_body, {**run_task, "expires": 42})),
+        ("retries 'x' is no integer", envelope(queue, good_body, {**run_task, "retries": "x"})),
     ]
 
 

@@ -1445,3 +1445,94 @@ def test_four_processes_appending_scalars_at_once_lose_none(
         expected = (per_writer - 1.0, 0.0, per_writer - 1.0, per_writer - 1, per_writer)
         assert summary[(shared, "loss", name)] == expected
         assert summary[(own[name], "loss", name)] == expected
+
+
+# ----- a run's batch: scalars, logs and parameters in one fenced transaction ----------
+
+def _batch(store: Store, task_id: str, attempt: int | None, tag: str,
+           parameters: dict[str, Any] | None = None) -> int:
+    return store.append_batch(
+        task_id, attempt=attempt,
+        scalars=reports("loss", "train", [1.0, 2.0]),
+        logs=[(0.0, "stdout", f"line {tag}")],
+        parameters={"General/by": tag} if parameters is None else parameters)
+
+
+def _owner_checks(store: Store) -> tuple[list[str], Callable[[], None]]:
+    """The row locks taken (PostgreSQL: the FOR SHARE / FOR UPDATE of each statement;
+    SQLite: none) and the write transactions opened, while it listens."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        for lock in ("FOR SHARE", "FOR UPDATE"):
+            if lock in statement.upper():
+                seen.append(lock)
+
+    write = store._write
+
+    def counted_write() -> Any:
+        seen.append("transaction")
+        return write()
+
+    event.listen(store.engine, "before_cursor_execute", on_execute)
+    store._write = counted_write  # type: ignore[method-assign]
+
+    def stop() -> None:
+        event.remove(store.engine, "before_cursor_execute", on_execute)
+        del store._write
+
+    return seen, stop
+
+
+def test_a_batch_is_written_whole_in_one_transaction_with_one_owner_check(
+        store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    seen, stop = _owner_checks(store)
+    try:
+        assert _batch(store, task_id, 1, "one") == 2
+        with_params = list(seen)
+        seen.clear()
+        assert _batch(store, task_id, 1, "two", parameters={}) == 2
+        without_params = list(seen)
+    finally:
+        stop()
+    # one transaction each; on PostgreSQL one lock, exclusive only for parameters
+    postgres = store.dialect == "postgresql"
+    assert with_params == ["transaction", *(["FOR UPDATE"] if postgres else [])]
+    assert without_params == ["transaction", *(["FOR SHARE"] if postgres else [])]
+    assert [(s.attempt, s.value) for s in store.task_scalars(task_id)] == [
+        (1, 1.0), (1, 2.0), (1, 1.0), (1, 2.0)]
+    assert [line.text for line in store.read_logs(task_id)] == ["line one", "line two"]
+    assert store.get_task(task_id).parameters["General/by"] == "one"
+
+
+def test_a_refused_batch_stores_nothing_of_any_kind(store: Store) -> None:
+    task_id = reclaimed_task(store)
+    store.set_parameters(task_id, {"General/by": "before"})
+    with pytest.raises(LostOwnership, match="attempt 1 no longer owns"):
+        _batch(store, task_id, 1, "stale")
+    assert store.task_scalars(task_id) == []
+    assert store.read_logs(task_id) == []
+    assert store.get_task(task_id).parameters["General/by"] == "before"
+    # the owner's batch is accepted, its parameters merged into the others
+    assert _batch(store, task_id, 2, "owner", {"General/other": 3}) == 2
+    assert store.get_task(task_id).parameters == {"General/by": "before",
+                                                  "General/other": 3}
+    assert [line.text for line in store.read_logs(task_id)] == ["line owner"]
+
+
+def test_a_batch_of_one_kind_an_empty_one_and_an_unfenced_one(store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    assert store.append_batch(task_id, attempt=1, logs=[(0.0, "stderr", "only")]) == 0
+    assert store.append_batch(task_id, attempt=1) == 0
+    assert store.task_scalars(task_id) == []
+    assert [line.text for line in store.read_logs(task_id)] == ["only"]
+    done = task_in(store, Status.completed, "by hand")
+    assert _batch(store, done, None, "unfenced") == 2
+    assert [s.attempt for s in store.task_scalars(done)] == [0, 0]
+    with pytest.raises(TaskNotFound):
+        _batch(store, "0" * 32, 1, "nobody")
+    with pytest.raises(TaskNotFound):
+        _batch(store, "0" * 32, None, "nobody")

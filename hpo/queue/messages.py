@@ -24,6 +24,7 @@ import logging
 import re
 from typing import Any
 
+from celery.utils.time import maybe_iso8601
 from kombu.serialization import loads as kombu_loads
 from kombu.transport import TRANSPORT_ALIASES
 
@@ -84,6 +85,9 @@ def message_problem(message: Any) -> str | None:
         return f"unknown task {preview(name)}"
     if not isinstance(headers.get("id"), str):
         return f"{RUN_TASK} message without a Celery task id"
+    problem = headers_problem(headers)
+    if problem:
+        return problem
     if message.content_type != "application/json":
         return (f"{RUN_TASK} message of content type {preview(message.content_type)}, "
                 "not application/json")
@@ -101,6 +105,46 @@ def message_problem(message: Any) -> str | None:
             and isinstance(decoded[2], dict)):
         return f"{RUN_TASK} body is not Celery's [args, kwargs, embed]: {preview(decoded)}"
     return arguments_problem(decoded[0], decoded[1])
+
+
+def headers_problem(headers: dict[str, Any]) -> str | None:
+    """None when Celery's strategy can make a request of these headers; else what is
+    wrong: a header Celery parses (an ETA or expiry that is no ISO 8601 time, a time
+    limit that is no pair of numbers, a retry count that is no integer...) would make it
+    raise on the message, which must be dropped here instead."""
+    for key in ("eta", "expires"):
+        value = headers.get(key)
+        if value is None:
+            continue
+        try:
+            if not isinstance(value, str):
+                raise TypeError(f"a {type(value).__name__}, not a string")
+            maybe_iso8601(value)
+        except (AttributeError, ValueError, TypeError, OverflowError) as exc:
+            label = "ETA" if key == "eta" else key
+            return f"invalid task message (invalid {label} value {preview(value)}: {exc})"
+    limits = headers.get("timelimit")
+    if limits and not (isinstance(limits, list | tuple) and len(limits) == 2
+                       and all(_number_or_none(limit) for limit in limits)):
+        return f"invalid task message (timelimit {preview(limits)} is no [soft, hard] pair)"
+    retries = headers.get("retries")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
+        return f"invalid task message (retries {preview(retries)} is no integer)"
+    for key in ("shadow", "root_id", "parent_id", "group", "argsrepr", "kwargsrepr",
+                "origin"):
+        value = headers.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"invalid task message ({key} {preview(value)} is no string)"
+    if headers.get("stamped_headers") is not None and not isinstance(
+            headers["stamped_headers"], list):
+        return "invalid task message (stamped_headers is no list)"
+    if headers.get("stamps") is not None and not isinstance(headers["stamps"], dict):
+        return "invalid task message (stamps is no object)"
+    return None
+
+
+def _number_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def envelope_is_sound(raw: Any) -> bool:

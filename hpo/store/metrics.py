@@ -8,9 +8,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, func, or_, select
 
+from hpo.errors import TaskNotFound
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
 from hpo.store.base import StoreBase
+from hpo.store.tasks import _qualified
 
 S = schema.scalars
 L = schema.logs
@@ -146,6 +148,39 @@ class MetricsMixin(StoreBase):
                 self._check_owner(conn, task_id, attempt)
                 conn.execute(L.insert(), rows)
         return len(rows)
+
+    def append_batch(
+        self, task_id: str, *, attempt: int | None,
+        scalars: Iterable[ScalarReport | Sequence[Any]] = (),
+        logs: Iterable[tuple[float, str, str]] = (),
+        parameters: Mapping[str, Any] | None = None,
+    ) -> int:
+        """One run's batch (scalars, log lines, parameters to merge; any may be empty)
+        written in ONE transaction under ONE owner check: all of it, or, refused with
+        LostOwnership (``attempt`` as in ``append_scalars``), none of it. The task row
+        is locked FOR UPDATE only when there are parameters (they update it), FOR SHARE
+        otherwise. Returns how many scalars."""
+        scalar_rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in scalars]
+        log_rows = [{"task_id": task_id, "time": t, "stream": stream, "text": text}
+                    for t, stream, text in logs]
+        if not (scalar_rows or log_rows or parameters):
+            return 0
+        with self._write() as conn:
+            self._check_owner(conn, task_id, attempt, exclusive=bool(parameters))
+            if parameters:
+                current = conn.execute(select(T.c.parameters).where(T.c.id == task_id)
+                                       ).first()
+                if current is None:
+                    raise TaskNotFound(
+                        f"no task with id {task_id!r}: `hpo task list` shows the ids")
+                merged = {**(current.parameters or {}), **_qualified(parameters)}
+                conn.execute(T.update().where(T.c.id == task_id).values(
+                    parameters=merged, updated_at=self.now()))
+            if scalar_rows:
+                conn.execute(S.insert(), scalar_rows)
+            if log_rows:
+                conn.execute(L.insert(), log_rows)
+        return len(scalar_rows)
 
     def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
         """Log lines of a task after a cursor (a line id), oldest first."""

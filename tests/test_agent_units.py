@@ -1,0 +1,244 @@
+"""The agent's decisions, one unit at a time, with no broker and no sleeps: the stop
+poll's verdict, a stop for a loss the store does not confirm, a failed claim whose log
+line cannot be chosen, the recorder's one-transaction batch, and what the consumer does
+with a message Celery fails on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import uuid
+from typing import Any
+
+import pytest
+from kombu import Message
+
+from hpo.agent.consumer import AgentConsumer
+from hpo.agent.recorder import Recorder
+from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
+from hpo.agent.slots import Slot
+from hpo.agent.worker import stop_decisions
+from hpo.errors import LostOwnership, StoreError
+from hpo.lifecycle import Status
+from hpo.queue.app import RUN_TASK
+from hpo.queue.messages import message_problem
+from hpo.records import TaskRecord
+from hpo.store import ScalarReport, Store, open_store
+
+# ----- the stop poll -------------------------------------------------------------------
+
+BASE = TaskRecord(
+    id="t", project="p", name="n", type="training", status=Status.running, parent=None,
+    tags=[], queue="q", script=None, parameters={}, time_limit=None, worker="me",
+    attempt=1, stop_requested=False, status_message=None, exit_code=None,
+    created_at=0.0, updated_at=0.0, started_at=0.0, ended_at=None)
+
+
+def seen(**changes: Any) -> TaskRecord:
+    return dataclasses.replace(BASE, **changes)
+
+
+def test_a_read_older_than_the_claim_is_no_loss() -> None:
+    # The claim committed between the attempts' snapshot and the read: the read still
+    # shows the task queued (attempt 0), or an earlier attempt, re-queued
+    assert stop_decisions({"t": 1}, [seen(status=Status.queued, attempt=0)]) == {}
+    assert stop_decisions({"t": 2}, [seen(status=Status.queued, attempt=1)]) == {}
+    # A runner not yet claimed at the snapshot is not judged at all
+    assert stop_decisions({}, [seen(status=Status.queued, attempt=0)]) == {}
+    assert stop_decisions({}, [seen(attempt=5, stop_requested=True)]) == {}
+
+
+def test_a_newer_attempt_or_the_same_attempt_not_running_is_a_loss() -> None:
+    assert stop_decisions({"t": 1}, [seen(attempt=2)]) == {"t": StopReason.lost}
+    assert stop_decisions({"t": 1}, [seen(attempt=2, status=Status.queued)]) == {
+        "t": StopReason.lost}
+    for status in (Status.queued, Status.completed, Status.failed, Status.stopped):
+        assert stop_decisions({"t": 1}, [seen(status=status)]) == {"t": StopReason.lost}
+
+
+def test_the_owner_running_is_left_alone_or_stopped_on_request() -> None:
+    assert stop_decisions({"t": 1}, [seen()]) == {}
+    assert stop_decisions({"t": 1}, [seen(stop_requested=True)]) == {
+        "t": StopReason.requested}
+    # a request made on a newer attempt is that attempt's: this one is lost
+    assert stop_decisions({"t": 1}, [seen(attempt=2, stop_requested=True)]) == {
+        "t": StopReason.lost}
+    # several at once, each by its own snapshot
+    assert stop_decisions({"a": 1, "b": 3}, [seen(id="a"), seen(id="b", attempt=4)]) == {
+        "b": StopReason.lost}
+
+
+# ----- the runner ------------------------------------------------------------------------
+
+@pytest.fixture
+def store(hpo_env: dict[str, str]) -> Store:
+    return open_store()
+
+
+def runner_for(store: Any) -> TaskRunner:
+    return TaskRunner(store, RunnerConfig(worker="me"), Slot("cpu0", ()),
+                      lambda task, attempt: None)
+
+
+def claimed(store: Store) -> str:
+    task_id = store.create_task("proj", "job").id
+    store.enqueue(task_id, "q")
+    assert store.claim(task_id, "me") == 1
+    return task_id
+
+
+def test_a_stop_for_a_loss_the_store_does_not_confirm_fails_the_task(store: Store) -> None:
+    # Given a runner stopped as lost while the store still shows its attempt running
+    task_id = claimed(store)
+    runner_for(store)._end_if_still_owned(task_id, 1)
+    # Then the task does not stay running forever: its attempt is recorded as failed
+    task = store.get_task(task_id)
+    assert (task.status, task.attempt) == (Status.failed, 1)
+    assert "lost" in (task.status_message or "")
+
+
+def test_a_stop_for_a_real_loss_leaves_the_new_owner_alone(store: Store) -> None:
+    task_id = claimed(store)
+    assert store.requeue(task_id, 1)
+    assert store.claim(task_id, "other") == 2
+    runner_for(store)._end_if_still_owned(task_id, 1)
+    task = store.get_task(task_id)
+    assert (task.status, task.attempt, task.worker) == (Status.running, 2, "other")
+
+
+class UnreadableStore:
+    """Refuses the claim (a stale message), then cannot read the task."""
+
+    def claim(self, task_id: str, worker: str) -> None:
+        return None
+
+    def get_tasks(self, task_ids: list[str]) -> list[TaskRecord]:
+        raise StoreError("the store is away")
+
+
+def test_a_failed_claim_whose_task_cannot_be_read_drops_the_message_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # No StoreError reaches the agent, which would return the stale message to the
+    # broker, to come back again and again
+    caplog.set_level(logging.INFO, "hpo.agent")
+    assert runner_for(UnreadableStore()).run(uuid.uuid4().hex) is None
+    assert "not claimed" in caplog.text
+
+
+# ----- the recorder ------------------------------------------------------------------------
+
+class BatchStore:
+    def __init__(self, refuse: bool = False) -> None:
+        self.batches: list[dict[str, Any]] = []
+        self.refuse = refuse
+
+    def append_batch(self, task_id: str, **batch: Any) -> int:
+        if self.refuse:
+            raise LostOwnership("attempt 1 no longer owns it")
+        self.batches.append({"task_id": task_id, **batch})
+        return len(batch["scalars"])
+
+
+def test_the_recorder_writes_each_flush_as_one_batch() -> None:
+    store = BatchStore()
+    recorder = Recorder(store, "t", 1, max_log_bytes=10_000)  # type: ignore[arg-type]
+    recorder.close()  # the flusher stopped: every flush below is this test's
+    report = ScalarReport("loss", "train", 0, 1.0, 2.0)
+    recorder.add_scalars([report])
+    recorder.on_output("stdout", "hello\n")
+    recorder.on_message({"kind": "params", "values": {"General/x": 1}})
+    recorder.flush()
+    recorder.flush()  # nothing left: no write at all
+    assert store.batches == [{"task_id": "t", "attempt": 1, "scalars": [report],
+                              "logs": [(store.batches[0]["logs"][0][0], "stdout", "hello")],
+                              "parameters": {"General/x": 1}}]
+    assert recorder.scalar_count == 1
+
+
+def test_a_refused_batch_loses_the_attempt_once_and_keeps_nothing() -> None:
+    store = BatchStore(refuse=True)
+    lost: list[str] = []
+    recorder = Recorder(store, "t", 1, max_log_bytes=10_000,  # type: ignore[arg-type]
+                        on_lost=lost.append)
+    recorder.close()
+    recorder.on_output("stdout", "hello\n")
+    recorder.flush()
+    recorder.on_output("stdout", "more\n")
+    recorder.flush()
+    assert lost == ["attempt 1 no longer owns it"]
+    assert recorder.lost == lost[0]
+    assert recorder.scalar_count == 0
+
+
+# ----- messages --------------------------------------------------------------------------
+
+def task_message(**headers: Any) -> Message:
+    body = json.dumps([[uuid.uuid4().hex], {}, {}])
+    return Message(body=body, content_type="application/json", content_encoding="utf-8",
+                   headers={"task": RUN_TASK, "id": str(uuid.uuid4()), "eta": None,
+                            "expires": None, "timelimit": [None, None], "retries": 0,
+                            **headers},
+                   channel=FakeChannel(), delivery_tag="tag")
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.rejected: list[bool] = []
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self.rejected.append(requeue)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"eta": "soon"}, "invalid ETA value 'soon'"),
+    ({"eta": 5}, "invalid ETA value 5"),
+    ({"expires": "never"}, "invalid expires value 'never'"),
+    ({"expires": 42}, "invalid expires value 42"),
+    ({"timelimit": 5}, "timelimit 5 is no [soft, hard] pair"),
+    ({"timelimit": [1, 2, 3]}, "is no [soft, hard] pair"),
+    ({"timelimit": ["a", None]}, "is no [soft, hard] pair"),
+    ({"retries": "x"}, "retries 'x' is no integer"),
+    ({"retries": True}, "retries True is no integer"),
+    ({"shadow": ["x"]}, "shadow ['x'] is no string"),
+])
+def test_headers_celery_would_raise_on_are_a_message_problem(
+        headers: dict[str, Any], expected: str) -> None:
+    problem = message_problem(task_message(**headers))
+    assert problem is not None and expected in problem
+
+
+def test_what_celery_itself_sends_has_no_header_problem() -> None:
+    assert message_problem(task_message()) is None
+    assert message_problem(task_message(eta="2026-01-01T00:00:00+00:00",
+                                        expires="2026-01-02T00:00:00", timelimit=[1, 2.5],
+                                        retries=3)) is None
+
+
+def test_a_sound_message_celery_fails_on_goes_back_to_the_broker_logged_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from celery.worker.consumer import Consumer
+
+    def failing_handler(self: Any, promise: Any = None) -> Any:
+        def handle(message: Any) -> None:
+            raise RuntimeError("Celery broke")
+        return handle
+
+    monkeypatch.setattr(Consumer, "create_task_handler", failing_handler)
+    consumer = AgentConsumer.__new__(AgentConsumer)
+    consumer._given_back = set()
+    consumer.connection_errors = ()
+    handler = consumer.create_task_handler()
+    message = task_message()
+    again = Message(body=message.body, content_type="application/json",
+                    content_encoding="utf-8", headers=dict(message.headers),
+                    channel=FakeChannel(), delivery_tag="tag2")
+    for each in (message, again):  # the same message, delivered again
+        handler(each)
+        assert each.channel.rejected == [True]  # re-queued, never dropped
+    assert caplog.text.count("returned to the broker") == 1
+    assert "message dropped" not in caplog.text
+    # a message with a problem is still dropped, not re-queued
+    hostile = task_message(eta="soon")
+    handler(hostile)
+    assert hostile.channel.rejected == [False]
