@@ -468,7 +468,7 @@ def test_names_in_any_script_pass_and_only_control_characters_are_refused():
 
     # Persian with a zero-width non-joiner, a non-breaking space, Chinese, an emoji
     # sequence joined by a zero-width joiner: text, not control characters
-    for name in ("مدل\u200cها", "lr\u00a0x", "Args/学习率", "\U0001f469\u200d\U0001f52c"):
+    for name in ("مدل\u200cها", "lr\u00a0x", "Args/学习率", "\U0001f469\u200d\U0001f52c"):  # noqa: RUF001
         assert limits.check_name("parameter", name) == name
     for name in ("a\nb", "a\tb", "a\u2028b", "a\x1bb"):
         with pytest.raises(ConfigError, match="control character"):
