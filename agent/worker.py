@@ -26,7 +26,7 @@ from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app
 from hpo.queue.messages import arguments_problem, dropped
-from hpo.queue.reaper import reap
+from hpo.queue.reaper import reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import open_store
 
@@ -155,6 +155,10 @@ class Agent:
                 log.warning("task %s of lost agent %s: %s", task.id, task.worker, status.value)
         except Exception as exc:
             log.warning("reaper failed: %s", exc)
+        try:
+            republish_lost(self.store, self.app)  # logs each task it publishes again
+        except Exception as exc:
+            log.warning("republishing lost messages failed: %s", exc)
 
     def _stop_request_loop(self) -> None:
         while not self._closed.wait(defaults.STOP_POLL_S):

@@ -38,7 +38,7 @@ from hpo.optimization.objective import job_result, metric_value
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.queue import dispatch
 from hpo.queue.app import publish
-from hpo.queue.reaper import reap
+from hpo.queue.reaper import reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import Store
 from hpo.strategies.base import (
@@ -385,6 +385,7 @@ class Controller:
         self._next_reap = self.clock.monotonic() + REAP_PERIOD_S
         try:
             reap(self.store, self.app)
+            republish_lost(self.store, self.app)
         except HpoError as exc:
             log.warning("reaper failed: %s", exc)
 

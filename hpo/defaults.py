@@ -19,6 +19,7 @@ ENV_HOME = "HPO_HOME"  # where the embedded store, broker, logs and checkpoints 
 ENV_STORE_URL = "HPO_STORE_URL"  # a SQLAlchemy URL; default: a SQLite file in HPO_HOME
 ENV_BROKER_URL = "HPO_BROKER_URL"  # redis://, amqp://; default: the embedded broker
 ENV_LOST_AFTER_S = "HPO_LOST_AFTER_S"  # overrides LOST_AFTER_S for every process
+ENV_REPUBLISH_AFTER_S = "HPO_REPUBLISH_AFTER_S"  # overrides REPUBLISH_AFTER_S likewise
 ENV_CHECKPOINT_ROOT = "HPO_CHECKPOINT_ROOT"  # shared storage for checkpoints on a cluster
 # Set by the agent for the script it runs (hpo.sdk.channel describes the protocol):
 ENV_TASK_ID = "HPO_TASK_ID"  # the task being run; its presence means "under an agent"
@@ -66,6 +67,12 @@ LOST_TASK_RETRIES = 1
 # Agents and controllers look for lost tasks this often: a tenth of a detection delay
 # that is LOST_AFTER_S anyway, for one cheap query.
 REAP_PERIOD_S = 5.0
+# A task queued this long while its queue holds fewer waiting messages than it has
+# queued tasks lost its message (a Redis restart or flush loses every waiting one): the
+# reaper publishes it again. A minute is far longer than a publish takes to arrive, and
+# short next to what a stranded task would wait otherwise (forever); a backlog whose
+# messages are all there is never published again, however long it waits.
+REPUBLISH_AFTER_S = 60.0
 
 
 # ----- the agent ----------------------------------------------------------------------

@@ -17,13 +17,16 @@ from hpo import limits
 from hpo.defaults import (
     ENV_BROKER_URL,
     ENV_LOST_AFTER_S,
+    ENV_REPUBLISH_AFTER_S,
     ENV_STORE_URL,
     LOST_AFTER_S,
     MAX_SECONDS,
+    REPUBLISH_AFTER_S,
     hpo_home,
 )
 
-__all__ = ["Settings", "default_broker_url", "default_store_url", "hpo_home", "lost_after_s"]
+__all__ = ["Settings", "default_broker_url", "default_store_url", "hpo_home", "lost_after_s",
+           "republish_after_s"]
 
 
 def lost_after_s() -> float:
@@ -35,6 +38,15 @@ def lost_after_s() -> float:
     return float(limits.parse_number(f"${ENV_LOST_AFTER_S}", text, 0, MAX_SECONDS, above=True,
                                      unit="seconds"))
 
+
+def republish_after_s() -> float:
+    """``$HPO_REPUBLISH_AFTER_S`` (checked as ``$HPO_LOST_AFTER_S`` is), else
+    ``defaults.REPUBLISH_AFTER_S``."""
+    text = os.environ.get(ENV_REPUBLISH_AFTER_S)
+    if not text:
+        return REPUBLISH_AFTER_S
+    return float(limits.parse_number(f"${ENV_REPUBLISH_AFTER_S}", text, 0, MAX_SECONDS,
+                                     above=True, unit="seconds"))
 
 def default_store_url() -> str:
     return f"sqlite:///{hpo_home() / 'hpo.db'}"

@@ -18,7 +18,8 @@ def register(commands: Any) -> None:
                             "tasks and last heartbeat.")
     add_store_option(p)
     p.add_argument("--reap", action="store_true",
-                   help="re-queue (or fail) running tasks whose agent stopped heartbeating")
+                   help="re-queue (or fail) running tasks whose agent stopped heartbeating, "
+                   "and publish again queued tasks whose message the broker lost")
     p.add_argument("--lost-after", type=common.seconds, default=None,
                    metavar="SECONDS",
                    help="an agent silent this long is lost (default: $HPO_LOST_AFTER_S, else "
@@ -39,11 +40,14 @@ def cmd_workers(args: argparse.Namespace) -> int:
     store = store_from(args)
     if args.reap:
         from hpo.queue.app import make_app
-        from hpo.queue.reaper import reap
+        from hpo.queue.reaper import reap, republish_lost
 
-        for task, status in reap(store, make_app(broker), lost_after_s=lost_after,
+        app = make_app(broker)
+        for task, status in reap(store, app, lost_after_s=lost_after,
                                  retries=args.retries):
             print(f"{task.id} (agent {task.worker} lost): {status.value}")
+        for task in republish_lost(store, app):
+            print(f"{task.id} (message lost from queue {task.queue}): published again")
     workers = store.list_workers()
     if args.json:
         output.print_json(workers)

@@ -92,6 +92,23 @@ def publish(app: Celery, task_id: str, queue: str) -> None:
             "HPO_BROKER_URL / --broker at a running one") from None
 
 
+
+def waiting_messages(app: Celery, queue: str) -> int:
+    """How many messages wait in ``queue`` (not those an agent holds unacknowledged): a
+    passive declare, which Redis, RabbitMQ and the embedded broker all answer with the
+    count; a queue that does not exist (Redis drops an empty list) holds none."""
+    try:
+        # A channel of its own: RabbitMQ closes the channel a passive declare of a
+        # missing queue failed on.
+        with app.connection_for_write() as connection, connection.channel() as channel:
+            try:
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except connection.channel_errors:
+                return 0
+    except (KombuOperationalError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {safe_broker_url(app)}: {exc}") from None
+
 def _is_embedded(app: Celery) -> bool:
     return str(app.conf.broker_url).startswith(("sqla+", "sqlalchemy+"))
 

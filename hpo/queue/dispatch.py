@@ -3,12 +3,16 @@ together, in the one order that never leaves a task without its message."""
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from hpo.defaults import DEFAULT_QUEUE
 from hpo.queue.app import BrokerUnavailable, publish
 from hpo.records import TaskRecord
 from hpo.store import Store
+
+log = logging.getLogger("hpo.queue")
 
 
 def enqueue(store: Store, app: Celery, task_id: str, queue: str) -> TaskRecord:
@@ -37,6 +41,20 @@ def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: 
     publish(app, task.id, task.queue or DEFAULT_QUEUE)
     return True
 
+
+def republish(store: Store, app: Celery, task: TaskRecord) -> bool:
+    """Publish a queued task's message again: the broker lost it (a Redis restart or
+    flush). The task stays queued; its ``updated_at`` is refreshed first, and only while
+    it is still queued and as ``task`` saw it, so of several sweepers one publishes, and
+    the next sweep leaves it alone for a while. False when the store refused. A duplicate
+    message is harmless anyway: dropped at the claim."""
+    if not store.touch_queued(task.id, task.updated_at):
+        return False
+    queue = task.queue or DEFAULT_QUEUE
+    publish(app, task.id, queue)
+    log.warning("task %s: queued for %.0fs with no message left in queue %s; published "
+                "again", task.id, store.now() - task.updated_at, queue)
+    return True
 
 def dequeue(store: Store, task_id: str) -> TaskRecord:
     """queued -> created; the message still in the broker is dropped at its claim."""

@@ -1,4 +1,5 @@
-"""Finding tasks whose agent went silent and putting them back (or failing them).
+"""Finding tasks whose agent went silent and putting them back (or failing them), and
+queued tasks whose message the broker lost, and publishing them again.
 
 Runs with every controller, periodically inside every agent, and with
 ``hpo workers --reap``. Recovery never waits for the broker to redeliver anything.
@@ -10,7 +11,8 @@ from celery import Celery
 
 from hpo import defaults, settings
 from hpo.lifecycle import Status
-from hpo.queue.dispatch import requeue
+from hpo.queue.app import waiting_messages
+from hpo.queue.dispatch import republish, requeue
 from hpo.records import TaskRecord
 from hpo.store import Store
 
@@ -36,4 +38,39 @@ def reap(
                           message=f"agent lost: {task.worker} stopped sending heartbeats "
                           f"(attempt {task.attempt}, no retries left)"):
             done.append((task, Status.failed))
+    return done
+
+
+def republish_lost(
+    store: Store,
+    app: Celery,
+    *,
+    republish_after_s: float | None = None,
+) -> list[TaskRecord]:
+    """Publish again the tasks queued for longer than ``republish_after_s`` on a queue
+    that holds fewer waiting messages than it has queued tasks: their messages were lost
+    (a Redis restart keeps none). A backlog whose messages are all there is left alone,
+    however long it waits. Per queue, at most the missing count is published, oldest
+    task first. Returns the tasks published again.
+    ``republish_after_s``: None is ``$HPO_REPUBLISH_AFTER_S``, else
+    ``defaults.REPUBLISH_AFTER_S``."""
+    if republish_after_s is None:
+        republish_after_s = settings.republish_after_s()
+    stale = store.queued_before(store.now() - republish_after_s)
+    if not stale:
+        return []
+    counts = store.queued_counts()
+    done: list[TaskRecord] = []
+    for queue in sorted({task.queue or defaults.DEFAULT_QUEUE for task in stale}):
+        queued = counts.get(queue, 0) + (counts.get(None, 0) if queue ==
+                                         defaults.DEFAULT_QUEUE else 0)
+        missing = queued - waiting_messages(app, queue)
+        for task in [t for t in stale if (t.queue or defaults.DEFAULT_QUEUE) == queue]:
+            if missing <= 0:
+                break
+            # Refused: another sweeper published it (or it left the queue): one fewer
+            # missing all the same.
+            if republish(store, app, task):
+                done.append(task)
+            missing -= 1
     return done

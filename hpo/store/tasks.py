@@ -304,6 +304,37 @@ class TasksMixin(StoreBase):
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
 
+    def queued_before(self, cutoff: float) -> list[TaskRecord]:
+        """Queued tasks last (re)queued or changed before ``cutoff``, oldest first: the
+        ones whose message may have been lost with a broker's state."""
+        query = (select(T).where(T.c.status == Status.queued.value, T.c.updated_at < cutoff)
+                 .order_by(T.c.updated_at, T.c.id))
+        with self._read() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def queued_counts(self) -> dict[str | None, int]:
+        """How many tasks are queued, by queue name (None: no queue recorded)."""
+        query = (select(T.c.queue, func.count()).where(T.c.status == Status.queued.value)
+                 .group_by(T.c.queue))
+        with self._read() as conn:
+            return {queue: int(count) for queue, count in conn.execute(query)}
+
+    def touch_queued(self, task_id: str, seen_updated_at: float) -> bool:
+        """Mark a queued task as published again now (its ``updated_at``), only if it is
+        still queued and unchanged since ``seen_updated_at`` was read: of several
+        sweepers that saw it, one wins and publishes. False when another did, or the
+        task moved on.
+
+        Policy: WHERE status = 'queued' AND updated_at = ``seen_updated_at``; no match: False."""
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.status == Status.queued.value,
+                   T.c.updated_at == seen_updated_at)
+            .values(updated_at=self.now())
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
     def request_stop(self, task_id: str, message: str | None = None) -> TaskRecord:
         """Abort: a queued task is stopped at once (its message is dropped at the claim);
         a running one is flagged, and its agent stops it.
