@@ -34,8 +34,8 @@ from hpo.defaults import (
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.optimization.config import OptimizerConfig
-from hpo.optimization.objective import job_result, metric_value
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
+from hpo.optimization.tally import JobTally, iteration_budget, stored_tallies
 from hpo.queue import dispatch
 from hpo.queue.app import publish
 from hpo.queue.reaper import reap, republish_lost
@@ -188,7 +188,7 @@ class Controller:
         return scored[:top_k] if top_k is not None else scored
 
     def _rank(self, job: Job) -> tuple[float, float]:
-        budget = reached_budget(job.max_iteration, job.last_iteration[0],
+        budget = reached_budget(job.max_iteration, job.reached(),
                                 job.budget_reached or job.status is Status.completed)
         return rank_key((job.result or [0.0])[0], budget, self.config.max_iteration_per_job,
                         self.config.objectives[0].minimize)
@@ -238,10 +238,9 @@ class Controller:
             job = self.active[scalar.task_id]
             job.cursor = max(job.cursor, scalar.id)
             index = job.objective_index(scalar.title, scalar.series)
-            if index is not None and not job.budget_reached:
-                job.record(index, scalar.iteration, scalar.value)
-                if index == 0:
-                    self._decide(job, scalar.iteration)
+            if (index is not None and job.record(index, scalar.iteration, scalar.value,
+                                                 scalar.attempt) and index == 0):
+                self._decide(job, scalar.iteration)
         for job in active:
             record = records.get(job.task_id)
             if record is None:
@@ -253,16 +252,16 @@ class Controller:
                 self._finish(job, record.status)
 
     def _decide(self, job: Job, iteration: int) -> None:
-        """After a report of the primary objective: stop at the iteration budget, or
-        when the strategy says so (never before min_iteration_per_job)."""
+        """After a report of the primary objective that counts: stop at the iteration
+        budget (the job's tally has closed: later reports do not count, stop sent or
+        not), or when the strategy says so (never before min_iteration_per_job)."""
         if job.stop_sent or job.finished:
             return
-        budget = job.max_iteration or self.config.max_iteration_per_job
-        if budget is not None and iteration >= budget:
-            job.budget_reached = True
-            self._stop_job(job, f"max_iteration_per_job reached ({iteration} >= {budget})")
+        if job.budget_reached:
+            self._stop_job(job, f"max_iteration_per_job reached ({iteration} >= "
+                           f"{job.budget})")
             return
-        values = [v if v is not None else math.nan for v in job.last]
+        values = [v if v is not None else math.nan for v in job.last_values()]
         decision = self.strategy.on_report(job.trial_id, iteration, values)
         minimum = self.config.min_iteration_per_job or 0
         if decision is Decision.STOP and iteration >= minimum:
@@ -350,7 +349,9 @@ class Controller:
                   parameters=dict(suggestion.parameters),
                   max_iteration=suggestion.max_iteration,
                   objectives=list(self.config.objectives),
-                  resume_from=suggestion.resume_from)
+                  resume_from=suggestion.resume_from,
+                  budget=iteration_budget(suggestion.max_iteration,
+                                          self.config.max_iteration_per_job))
         self.jobs[task_id] = job
         self.active[task_id] = job
         self.task_of_trial[job.trial_id] = task_id
@@ -420,7 +421,7 @@ class Controller:
         active = {t: Suggestion(**s) for t, s in state.get("active", {}).items()}
         pending = {s["trial_id"]: Suggestion(**s) for s in state.get("pending", [])}
         children = self.store.find_tasks(parent=self.task_id)
-        results, reached = self._results_of([c for c in children if c.id not in active])
+        stored = self._reports_of(children)
         for child in sorted(children, key=lambda c: c.created_at):
             trial = _trial_of(child)
             # A pending suggestion whose clone exists was launched: it keeps its budget,
@@ -431,8 +432,13 @@ class Controller:
             job = self._track(child.id, suggestion)
             if not unheard and child.status in FINAL_STATUSES:
                 job.update_from(child)
-                job.last_iteration[0] = reached.get(child.id, -1)  # for its rank
-                self._settle(job, results.get(child.id))
+                job.reports = stored[child.id]
+                self._settle(job, job.values() if child.status is not Status.failed
+                             else None)
+            elif (inherited := stored[child.id].inherited) is not None:
+                # Its own reports are read again from the start (cursor 0), after its
+                # parent's, as when it was launched.
+                job.reports.continue_from(inherited)
         self.pending = list(pending.values())
         # A crash between a job's enqueue and its publish leaves it queued with no
         # message: publish again. Delivery is at-least-once; the claim drops duplicates.
@@ -446,23 +452,12 @@ class Controller:
         names = [n for p in self.config.hyper_parameters for n in p.names]
         return {n: child.parameters.get(P.qualify(n)) for n in names}
 
-    def _results_of(self, children: list[TaskRecord]
-                    ) -> tuple[dict[str, list[float] | None], dict[str, int]]:
-        """Final objective values of finished jobs, from the store (one query per
-        objective), by the live loop's rule (hpo.optimization.objective); and the last
-        iteration each reported of the primary objective."""
-        ids = [c.id for c in children]
-        values: dict[str, list[float | None]] = {i: [] for i in ids}
-        reached: dict[str, int] = {}
-        for index, objective in enumerate(self.config.objectives):
-            summary = {m.task_id: m for m in self.store.scalar_summary(
-                ids, title=objective.title, series=objective.series)}
-            if index == 0:
-                reached = {t: m.last_iteration for t, m in summary.items()}
-            for task_id in ids:
-                values[task_id].append(metric_value(objective, summary.get(task_id)))
-        failed = {c.id for c in children if c.status is Status.failed}
-        return ({i: job_result(v, failed=i in failed) for i, v in values.items()}, reached)
+    def _reports_of(self, children: list[TaskRecord]) -> dict[str, JobTally]:
+        """Each job's reports that count, from the store, by the live loop's rule
+        (hpo.optimization.tally: one query per objective title, the budget cut in SQL, a
+        promoted job continued from its parent's)."""
+        return stored_tallies(self.store, self.config.objectives, children,
+                              self.config.max_iteration_per_job)
 
 
 def _trial_of(child: TaskRecord) -> str:

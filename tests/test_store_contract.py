@@ -922,6 +922,64 @@ def test_scalar_summary_filters_by_title_and_series(store: Store) -> None:
     assert store.scalar_summary([a, b], title="nope") == []
 
 
+def scalar(iteration: int, value: float, title: str = "loss", series: str = "train"
+           ) -> ScalarReport:
+    return ScalarReport(title, series, iteration, value, 0.0)
+
+
+def test_scalar_summary_with_budgets_counts_each_task_up_to_its_first_report_at_the_budget(
+        store: Store) -> None:
+    # Given tasks that went on reporting after their iteration budget (the stop travels)
+    a, b, c, d, e = (task_in(store, Status.running, n) for n in "abcde")
+    store.append_scalars(a, [scalar(1, 5.0), scalar(2, math.nan), scalar(3, 3.0),
+                             scalar(4, 0.5), scalar(2, 9.0)])  # budget 3: cut after 3.0
+    store.append_scalars(b, [scalar(1, 2.0), scalar(5, 4.0), scalar(3, 1.0)])  # 5 >= 3 first
+    store.append_scalars(c, [scalar(1, 7.0), scalar(2, 6.0)])  # budget 9, never reached
+    store.append_scalars(d, [scalar(1, 1.0), scalar(2, 0.0)])  # no budget
+    store.append_scalars(e, [scalar(0, 8.0), scalar(3, math.nan), scalar(4, 3.0)])
+    budgets = {a: 3, b: 3, c: 9, e: 3}
+
+    got = {m.task_id: m for m in store.scalar_summary([a, b, c, d, e], budgets=budgets)}
+
+    # Then only the reports up to and including the first at or past the budget count
+    assert summary_of(store, [a, b, c, d, e], budgets=budgets) == {
+        (a, "loss", "train"): (3.0, 3.0, 5.0, 3, 3),
+        (b, "loss", "train"): (4.0, 2.0, 4.0, 5, 2),
+        (c, "loss", "train"): (6.0, 6.0, 7.0, 2, 2),
+        (d, "loss", "train"): (0.0, 0.0, 1.0, 2, 2),
+        (e, "loss", "train"): (pytest.approx(math.nan, nan_ok=True), 8.0, 8.0, 3, 2),
+    }
+    assert (got[a].nans, got[e].nans) == (1, 1)
+    # Every task on one budget (a plain bound), and no budget at all, read alike.
+    assert summary_of(store, [a, b], budgets={a: 3, b: 3}) == {
+        k: v for k, v in summary_of(store, [a, b, c, d, e], budgets=budgets).items()
+        if k[0] in (a, b)}
+    assert summary_of(store, [a], budgets={}) == summary_of(store, [a])
+    assert summary_of(store, [a], budgets={a: 3})[(a, "loss", "train")][4] == 3
+
+
+def test_scalar_summary_budget_series_ends_what_counts_of_every_series(store: Store) -> None:
+    # Given a job reporting two series, the primary ("loss/val") reaching budget 3 first
+    task_id = task_in(store, Status.running)
+    store.append_scalars(task_id, [
+        scalar(1, 0.9, "loss", "val"), scalar(1, 0.1, "acc", "val"),
+        scalar(2, 0.8, "loss", "val"), scalar(2, 0.2, "acc", "val"),
+        scalar(3, 0.7, "loss", "val"), scalar(3, 0.3, "acc", "val"),
+        scalar(4, 0.6, "loss", "val"), scalar(4, 0.4, "acc", "val")])
+
+    # When the primary series decides, the accuracy after its report at 3 does not count,
+    # summarized alone or with the rest
+    cut = {"budgets": {task_id: 3}, "budget_series": ("loss", "val")}
+    assert summary_of(store, [task_id], title="acc", **cut) == {
+        (task_id, "acc", "val"): (0.2, 0.1, 0.2, 2, 2)}
+    assert summary_of(store, [task_id], **cut) == {
+        (task_id, "acc", "val"): (0.2, 0.1, 0.2, 2, 2),
+        (task_id, "loss", "val"): (0.7, 0.7, 0.9, 3, 3)}
+    # Without it each series is cut at its own report at the budget
+    assert summary_of(store, [task_id], title="acc", budgets={task_id: 3}) == {
+        (task_id, "acc", "val"): (0.3, 0.1, 0.3, 3, 3)}
+
+
 # ----- logs ----------------------------------------------------------------------------
 
 

@@ -1,12 +1,11 @@
 """An optimization's objectives and the rule that scores a job by them, in one place:
-the controller's live scoring (``Job``), resume (``Controller._results_of``) and the
-store-only summary (``hpo.optimization.summary``) all score through here.
+the controller's live scoring (``Job``), resume and the store-only summary
+(``hpo.optimization.summary``) all score through here, on the same reports
+(``hpo.optimization.tally`` says which count and adds them up).
 
 The rule: sign ``min``/``max`` counts the last reported value, ``min_global`` /
 ``max_global`` the best one; a NaN report anywhere, or an objective never reported,
 leaves the job without a result (it counts as failed, and the search goes on).
-The functions take plain values, so the controller's running last/best and a store
-``MetricSummary`` are scored alike.
 """
 
 from __future__ import annotations
@@ -14,10 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from hpo.records import MetricSummary
 
 SIGNS = ("min", "max", "min_global", "max_global")
 
@@ -56,15 +51,6 @@ def counted_value(objective: Objective, last: float | None, best: float | None,
         return None
     value = best if objective.use_best else last
     return None if value is None or math.isnan(value) else float(value)
-
-
-def metric_value(objective: Objective, metric: MetricSummary | None) -> float | None:
-    """``counted_value`` from the store's summary of the objective's series."""
-    if metric is None:
-        return None
-    return counted_value(objective, metric.last,
-                         metric.min if objective.minimize else metric.max,
-                         saw_nan=metric.nans > 0)
 
 
 def job_result(values: Sequence[float | None], failed: bool = False) -> list[float] | None:

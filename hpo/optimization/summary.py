@@ -5,7 +5,9 @@ process, while the optimization runs or after it ended.
 A job's objective follows the controller's rule (``hpo.optimization.objective``): sign
 ``min``/``max`` counts the last reported value, ``min_global``/``max_global`` the best
 one; a job that failed, never reported its objective, or reported NaN has none and
-counts as failed. Only finished jobs (completed or stopped) compete for "best".
+counts as failed. The reports are the ones the controller counts
+(``hpo.optimization.tally``): up to the job's iteration budget, after those of the job it
+continues. Only finished jobs (completed or stopped) compete for "best".
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 from hpo import typed_params as P
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.optimization.config import OptimizerConfig
-from hpo.optimization.objective import Objective, is_better, job_result, metric_value
+from hpo.optimization.objective import Objective, job_result
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
-from hpo.records import MetricSummary, TaskRecord
+from hpo.optimization.tally import replay, stored_tallies
+from hpo.records import TaskRecord
 from hpo.store import Store
 
 
@@ -113,7 +116,7 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
     finished = [r for r in rows if Status(r.status) in FINAL_STATUSES]
     ranked = best_rows(rows, config.objectives[0], config.max_iteration_per_job)
     top = ranked[:top_k]
-    _fill_best_iterations(store, config.objectives[0], top)
+    _fill_best_iterations(store, config, top, children)
     compute_s = sum(max(0.0, (c.ended_at or now) - c.started_at)
                     for c in children if c.started_at is not None)
     wall_s = (max(0.0, (task.ended_at or now) - task.started_at)
@@ -151,28 +154,22 @@ def tuned_keys(config: OptimizerConfig) -> list[str]:
 
 def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
              ) -> list[JobRow]:
-    """One row per child task, with its objective values (newest child first)."""
-    wanted = {(o.title, o.series) for o in config.objectives}
-    metrics: dict[tuple[str, str, str], MetricSummary] = {}
-    titles = {o.title for o in config.objectives}
-    ids = [c.id for c in children]
-    for title in titles:  # one query per objective title (usually one)
-        for m in store.scalar_summary(ids, title=title):
-            if (m.title, m.series) in wanted:
-                metrics[(m.task_id, m.title, m.series)] = m
+    """One row per child task, with its objective values (newest child first), from
+    the reports the controller counts (``hpo.optimization.tally``: up to the job's
+    iteration budget, after those of the job it continues)."""
+    tallies = stored_tallies(store, config.objectives, children, config.max_iteration_per_job)
     keys = tuned_keys(config)
     now = time.time()
     rows = []
     for child in children:
-        values: list[float | None] = [metric_value(o, metrics.get((child.id, o.title, o.series)))
-                                      for o in config.objectives]
+        scored = tallies[child.id].scored()
+        values: list[float | None] = [t.value() for t in scored]
         if child.status is Status.failed:  # its reports do not count (as in the controller)
             values = [None] * len(values)
         result = job_result(values)  # one missing objective: no result, as in the controller
         objective = result[0] if result is not None else None
-        primary = metrics.get((child.id, config.objectives[0].title,
-                               config.objectives[0].series))
-        iteration = (primary.last_iteration if primary is not None and objective is not None
+        primary = scored[0]
+        iteration = (primary.last_iteration if objective is not None
                      and not config.objectives[0].use_best else None)
         rows.append(JobRow(
             task_id=child.id, name=child.name, status=child.status.value,
@@ -182,7 +179,7 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
             duration_s=(max(0.0, (child.ended_at or now) - child.started_at)
                         if child.started_at is not None else None),
             message=child.status_message, budget=budget_of(child.tags),
-            reached=primary.last_iteration if primary is not None else None,
+            reached=primary.last_iteration if primary.count else None,
         ))
     return rows
 
@@ -199,16 +196,17 @@ def best_rows(rows: list[JobRow], primary: Objective, full_budget: int | None = 
     return scored
 
 
-def _fill_best_iterations(store: Store, primary: Objective, rows: list[JobRow]) -> None:
+def _fill_best_iterations(store: Store, config: OptimizerConfig, rows: list[JobRow],
+                          children: list[TaskRecord]) -> None:
     """For min_global/max_global the iteration of the best value needs the series itself:
-    read it for the few rows shown only."""
+    replayed by the controller's rule for the few rows shown only."""
+    primary = config.objectives[0]
     if not primary.use_best:
         return
+    tasks = {c.id: c for c in children}
     for row in rows:
-        best: float | None = None
-        for s in store.task_scalars(row.task_id, title=primary.title, series=primary.series):
-            if is_better(primary, s.value, best):
-                best, row.iteration = s.value, s.iteration
+        row.iteration = replay(store, primary, row.task_id, tasks,
+                               config.max_iteration_per_job).best_iteration
 
 
 @dataclass
