@@ -17,11 +17,22 @@ from typing import TypeVar
 import psutil
 
 from hpo.lifecycle import FINAL_STATUSES, Status
-from hpo.records import TaskRecord
+from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import Store
 
 T = TypeVar("T")
 JOB = Path(__file__).parent / "scripts" / "worker_job.py"
+
+
+def register_job(store: Store, folder: Path, project: str, steps: int = 3) -> str:
+    """The test job (``JOB``) registered as a template task in ``project``: its id. Its
+    parameters are those the job reads, at values that make a quick, quiet success."""
+    script = ScriptInfo(entry_point=str(JOB), working_dir=str(folder),
+                        interpreter=sys.executable)
+    return store.create_task(project, "job", script=script, parameters={
+        "General/steps": steps, "General/sleep": 0.0, "General/exit_code": 0,
+        "General/print_mb": 0, "General/marker_dir": "", "General/wait_for": 0,
+        "General/ignore_sigterm": False}).id
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0,

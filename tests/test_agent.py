@@ -20,6 +20,7 @@ from tests.agents import (
     JOB,
     env_for,
     freeze,
+    register_job,
     running_agent,
     wait_final,
     wait_for,
@@ -37,12 +38,7 @@ def store(hpo_env: dict[str, str]) -> Store:
 @pytest.fixture
 def template(store: Store, tmp_path: Path) -> str:
     """The test job registered as a template task."""
-    script = ScriptInfo(entry_point=str(JOB), working_dir=str(tmp_path),
-                        interpreter=sys.executable)
-    return store.create_task("agent-tests", "job", script=script, parameters={
-        "General/steps": 3, "General/sleep": 0.0, "General/exit_code": 0,
-        "General/print_mb": 0, "General/marker_dir": "", "General/wait_for": 0,
-        "General/ignore_sigterm": False}).id
+    return register_job(store, tmp_path, "agent-tests")
 
 
 def launch(store: Store, broker: str, queue: str, template: str, **overrides: object) -> str:

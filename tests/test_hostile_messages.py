@@ -9,7 +9,6 @@ import base64
 import functools
 import json
 import sqlite3
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -22,9 +21,15 @@ from celery import Celery
 from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app
-from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
-from tests.agents import JOB, AgentProcess, env_for, running_agent, wait_final, wait_for
+from tests.agents import (
+    AgentProcess,
+    env_for,
+    register_job,
+    running_agent,
+    wait_final,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -39,12 +44,7 @@ def store(hpo_env: dict[str, str]) -> Store:
 
 @pytest.fixture
 def template(store: Store, tmp_path: Path) -> str:
-    script = ScriptInfo(entry_point=str(JOB), working_dir=str(tmp_path),
-                        interpreter=sys.executable)
-    return store.create_task("hostile-tests", "job", script=script, parameters={
-        "General/steps": 1, "General/sleep": 0.0, "General/exit_code": 0,
-        "General/print_mb": 0, "General/marker_dir": "", "General/wait_for": 0,
-        "General/ignore_sigterm": False}).id
+    return register_job(store, tmp_path, "hostile-tests", steps=1)
 
 
 def launch(store: Store, broker: str, queue: str, template: str) -> str:

@@ -4,7 +4,6 @@ reaper, and a backlog whose messages are all there is left alone."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,8 @@ from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import make_app, waiting_messages
 from hpo.queue.reaper import republish_lost
-from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
-from tests.agents import JOB, env_for, running_agent, wait_final, wait_for
+from tests.agents import env_for, register_job, running_agent, wait_final, wait_for
 from tests.conftest import server_broker_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -28,12 +26,7 @@ def store(hpo_env: dict[str, str]) -> Store:
 
 @pytest.fixture
 def template(store: Store, tmp_path: Path) -> str:
-    script = ScriptInfo(entry_point=str(JOB), working_dir=str(tmp_path),
-                        interpreter=sys.executable)
-    return store.create_task("healing-tests", "job", script=script, parameters={
-        "General/steps": 3, "General/sleep": 0.0, "General/exit_code": 0,
-        "General/print_mb": 0, "General/marker_dir": "", "General/wait_for": 0,
-        "General/ignore_sigterm": False}).id
+    return register_job(store, tmp_path, "healing-tests")
 
 
 def enqueue(store: Store, broker: str, queue: str, template: str, n: int) -> list[str]:

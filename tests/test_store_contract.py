@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
-import queue
 import random
 import re
 import time
@@ -36,6 +34,7 @@ from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo
 from hpo.store import ScalarReport, Store, open_store, schema
 from hpo.store.engine import safe_url
+from tests.processes import run_together
 
 # ----- helpers ----------------------------------------------------------------------
 
@@ -1398,45 +1397,6 @@ def _append_batches(url: str, shared_id: str, own_id: str, name: str, batches: i
     except BaseException:
         barrier.abort()
         results.put((name, "error", traceback.format_exc()))
-
-
-def run_together(target: Callable[..., None], per_process: dict[str, tuple[Any, ...]],
-                 timeout: float = 90) -> dict[str, Any]:
-    """Run ``target(*args, barrier, results)`` in one spawned process per entry, all
-    released at once by a barrier; the result each one returned, by name."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(len(per_process))
-    results = ctx.Queue()
-    processes = [ctx.Process(target=target, args=(*args, barrier, results), name=name)
-                 for name, args in per_process.items()]
-    for process in processes:
-        process.start()
-    outcomes: dict[str, Any] = {}
-    errors: list[str] = []
-    reported: set[str] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        for _ in processes:
-            try:
-                name, status, payload = results.get(
-                    timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"processes did not report within {timeout}s: "
-                            f"{sorted(set(per_process) - reported)} missing")
-            reported.add(name)
-            if status == "ok":
-                outcomes[name] = payload
-            else:
-                errors.append(f"{name}:\n{payload}")
-    finally:
-        for process in processes:
-            process.join(timeout=max(1.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-    assert not errors, "\n".join(errors)
-    assert [p.exitcode for p in processes] == [0] * len(processes)
-    return outcomes
 
 
 @pytest.mark.timeout(120)

@@ -16,9 +16,6 @@ UPDATE per change.
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
-import time
 import traceback
 from collections import Counter
 from typing import Any
@@ -28,6 +25,7 @@ import pytest
 from hpo.errors import InvalidTransition
 from hpo.lifecycle import Status
 from hpo.store import Store, open_store
+from tests.processes import run_together
 
 ROUNDS = 200
 BARRIER_TIMEOUT_S = 60
@@ -86,36 +84,8 @@ def _play(url: str, task_ids: list[str], role: str, barrier: Any, results: Any) 
 def play_rounds(url: str, task_ids: list[str], roles: list[str]) -> dict[str, list[Outcome]]:
     """Run one process per role over ``task_ids``, round by round; each role's outcomes,
     in task order."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(len(roles))
-    results = ctx.Queue()
-    processes = [ctx.Process(target=_play, args=(url, task_ids, role, barrier, results),
-                             name=role) for role in roles]
-    for process in processes:
-        process.start()
-    outcomes: dict[str, list[Outcome]] = {}
-    errors: list[str] = []
-    deadline = time.monotonic() + REPORT_TIMEOUT_S
-    try:
-        for _ in processes:
-            try:
-                role, status, payload = results.get(
-                    timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"processes did not report within {REPORT_TIMEOUT_S}s: "
-                            f"{sorted(set(roles) - set(outcomes))} missing")
-            if status == "ok":
-                outcomes[role] = payload
-            else:
-                errors.append(f"{role}:\n{payload}")
-    finally:
-        for process in processes:
-            process.join(timeout=max(1.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-    assert not errors, "\n".join(errors)
-    return outcomes
+    return run_together(_play, {role: (url, task_ids, role) for role in roles},
+                        timeout=REPORT_TIMEOUT_S)
 
 
 def by_task(task_ids: list[str], outcomes: dict[str, list[Outcome]]
