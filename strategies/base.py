@@ -157,9 +157,9 @@ def _strategy_class(found: object, path: str) -> type[SearchStrategy]:
     if not isinstance(found, type) or not issubclass(found, SearchStrategy):
         kind = f"the class {found.__name__}" if isinstance(found, type) else (
             f"a {type(found).__name__}, not a class")
-        raise ConfigError(f"{path!r:.200} names {kind}: give a SearchStrategy "
-                          "subclass (hpo.strategies.base.SearchStrategy) or a registered "
-                          "name")
+        raise ConfigError(f"{path!r:.200} names {kind}, not a SearchStrategy subclass: "
+                          "give one (derived from hpo.strategies.base.SearchStrategy) or a "
+                          "registered name")
     return found
 
 
