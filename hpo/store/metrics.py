@@ -8,11 +8,10 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select
 
-from hpo.errors import TaskNotFound
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
 from hpo.store.base import StoreBase
-from hpo.store.tasks import _qualified
+from hpo.store.tasks import write_parameters
 
 S = schema.scalars
 L = schema.logs
@@ -155,8 +154,7 @@ class MetricsMixin(StoreBase):
                     attempt: int | None = None) -> int:
         """Append a batch of (time, stream, text) log lines in one transaction;
         ``attempt`` fences it as in ``append_scalars`` (None: unfenced)."""
-        rows = [{"task_id": task_id, "time": t, "stream": stream, "text": text}
-                for t, stream, text in lines]
+        rows = _log_rows(task_id, lines)
         if rows:
             with self._write() as conn:
                 self._check_owner(conn, task_id, attempt)
@@ -175,21 +173,13 @@ class MetricsMixin(StoreBase):
         is locked FOR UPDATE only when there are parameters (they update it), FOR SHARE
         otherwise. Returns how many scalars."""
         scalar_rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in scalars]
-        log_rows = [{"task_id": task_id, "time": t, "stream": stream, "text": text}
-                    for t, stream, text in logs]
+        log_rows = _log_rows(task_id, logs)
         if not (scalar_rows or log_rows or parameters):
             return 0
         with self._write() as conn:
             self._check_owner(conn, task_id, attempt, exclusive=bool(parameters))
             if parameters:
-                current = conn.execute(select(T.c.parameters).where(T.c.id == task_id)
-                                       ).first()
-                if current is None:
-                    raise TaskNotFound(
-                        f"no task with id {task_id!r}: `hpo task list` shows the ids")
-                merged = {**(current.parameters or {}), **_qualified(parameters)}
-                conn.execute(T.update().where(T.c.id == task_id).values(
-                    parameters=merged, updated_at=self.now()))
+                write_parameters(conn, task_id, parameters, now=self.now())
             if scalar_rows:
                 conn.execute(S.insert(), scalar_rows)
             if log_rows:
@@ -219,6 +209,12 @@ def _scalar_row(task_id: str, r: ScalarReport, attempt: int) -> dict[str, Any]:
         "iteration": int(r.iteration), "value": value if math.isfinite(value) else
         (None if math.isnan(value) else value), "time": float(r.time), "attempt": attempt,
     }
+
+
+def _log_rows(task_id: str, lines: Iterable[tuple[float, str, str]]
+              ) -> list[dict[str, Any]]:
+    return [{"task_id": task_id, "time": t, "stream": stream, "text": text}
+            for t, stream, text in lines]
 
 
 def _budget_by_task(task_id: Any, task_ids: Sequence[str], budgets: Mapping[str, int]

@@ -154,12 +154,7 @@ class TasksMixin(StoreBase):
         task (checked with the row locked, in this transaction); None: unfenced."""
         with self._write() as conn:
             self._check_owner(conn, task_id, attempt, exclusive=True)
-            task = self._get(conn, task_id)
-            current = {} if replace else task.parameters
-            merged = {**current, **_qualified(values)}
-            conn.execute(update(T).where(T.c.id == task_id).values(
-                parameters=merged, updated_at=self.now()))
-            return merged
+            return write_parameters(conn, task_id, values, now=self.now(), replace=replace)
 
     def clone_task(
         self,
@@ -432,6 +427,18 @@ def _status(value: Status | str) -> Status:
     except ValueError:
         known = ", ".join(s.value for s in Status)
         raise ConfigError(f"unknown status {value!r}: use one of {known}") from None
+
+
+def write_parameters(conn: Connection, task_id: str, values: Mapping[str, Any], *,
+                     now: float, replace: bool = False) -> dict[str, Any]:
+    """Merge ``values`` into the task's parameters (or replace them) inside the caller's
+    transaction, whose owner check has locked the row; returns all of them."""
+    row = conn.execute(select(T.c.parameters).where(T.c.id == task_id)).first()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
+    merged = {**({} if replace else (row.parameters or {})), **_qualified(values)}
+    conn.execute(update(T).where(T.c.id == task_id).values(parameters=merged, updated_at=now))
+    return merged
 
 
 def _qualified(values: Mapping[str, Any]) -> dict[str, Any]:
