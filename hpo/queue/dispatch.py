@@ -56,6 +56,7 @@ def republish(store: Store, app: Celery, task: TaskRecord) -> bool:
                 "again", task.id, store.now() - task.updated_at, queue)
     return True
 
+
 def dequeue(store: Store, task_id: str) -> TaskRecord:
     """queued -> created; the message still in the broker is dropped at its claim."""
     return store.dequeue(task_id)
