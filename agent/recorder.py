@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.defaults import AGENT_FLUSH_PERIOD_S, RECORDER_CLOSE_TIMEOUT_S
-from hpo.errors import LostOwnership
+from hpo.defaults import AGENT_FLUSH_PERIOD_S, RECORDER_CLOSE_TIMEOUT_S, STORE_RETRY_S
+from hpo.errors import LostOwnership, StoreError
 from hpo.store import ScalarReport, Store
+
+log = logging.getLogger("hpo.agent")
 
 # Longer output lines are cut; they are almost always progress bars or binary noise.
 MAX_LINE_CHARS = 10_000
+
+
+@dataclass
+class Batch:
+    """What one flush writes: ``seq`` numbers it within its attempt, so a resend of a
+    batch the store already holds is skipped (``Store.append_batch``)."""
+
+    seq: int
+    scalars: list[ScalarReport] = field(default_factory=list)
+    logs: list[tuple[float, str, str]] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "scalars": [list(r) for r in self.scalars],
+                "logs": [list(line) for line in self.logs], "parameters": self.parameters}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Batch:
+        return cls(int(data["seq"]), [ScalarReport(*r) for r in data["scalars"]],
+                   [(float(t), str(s), str(x)) for t, s, x in data["logs"]],
+                   dict(data["parameters"]))
 
 
 class Recorder:
@@ -42,7 +67,10 @@ class Recorder:
         self._params: dict[str, Any] = {}
         self._log_bytes = 0
         self._dropped_bytes = 0
-        self._lock = threading.Lock()
+        self._next_seq = 1
+        self._unsent: Batch | None = None  # taken by a flush whose write failed
+        self._lock = threading.Lock()  # the buffers
+        self._flush_lock = threading.Lock()  # one flush at a time: batches go in order
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"hpo-rec-{task_id[:8]}",
                                         daemon=True)
@@ -86,38 +114,61 @@ class Recorder:
             self._logs.append((time.time(), stream, line))
 
     def flush(self) -> None:
+        """Write the batch a failed flush left, then what arrived since, each in one
+        transaction under one owner check. A StoreError leaves the batch to be sent
+        again, with its number, by the next flush (the store skips a resend of one it
+        stored: each report lands once); a refusal (another attempt owns the task)
+        loses the attempt and drops everything."""
+        with self._flush_lock:
+            for _ in range(2):
+                batch = self._unsent or self._take()
+                if batch is None or self.lost is not None:
+                    return
+                self._unsent = batch
+                try:
+                    self.store.append_batch(
+                        self.task_id, attempt=self.attempt, scalars=batch.scalars,
+                        logs=batch.logs, parameters=batch.parameters, seq=batch.seq)
+                except LostOwnership as exc:
+                    self._lose(str(exc))
+                    return
+                self._unsent = None
+                self.scalar_count += len(batch.scalars)
+
+    def _take(self) -> Batch | None:
+        """Everything buffered as the next numbered batch; None when nothing is."""
         with self._lock:
-            scalars, self._scalars = self._scalars, []
-            logs, self._logs = self._logs, []
-            params, self._params = self._params, {}
-        if not (scalars or logs or params):
-            return
-        # One transaction, one owner check: the batch is stored whole or not at all. It
-        # is put back if the write fails, to be retried at the next flush; a refused one
-        # (another attempt owns the task) is dropped with the rest.
-        try:
-            self.store.append_batch(self.task_id, attempt=self.attempt, scalars=scalars,
-                                    logs=logs, parameters=params)
-            self.scalar_count += len(scalars)
-            scalars, logs, params = [], [], {}
-        except LostOwnership as exc:
-            self._lose(str(exc))
-        finally:
-            if self.lost is None and (scalars or logs or params):
-                with self._lock:
-                    self._scalars[:0] = scalars
-                    self._logs[:0] = logs
-                    self._params = {**params, **self._params}
+            if not (self._scalars or self._logs or self._params):
+                return None
+            batch = Batch(self._next_seq, self._scalars, self._logs, self._params)
+            self._scalars, self._logs, self._params = [], [], {}
+            self._next_seq += 1
+        return batch
 
     def close(self) -> None:
-        """Stop the flusher and write everything left, with a note on cut output."""
+        """Stop the flusher and try once to write everything left, with a note on cut
+        output. Never raises for a store that is away: what could not be written stays
+        in ``unwritten()``, for the agent to keep until the store is back."""
         self._stop.set()
         self._thread.join(timeout=RECORDER_CLOSE_TIMEOUT_S)
         if self._dropped_bytes and self.lost is None:
-            self._logs.append((time.time(), "agent",
-                               f"[output beyond {self.max_log_bytes} bytes not stored: "
-                               f"{self._dropped_bytes} more bytes]"))
-        self.flush()
+            with self._lock:
+                self._logs.append((time.time(), "agent",
+                                   f"[output beyond {self.max_log_bytes} bytes not stored: "
+                                   f"{self._dropped_bytes} more bytes]"))
+        try:
+            self.flush()
+        except StoreError as exc:
+            log.warning("task %s: the store is away (%s); the last reports are kept until "
+                        "it is back", self.task_id, exc)
+
+    def unwritten(self) -> list[Batch]:
+        """After ``close()``: the batches not stored yet, in order (none once lost)."""
+        with self._flush_lock:
+            if self.lost is not None:
+                return []
+            last = self._take()
+            return [b for b in (self._unsent, last) if b is not None]
 
     def _lose(self, why: str) -> None:
         with self._lock:
@@ -135,6 +186,6 @@ class Recorder:
         while not self._stop.wait(AGENT_FLUSH_PERIOD_S):
             try:
                 self.flush()
-            except Exception:  # the store may be briefly away; keep the batch for later
-                time.sleep(AGENT_FLUSH_PERIOD_S)
+            except Exception:  # the store may be away a while; the batch waits for it
+                self._stop.wait(STORE_RETRY_S)
 

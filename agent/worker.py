@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from celery.exceptions import Reject
@@ -19,6 +20,7 @@ from celery.worker import state as celery_state
 
 from hpo import defaults, settings
 from hpo.agent.consumer import AgentConsumer
+from hpo.agent.outbox import Outbox, PendingOutcome, outbox_folder
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot, SlotPool
 from hpo.errors import LostOwnership, StoreError
@@ -26,7 +28,7 @@ from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app
 from hpo.queue.messages import arguments_problem, dropped
-from hpo.queue.reaper import reap, republish_lost
+from hpo.queue.reaper import StoreContact, reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import open_store
 
@@ -46,6 +48,7 @@ class AgentConfig:
     lost_after_s: float = field(default_factory=settings.lost_after_s)
     retries: int = defaults.LOST_TASK_RETRIES
     host: str = field(default_factory=socket.gethostname)
+    outbox_dir: Path | None = None  # None: outbox_folder(name), under $HPO_HOME
 
 
 class Agent:
@@ -55,6 +58,10 @@ class Agent:
         self.app = make_app(config.broker_url)
         self.pool = SlotPool(config.slots)
         self.runners: dict[str, TaskRunner] = {}
+        self.outbox = Outbox(config.outbox_dir or outbox_folder(config.name), self.store,
+                             self._requeue_by_id)
+        self._outbox_wake = threading.Event()
+        self._contact = StoreContact()
         self._lock = threading.Lock()
         # Draining: no new tasks (after a signal). Closed: the worker has stopped.
         self._draining = threading.Event()
@@ -83,8 +90,16 @@ class Agent:
         if self._draining.is_set():
             # Shutting down: the message goes back to the broker for another agent.
             raise Reject("agent shutting down", requeue=True)
+        with self._lock:
+            duplicate = task_id in self.runners
+        if duplicate:
+            # A second message for a task this agent runs (a re-published one): its
+            # claim would fail anyway, and it must not take the first runner's place.
+            log.info("task %s already runs here: duplicate message dropped", task_id)
+            return
         with self.pool.taken() as slot:
-            runner = TaskRunner(self.store, self.config.runner, slot, self._requeue)
+            runner = TaskRunner(self.store, self.config.runner, slot, self._requeue,
+                                self._keep)
             with self._lock:
                 self.runners[task_id] = runner
             try:
@@ -107,8 +122,11 @@ class Agent:
                             "returned to the broker", task_id, exc)
                 time.sleep(defaults.STORE_RETRY_S)
                 raise Reject(str(exc), requeue=True) from None
-            log.exception("task %s: the store failed while running it", task_id)
-            self._fail_after_agent_error(runner)
+            log.exception("task %s: the store failed while running it; re-queued once "
+                          "the store is back", task_id)
+            assert runner.attempt is not None
+            self._keep(PendingOutcome(task_id, runner.attempt, None,
+                                      "the store failed while the agent ran it; re-queued"))
         except Exception:
             log.exception("task %s: the agent failed to run it", task_id)
             self._fail_after_agent_error(runner)
@@ -118,15 +136,46 @@ class Agent:
         task), never the attempt the store shows now, which may be someone else's."""
         if runner.task_id is None or runner.attempt is None:
             return
+        message = "the agent failed while running it; see its log"
         try:
-            self.store.finish(runner.task_id, runner.attempt, Status.failed,
-                              message="the agent failed while running it; see its log")
-        except Exception:
-            log.exception("task %s: could not record the failure", runner.task_id)
+            self.store.finish(runner.task_id, runner.attempt, Status.failed, message=message)
+        except StoreError:
+            self._keep(PendingOutcome(runner.task_id, runner.attempt, Status.failed, message))
 
     def _requeue(self, task: TaskRecord, attempt: int) -> None:
         dispatch.requeue(self.store, self.app, task, attempt,
                          f"agent {self.config.name} shut down; re-queued")
+
+    def _requeue_by_id(self, task_id: str, attempt: int, message: str) -> bool:
+        return dispatch.requeue(self.store, self.app, self.store.get_task(task_id), attempt,
+                                message)
+
+    def _keep(self, outcome: PendingOutcome) -> None:
+        """An outcome the store could not take now: the outbox writes it when it can."""
+        self.outbox.put(outcome)
+        self._outbox_wake.set()
+
+    def _outbox_loop(self) -> None:
+        """Write kept outcomes: at once when one arrives, then after 0.5 s, 1 s, 2 s ...
+        up to OUTBOX_RETRY_MAX_S while the store stays away, for as long as it does."""
+        delay = defaults.OUTBOX_RETRY_FIRST_S
+        while not self._closed.is_set():
+            self._outbox_wake.wait(delay)
+            self._outbox_wake.clear()
+            if not len(self.outbox):
+                delay = defaults.OUTBOX_RETRY_FIRST_S
+                continue
+            if self.outbox.deliver():
+                delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
+            else:
+                delay = defaults.OUTBOX_RETRY_FIRST_S
+
+    def _owned(self) -> set[str]:
+        """The tasks this agent vouches for: running here, or their outcome kept.
+        Runners first: a runner hands its outcome to the outbox before it leaves."""
+        with self._lock:
+            running = set(self.runners)
+        return running | self.outbox.task_ids()
 
     # ----- background threads -------------------------------------------------------
 
@@ -139,16 +188,25 @@ class Agent:
                 self._reap()
 
     def _heartbeat(self) -> None:
-        with self._lock:
-            running = list(self.runners)
         try:
             self.store.heartbeat(self.config.name, queues=self.config.queues,
-                                 slots=[s.name for s in self.config.slots], running=running,
-                                 host=self.config.host, pid=os.getpid())
+                                 slots=[s.name for s in self.config.slots],
+                                 running=sorted(self._owned()), host=self.config.host,
+                                 pid=os.getpid())
+            self._contact.answered()
         except Exception as exc:
+            self._contact.failed()
             log.warning("heartbeat failed: %s", exc)
 
     def _reap(self) -> None:
+        try:
+            self._requeue_orphans()
+        except Exception as exc:
+            log.warning("checking this agent's own tasks failed: %s", exc)
+        if not self._contact.may_judge(self.config.lost_after_s):
+            # The store was away from here too: other agents' heartbeats may be stale
+            # for the same reason; judge them once they have had time to beat again.
+            return
         try:
             for task, status in reap(self.store, self.app, lost_after_s=self.config.lost_after_s,
                                      retries=self.config.retries):
@@ -182,11 +240,14 @@ class Agent:
 
     def run(self) -> int:
         """Serve until a signal; returns the exit code after the warm shutdown."""
-        self._recover_own_tasks()
+        self.outbox.deliver()  # what a previous process kept, before anything else
+        self._requeue_orphans()
         self._heartbeat()
         threads = [threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat",
                                     daemon=True),
                    threading.Thread(target=self._stop_request_loop, name="hpo-stops",
+                                    daemon=True),
+                   threading.Thread(target=self._outbox_loop, name="hpo-outbox",
                                     daemon=True)]
         for thread in threads:
             thread.start()
@@ -211,19 +272,44 @@ class Agent:
         finally:
             self._closed.set()
             self._requeue_running()
-            self.store.remove_worker(self.config.name)
-            log.info("agent %s stopped", self.config.name)
+            self._leave()
         return int(worker.exitcode or 0)
 
-    def _recover_own_tasks(self) -> None:
-        """Tasks still marked running under this agent's name belong to a previous
-        process of it that died: re-queue them (or fail them) now."""
-        for task in self.store.find_tasks(status=Status.running, worker=self.config.name):
+    def _leave(self) -> None:
+        """Write what is kept (one last try), then unregister. Outcomes still kept stay
+        on disk for this agent's next start; meanwhile their tasks, no longer vouched
+        for, are re-queued by a reaper, which fences the kept outcome off."""
+        try:
+            left = self.outbox.deliver()
+            self.store.remove_worker(self.config.name)
+        except Exception as exc:
+            left = len(self.outbox)
+            log.warning("could not unregister from the store: %s", exc)
+        if left:
+            log.warning("%d outcome(s) not written yet, kept in %s for this agent's next "
+                        "start", left, self.outbox.folder)
+        log.info("agent %s stopped", self.config.name)
+
+    def _requeue_orphans(self) -> None:
+        """Tasks the store shows running under this agent's name that it does not vouch
+        for: left by a previous process of it that died, or claimed by a commit whose
+        reply the store never sent (a cut connection). Re-queued (failed when out of
+        retries); fenced by attempt, so a task that ended meanwhile is left alone."""
+        tasks = self.store.find_tasks(status=Status.running, worker=self.config.name)
+        owned = self._owned()  # read after the tasks: a claim registers its runner first
+        for task in tasks:
+            if task.id in owned:
+                continue
             if task.attempt <= self.config.retries:
-                self._requeue(task, task.attempt)
-            else:
-                self.store.finish(task.id, task.attempt, Status.failed,
-                                  message=f"agent lost: {self.config.name} restarted")
+                if dispatch.requeue(self.store, self.app, task, task.attempt,
+                                    f"agent {self.config.name} no longer ran it; re-queued"):
+                    log.warning("task %s ran under this agent's name but not here; "
+                                "re-queued", task.id)
+            elif self.store.finish(task.id, task.attempt, Status.failed,
+                                   message=f"agent lost: {self.config.name} no longer ran "
+                                           "it (no retries left)"):
+                log.warning("task %s ran under this agent's name but not here; failed "
+                            "(no retries left)", task.id)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1

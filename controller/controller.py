@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Celery
 
-from hpo import relations
+from hpo import relations, settings
 from hpo import typed_params as P
 from hpo.controller.clock import Clock, SystemClock
 from hpo.controller.jobs import Job
@@ -38,7 +38,7 @@ from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.optimization.tally import JobTally, iteration_budget, stored_tallies
 from hpo.queue import dispatch
 from hpo.queue.app import publish
-from hpo.queue.reaper import reap, republish_lost
+from hpo.queue.reaper import StoreContact, reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import Store
 from hpo.strategies.base import (
@@ -114,6 +114,7 @@ class Controller:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._next_reap = 0.0
+        self._contact = StoreContact(self.clock.monotonic)
         self._dirty = False
         self._restored = False
 
@@ -142,7 +143,9 @@ class Controller:
                 try:
                     reason = self._cycle()
                     failing_since = None
+                    self._contact.answered()
                 except HpoError as exc:
+                    self._contact.failed()
                     now = self.clock.monotonic()
                     failing_since = failing_since or now
                     if now - failing_since > FAULT_TOLERANCE_S:
@@ -384,8 +387,12 @@ class Controller:
         if self.clock.monotonic() < self._next_reap:
             return
         self._next_reap = self.clock.monotonic() + REAP_PERIOD_S
+        lost_after_s = settings.lost_after_s()
         try:
-            reap(self.store, self.app)
+            # Right after an outage seen here, every agent's heartbeat looks stale:
+            # judge none until they have had a lost-after period to beat again.
+            if self._contact.may_judge(lost_after_s):
+                reap(self.store, self.app, lost_after_s=lost_after_s)
             republish_lost(self.store, self.app)
         except HpoError as exc:
             log.warning("reaper failed: %s", exc)

@@ -18,6 +18,14 @@ from pathlib import Path
 ENV_HOME = "HPO_HOME"  # where the embedded store, broker, logs and checkpoints live
 ENV_STORE_URL = "HPO_STORE_URL"  # a SQLAlchemy URL; default: a SQLite file in HPO_HOME
 ENV_BROKER_URL = "HPO_BROKER_URL"  # redis://, amqp://; default: the embedded broker
+# Files that hold those URLs (Docker and Kubernetes secrets): a password stays out of
+# the environment and off every command line. hpo.settings resolves them.
+ENV_STORE_URL_FILE = "HPO_STORE_URL_FILE"
+ENV_BROKER_URL_FILE = "HPO_BROKER_URL_FILE"
+# Set by an agent for its scripts: the URL variables it withheld because they hold a
+# password (hpo.agent.script_env), so a script's store read says why instead of opening
+# the default store.
+ENV_WITHHELD_URLS = "HPO_WITHHELD_URLS"
 ENV_LOST_AFTER_S = "HPO_LOST_AFTER_S"  # overrides LOST_AFTER_S for every process
 ENV_REPUBLISH_AFTER_S = "HPO_REPUBLISH_AFTER_S"  # overrides REPUBLISH_AFTER_S likewise
 ENV_CHECKPOINT_ROOT = "HPO_CHECKPOINT_ROOT"  # shared storage for checkpoints on a cluster
@@ -52,6 +60,13 @@ DEFAULT_QUEUE = "default"
 # process's write lock before failing with "database is locked": many agents write at
 # once, and a write takes milliseconds, so 30 s only ever runs out on a stuck process.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL over a link that dies without a word (a partition, a host gone): a connect
+# gives up after this long, and TCP keepalives (idle 5 s, then 3 probes 2 s apart) plus
+# a 15 s user timeout fail a query in flight after about 15 s, not the kernel's many
+# minutes. A store URL's own query parameters (?connect_timeout=...) win.
+PG_CONNECT_TIMEOUT_S = 5
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                 "keepalives_count": 3, "tcp_user_timeout": 15_000}
 # The embedded broker polls its SQLite file; this bounds the dispatch delay it adds,
 # and 50 ms of polling per agent costs next to nothing.
 EMBEDDED_POLL_S = 0.05
@@ -113,6 +128,11 @@ RECORDER_CLOSE_TIMEOUT_S = 10.0
 # agents registering) look this often: a person waits for them, a tenth of a second
 # is instant to them and costs nothing.
 WATCH_POLL_S = 0.1
+# An outcome the agent could not write (the store away) is tried again after 0.5 s, then
+# twice as long each time up to 10 s, until the store takes or refuses it: quick after a
+# blink, and one query per 10 s per agent during a long outage.
+OUTBOX_RETRY_FIRST_S = 0.5
+OUTBOX_RETRY_MAX_S = 10.0
 # When the store fails before a message's claim, wait this long before giving the
 # message back to the broker, so a store outage is not a busy loop of redeliveries.
 STORE_RETRY_S = 1.0
@@ -143,8 +163,9 @@ PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step"
 # and a cycle reads only the active jobs, so it costs little.
 CONTROLLER_POLL_S = 0.1
 # How long the store or broker may fail before the optimization gives up: a database
-# restart or a failover takes less.
-FAULT_TOLERANCE_S = 60.0
+# restart, a failover or a network blip takes far less, and an outage of minutes must
+# end with every result, not a dead run (docs/reliability.md).
+FAULT_TOLERANCE_S = 600.0
 # After a failed cycle, wait this long before the next: retrying at once would only
 # hammer a store that is away.
 CYCLE_RETRY_S = 1.0

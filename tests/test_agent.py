@@ -463,13 +463,15 @@ def test_a_failure_of_the_agent_is_recorded_for_the_runner_s_own_attempt_only(
     assert store.claim(task_id, "me") == 1
     assert store.requeue(task_id, 1)
     assert store.claim(task_id, "me") == 2
-    stale = TaskRunner(agent.store, agent.config.runner, slot, agent._requeue)
+    stale = TaskRunner(agent.store, agent.config.runner, slot, agent._requeue,
+                       agent._keep)
     stale.task_id, stale.attempt = task_id, 1
     # When the stale runner's failure is recorded, the newer attempt is left alone
     agent._fail_after_agent_error(stale)
     assert store.get_task(task_id).status is Status.running
     # and the owner's is recorded
-    owner = TaskRunner(agent.store, agent.config.runner, slot, agent._requeue)
+    owner = TaskRunner(agent.store, agent.config.runner, slot, agent._requeue,
+                       agent._keep)
     owner.task_id, owner.attempt = task_id, 2
     agent._fail_after_agent_error(owner)
     task = store.get_task(task_id)

@@ -15,6 +15,7 @@ import pytest
 from kombu import Message
 
 from hpo.agent.consumer import AgentConsumer
+from hpo.agent.outbox import PendingOutcome
 from hpo.agent.recorder import Recorder
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot
@@ -76,9 +77,10 @@ def store(hpo_env: dict[str, str]) -> Store:
     return open_store()
 
 
-def runner_for(store: Any) -> TaskRunner:
+def runner_for(store: Any, kept: list[PendingOutcome] | None = None) -> TaskRunner:
+    kept = [] if kept is None else kept
     return TaskRunner(store, RunnerConfig(worker="me"), Slot("cpu0", ()),
-                      lambda task, attempt: None)
+                      lambda task, attempt: None, kept.append)
 
 
 def claimed(store: Store) -> str:
@@ -150,7 +152,7 @@ def test_the_recorder_writes_each_flush_as_one_batch() -> None:
     recorder.on_message({"kind": "params", "values": {"General/x": 1}})
     recorder.flush()
     recorder.flush()  # nothing left: no write at all
-    assert store.batches == [{"task_id": "t", "attempt": 1, "scalars": [report],
+    assert store.batches == [{"task_id": "t", "attempt": 1, "seq": 1, "scalars": [report],
                               "logs": [(store.batches[0]["logs"][0][0], "stdout", "hello")],
                               "parameters": {"General/x": 1}}]
     assert recorder.scalar_count == 1

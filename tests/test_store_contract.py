@@ -1250,14 +1250,14 @@ def test_a_store_with_a_newer_schema_version_is_refused_naming_both_versions(
 
 def schema_version_2() -> tuple[MetaData, Table]:
     """The tables as hpo created them at schema version 2: hpo_tasks had no cloned_from
-    (a clone said "cloned from <id>" in its comment)."""
+    (a clone said "cloned from <id>" in its comment) and no batch_seq (version 4)."""
     old = MetaData()
     for table in schema.metadata.sorted_tables:
         if table.name != schema.tasks.name:
             table.to_metadata(old)
     tasks = Table(schema.tasks.name, old, *(
         Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-        for c in schema.tasks.columns if c.name != "cloned_from"))
+        for c in schema.tasks.columns if c.name not in ("cloned_from", "batch_seq")))
     return old, tasks
 
 
@@ -1304,8 +1304,8 @@ def test_a_version_2_store_is_migrated_in_place_and_its_clones_know_their_source
             columns = {c["name"] for c in inspect(conn).get_columns(schema.tasks.name)}
     finally:
         engine.dispose()
-    assert int(version) == schema.SCHEMA_VERSION == 3
-    assert "cloned_from" in columns
+    assert int(version) == schema.SCHEMA_VERSION == 4
+    assert {"cloned_from", "batch_seq"} <= columns
 
     # And opening it again changes nothing (the migration runs once)
     open_store(store_url).close()
@@ -1554,3 +1554,27 @@ def test_a_batch_of_one_kind_an_empty_one_and_an_unfenced_one(store: Store) -> N
         _batch(store, "0" * 32, 1, "nobody")
     with pytest.raises(TaskNotFound):
         _batch(store, "0" * 32, None, "nobody")
+
+
+def test_a_numbered_batch_sent_again_is_stored_once_and_a_new_attempt_counts_anew(
+        store: Store) -> None:
+    # Given an attempt whose batch 1 was stored (the reply lost: the writer sends it again)
+    task_id = claimed_task(store, "w1")
+    report = [("loss", "train", 0, 1.0, 1.0)]
+    assert store.append_batch(task_id, attempt=1, scalars=report, seq=1) == 1
+    # When it is sent again, then batch 2, then 2 again
+    assert store.append_batch(task_id, attempt=1, scalars=report, seq=1) == 0
+    assert store.append_batch(task_id, attempt=1, scalars=report,
+                              logs=[(1.0, "stdout", "two")], seq=2) == 1
+    assert store.append_batch(task_id, attempt=1, scalars=report,
+                              logs=[(1.0, "stdout", "two")], seq=2) == 0
+    # Then each is stored once
+    assert len(store.task_scalars(task_id)) == 2
+    assert [line.text for line in store.read_logs(task_id)] == ["two"]
+    # And the next attempt numbers its batches from 1 again
+    assert store.requeue(task_id, 1)
+    assert store.claim(task_id, "w2") == 2
+    assert store.append_batch(task_id, attempt=2, scalars=report, seq=1) == 1
+    # A stale attempt's resend is refused, not skipped
+    with pytest.raises(LostOwnership):
+        store.append_batch(task_id, attempt=1, scalars=report, seq=3)

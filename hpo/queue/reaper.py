@@ -7,6 +7,9 @@ Runs with every controller, periodically inside every agent, and with
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from celery import Celery
 
 from hpo import defaults, settings
@@ -15,6 +18,35 @@ from hpo.queue.app import waiting_messages
 from hpo.queue.dispatch import republish, requeue
 from hpo.records import TaskRecord
 from hpo.store import Store
+
+
+class StoreContact:
+    """A reaper's own view of the store, which says when it may judge agents lost.
+
+    An outage hides every agent's heartbeats, not only the dead ones': the reaper that
+    reads the store first when it comes back would find all of them stale and re-queue
+    every running task. So after a failure of its own, a reaper judges no agent until
+    the store has answered it for a whole lost-after period: long enough for every live
+    agent to have beaten again. A reaper that never saw a failure judges at once."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failing = False
+        self._answering_since: float | None = None  # None: no failure seen yet
+
+    def failed(self) -> None:
+        self._failing = True
+
+    def answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            self._answering_since = self._clock()
+
+    def may_judge(self, lost_after_s: float) -> bool:
+        if self._failing:
+            return False
+        since = self._answering_since
+        return since is None or self._clock() - since >= lost_after_s
 
 
 def reap(

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, insp
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from hpo.defaults import SQLITE_BUSY_TIMEOUT_MS
+from hpo.defaults import PG_CONNECT_TIMEOUT_S, PG_KEEPALIVES, SQLITE_BUSY_TIMEOUT_MS
 from hpo.errors import SchemaVersionError, StoreError, StoreUnavailable
 from hpo.store import schema
 
@@ -39,12 +39,22 @@ def create(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _create_sqlite(url, parsed.database)
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                             connect_args=_network_timeouts(parsed.query))
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreUnavailable(
             f"no driver for store URL {safe_url(url)} ({exc}): use sqlite:/// or "
             "postgresql+psycopg://"
         ) from None
+
+
+def _network_timeouts(query: Any) -> dict[str, Any]:
+    """libpq's connect timeout and TCP keepalives, for those the URL does not set: a
+    server behind a cut link (a partition, a dead host) then fails a connect or a query
+    in seconds instead of hanging its caller until the kernel gives up (many minutes),
+    and the agent's retry policy takes over (docs/reliability.md)."""
+    options = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES}
+    return {key: value for key, value in options.items() if key not in query}
 
 
 def _create_sqlite(url: str, database: str | None) -> Engine:
@@ -153,6 +163,8 @@ def _upgrade_tables(conn: Connection, version: int | None) -> None:
     step checks the database itself, so a table create_all has just made is left alone."""
     if version is None or version < 3:
         _add_cloned_from(conn)
+    if version is None or version < 4:
+        _add_batch_seq(conn)
 
 
 # What clone_task wrote in the comment up to schema version 2 (ids are uuid4 hex).
@@ -176,6 +188,16 @@ def _add_cloned_from(conn: Connection) -> None:
     if clones:
         conn.execute(update(tasks).where(tasks.c.id == bindparam("task_id"))
                      .values(cloned_from=bindparam("source")), clones)
+
+
+def _add_batch_seq(conn: Connection) -> None:
+    """Version 4: hpo_tasks.batch_seq, 0 for every existing task (no batch of a running
+    attempt carries a sequence number before this version)."""
+    tasks = schema.tasks
+    if "batch_seq" in {c["name"] for c in inspect(conn).get_columns(tasks.name)}:
+        return
+    conn.exec_driver_sql(
+        f"ALTER TABLE {tasks.name} ADD COLUMN batch_seq INTEGER NOT NULL DEFAULT 0")
 
 
 def _read_version(engine: Engine) -> int | None:

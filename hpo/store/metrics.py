@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select
+from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select, update
 
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
@@ -166,18 +166,29 @@ class MetricsMixin(StoreBase):
         scalars: Iterable[ScalarReport | Sequence[Any]] = (),
         logs: Iterable[tuple[float, str, str]] = (),
         parameters: Mapping[str, Any] | None = None,
+        seq: int | None = None,
     ) -> int:
         """One run's batch (scalars, log lines, parameters to merge; any may be empty)
         written in ONE transaction under ONE owner check: all of it, or, refused with
         LostOwnership (``attempt`` as in ``append_scalars``), none of it. The task row
-        is locked FOR UPDATE only when there are parameters (they update it), FOR SHARE
-        otherwise. Returns how many scalars."""
+        is locked FOR UPDATE when there are parameters or a ``seq`` (they update it),
+        FOR SHARE otherwise. Returns how many scalars were stored.
+
+        ``seq`` (with ``attempt``): the batch's number in its attempt, 1, 2, ... A batch
+        whose number is not above the last stored one is a resend of one already stored
+        (its commit went through, the reply was lost) and is skipped: 0 is returned, so
+        a writer that retries every failed write stores each batch exactly once."""
         scalar_rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in scalars]
         log_rows = _log_rows(task_id, logs)
         if not (scalar_rows or log_rows or parameters):
             return 0
         with self._write() as conn:
-            self._check_owner(conn, task_id, attempt, exclusive=bool(parameters))
+            numbered = seq is not None and attempt is not None
+            self._check_owner(conn, task_id, attempt, exclusive=bool(parameters) or numbered)
+            if numbered and not conn.execute(
+                    update(T).where(T.c.id == task_id, T.c.batch_seq < seq)
+                    .values(batch_seq=seq)).rowcount:
+                return 0
             if parameters:
                 write_parameters(conn, task_id, parameters, now=self.now())
             if scalar_rows:

@@ -25,7 +25,8 @@ from sqlalchemy import (
 # changes are applied in place, under the schema lock).
 #   1: tasks, scalars, logs, workers;  2: + hpo_optimizations;
 #   3: + hpo_tasks.cloned_from (filled from the "cloned from <id>" comment of version 2)
-SCHEMA_VERSION = 3
+#   4: + hpo_tasks.batch_seq
+SCHEMA_VERSION = 4
 
 
 class JSONText(TypeDecorator[Any]):
@@ -66,6 +67,10 @@ tasks = Table(
     Column("time_limit", Float),
     Column("worker", String(255)),
     Column("attempt", Integer, nullable=False, default=0),
+    # The sequence number of the last report batch stored from the current attempt (a
+    # claim resets it): a batch sent again after a commit whose reply was lost (a cut
+    # connection) is recognised and not stored twice.
+    Column("batch_seq", Integer, nullable=False, default=0, server_default="0"),
     Column("stop_requested", Boolean, nullable=False, default=False),
     Column("status_message", Text),
     Column("exit_code", Integer),

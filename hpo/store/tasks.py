@@ -251,7 +251,7 @@ class TasksMixin(StoreBase):
             .where(T.c.id == task_id, T.c.status == Status.queued.value)
             .values(status=Status.running.value, worker=worker, attempt=T.c.attempt + 1,
                     started_at=now, updated_at=now, ended_at=None, exit_code=None,
-                    stop_requested=False, status_message=None)
+                    stop_requested=False, status_message=None, batch_seq=0)
             .returning(T.c.attempt)
         )
         with self._write() as conn:

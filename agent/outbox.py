@@ -1,0 +1,194 @@
+"""Outcomes the agent could not write: kept in memory and on local disk, written when the
+store is back.
+
+A store outage must cost a run nothing: the script's exit code, its last reports and
+its output are the run. So when the final writes of an attempt fail (the recorder's
+last batches, ``finish``; or a re-queue), they become a ``PendingOutcome``, saved as one
+JSON file under the agent's folder before anything else happens, and a thread retries
+them until the store takes them or refuses them (another attempt owns the task: nothing
+of this one may land). An agent restarted after a crash writes the files it finds
+first. Until then the task stays ``running`` under this agent, whose heartbeat lists it,
+so no reaper takes it while the agent still vouches for it; an agent that never comes
+back stops vouching, and the reaper re-queues the task as for any lost agent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from hpo import defaults
+from hpo.agent.recorder import Batch
+from hpo.errors import LostOwnership, TaskNotFound
+from hpo.lifecycle import Status
+from hpo.store import Store
+
+log = logging.getLogger("hpo.agent")
+
+
+@dataclass
+class PendingOutcome:
+    """The final writes of one attempt: its unwritten batches, then either ``finish``
+    with ``status`` or, with ``status`` None, a re-queue (the run never started, or the
+    agent was shutting down)."""
+
+    task_id: str
+    attempt: int
+    status: Status | None
+    message: str
+    exit_code: int | None = None
+    batches: list[Batch] = field(default_factory=list)
+    since: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        return f"{self.task_id}.{self.attempt}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "attempt": self.attempt,
+                "status": self.status.value if self.status else None,
+                "message": self.message, "exit_code": self.exit_code, "since": self.since,
+                "batches": [b.to_json() for b in self.batches]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PendingOutcome:
+        return cls(str(data["task_id"]), int(data["attempt"]),
+                   Status(data["status"]) if data["status"] else None, str(data["message"]),
+                   data["exit_code"], [Batch.from_json(b) for b in data["batches"]],
+                   float(data["since"]))
+
+
+# Writes a re-queue: (task id, attempt, message) -> whether the store took it.
+Requeue = Callable[[str, int, str], bool]
+
+
+class Outbox:
+    """The pending outcomes of one agent, each a file ``<task>.<attempt>.json`` in
+    ``folder``; ``deliver()`` writes what it can, oldest first."""
+
+    def __init__(self, folder: Path, store: Store, requeue: Requeue) -> None:
+        self.folder = folder
+        self.store = store
+        self._requeue = requeue
+        self._pending: dict[str, PendingOutcome] = {}
+        self._lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
+        self._load()
+
+    def put(self, outcome: PendingOutcome) -> None:
+        """Keep ``outcome`` (on disk first: a crash right after must not lose it)."""
+        try:
+            self._save(outcome)
+        except OSError as exc:  # a full disk: memory still holds it while we run
+            log.error("task %s: cannot save its pending outcome in %s (%s); kept in "
+                      "memory only", outcome.task_id, self.folder, exc)
+        with self._lock:
+            self._pending[outcome.key] = outcome
+        log.warning("task %s: the store is away; its outcome (%s) is kept until it is "
+                    "back", outcome.task_id,
+                    outcome.status.value if outcome.status else "re-queue")
+
+    def task_ids(self) -> set[str]:
+        """Tasks whose outcome waits here: still this agent's, so its heartbeat lists
+        them and its own sweeps leave them alone."""
+        with self._lock:
+            return {o.task_id for o in self._pending.values()}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def deliver(self) -> int:
+        """Write every pending outcome the store takes now; returns how many are left.
+        The first store error ends the round (the store is still away)."""
+        with self._deliver_lock:
+            with self._lock:
+                pending = sorted(self._pending.values(), key=lambda o: o.since)
+            for outcome in pending:
+                if not self._write(outcome):
+                    break
+                self._forget(outcome)
+            return len(self)
+
+    def _write(self, outcome: PendingOutcome) -> bool:
+        """True once the outcome is settled: written, or refused for good."""
+        try:
+            for batch in outcome.batches:
+                self.store.append_batch(
+                    outcome.task_id, attempt=outcome.attempt, scalars=batch.scalars,
+                    logs=batch.logs, parameters=batch.parameters, seq=batch.seq)
+            if outcome.status is None:
+                done = self._requeue(outcome.task_id, outcome.attempt, outcome.message)
+            else:
+                done = self.store.finish(outcome.task_id, outcome.attempt, outcome.status,
+                                         exit_code=outcome.exit_code,
+                                         message=outcome.message)
+        except (LostOwnership, TaskNotFound) as exc:  # refused for good
+            log.warning("%s; its kept outcome is dropped", exc)
+            return True
+        except Exception as exc:  # the store (or the broker, for a re-queue) is away
+            log.info("task %s: outcome still not written (%s)", outcome.task_id, exc)
+            return False
+        if done or self._already_written(outcome):
+            log.info("task %s: outcome %s written, %.1fs after the run ended",
+                     outcome.task_id, outcome.status.value if outcome.status else
+                     "re-queue", time.time() - outcome.since)
+        else:
+            log.warning("task %s: attempt %d no longer owns the task; its kept outcome is "
+                        "dropped", outcome.task_id, outcome.attempt)
+        return True
+
+    def _already_written(self, outcome: PendingOutcome) -> bool:
+        """A refused ``finish`` that is this very outcome, written by an earlier try
+        whose reply was lost (the task ended with this attempt and this status)."""
+        try:
+            task = self.store.get_task(outcome.task_id)
+        except Exception:
+            return False
+        expected = outcome.status or Status.queued
+        return task.attempt == outcome.attempt and task.status is expected
+
+    # ----- files --------------------------------------------------------------------
+
+    def _path(self, outcome: PendingOutcome) -> Path:
+        return self.folder / f"{outcome.key}.json"
+
+    def _save(self, outcome: PendingOutcome) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(outcome)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(outcome.to_json()))
+        os.replace(partial, path)  # whole or not at all, even on a crash mid-write
+
+    def _forget(self, outcome: PendingOutcome) -> None:
+        with self._lock:
+            self._pending.pop(outcome.key, None)
+        self._path(outcome).unlink(missing_ok=True)
+
+    def _load(self) -> None:
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            try:
+                outcome = PendingOutcome.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("unreadable pending outcome %s (%s): left there, not written",
+                          path, exc)
+                continue
+            self._pending[outcome.key] = outcome
+        if self._pending:
+            log.info("%d outcome(s) of an earlier run of this agent to write: %s",
+                     len(self._pending), ", ".join(sorted(self._pending)))
+
+
+def outbox_folder(agent_name: str) -> Path:
+    """``$HPO_HOME/agents/<name>/outbox``: local to the host, one per agent name, so an
+    agent restarted under its name finds what its previous process kept."""
+    folder = quote(agent_name, safe="").replace(".", "%2E")  # never "." or ".."
+    return defaults.hpo_home() / "agents" / folder / "outbox"

@@ -1,0 +1,259 @@
+"""An agent's final writes through a store outage: the recorder's numbered batches, the
+outbox that keeps an outcome on disk until the store takes it, and the reaper's view of
+its own contact with the store. On a real SQLite store, behind a switch that makes it
+fail as an unreachable server does (before the write, or after the commit: the reply
+lost)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo.agent.outbox import Outbox, PendingOutcome
+from hpo.agent.recorder import Batch, Recorder
+from hpo.errors import StoreUnavailable
+from hpo.lifecycle import Status
+from hpo.queue.reaper import StoreContact
+from hpo.store import ScalarReport, Store, open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+WRITES = ("append_batch", "finish", "requeue", "get_task")
+
+
+class Switch:
+    """The store, until ``mode`` says otherwise: "down" fails every write before it
+    happens; "reply lost" lets it commit, then fails as a cut connection would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.mode = "up"
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.store, name)
+        if name not in WRITES:
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if self.mode == "down":
+                raise StoreUnavailable("cannot reach the store: connection refused")
+            result = target(*args, **kwargs)
+            if self.mode == "reply lost" and name != "get_task":
+                raise StoreUnavailable("server closed the connection unexpectedly")
+            return result
+        return call
+
+
+@pytest.fixture
+def store(hpo_env: dict[str, str]) -> Store:
+    return open_store()
+
+
+@pytest.fixture
+def box_dir(tmp_path: Path) -> Path:
+    """The outbox's folder (HPO_HOME is another folder of tmp_path)."""
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+    return folder
+
+
+def claimed(store: Store) -> str:
+    task_id = store.create_task("proj", "job").id
+    store.enqueue(task_id, "q")
+    assert store.claim(task_id, "me") == 1
+    return task_id
+
+
+def outcome(task_id: str, *batches: Batch, status: Status | None = Status.completed
+            ) -> PendingOutcome:
+    return PendingOutcome(task_id, 1, status, "exit code 0", 0, list(batches))
+
+
+def reports(*values: float) -> list[ScalarReport]:
+    return [ScalarReport("loss", "train", i, v, 1.0) for i, v in enumerate(values)]
+
+
+def requeued(store: Store) -> Any:
+    def requeue(task_id: str, attempt: int, message: str) -> bool:
+        return store.requeue(task_id, attempt, message)
+    return requeue
+
+
+# ----- the outbox --------------------------------------------------------------------
+
+def test_an_outcome_kept_through_an_outage_is_written_once_the_store_is_back(
+        store: Store, box_dir: Path) -> None:
+    # Given a run that ended while the store was away, with reports not written yet
+    task_id = claimed(store)
+    switch = Switch(store)
+    box = Outbox(box_dir, switch, requeued(store))  # type: ignore[arg-type]
+    switch.mode = "down"
+    box.put(outcome(task_id, Batch(1, reports(3.0, 2.0), [(1.0, "stdout", "bye")])))
+    # Then it waits, on disk, and the task still shows running (its agent vouches for it)
+    assert box.deliver() == 1
+    assert [p.name for p in box_dir.iterdir()] == [f"{task_id}.1.json"]
+    assert box.task_ids() == {task_id}
+    assert store.get_task(task_id).status is Status.running
+    # When the store is back, the reports land, then the outcome, each once
+    switch.mode = "up"
+    assert box.deliver() == 0
+    task = store.get_task(task_id)
+    assert (task.status, task.exit_code, task.attempt) == (Status.completed, 0, 1)
+    assert [s.value for s in store.task_scalars(task_id)] == [3.0, 2.0]
+    assert [line.text for line in store.read_logs(task_id)] == ["bye"]
+    assert list(box_dir.iterdir()) == [] and box.task_ids() == set()
+
+
+def test_a_kept_outcome_survives_the_agent_s_restart(store: Store, box_dir: Path) -> None:
+    task_id = claimed(store)
+    switch = Switch(store)
+    switch.mode = "down"
+    Outbox(box_dir, switch, requeued(store)).put(  # type: ignore[arg-type]
+        outcome(task_id, Batch(1, reports(float("nan"), float("inf")))))
+    # When the agent's next process opens the same folder with the store up
+    again = Outbox(box_dir, store, requeued(store))
+    assert again.task_ids() == {task_id}
+    assert again.deliver() == 0
+    assert store.get_task(task_id).status is Status.completed
+    values = [s.value for s in store.task_scalars(task_id)]
+    assert values[0] != values[0] and values[1] == float("inf")  # NaN, inf kept as such
+
+
+def test_writes_whose_reply_was_lost_are_not_stored_twice(
+        store: Store, box_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a store that commits each write but whose reply is lost
+    caplog.set_level(logging.INFO, "hpo.agent")
+    task_id = claimed(store)
+    switch = Switch(store)
+    box = Outbox(box_dir, switch, requeued(store))  # type: ignore[arg-type]
+    switch.mode = "reply lost"
+    box.put(outcome(task_id, Batch(1, reports(1.0)), Batch(2, reports(5.0, 6.0))))
+    assert box.deliver() == 1  # batch 1 committed, the agent saw a failure
+    # When the outbox tries again with the connection back
+    switch.mode = "up"
+    assert box.deliver() == 0
+    # Then every report is there once, and the outcome too
+    assert [s.value for s in store.task_scalars(task_id)] == [1.0, 5.0, 6.0]
+    assert store.get_task(task_id).status is Status.completed
+    # And a finish whose reply was lost is recognised as written, not as a loss
+    other = claimed(store)
+    switch.mode = "reply lost"
+    box.put(outcome(other))
+    assert box.deliver() == 1
+    switch.mode = "up"
+    assert box.deliver() == 0
+    assert "outcome completed written" in caplog.text
+    assert "no longer owns" not in caplog.text
+
+
+def test_a_kept_outcome_of_an_attempt_taken_over_is_dropped_unwritten(
+        store: Store, box_dir: Path) -> None:
+    # Given a kept outcome whose task was re-queued meanwhile and claimed by another agent
+    task_id = claimed(store)
+    switch = Switch(store)
+    switch.mode = "down"
+    Outbox(box_dir, switch, requeued(store)).put(  # type: ignore[arg-type]
+        outcome(task_id, Batch(1, reports(9.0))))
+    box = Outbox(box_dir, store, requeued(store))
+    assert store.requeue(task_id, 1)
+    assert store.claim(task_id, "other") == 2
+    # Then none of it lands, and it is not kept any more
+    assert box.deliver() == 0
+    task = store.get_task(task_id)
+    assert (task.status, task.attempt, task.worker) == (Status.running, 2, "other")
+    assert store.task_scalars(task_id) == []
+    assert list(box_dir.iterdir()) == []
+
+
+def test_a_kept_requeue_puts_the_task_back_in_its_queue(store: Store, box_dir: Path) -> None:
+    task_id = claimed(store)
+    switch = Switch(store)
+    box = Outbox(box_dir, switch, requeued(switch))  # type: ignore[arg-type]
+    switch.mode = "down"
+    box.put(outcome(task_id, status=None))
+    assert box.deliver() == 1
+    switch.mode = "reply lost"  # the re-queue commits, its reply is lost
+    assert box.deliver() == 1
+    switch.mode = "up"
+    assert box.deliver() == 0
+    task = store.get_task(task_id)
+    assert (task.status, task.attempt) == (Status.queued, 1)
+
+
+def test_an_unreadable_outcome_file_is_left_alone(store: Store, box_dir: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    (box_dir / "x.1.json").write_text("{not json")
+    box = Outbox(box_dir, store, requeued(store))
+    assert len(box) == 0
+    assert (box_dir / "x.1.json").exists()
+    assert "unreadable pending outcome" in caplog.text
+
+
+# ----- the recorder's numbered batches --------------------------------------------------
+
+def test_a_batch_that_failed_is_sent_again_with_its_number_and_stored_once(
+        store: Store) -> None:
+    task_id = claimed(store)
+    switch = Switch(store)
+    recorder = Recorder(switch, task_id, 1, max_log_bytes=10_000)  # type: ignore[arg-type]
+    recorder.close()  # the flusher stopped: every flush below is this test's
+    recorder.add_scalars(reports(1.0, 2.0))
+    switch.mode = "reply lost"
+    with pytest.raises(StoreUnavailable):
+        recorder.flush()
+    switch.mode = "down"
+    recorder.add_scalars(reports(3.0))
+    with pytest.raises(StoreUnavailable):
+        recorder.flush()
+    switch.mode = "up"
+    recorder.flush()
+    assert [s.value for s in store.task_scalars(task_id)] == [1.0, 2.0, 3.0]
+    assert recorder.scalar_count == 3
+
+
+def test_a_recorder_closed_with_the_store_away_hands_over_what_it_holds(
+        store: Store) -> None:
+    task_id = claimed(store)
+    switch = Switch(store)
+    recorder = Recorder(switch, task_id, 1, max_log_bytes=10_000)  # type: ignore[arg-type]
+    switch.mode = "down"
+    recorder.add_scalars(reports(1.0))
+    recorder.on_output("stdout", "last words\n")
+    recorder.close()  # does not raise
+    batches = recorder.unwritten()
+    assert [b.seq for b in batches] == sorted(b.seq for b in batches)
+    assert [r.value for b in batches for r in b.scalars] == [1.0]
+    assert [line[2] for b in batches for line in b.logs] == ["last words"]
+
+
+# ----- the reaper's contact with the store ------------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_reaper_judges_agents_only_after_a_lost_after_period_of_answers() -> None:
+    clock = FakeClock()
+    contact = StoreContact(clock)
+    assert contact.may_judge(30)  # no failure seen: at once
+    contact.failed()
+    assert not contact.may_judge(30)
+    clock.now += 5
+    contact.answered()
+    clock.now += 29
+    contact.answered()
+    assert not contact.may_judge(30)  # other agents may not have beaten again yet
+    clock.now += 1
+    assert contact.may_judge(30)
+    contact.failed()  # a new failure starts the wait again
+    contact.answered()
+    assert not contact.may_judge(30)
