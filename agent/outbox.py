@@ -66,8 +66,9 @@ class PendingOutcome:
                    float(data["since"]))
 
 
-# Writes a re-queue: (task id, attempt, message) -> whether the store took it.
-Requeue = Callable[[str, int, str], bool]
+# Writes a re-queue: (task id, attempt, message) -> the status the task moved to (queued;
+# stopped when a stop was requested on it), None when the store refused.
+Requeue = Callable[[str, int, str], Status | None]
 
 
 class Outbox:
@@ -126,7 +127,8 @@ class Outbox:
                     outcome.task_id, attempt=outcome.attempt, scalars=batch.scalars,
                     logs=batch.logs, parameters=batch.parameters, seq=batch.seq)
             if outcome.status is None:
-                done = self._requeue(outcome.task_id, outcome.attempt, outcome.message)
+                done = self._requeue(outcome.task_id, outcome.attempt,
+                                     outcome.message) is not None
             else:
                 done = self.store.finish(outcome.task_id, outcome.attempt, outcome.status,
                                          exit_code=outcome.exit_code,
@@ -153,8 +155,10 @@ class Outbox:
             task = self.store.get_task(outcome.task_id)
         except Exception:
             return False
-        expected = outcome.status or Status.queued
-        return task.attempt == outcome.attempt and task.status is expected
+        if outcome.status is None:  # a re-queue: queued, or stopped when it was flagged
+            return task.attempt == outcome.attempt and task.status in (Status.queued,
+                                                                       Status.stopped)
+        return task.attempt == outcome.attempt and task.status is outcome.status
 
     # ----- files --------------------------------------------------------------------
 

@@ -146,7 +146,7 @@ class Agent:
         dispatch.requeue(self.store, self.app, task, attempt,
                          f"agent {self.config.name} shut down; re-queued")
 
-    def _requeue_by_id(self, task_id: str, attempt: int, message: str) -> bool:
+    def _requeue_by_id(self, task_id: str, attempt: int, message: str) -> Status | None:
         return dispatch.requeue(self.store, self.app, self.store.get_task(task_id), attempt,
                                 message)
 

@@ -671,12 +671,12 @@ def test_finish_by_the_owning_attempt_ends_the_task(store: Store, clock: Clock) 
 def test_finish_by_a_stale_attempt_returns_false_and_changes_nothing(store: Store) -> None:
     # Given attempt 1 was presumed lost, re-queued, and claimed again as attempt 2
     task_id = claimed_task(store, "w1")
-    assert store.requeue(task_id, 1, "agent lost") is True
+    assert store.requeue(task_id, 1, "agent lost") is Status.queued
     assert store.claim(task_id, "w2") == 2
     before = store.get_task(task_id)
     # When the old agent reports its end, Then nothing changes
     assert store.finish(task_id, 1, Status.completed, exit_code=0) is False
-    assert store.requeue(task_id, 1) is False
+    assert store.requeue(task_id, 1) is None
     assert store.get_task(task_id) == before
     # And the owning attempt still can
     assert store.finish(task_id, 2, "failed", exit_code=1) is True
@@ -696,9 +696,8 @@ def test_finish_with_a_status_that_is_not_final_is_refused(
 def test_requeue_by_the_owning_attempt_puts_the_task_back_for_a_new_attempt(
         store: Store) -> None:
     task_id = claimed_task(store, "w1")
-    store.request_stop(task_id)
 
-    assert store.requeue(task_id, 1, "agent shut down") is True
+    assert store.requeue(task_id, 1, "agent shut down") is Status.queued
 
     task = store.get_task(task_id)
     assert (task.status, task.worker, task.stop_requested) == (Status.queued, None, False)
@@ -708,14 +707,28 @@ def test_requeue_by_the_owning_attempt_puts_the_task_back_for_a_new_attempt(
     assert store.get_task(task_id).worker == "w2"
 
 
+def test_requeue_of_an_attempt_asked_to_stop_stops_it_instead(store: Store) -> None:
+    # Given a running task the user aborted, whose agent is lost before it saw the flag
+    task_id = claimed_task(store, "w1")
+    store.request_stop(task_id, "aborted by the user")
+    # When a reaper re-queues it
+    assert store.requeue(task_id, 1, "agent w1 lost") is Status.stopped
+    # Then it ends stopped, as asked, rather than run again unseen
+    task = store.get_task(task_id)
+    assert (task.status, task.stop_requested, task.attempt) == (Status.stopped, False, 1)
+    assert task.status_message == "aborted by the user"
+    assert task.ended_at is not None
+    assert store.claim(task_id, "w2") is None
+
+
 def test_requeue_by_a_stale_attempt_returns_false_and_changes_nothing(store: Store) -> None:
     task_id = claimed_task(store, "w1")
     before = store.get_task(task_id)
-    assert store.requeue(task_id, 0) is False
-    assert store.requeue(task_id, 2) is False
+    assert store.requeue(task_id, 0) is None
+    assert store.requeue(task_id, 2) is None
     assert store.get_task(task_id) == before
     completed = task_in(store, Status.completed)
-    assert store.requeue(completed, store.get_task(completed).attempt) is False
+    assert store.requeue(completed, store.get_task(completed).attempt) is None
     assert store.get_task(completed).status is Status.completed
 
 

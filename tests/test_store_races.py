@@ -52,7 +52,7 @@ def _act(store: Store, role: str, task_id: str) -> Any:
     if kind == "finish":
         return store.finish(task_id, 1, arg, message=f"finished by {role}")
     if kind == "requeue":
-        return store.requeue(task_id, 1, f"requeued by {role}")
+        return store.requeue(task_id, 1, f"requeued by {role}") is not None
     if kind == "enqueue":
         task = store.enqueue(task_id, arg)
         return (task.status.value, task.queue)
@@ -272,6 +272,28 @@ def test_an_abort_racing_a_finish_flags_the_running_attempt_or_is_refused(
             assert "is completed" in outcome["abort"][1], (task, outcome)
             assert not task.stop_requested, (task, outcome)
     assert kinds["flagged"] and kinds["refused"], f"the processes did not overlap: {kinds}"
+
+
+@pytest.mark.timeout(240)
+def test_an_abort_racing_a_requeue_always_ends_stopped(store: Store, store_url: str) -> None:
+    # Given tasks claimed by a first worker (attempt 1)
+    task_ids = new_tasks(store, claimed=True)
+
+    # When the user aborts each while a reaper re-queues it (its agent taken for lost)
+    rounds = by_task(task_ids, play_rounds(store_url, task_ids, ["abort", "requeue"]))
+
+    # Then the abort is never lost: flagged first, the re-queue ends the attempt stopped;
+    # re-queued first, the abort stops the queued task at once. Never queued again.
+    kinds: Counter[str] = Counter()
+    for task in store.get_tasks(task_ids):
+        outcome = rounds[task.id]
+        assert task.status is Status.stopped, (task, outcome)
+        assert not task.stop_requested, (task, outcome)
+        assert outcome["requeue"] == ("ok", True), (task, outcome)
+        assert outcome["abort"][0] == "ok", (task, outcome)
+        kinds["abort first" if outcome["abort"][1][0] == "running" else
+              "requeue first"] += 1
+    assert len(kinds) > 1, f"the processes did not overlap: {kinds}"
 
 
 def test_play_rounds_reports_a_process_that_failed(store: Store, store_url: str) -> None:

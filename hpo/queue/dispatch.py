@@ -8,6 +8,7 @@ import logging
 from celery import Celery
 
 from hpo.defaults import DEFAULT_QUEUE
+from hpo.lifecycle import Status
 from hpo.queue.app import BrokerUnavailable, publish
 from hpo.records import TaskRecord
 from hpo.store import Store
@@ -27,19 +28,21 @@ def enqueue(store: Store, app: Celery, task_id: str, queue: str) -> TaskRecord:
     return record
 
 
-def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: str) -> bool:
+def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: str
+            ) -> Status | None:
     """running -> queued for ``attempt`` (a lost agent's task, or one its agent gave back
-    at shutdown), then publish it again to its queue. False when the store refused: the
+    at shutdown), then publish it again to its queue; ``stopped`` instead, unpublished,
+    when a stop was requested on it (``Store.requeue``). None when the store refused: the
     task is not running that attempt any more (it ended, or another reaper was first).
 
     The one place for this order: the store first, so an agent that receives the message
     can claim it (a message for a task still marked running would be dropped at the
     claim). A broker that is down raises BrokerUnavailable and leaves the task queued
     with no message; a controller publishes its queued jobs again when it resumes."""
-    if not store.requeue(task.id, attempt, message):
-        return False
-    publish(app, task.id, task.queue or DEFAULT_QUEUE)
-    return True
+    moved = store.requeue(task.id, attempt, message)
+    if moved is Status.queued:
+        publish(app, task.id, task.queue or DEFAULT_QUEUE)
+    return moved
 
 
 def republish(store: Store, app: Celery, task: TaskRecord) -> bool:

@@ -63,9 +63,10 @@ def reap(
     done: list[tuple[TaskRecord, Status]] = []
     for task in store.lost_tasks(lost_after_s):
         if task.attempt <= retries:
-            if requeue(store, app, task, task.attempt,
-                       f"agent {task.worker} lost; re-queued (attempt {task.attempt})"):
-                done.append((task, Status.queued))
+            moved = requeue(store, app, task, task.attempt,
+                            f"agent {task.worker} lost; re-queued (attempt {task.attempt})")
+            if moved is not None:
+                done.append((task, moved))
         elif store.finish(task.id, task.attempt, Status.failed,
                           message=f"agent lost: {task.worker} stopped sending heartbeats "
                           f"(attempt {task.attempt}, no retries left)"):

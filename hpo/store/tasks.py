@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Text, delete, func, select, type_coerce, update
+from sqlalchemy import Connection, Row, Text, case, delete, func, select, type_coerce, update
 
 from hpo import typed_params as P
 from hpo.errors import ConfigError, InvalidTransition, StoreError, TaskNotFound
@@ -284,20 +284,30 @@ class TasksMixin(StoreBase):
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def requeue(self, task_id: str, attempt: int, message: str | None = None) -> bool:
-        """Put a running ``attempt`` back in its queue (its agent was lost or shut down).
-        False when that attempt no longer owns the task.
+    def requeue(self, task_id: str, attempt: int, message: str | None = None
+                ) -> Status | None:
+        """Put a running ``attempt`` back in its queue (its agent was lost or shut down):
+        returns ``queued``; or, when a stop was requested on it, end it ``stopped`` (the
+        user asked: running it again would be unseen) and return ``stopped``. None when
+        that attempt no longer owns the task.
 
-        Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: False."""
+        Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: None."""
+        now = self.now()
+        flagged = T.c.stop_requested.is_(True)
         stmt = (
             update(T)
             .where(T.c.id == task_id, T.c.status == Status.running.value,
                    T.c.attempt == attempt)
-            .values(status=Status.queued.value, worker=None, status_message=message,
-                    stop_requested=False, updated_at=self.now())
+            .values(status=case((flagged, Status.stopped.value), else_=Status.queued.value),
+                    status_message=case((flagged, T.c.status_message), else_=message),
+                    ended_at=case((flagged, now), else_=None),
+                    worker=case((flagged, T.c.worker), else_=None),
+                    stop_requested=False, updated_at=now)
+            .returning(T.c.status)
         )
         with self._write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            moved = conn.execute(stmt).scalar_one_or_none()
+        return None if moved is None else Status(moved)
 
     def queued_before(self, cutoff: float) -> list[TaskRecord]:
         """Queued tasks last (re)queued or changed before ``cutoff``, oldest first: the
