@@ -560,6 +560,11 @@ def test_dequeue_returns_a_queued_task_to_created(store: Store) -> None:
     assert store.dequeue(task_id).status is Status.created
     with pytest.raises(InvalidTransition):
         store.dequeue(task_in(store, Status.running))
+    # a finished task keeps its results: only reset() takes it back to created
+    done = task_in(store, Status.completed, "done")
+    with pytest.raises(InvalidTransition, match="only a queued task can be dequeued"):
+        store.dequeue(done)
+    assert store.get_task(done).status is Status.completed
 
 
 def test_request_stop_on_a_queued_task_stops_it_at_once(store: Store, clock: Clock) -> None:

@@ -236,8 +236,21 @@ class TasksMixin(StoreBase):
     def dequeue(self, task_id: str) -> TaskRecord:
         """queued -> created; a message still in the broker is dropped at the claim.
 
-        Policy: ``set_status(created)``'s, so a dequeue racing a claim: one of them wins."""
-        return self.set_status(task_id, Status.created)
+        Policy: WHERE status = 'queued' (a dequeue racing a claim: one of them wins);
+        else raise. Only a queued task: a finished one goes back to created by ``reset``,
+        which also clears its results."""
+        values = _values_for(Status.created, self.now())
+        with self._write() as conn:
+            for _ in range(_TRIES):
+                dequeued = self._move(conn, task_id, {Status.queued}, values)
+                if dequeued is not None:
+                    return dequeued
+                task = self._get(conn, task_id)
+                if task.status is not Status.queued:
+                    raise InvalidTransition(
+                        f"task {task_id} is {task.status.value}: only a queued task can "
+                        "be dequeued")
+        raise _kept_changing(task_id, "dequeue")
 
     def claim(self, task_id: str, worker: str) -> int | None:
         """Atomically take a queued task for ``worker``: returns the new attempt number,
