@@ -79,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start N agents on this machine for this optimization (on a "
                        "queue of its own); without it, jobs go to execution_queue and "
                        "agents started elsewhere (hpo-agent --queue NAME) run them")
-        p.add_argument("--broker", metavar="URL", type=common.broker_url,
-                       help="broker URL (default: $HPO_BROKER_URL, else the embedded one)")
+        common.add_broker_option(p)
         p.add_argument("--top", type=common.positive_int, default=10, metavar="K",
                        help="jobs in the summary table at the end (10)")
         p.add_argument("--json", action="store_true",

@@ -25,8 +25,12 @@ class LocalAgents:
         self.queue = queue
         self.names = [f"local-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, defaults.ENV_STORE_URL: store.url,
-               defaults.ENV_BROKER_URL: broker_url}
+        # The URLs go in the environment, never on the agents' command lines (where
+        # `ps` shows a password to every user); a *_FILE variable of this process would
+        # be a second store URL to them (an error), so only the URLs in use are passed.
+        env = {key: value for key, value in os.environ.items()
+               if key not in (defaults.ENV_STORE_URL_FILE, defaults.ENV_BROKER_URL_FILE)}
+        env.update({defaults.ENV_STORE_URL: store.url, defaults.ENV_BROKER_URL: broker_url})
         self.procs: list[subprocess.Popen[bytes]] = []
         for name in self.names:
             with (log_dir / f"{name}.log").open("ab") as log:

@@ -1,6 +1,7 @@
 """What input hpo accepts, checked in one place before anything is written: names
 (project, task, queue, agent, metric) as long as the store's columns and printable,
-task ids, numbers in a stated range, broker URLs of a supported scheme.
+task ids, numbers in a stated range, broker URLs of a supported scheme (and whether a
+URL holds a password, which no message shows).
 
 Every check raises one :class:`~hpo.errors.ConfigError` line that names the range and
 the fix; the command-line tools (``hpo.cli.common``), the SDK, ``OptimizerConfig`` and
@@ -111,14 +112,40 @@ def _out_of_range(what: str, value: object, low: float, high: float, integer: bo
 
 
 def check_broker_url(url: object) -> str:
-    """``url`` if its scheme is one of the supported brokers."""
+    """``url`` if its scheme is one of the supported brokers; the message of a refused
+    one shows it without its password."""
     if isinstance(url, str) and url.isprintable():
         scheme, sep, _ = url.partition("://")
         if sep and (scheme in BROKER_SCHEMES or scheme.startswith(EMBEDDED_PREFIXES)):
             return url
     schemes = ", ".join(f"{s}://" for s in BROKER_SCHEMES[:5])
-    raise ConfigError(f"broker URL {short(url)} is not supported: use {schemes} or "
+    shown = short(hide_password(url) if isinstance(url, str) else url)
+    raise ConfigError(f"broker URL {shown} is not supported: use {schemes} or "
                       "sqla+sqlite:///FILE (the embedded broker, the default)")
+
+
+def url_password(url: str) -> str | None:
+    """The password ``url`` carries, as written in it: in its user part
+    (``scheme://user:PASSWORD@host``) or its query (``?password=``, which libpq and
+    redis-py read too); None when it has none (a SQLite path, ``redis://host``)."""
+    from urllib.parse import parse_qsl, urlsplit  # here: the SDK's import path stays short
+
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            return parts.password
+        query = parse_qsl(parts.query)
+    except ValueError:  # not a URL at all (a bad IPv6 host): no password to be found
+        return None
+    return next((value for key, value in query if key.lower() == "password" and value), None)
+
+
+def hide_password(url: str) -> str:
+    """``url`` for a message: its password, if any, replaced by ``***``. Standard library
+    only, for the checks here; ``hpo.store.engine.safe_url`` does the same with
+    SQLAlchemy for a store URL it has parsed anyway."""
+    password = url_password(url)
+    return url.replace(password, "***") if password else url
 
 
 def check_path(what: str, value: object) -> Path:

@@ -1,11 +1,11 @@
 """What every hpo command-line tool shares: a parser whose errors are one line, the
-``type=`` helpers that check a value's range up front (hpo.limits), the --store option
-and opening the store."""
+``type=`` helpers that check a value's range up front (hpo.limits), the --store and
+--broker options (each with its -file twin, resolved by hpo.settings), and opening the
+store."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -65,18 +65,20 @@ task_id = _arg_type(limits.check_task_id, "id")
 broker_url = _arg_type(limits.check_broker_url, "URL")
 
 
-def broker_from(args: argparse.Namespace) -> str | None:
-    """``--broker`` (checked by its type), else None for ``$HPO_BROKER_URL`` or the
-    embedded broker; a ``$HPO_BROKER_URL`` of no supported scheme is checked here, so it
-    is the same one line as a bad ``--broker``."""
-    url: str | None = getattr(args, "broker", None)
-    env = os.environ.get(defaults.ENV_BROKER_URL)
-    if url is None and env:
-        try:
-            limits.check_broker_url(env)
-        except ConfigError as exc:
-            raise ConfigError(f"${defaults.ENV_BROKER_URL}: {exc}") from None
-    return url
+def broker_from(args: argparse.Namespace) -> str:
+    """The broker URL (``--broker``, ``--broker-file``, ``$HPO_BROKER_URL``,
+    ``$HPO_BROKER_URL_FILE``, else the embedded one: ``settings.UrlSetting.resolve``),
+    checked: one of no supported scheme is the same one line wherever it came from,
+    naming that place."""
+    found = settings.BROKER.resolve(getattr(args, "broker", None),
+                                    getattr(args, "broker_file", None))
+    if found is None:
+        return settings.default_broker_url()
+    url, where = found
+    try:
+        return limits.check_broker_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def lost_after_s(value: float | None) -> float:
@@ -86,20 +88,57 @@ def lost_after_s(value: float | None) -> float:
 
 
 def add_store_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
-    """``--store URL``. Added to the top parser and to each sub-command, so that
-    ``hpo --store U task list`` and ``hpo task list --store U`` both work."""
+    """``--store URL`` and ``--store-file PATH``. Added to the top parser and to each
+    sub-command, so that ``hpo --store U task list`` and ``hpo task list --store U`` both
+    work."""
+    default = None if top else argparse.SUPPRESS
     parser.add_argument(
-        "--store", metavar="URL", default=None if top else argparse.SUPPRESS,
-        help="store URL (default: $HPO_STORE_URL, else a SQLite file in $HPO_HOME)")
+        "--store", metavar="URL", default=default,
+        help=f"store URL (default: ${defaults.ENV_STORE_URL}, else a SQLite file in "
+        "$HPO_HOME); one with a password shows in `ps`: use --store-file")
+    parser.add_argument(
+        "--store-file", metavar="PATH", default=default,
+        help="a file holding the store URL, e.g. a Docker or Kubernetes secret (default: "
+        f"${defaults.ENV_STORE_URL_FILE})")
+
+
+def add_broker_option(parser: argparse.ArgumentParser) -> None:
+    """``--broker URL`` and ``--broker-file PATH``."""
+    parser.add_argument(
+        "--broker", metavar="URL", type=broker_url,
+        help=f"broker URL (default: ${defaults.ENV_BROKER_URL}, else the embedded one); "
+        "one with a password shows in `ps`: use --broker-file")
+    parser.add_argument(
+        "--broker-file", metavar="PATH",
+        help="a file holding the broker URL, e.g. a Docker or Kubernetes secret (default: "
+        f"${defaults.ENV_BROKER_URL_FILE})")
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """The store URL of ``--store``, ``--store-file``, the environment or the default."""
+    return settings.Settings.load(store_url=getattr(args, "store", None),
+                                  store_file=getattr(args, "store_file", None)).store_url
 
 
 def store_from(args: argparse.Namespace) -> Store:
-    return open_store(getattr(args, "store", None))
+    return open_store(store_url(args))
+
+
+def warn_visible_passwords(prog: str, args: argparse.Namespace) -> None:
+    """One line on stderr per URL flag that holds a password: it still works, but every
+    user of this machine reads a command line (``ps``, /proc)."""
+    for setting in (settings.STORE, settings.BROKER):
+        url = getattr(args, setting.flag.lstrip("-"), None)
+        if url and limits.url_password(url):
+            print(f"{prog}: warning: the password in {setting.flag} is visible to other "
+                  f"users of this machine (ps): give the URL in ${setting.env} or a file "
+                  f"({setting.flag}-file, ${setting.env_file}) instead", file=sys.stderr)
 
 
 def run_handler(prog: str, args: argparse.Namespace) -> int:
     """Run the chosen sub-command: an HpoError is one line on stderr and exit code 2,
     Ctrl-C exit code 130; never a traceback for either."""
+    warn_visible_passwords(prog, args)
     try:
         return int(args.handler(args) or 0)
     except HpoError as exc:

@@ -75,8 +75,7 @@ def register(commands: Any) -> None:
     p.add_argument("id", type=common.task_id)
     p.add_argument("--queue", default=defaults.DEFAULT_QUEUE, type=common.name("queue"),
                    help=f"execution queue (default: {defaults.DEFAULT_QUEUE})")
-    p.add_argument("--broker", metavar="URL", type=common.broker_url,
-                   help="broker URL (default: $HPO_BROKER_URL)")
+    common.add_broker_option(p)
 
     p = action("dequeue", cmd_dequeue, "take a queued task off its queue (back to created)")
     p.add_argument("id", type=common.task_id)

@@ -55,11 +55,10 @@ def listen(host: str, port: int) -> socket.socket:
 def cmd_ui(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hpo.settings import Settings
     from hpo.store.engine import safe_url
     from hpo.ui.app import LOOPBACK_HOSTS, create_app
 
-    store_url = Settings.load(store_url=getattr(args, "store", None)).store_url
+    store_url = common.store_url(args)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
     # A loopback-only server answers only to loopback names (no DNS rebinding).

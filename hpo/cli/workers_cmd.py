@@ -28,8 +28,7 @@ def register(commands: Any) -> None:
     p.add_argument("--retries", type=common.non_negative_int,
                    default=defaults.LOST_TASK_RETRIES, metavar="N",
                    help=f"re-queues of a lost task before it fails ({defaults.LOST_TASK_RETRIES})")
-    p.add_argument("--broker", metavar="URL", type=common.broker_url,
-                   help="broker URL (default: $HPO_BROKER_URL)")
+    common.add_broker_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_workers)
 
