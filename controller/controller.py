@@ -28,6 +28,7 @@ from hpo.defaults import (
     CYCLE_RETRY_S,
     FAULT_TOLERANCE_S,
     LAUNCH_SLICE_S,
+    MAX_TASK_NAME_LEN,
     REAP_PERIOD_S,
     STOP_WAIT_S,
 )
@@ -335,7 +336,7 @@ class Controller:
         if suggestion.max_iteration is not None:  # ranked by it, also from the store
             tags.append(relations.tag(relations.BUDGET, suggestion.max_iteration))
         clone = self.store.clone_task(
-            self.base.id, name=f"{self.base.name}: {described}", parent=self.task_id,
+            self.base.id, name=_clone_name(self.base.name, described), parent=self.task_id,
             project=self.config.spawn_project, parameters=overrides, tags=tags,
             time_limit=limit * 60 if limit else None)
         job = self._track(clone.id, suggestion)
@@ -478,6 +479,15 @@ def _suggestion_of(job: Job) -> Suggestion:
 def _suggestion_dict(s: Suggestion) -> dict[str, Any]:
     return {"trial_id": s.trial_id, "parameters": s.parameters,
             "max_iteration": s.max_iteration, "resume_from": s.resume_from}
+
+
+def _clone_name(base: str, described: str) -> str:
+    """``"<base>: k=v ..."``, cut to what the store holds (many or long parameters would
+    not fit): the parameters themselves are in the clone, whole."""
+    name = f"{base}: {described}"
+    if len(name) <= MAX_TASK_NAME_LEN:
+        return name
+    return name[:MAX_TASK_NAME_LEN - 1] + "…"
 
 
 def _short(value: Any) -> str:

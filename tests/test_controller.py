@@ -299,3 +299,14 @@ def test_the_seed_example_runs_with_only_its_imports_changed(
             last = max(s.iteration for s in store.task_scalars(job.id, title="accuracy"))
             assert last < 150000 + 4 * 15000  # 0.3 s per 15,000 iterations
     assert "top: [" in result.stdout
+
+
+def test_a_clone_name_is_cut_to_what_the_store_holds() -> None:
+    from hpo.controller.controller import _clone_name
+    from hpo.defaults import MAX_TASK_NAME_LEN
+
+    assert _clone_name("train", "lr=0.1 depth=3") == "train: lr=0.1 depth=3"
+    many = " ".join(f"Args/parameter_{i}=0.123456" for i in range(40))
+    name = _clone_name("train", many)
+    assert len(name) == MAX_TASK_NAME_LEN and name.endswith("…")
+    assert name.startswith("train: Args/parameter_0=0.123456")
