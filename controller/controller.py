@@ -320,11 +320,16 @@ class Controller:
             return
         self._save()
         while self.pending:
-            self._start_job(self.pending[0])
+            job = self._start_job(self.pending[0])
+            # Tracked: the suggestion is a job now, whatever the broker does next. A
+            # publish that fails leaves the job created, and _observe enqueues it again
+            # (a suggestion kept pending would be cloned twice).
             self.pending.pop(0)
             self._dirty = True
+            self._enqueue(job)
 
-    def _start_job(self, suggestion: Suggestion) -> None:
+    def _start_job(self, suggestion: Suggestion) -> Job:
+        """Clone the base task for ``suggestion`` and track the clone (not enqueued)."""
         overrides = {P.qualify(k): v for k, v in suggestion.parameters.items()}
         described = " ".join(f"{k}={_short(v)}" for k, v in suggestion.parameters.items())
         limit = self.config.time_limit_per_job
@@ -342,7 +347,7 @@ class Controller:
         job = self._track(clone.id, suggestion)
         if continued:
             job.inherit(self.jobs[continued])
-        self._enqueue(job)
+        return job
 
     def _enqueue(self, job: Job) -> None:
         dispatch.enqueue(self.store, self.app, job.task_id, self.config.execution_queue)

@@ -150,3 +150,38 @@ def test_a_simulated_clock_moves_only_when_told():
     assert clock.monotonic() == 20.0 and moves == [14.0]
     with pytest.raises(ValueError):
         clock.advance_to(19.0)
+
+
+def test_a_publish_that_fails_clones_no_suggestion_twice(store, monkeypatch):
+    # Given a broker that refuses the first three publishes (a Redis restart)
+    from hpo.queue import dispatch
+    from hpo.queue.app import BrokerUnavailable
+
+    sim = simulation(store, total_max_jobs=5, max_number_of_concurrent_tasks=2,
+                     iterations=2)
+    refusals = iter(range(3))
+    real_publish = dispatch.publish
+
+    def flaky_publish(app: Any, task_id: str, queue: str) -> None:
+        if next(refusals, None) is not None:
+            raise BrokerUnavailable("cannot reach the broker: connection refused")
+        real_publish(app, task_id, queue)
+
+    monkeypatch.setattr(dispatch, "publish", flaky_publish)
+    # When the controller's cycles fail and are retried, as run() retries them
+    reason, failed = None, 0
+    for _ in range(500):
+        try:
+            reason = sim.controller.step()
+        except BrokerUnavailable:
+            failed += 1
+            continue
+        if reason:
+            break
+        sim.agent.step()
+    # Then every suggestion became exactly one job, and all five ran
+    assert (reason, failed) == ("all jobs finished", 3)
+    jobs = children(sim)
+    trials = [relations.tag_value(j.tags, relations.TRIAL) for j in jobs]
+    assert len(jobs) == 5 and len(set(trials)) == 5
+    assert {j.status for j in jobs} == {Status.completed}
