@@ -43,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU slots (default 1)")
     p.add_argument("--name", type=common.name("agent name"),
                    help="agent name (default: HOST-PID)")
-    p.add_argument("--broker", metavar="URL", type=common.broker_url,
-                   help="broker URL (default: $HPO_BROKER_URL, else the embedded one)")
+    common.add_broker_option(p)
     add_store_option(p, top=True)
+    p.add_argument("--pass-credentials", action="store_true",
+                   help="the scripts this agent runs get the store and broker URLs with "
+                   "their passwords, e.g. a script that runs its own optimization "
+                   "(default: a URL with a password is kept from them)")
     p.add_argument("--python", metavar="PATH",
                    help="interpreter for scripts whose own interpreter is not on this host")
     p.add_argument("--grace", type=common.seconds, default=defaults.GRACE_S, metavar="SECONDS",
@@ -83,11 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.lost_after = common.lost_after_s(args.lost_after)
         broker = common.broker_from(args)
+        store = common.store_url(args)
     except HpoError as exc:
         parser.error(str(exc))
     if args.lost_after <= args.heartbeat:
         parser.error(f"--lost-after {args.lost_after:g} must be more than --heartbeat "
                      f"{args.heartbeat:g}, else live agents are taken for lost: raise it")
+    common.warn_visible_passwords(parser.prog, args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("celery").setLevel(logging.WARNING)
@@ -100,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 max_log_bytes=int(args.max_log_mb * 2**20),
                                 monitor_period_s=args.monitor_period,
                                 checkpoint_root=Path(args.checkpoint_root).expanduser()
-                                if args.checkpoint_root else None),
-            store_url=args.store, broker_url=broker,
+                                if args.checkpoint_root else None,
+                                pass_credentials=args.pass_credentials, broker_url=broker),
+            store_url=store, broker_url=broker,
             shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
             lost_after_s=args.lost_after, retries=args.retries,
         )
