@@ -402,3 +402,42 @@ def test_with_pass_credentials_the_script_gets_the_urls_the_agent_read_from_its_
         assert SECRET not in agent.output()
     finally:
         store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(240)
+def test_the_controllers_local_agents_get_the_urls_from_files_without_a_command_line(
+        tmp_path, pg_url_with_password, redis_with_password):
+    # Given hpo-controller with its URLs in secret files, starting its own agent
+    store_file = url_file(tmp_path, "store.url", pg_url_with_password)
+    broker_file = url_file(tmp_path, "broker.url", redis_with_password)
+    env = agent_env(tmp_path, store_file, broker_file)
+    out = tmp_path / "seen.json"
+    config = tmp_path / "hpo.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "base_task": {"script": str(JOB), "project": "secrets", "name": "controller"},
+        "hyper_parameters": [{"type": "discrete", "name": "out", "values": [str(out)]}],
+        "objective": {"title": "metric", "series": "value", "sign": "max"},
+        "total_max_jobs": 1}))
+    # When it runs an optimization of one job
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo.controller.cli", "start", str(config), "--local-agents",
+         "1", "--plain"], env=env, capture_output=True, text=True, timeout=200, check=False)
+    # Then the job ran on the store of the files, on an agent started without a URL on
+    # its command line, with no password in its environment
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = json.loads(out.read_text())
+    assert any("hpo.agent.cli" in line for line in seen["command_lines"])
+    assert not [line for line in seen["command_lines"] if SECRET in line]
+    assert SECRET not in json.dumps(seen["environ"])
+    assert SECRET not in result.stdout + result.stderr
+    for log in (tmp_path / "home" / "logs").rglob("*.log"):
+        assert SECRET not in log.read_text(errors="replace"), log
+    store = open_store(pg_url_with_password)
+    try:
+        [job] = [t for t in store.find_tasks(project="secrets") if t.parent]
+        assert_completed_with_its_scalars(store, job.id)
+    finally:
+        store.close()
