@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+import hpo.agent.cli as agent_cli
 import hpo.cli.main as hpo_cli
+import hpo.controller.cli as controller_cli
 from hpo import defaults, limits
 from hpo.agent.script_env import script_environment
 from hpo.cli import common
@@ -155,11 +157,14 @@ def test_a_bad_broker_url_from_a_file_is_named_by_its_file_not_its_password(clea
     assert SECRET not in str(raised.value)
 
 
-def run_hpo(argv: list[str]) -> tuple[Any, str, str]:
+def run_main(prog: str, argv: list[str]) -> tuple[Any, str, str]:
+    """A console script's main(argv) in this process: (exit code, stdout, stderr)."""
+    main = {"hpo": hpo_cli.main, "hpo-agent": agent_cli.main,
+            "hpo-controller": controller_cli.main}[prog]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = hpo_cli.main(argv)
+            code = main(argv)
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
@@ -168,7 +173,8 @@ def run_hpo(argv: list[str]) -> tuple[Any, str, str]:
 @pytest.mark.postgres
 def test_a_password_on_the_command_line_works_with_one_warning_line(
         clean_env, pg_url_with_password):
-    code, out, err = run_hpo(["--store", pg_url_with_password, "task", "list", "--json"])
+    code, out, err = run_main("hpo", ["--store", pg_url_with_password, "task", "list",
+                                      "--json"])
     assert code == 0, err
     assert json.loads(out) == []
     assert err.count("\n") == 1, err
@@ -176,21 +182,31 @@ def test_a_password_on_the_command_line_works_with_one_warning_line(
     assert "--store-file" in err and SECRET not in err
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["task", "list", "--store", "sqlite:///a.db", "--store-file", "{file}"],
+@pytest.mark.parametrize("prog, argv, fragment", [
+    ("hpo", ["task", "list", "--store", "sqlite:///a.db", "--store-file", "{file}"],
      "--store and --store-file are both given"),
-    (["--store-file", "{missing}", "task", "list"], "--store-file={missing}: cannot read it"),
-    (["task", "enqueue", "abcd", "--broker-file", "{missing}"],
+    ("hpo", ["--store-file", "{missing}", "task", "list"],
+     "--store-file={missing}: cannot read it"),
+    ("hpo", ["task", "enqueue", "abcd", "--broker-file", "{missing}"],
+     "--broker-file={missing}: cannot read it"),
+    ("hpo", ["workers", "--reap", "--broker-file", "{file}"],
+     "--broker-file={file}: broker URL 'sqlite:///"),
+    ("hpo-agent", ["--store-file", "{missing}"], "--store-file={missing}: cannot read it"),
+    ("hpo-agent", ["--broker", "redis://h", "--broker-file", "{file}"],
+     "--broker and --broker-file are both given"),
+    ("hpo-controller", ["list", "--store-file", "{missing}"],
+     "--store-file={missing}: cannot read it"),
+    ("hpo-controller", ["start", "x.yaml", "--broker-file", "{missing}"],
      "--broker-file={missing}: cannot read it"),
 ])
-def test_bad_url_sources_are_one_line_and_exit_2(clean_env, argv, fragment):
+def test_bad_url_sources_are_one_line_and_exit_2(clean_env, prog, argv, fragment):
     file = url_file(clean_env, "store.url", f"sqlite:///{clean_env / 'x.db'}")
     missing = clean_env / "no-such.url"
     argv = [a.format(file=file, missing=missing) for a in argv]
-    code, _out, err = run_hpo(argv)
+    code, _out, err = run_main(prog, argv)
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("hpo: error: ")
-    assert fragment.format(missing=missing) in err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: "), err
+    assert fragment.format(file=file, missing=missing) in err
 
 
 # ----- what a script gets ---------------------------------------------------------------------
