@@ -21,9 +21,11 @@ from hpo import defaults, relations
 from hpo.agent import process
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
-from hpo.agent.recorder import Recorder
+from hpo.agent.outbox import PendingOutcome
+from hpo.agent.recorder import Batch, Recorder
+from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot
-from hpo.errors import StoreError
+from hpo.errors import HpoError, StoreError
 from hpo.lifecycle import Status
 from hpo.queue.messages import dropped
 from hpo.records import TaskRecord
@@ -57,17 +59,26 @@ class RunnerConfig:
     monitor_period_s: float = defaults.MONITOR_PERIOD_S
     poll_s: float = defaults.RUNNER_POLL_S
     checkpoint_root: Path | None = None  # None: hpo.sdk.checkpoints.checkpoint_root()
+    # The script gets the store and broker URLs even with a password (hpo-agent
+    # --pass-credentials); broker_url: the agent's, for the script (hpo.agent.script_env).
+    pass_credentials: bool = False
+    broker_url: str | None = None
 
 
 class TaskRunner:
-    """One run of one task. ``stop()`` may be called from any thread."""
+    """One run of one task. ``stop()`` may be called from any thread.
+
+    Its final writes never wait on the store: if they fail, they go to ``keep`` (the
+    agent's outbox, which writes them when the store is back) and the slot is free."""
 
     def __init__(self, store: Store, config: RunnerConfig, slot: Slot,
-                 requeue: Callable[[TaskRecord, int], None]) -> None:
+                 requeue: Callable[[TaskRecord, int], None],
+                 keep: Callable[[PendingOutcome], None]) -> None:
         self.store = store
         self.config = config
         self.slot = slot
         self._requeue = requeue
+        self._keep = keep
         self._stop_reason: StopReason | None = None
         self._stop_event = threading.Event()
         self.task_id: str | None = None
@@ -97,25 +108,48 @@ class TaskRunner:
                 dropped(f"no task with id {task_id}")
             return None
         self.task_id, self.attempt = task_id, attempt
-        task = self.store.get_task(task_id)
-        if attempt > 1:
-            self.store.drop_earlier_attempts(task_id, attempt)
+        try:
+            task = self.store.get_task(task_id)
+            if attempt > 1:
+                self.store.drop_earlier_attempts(task_id, attempt)
+        except StoreError as exc:
+            self._keep(PendingOutcome(task_id, attempt, None,
+                                      f"the store failed before the script started "
+                                      f"({exc}); re-queued"))
+            return None
         log.info("task %s %r started in slot %s (attempt %d)", task_id, task.name,
                  self.slot.name, attempt)
         started = time.monotonic()
-        status, message, exit_code = self._execute(task, attempt)
+        status, message, exit_code, unwritten = self._execute(task, attempt)
         if status is None:  # re-queued on shutdown, or lost to another attempt
             return None
-        if not self.store.finish(task_id, attempt, status, exit_code=exit_code,
-                                 message=message):
-            log.warning("task %s: attempt %d no longer owns the task; outcome %s not "
-                        "recorded", task_id, attempt, status.value)
+        self._record(PendingOutcome(task_id, attempt, status, message, exit_code,
+                                    unwritten))
         log.info("task %s %s (%s) in %.1fs", task_id, status.value, message,
                  time.monotonic() - started)
         return status
 
+    def _record(self, outcome: PendingOutcome) -> None:
+        """``finish``, unless reports are still unwritten (they go first) or the store
+        fails: then the outcome is kept, to be written when the store is back."""
+        if not outcome.batches and outcome.status is not None:
+            try:
+                if not self.store.finish(outcome.task_id, outcome.attempt, outcome.status,
+                                         exit_code=outcome.exit_code,
+                                         message=outcome.message):
+                    log.warning("task %s: attempt %d no longer owns the task; outcome %s "
+                                "not recorded", outcome.task_id, outcome.attempt,
+                                outcome.status.value)
+                return
+            except StoreError as exc:
+                log.warning("task %s: cannot record its outcome now: %s",
+                            outcome.task_id, exc)
+        self._keep(outcome)
+
     def _execute(self, task: TaskRecord, attempt: int
-                 ) -> tuple[Status | None, str, int | None]:
+                 ) -> tuple[Status | None, str, int | None, list[Batch]]:
+        """Run the script to its end: (status, message, exit code, the reports not
+        written yet); a None status when the run is not this attempt's to record."""
         recorder = Recorder(self.store, task.id, attempt,
                             max_log_bytes=self.config.max_log_bytes,
                             on_lost=lambda _why: self.stop(StopReason.lost))
@@ -125,7 +159,7 @@ class TaskRunner:
                 argv, cwd = self._command(task)
                 proc = process.start(argv, cwd, self._environment(task, attempt, server))
             except (CannotStart, OSError) as exc:
-                return Status.failed, f"cannot start the script: {exc}", None
+                return Status.failed, f"cannot start the script: {exc}", None, []
             readers = [
                 threading.Thread(target=_pump, args=(stream, name, recorder), daemon=True)
                 for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
@@ -138,7 +172,9 @@ class TaskRunner:
         finally:
             server.close()
             recorder.close()
-        return self._outcome(task, attempt, proc.returncode, reason, recorder)
+        status, message, exit_code = self._outcome(task, attempt, proc.returncode, reason,
+                                                   recorder)
+        return status, message, exit_code, recorder.unwritten() if status else []
 
     def _supervise(self, proc: subprocess.Popen[bytes], task: TaskRecord,
                    recorder: Recorder) -> StopReason | None:
@@ -174,12 +210,15 @@ class TaskRunner:
             self._end_if_still_owned(task.id, attempt)
             return None, "lost", None
         if reason is StopReason.requeue:
-            self._requeue(task, attempt)
-            log.info("task %s re-queued: the agent is shutting down", task.id)
+            try:
+                self._requeue(task, attempt)
+                log.info("task %s re-queued: the agent is shutting down", task.id)
+            except HpoError:  # the store is away, or the broker after the store change
+                self._keep(PendingOutcome(task.id, attempt, None,
+                                          f"agent {self.config.worker} shut down; re-queued"))
             return None, "re-queued", None
         if reason is StopReason.requested:
-            current = self.store.get_task(task.id)
-            return Status.stopped, current.status_message or "stopped by request", returncode
+            return Status.stopped, self._stop_message(task.id), returncode
         if reason is StopReason.time_limit:
             return Status.stopped, f"time limit of {task.time_limit:g}s reached", returncode
         assert returncode is not None
@@ -189,6 +228,13 @@ class TaskRunner:
         message = process.describe_exit(returncode)
         return Status.failed, f"{message}; last output:\n{tail}" if tail else message, \
             returncode
+
+    def _stop_message(self, task_id: str) -> str:
+        """Why the user stopped it (the abort's message), as the store has it."""
+        try:
+            return self.store.get_task(task_id).status_message or "stopped by request"
+        except StoreError:
+            return "stopped by request"
 
     def _end_if_still_owned(self, task_id: str, attempt: int) -> None:
         """After a stop for a loss: should the store still show this attempt running (a
@@ -224,7 +270,8 @@ class TaskRunner:
                 "attempt": attempt, "parameters": task.parameters, **self._checkpoints(task)}
         spec_path = Path(server.path).with_name("spec.json")
         spec_path.write_text(json.dumps(spec))
-        env = dict(os.environ)
+        env = script_environment(os.environ, keep_credentials=self.config.pass_credentials,
+                                 store_url=self.store.url, broker_url=self.config.broker_url)
         env.update(self.slot.environment())
         env.update({
             defaults.ENV_TASK_ID: task.id,
