@@ -144,8 +144,10 @@ def hide_password(url: str) -> str:
     """``url`` for a message: its password, if any, replaced by ``***``. Standard library
     only, for the checks here; ``hpo.store.engine.safe_url`` does the same with
     SQLAlchemy for a store URL it has parsed anyway."""
-    password = url_password(url)
-    return url.replace(password, "***") if password else url
+    # By position, not by value: a password "p" or equal to the user name must not mask
+    # other parts. A mistyped URL (postgresql//user:pw@host) is masked the same way.
+    hidden = re.sub(r"(^|//)([^/@:?#]*):([^@/?#]*)@", r"\1\2:***@", url, count=1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", hidden, flags=re.IGNORECASE)
 
 
 def check_path(what: str, value: object) -> Path:

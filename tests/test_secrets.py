@@ -457,3 +457,24 @@ def test_the_controllers_local_agents_get_the_urls_from_files_without_a_command_
         assert_completed_with_its_scalars(store, job.id)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:s3c@h:6379/0", "redis://:***@h:6379/0"),
+    ("postgresql+psycopg://u:p@h/db?x=1", "postgresql+psycopg://u:***@h/db?x=1"),
+    ("amqp://guest:guest@h//", "amqp://guest:***@h//"),  # the password is the user name
+    ("postgresql//u:pw@h/db", "postgresql//u:***@h/db"),  # mistyped: masked all the same
+    ("postgresql://h/db?user=a&password=zz&x=1", "postgresql://h/db?user=a&password=***&x=1"),
+    ("sqlite:////tmp/a:b@c.db", "sqlite:////tmp/a:b@c.db"),  # a path: nothing to hide
+])
+def test_a_password_is_masked_by_its_place_in_the_url(url: str, shown: str) -> None:
+    assert limits.hide_password(url) == shown
+
+
+def test_a_store_url_that_cannot_be_used_is_one_line_without_its_password() -> None:
+    for url in ("postgresql//u:pw@h/db", "sqlite://u:pw@/x.db"):
+        done = subprocess.run([sys.executable, "-m", "hpo.cli.main", "--store", url, "task",
+                               "list"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "pw" not in done.stderr and "Traceback" not in done.stderr
+        assert "bad store URL" in done.stderr

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, insp
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from hpo import limits
 from hpo.defaults import PG_CONNECT_TIMEOUT_S, PG_KEEPALIVES, SQLITE_BUSY_TIMEOUT_MS
 from hpo.errors import SchemaVersionError, StoreError, StoreUnavailable
 from hpo.store import schema
@@ -34,13 +35,17 @@ def create(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise StoreUnavailable(
-            f"bad store URL {url!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
-        ) from None
+            f"bad store URL {limits.hide_password(url)!r}: use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB") from None
     try:
         if parsed.get_backend_name() == "sqlite":
             return _create_sqlite(url, parsed.database)
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
                              connect_args=_network_timeouts(parsed.query))
+    except ArgumentError as exc:  # parsed, but not usable (sqlite://user:pw@/x.db)
+        raise StoreUnavailable(
+            f"bad store URL {safe_url(url)}: {_first_line(exc)}; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB") from None
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreUnavailable(
             f"no driver for store URL {safe_url(url)} ({exc}): use sqlite:/// or "
