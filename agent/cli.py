@@ -6,12 +6,13 @@ import argparse
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpo import defaults
+from hpo import defaults, settings
 from hpo.agent.runner import RunnerConfig
 from hpo.agent.slots import make_slots
 from hpo.agent.worker import Agent, AgentConfig
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the scripts this agent runs get the store and broker URLs with "
                    "their passwords, e.g. a script that runs its own optimization "
                    "(default: a URL with a password is kept from them)")
-    p.add_argument("--python", metavar="PATH",
-                   help="interpreter for scripts whose own interpreter is not on this host")
+    p.add_argument("--python", metavar="PATH", type=_interpreter,
+                   help="the interpreter that runs every script: a virtual environment or "
+                   "image with the training code's dependencies (default: the one "
+                   "recorded with the task when this host has it, else this agent's own)")
     p.add_argument("--grace", type=common.seconds, default=defaults.GRACE_S, metavar="SECONDS",
                    help="time between SIGTERM and SIGKILL when a task is stopped "
                    f"({defaults.GRACE_S:g})")
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.lost_after = common.lost_after_s(args.lost_after)
+        settings.republish_after_s()  # a bad $HPO_REPUBLISH_AFTER_S: one line, now
         broker = common.broker_from(args)
         store = common.store_url(args)
     except HpoError as exc:
@@ -115,6 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HpoError as exc:
         print(f"hpo-agent: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _interpreter(text: str) -> str:
+    """``--python``: an executable, by path or on PATH, checked before any task."""
+    found = shutil.which(text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an executable file or a command "
+                                         "on PATH: give the path of a Python interpreter")
+    return found
 
 
 def _gpu_list(text: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpo import defaults, relations
-from hpo.agent import process
+from hpo.agent import checkout, process
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.monitor import ResourceMonitor
 from hpo.agent.outbox import PendingOutcome
@@ -59,6 +59,7 @@ class RunnerConfig:
     monitor_period_s: float = defaults.MONITOR_PERIOD_S
     poll_s: float = defaults.RUNNER_POLL_S
     checkpoint_root: Path | None = None  # None: hpo.sdk.checkpoints.checkpoint_root()
+    code_cache: Path | None = None  # None: hpo.agent.checkout.code_cache()
     # The script gets the store and broker URLs even with a password (hpo-agent
     # --pass-credentials); broker_url: the agent's, for the script (hpo.agent.script_env).
     pass_credentials: bool = False
@@ -253,16 +254,31 @@ class TaskRunner:
                           task_id, attempt)
 
     def _command(self, task: TaskRecord) -> tuple[list[str], str]:
+        """The script where it was registered, when this host has it (the same host, a
+        shared volume, an image); else its recorded commit and changes, checked out
+        into the code cache. The interpreter: the agent's ``--python`` when given, else
+        the recorded one when this host has it, else the agent's own."""
         script = task.script
         if script is None:
             raise CannotStart(f"task {task.id} has no script (create it with a --script)")
-        if not Path(script.entry_point).is_file():
-            raise CannotStart(f"{script.entry_point} does not exist on this host")
-        interpreter = script.interpreter
+        entry, workdir = Path(script.entry_point), Path(script.working_dir)
+        if not entry.is_file():
+            try:
+                entry, workdir = checkout.materialize(
+                    script, self.config.code_cache or checkout.code_cache())
+            except checkout.CheckoutError as exc:
+                raise CannotStart(str(exc)) from None
+            log.info("task %s: running %s from its recorded commit %s", task.id, entry,
+                     (script.commit or "")[:12])
+            if not entry.is_file():
+                raise CannotStart(f"{script.entry_point} is not in commit "
+                                  f"{(script.commit or '')[:12]} of {script.repository}: "
+                                  "commit it (untracked files do not travel)")
+        interpreter = self.config.python or script.interpreter
         if not interpreter or not shutil.which(interpreter):
-            interpreter = self.config.python or sys.executable
-        cwd = script.working_dir if Path(script.working_dir).is_dir() else os.getcwd()
-        return [interpreter, script.entry_point, *script.argv], cwd
+            interpreter = sys.executable
+        cwd = str(workdir) if workdir.is_dir() else os.getcwd()
+        return [interpreter, str(entry), *script.argv], cwd
 
     def _environment(self, task: TaskRecord, attempt: int, server: ChannelServer
                      ) -> dict[str, str]:

@@ -149,6 +149,9 @@ PARENT_WATCH_S = 0.5
 # Connecting to the agent's report channel (a local socket): instant unless the agent
 # is gone, and then the script goes on without reports rather than hang.
 CHANNEL_CONNECT_TIMEOUT_S = 5.0
+# An agent fetching a task's repository (a first clone of a large one) or checking out a
+# commit: minutes at most; a stuck remote must not hold the slot for ever.
+CHECKOUT_TIMEOUT_S = 300.0
 # Reading the git state of a script run by hand: a slow network filesystem must not
 # delay Task.init for long.
 GIT_TIMEOUT_S = 5.0

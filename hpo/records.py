@@ -16,9 +16,12 @@ class ScriptInfo:
     working_dir: str
     argv: list[str] = field(default_factory=list)
     interpreter: str | None = None
-    repository: str | None = None
+    repository: str | None = None  # the remote (origin), else the top folder's path
     commit: str | None = None
-    diff: str | None = None
+    diff: str | None = None  # uncommitted changes to tracked files (git diff --binary)
+    # The repository's top folder where the task was registered: where entry_point and
+    # working_dir sit in the repository, for an agent that checks the commit out elsewhere.
+    root: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -15,7 +15,7 @@ from hpo.cli.common import add_store_option, store_from
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
-from hpo.sdk.script_info import git_state
+from hpo.sdk.script_info import script_info
 
 
 def register(commands: Any) -> None:
@@ -107,12 +107,7 @@ def script_info_for(script: str | Path, working_dir: str | Path | None = None,
     directory = limits.check_path("working directory", working_dir or ".").resolve()
     if not directory.is_dir():
         raise ConfigError(f"working directory not found: {working_dir}")
-    repository, commit, diff = git_state(path.resolve().parent)
-    return ScriptInfo(
-        entry_point=str(path.resolve()), working_dir=str(directory), argv=list(argv or []),
-        interpreter=python or sys.executable, repository=repository, commit=commit,
-        diff=diff,
-    )
+    return script_info(path.resolve(), directory, list(argv or []), python or sys.executable)
 
 
 def cmd_create(args: argparse.Namespace) -> int:

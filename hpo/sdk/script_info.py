@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +16,23 @@ _MAX_DIFF_BYTES = 512 * 1024
 def current_script() -> ScriptInfo:
     """The running script: entry point, working dir, argv, interpreter, git state."""
     entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else Path.cwd()
-    repository, commit, diff = git_state(entry.parent)
-    return ScriptInfo(
-        entry_point=str(entry),
-        working_dir=os.getcwd(),
-        argv=list(sys.argv[1:]),
-        interpreter=sys.executable,
-        repository=repository,
-        commit=commit,
-        diff=diff,
-    )
+    return script_info(entry, Path.cwd(), list(sys.argv[1:]), sys.executable)
 
 
-def git_state(directory: Path) -> tuple[str | None, str | None, str | None]:
-    """(remote or top-level path, HEAD commit, uncommitted diff) or Nones outside git."""
+def script_info(entry: Path, working_dir: Path, argv: list[str], interpreter: str
+                ) -> ScriptInfo:
+    """How to run ``entry`` again, on this host or, from its git state, on another."""
+    repository, root, commit, diff = git_state(entry.parent)
+    return ScriptInfo(entry_point=str(entry), working_dir=str(working_dir), argv=argv,
+                      interpreter=interpreter, repository=repository, commit=commit,
+                      diff=diff, root=root)
+
+
+def git_state(directory: Path
+              ) -> tuple[str | None, str | None, str | None, str | None]:
+    """(remote or top-level path, top-level path, HEAD commit, uncommitted diff), or
+    Nones outside git. The diff is binary-safe, so ``git apply`` restores it exactly;
+    untracked files are not in it (as with ClearML): commit them to make them travel."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(
@@ -43,10 +45,10 @@ def git_state(directory: Path) -> tuple[str | None, str | None, str | None]:
 
     top = git("rev-parse", "--show-toplevel")
     if top is None:
-        return None, None, None
+        return None, None, None, None
     remote = git("config", "--get", "remote.origin.url")
-    commit = git("rev-parse", "HEAD")
-    diff = git("diff", "HEAD")
+    commit = git("rev-parse", "--verify", "--quiet", "HEAD")  # None before a first commit
+    diff = git("diff", "--binary", "HEAD") if commit else None
     if diff is not None and (not diff or len(diff.encode()) > _MAX_DIFF_BYTES):
         diff = None
-    return remote or top, commit, diff
+    return remote or top, top, commit, diff
