@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="execution queue to serve; repeat for several, served first one "
                    "first on Redis (default: default)")
     p.add_argument("--gpus", metavar="LIST", type=_gpu_list,
-                   help="GPU indices, e.g. 0,1 or 0-3")
+                   help="GPU indices, e.g. 0,1 or 0-3, or all (those nvidia-smi lists); "
+                   "with CUDA_VISIBLE_DEVICES set, indices into the GPUs it names")
     p.add_argument("--gpus-per-task", type=common.slots, metavar="N",
                    help="GPUs per slot (default: all of --gpus in one slot)")
     p.add_argument("--cpu-only", action="store_true",
@@ -133,6 +134,8 @@ def _interpreter(text: str) -> str:
 def _gpu_list(text: str) -> str:
     """``--gpus``: checked for size here (``0-999999999`` would list a billion GPUs);
     ``make_slots`` checks the rest."""
+    if text.strip() == "all":
+        return text
     numbers = [int(n) for n in re.findall(r"\d{1,6}", text)]
     if len(text) > 4 * defaults.MAX_SLOTS or re.search(r"\d{7}", text) or any(
             n > defaults.MAX_GPU_INDEX for n in numbers):

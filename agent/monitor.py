@@ -62,7 +62,7 @@ class ResourceMonitor:
             return []
         try:
             out = subprocess.run(
-                [self._nvidia_smi, "--query-gpu=index,utilization.gpu,memory.used",
+                [self._nvidia_smi, "--query-gpu=index,uuid,utilization.gpu,memory.used",
                  "--format=csv,noheader,nounits"],
                 capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
                 check=True).stdout
@@ -71,9 +71,11 @@ class ResourceMonitor:
         usage = []
         for line in out.splitlines():
             fields = [f.strip() for f in line.split(",")]
-            if len(fields) == 3 and fields[0] in self._gpus:
+            # A slot names its GPUs by index, or by UUID when an inherited
+            # CUDA_VISIBLE_DEVICES did.
+            if len(fields) == 4 and (fields[0] in self._gpus or fields[1] in self._gpus):
                 try:
-                    usage.append((fields[0], float(fields[1]), float(fields[2])))
+                    usage.append((fields[0], float(fields[2]), float(fields[3])))
                 except ValueError:
                     continue
         return usage
