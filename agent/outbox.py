@@ -4,12 +4,13 @@ store is back.
 A store outage must cost a run nothing: the script's exit code, its last reports and
 its output are the run. So when the final writes of an attempt fail (the recorder's
 last batches, ``finish``; or a re-queue), they become a ``PendingOutcome``, saved as one
-JSON file under the agent's folder before anything else happens, and a thread retries
-them until the store takes them or refuses them (another attempt owns the task: nothing
-of this one may land). An agent restarted after a crash writes the files it finds
-first. Until then the task stays ``running`` under this agent, whose heartbeat lists it,
-so no reaper takes it while the agent still vouches for it; an agent that never comes
-back stops vouching, and the reaper re-queues the task as for any lost agent.
+JSON file before anything else happens, and a thread retries them until the store takes
+them or refuses them (another attempt owns the task: nothing of this one may land). An
+agent started on the host after a crash writes the files it finds first.
+
+Until then the task stays ``running`` under this agent, whose heartbeat lists it, so no
+reaper takes it while the agent still vouches for it; an agent that never comes back
+stops vouching, and the reaper re-queues the task as for any lost agent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from hpo import defaults
 from hpo.agent.recorder import Batch
@@ -187,12 +187,13 @@ class Outbox:
                 continue
             self._pending[outcome.key] = outcome
         if self._pending:
-            log.info("%d outcome(s) of an earlier run of this agent to write: %s",
+            log.info("%d outcome(s) kept by an earlier agent on this host to write: %s",
                      len(self._pending), ", ".join(sorted(self._pending)))
 
 
-def outbox_folder(agent_name: str) -> Path:
-    """``$HPO_HOME/agents/<name>/outbox``: local to the host, one per agent name, so an
-    agent restarted under its name finds what its previous process kept."""
-    folder = quote(agent_name, safe="").replace(".", "%2E")  # never "." or ".."
-    return defaults.hpo_home() / "agents" / folder / "outbox"
+def outbox_folder() -> Path:
+    """``$HPO_HOME/outbox``: local to the host and shared by its agents, so an agent
+    started again under any name (the default one holds the PID) writes what its previous
+    process kept. Two agents delivering one outcome is harmless: its batches are
+    numbered and its finish is fenced, so it lands once."""
+    return defaults.hpo_home() / "outbox"

@@ -48,7 +48,7 @@ class AgentConfig:
     lost_after_s: float = field(default_factory=settings.lost_after_s)
     retries: int = defaults.LOST_TASK_RETRIES
     host: str = field(default_factory=socket.gethostname)
-    outbox_dir: Path | None = None  # None: outbox_folder(name), under $HPO_HOME
+    outbox_dir: Path | None = None  # None: outbox_folder(), $HPO_HOME/outbox
 
 
 class Agent:
@@ -58,7 +58,7 @@ class Agent:
         self.app = make_app(config.broker_url)
         self.pool = SlotPool(config.slots)
         self.runners: dict[str, TaskRunner] = {}
-        self.outbox = Outbox(config.outbox_dir or outbox_folder(config.name), self.store,
+        self.outbox = Outbox(config.outbox_dir or outbox_folder(), self.store,
                              self._requeue_by_id)
         self._outbox_wake = threading.Event()
         self._contact = StoreContact()
@@ -277,8 +277,8 @@ class Agent:
 
     def _leave(self) -> None:
         """Write what is kept (one last try), then unregister. Outcomes still kept stay
-        on disk for this agent's next start; meanwhile their tasks, no longer vouched
-        for, are re-queued by a reaper, which fences the kept outcome off."""
+        on disk for the next agent started on this host; meanwhile their tasks, no longer
+        vouched for, are re-queued by a reaper, which fences the kept outcome off."""
         try:
             left = self.outbox.deliver()
             self.store.remove_worker(self.config.name)
@@ -286,8 +286,8 @@ class Agent:
             left = len(self.outbox)
             log.warning("could not unregister from the store: %s", exc)
         if left:
-            log.warning("%d outcome(s) not written yet, kept in %s for this agent's next "
-                        "start", left, self.outbox.folder)
+            log.warning("%d outcome(s) not written yet, kept in %s for the next agent "
+                        "started on this host", left, self.outbox.folder)
         log.info("agent %s stopped", self.config.name)
 
     def _requeue_orphans(self) -> None:

@@ -257,3 +257,28 @@ def test_a_reaper_judges_agents_only_after_a_lost_after_period_of_answers() -> N
     contact.failed()  # a new failure starts the wait again
     contact.answered()
     assert not contact.may_judge(30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_an_agent_started_after_a_crash_writes_what_the_dead_one_kept(
+        store: Store, hpo_env: dict[str, str], tmp_path: Path) -> None:
+    from hpo.agent.outbox import outbox_folder
+    from tests.agents import env_for, running_agent, wait_final
+
+    # Given an agent that died with an outcome kept on disk (the store was away)
+    task_id = claimed(store)
+    switch = Switch(store)
+    switch.mode = "down"
+    Outbox(outbox_folder(), switch, requeued(store)).put(  # type: ignore[arg-type]
+        outcome(task_id, Batch(1, reports(0.25), [(1.0, "stdout", "done")])))
+    # When another agent starts on that host (its name is its own: HOST-PID by default)
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", "q") as agent:
+        task = wait_final(store, task_id, timeout=30)
+    # Then the dead agent's run counts: its reports and its outcome, once
+    assert (task.status, task.attempt, task.worker) == (Status.completed, 1, "me")
+    assert [s.value for s in store.task_scalars(task_id)] == [0.25]
+    assert [line.text for line in store.read_logs(task_id)] == ["done"]
+    assert list(outbox_folder().glob("*.json")) == []
+    assert "kept by an earlier agent on this host" in agent.output()
