@@ -480,13 +480,13 @@ class Fault:
 
 
 FAULTS = {f.name: f for f in [
-    Fault("store-cut", "redis", "PostgreSQL cut (all connections reset) for fault_s",
-          cut_store),
-    Fault("broker-cut", "redis", "Redis cut for fault_s", cut_broker),
+    Fault("store-cut", "redis", "PostgreSQL cut for the outage: connections reset, new "
+          "ones refused or black-holed", cut_store),
+    Fault("broker-cut", "redis", "Redis cut for the outage", cut_broker),
     # More jobs allowed at once than the agents have slots, so messages wait in Redis.
     Fault("redis-restart", "private-redis", "Redis restarted empty while messages wait",
           restart_redis, concurrent=4),
-    Fault("rabbitmq-cut", "rabbitmq", "RabbitMQ cut for fault_s", cut_broker),
+    Fault("rabbitmq-cut", "rabbitmq", "RabbitMQ cut for the outage", cut_broker),
     Fault("agent-kill", "redis", "an agent SIGKILLed mid-job", kill_agent),
     Fault("agent-freeze", "redis", "an agent SIGSTOPped past the lost-agent timeout, "
           "then SIGCONT", freeze_agent),
