@@ -114,6 +114,10 @@ class Controller:
         self.outcome: str | None = None
         self._stop = threading.Event()
         self._stop_reason = ""
+        # Jobs a stop request (Ctrl-C, stop(), hpo-controller stop) cut short: no results;
+        # they run again, as the same trials, on resume. Stopping: sent, not yet ended.
+        self.interrupted: set[str] = set()
+        self._interrupting: set[str] = set()
         self._next_reap = 0.0
         self._contact = StoreContact(self.clock.monotonic)
         self._dirty = False
@@ -204,7 +208,11 @@ class Controller:
         optimization ended, or None to go on."""
         reason = self._limit_reached()
         if reason:
-            self._stop_everything(reason)
+            self._stop_everything(reason, rerun=self._stop_asked())
+            self._save()  # which jobs were cut short: resume runs them again
+            if self.interrupted:
+                reason += (f"; {len(self.interrupted)} job(s) cut short run again on "
+                           "resume")
             return reason
         self._observe()
         self._launch()
@@ -214,6 +222,10 @@ class Controller:
             return "search space exhausted" if self.strategy_done else "all jobs finished"
         self._reap_now_and_then()
         return None
+
+    def _stop_asked(self) -> bool:
+        """Whether the optimization ends because someone asked (not a budget)."""
+        return self._stop.is_set() or self.store.get_task(self.task_id).stop_requested
 
     def _limit_reached(self) -> str | None:
         if self._stop.is_set():
@@ -251,7 +263,9 @@ class Controller:
                 continue
             job.update_from(record)
             if record.status is Status.created:
-                self._enqueue(job)  # a clone made just before a crash
+                self._enqueue(job)  # a clone made just before a crash, or a re-run
+            elif job.task_id in self._interrupting and record.status is Status.stopped:
+                self._shelve(job)
             elif record.status in FINAL_STATUSES:
                 self._finish(job, record.status)
 
@@ -373,15 +387,27 @@ class Controller:
         except HpoError as exc:  # it ended meanwhile: nothing to stop
             log.debug("stop of job %s: %s", job.task_id, exc)
 
-    def _stop_everything(self, reason: str) -> None:
-        """Stop every active job and wait (bounded) for them to end."""
+    def _stop_everything(self, reason: str, *, rerun: bool = False) -> None:
+        """Stop every active job and wait (bounded) for them to end. With ``rerun`` (a
+        stop someone asked for), the jobs it cuts short are no results: they run again
+        on resume, as the same trials (``_shelve``), so that a Ctrl-C costs no trial."""
         for job in list(self.active.values()):
             if not job.stop_sent:
                 self._stop_job(job, reason)
+                if rerun:
+                    self._interrupting.add(job.task_id)
         deadline = self.clock.monotonic() + STOP_WAIT_S
         while self.active and self.clock.monotonic() < deadline:
             self._observe()
             self.clock.sleep(self.poll_s)
+
+    def _shelve(self, job: Job) -> None:
+        """A job cut short by a stop request leaves the active set unheard: neither the
+        strategy nor the counts see its end; ``_restore`` runs its task again."""
+        self.active.pop(job.task_id, None)
+        self._interrupting.discard(job.task_id)
+        self.interrupted.add(job.task_id)
+        self._dirty = True
 
     def _all_done(self) -> bool:
         if self.active or self.pending:
@@ -413,7 +439,9 @@ class Controller:
             "strategy": self.strategy.state(),
             "pending": [_suggestion_dict(s) for s in self.pending],
             "active": {j.task_id: _suggestion_dict(_suggestion_of(j))
-                       for j in self.active.values()},
+                       for j in [*self.active.values(),
+                                 *(self.jobs[t] for t in sorted(self.interrupted))]},
+            "interrupted": sorted(self.interrupted),
             "strategy_done": self.strategy_done,
             "elapsed_s": self.elapsed_s(),
         })
@@ -433,6 +461,11 @@ class Controller:
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         active = {t: Suggestion(**s) for t, s in state.get("active", {}).items()}
         pending = {s["trial_id"]: Suggestion(**s) for s in state.get("pending", [])}
+        for task_id in state.get("interrupted", []):
+            # Cut short by the stop that ended the last session: its partial run is
+            # cleared, and the same task (the same trial) runs again, whole.
+            if self.store.get_task(task_id).status is Status.stopped:
+                self.store.reset(task_id)
         children = self.store.find_tasks(parent=self.task_id)
         stored = self._reports_of(children)
         for child in sorted(children, key=lambda c: c.created_at):

@@ -185,3 +185,41 @@ def test_a_publish_that_fails_clones_no_suggestion_twice(store, monkeypatch):
     trials = [relations.tag_value(j.tags, relations.TRIAL) for j in jobs]
     assert len(jobs) == 5 and len(set(trials)) == 5
     assert {j.status for j in jobs} == {Status.completed}
+
+
+def test_jobs_cut_short_by_a_stop_run_again_on_resume_as_the_same_trials(store):
+    from hpo.controller.controller import Controller
+    from hpo.queue.app import make_app
+    from hpo.testing.simulation import run_simulation
+
+    # Given an optimization of 6 jobs, 2 at a time, stopped (Ctrl-C) while 2 jobs run
+    sim = simulation(store, total_max_jobs=6, max_number_of_concurrent_tasks=2,
+                     iterations=4, report_every=1)
+
+    def two_done_two_running() -> bool:
+        statuses = [c.status for c in children(sim)]
+        return statuses.count(Status.completed) >= 2 and statuses.count(Status.running) == 2
+
+    assert sim.run(stop_when=two_done_two_running).reason == "stop_when is true"
+    sim.controller.request_stop("stopped by request")
+    reason = run_simulation(sim.controller, sim.agent).reason
+    cut = {c.id for c in children(sim) if c.status is Status.stopped}
+    assert len(cut) == 2 and sim.controller.interrupted == cut
+    assert reason.endswith("2 job(s) cut short run again on resume")
+
+    # When the optimization is resumed
+    config = sim.controller.config
+    resumed = Controller(store, make_app("memory://"), config, sim.optimizer_task_id,
+                         clock=sim.clock)
+    assert run_simulation(resumed, sim.agent).reason == "all jobs finished"
+
+    # Then the two ran again as the same tasks and trials, and 6 results exist, not 4
+    jobs = children(sim)
+    assert len(jobs) == 6 and {j.status for j in jobs} == {Status.completed}
+    assert len({relations.tag_value(j.tags, relations.TRIAL) for j in jobs}) == 6
+    rerun = {j.id: j for j in jobs if j.id in cut}
+    assert {j.attempt for j in rerun.values()} == {2}
+    # each with its second run's reports only: 4 iterations, not the cut run's too
+    for task_id in cut:
+        assert [s.iteration for s in store.task_scalars(task_id)] == [1, 2, 3, 4]
+    assert len([j for j in resumed.jobs.values() if j.result is not None]) == 6
