@@ -13,18 +13,20 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from hpo.errors import InvalidTransition, StoreError, TaskNotFound
 from hpo.store import Store, open_store
-from hpo.ui import api, caches, formatting, pages
+from hpo.ui import api, caches, formatting, login, pages
+from hpo.ui.auth import Auth
+from hpo.ui.hosts import ANY_HOST
+from hpo.ui.pages import error_response
 from hpo.ui.security import SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]  # as Host headers name them
 
 
 class StoreHolder:
@@ -48,28 +50,37 @@ class StoreHolder:
             self._store.close()
 
 
-def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None = None
-               ) -> Starlette:
-    """The web app on the store at ``store_url``. ``allowed_hosts`` (Host header names)
-    guards a loopback-only server against DNS rebinding; None accepts any host."""
-    templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes HTML
+def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None = None,
+               auth: Auth | None = None) -> Starlette:
+    """The web app on the store at ``store_url``. ``allowed_hosts`` (Host header names,
+    hpo.ui.hosts) guards against DNS rebinding; None or ``*`` among them accepts any
+    host. With ``auth``, every page and API call needs a login (hpo.ui.login)."""
+    templates = Jinja2Templates(directory=HERE / "templates",  # autoescapes HTML
+                                context_processors=[login.page_context])
     formatting.install(templates.env)
-    middleware = [Middleware(SecurityHeaders)]
-    if allowed_hosts:
+    # Outermost first: headers on every answer, the health check before the Host check
+    # (a probe names the pod by its address), the Host check before any login.
+    middleware = [Middleware(SecurityHeaders), Middleware(login.Healthz)]
+    if allowed_hosts and ANY_HOST not in allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    middleware.append(Middleware(login.Guard, auth=auth))
+    routes: list[BaseRoute] = [
+        Route("/", pages.index),
+        Route("/optimizations/{id}", pages.optimization),
+        Route("/tasks/{id}", pages.task),
+        Route("/api/optimizations/{id}", api.optimization),
+        Route("/api/optimizations/{id}/stop", api.stop_optimization, methods=["POST"]),
+        Route("/api/tasks/{id}", api.task),
+        Route("/api/tasks/{id}/stop", api.stop_task, methods=["POST"]),
+        # Before the mount: plotly.js comes from the plotly package, not our folder.
+        Route("/static/plotly.min.js", api.plotly_js),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    if auth is not None:
+        routes += [Route(login.LOGIN_PATH, login.login, methods=["GET", "POST"]),
+                   Route(login.LOGOUT_PATH, login.logout, methods=["POST"])]
     app = Starlette(
-        routes=[
-            Route("/", pages.index),
-            Route("/optimizations/{id}", pages.optimization),
-            Route("/tasks/{id}", pages.task),
-            Route("/api/optimizations/{id}", api.optimization),
-            Route("/api/optimizations/{id}/stop", api.stop_optimization, methods=["POST"]),
-            Route("/api/tasks/{id}", api.task),
-            Route("/api/tasks/{id}/stop", api.stop_task, methods=["POST"]),
-            # Before the mount: plotly.js comes from the plotly package, not our folder.
-            Route("/static/plotly.min.js", api.plotly_js),
-            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        ],
+        routes=routes,
         middleware=middleware,
         exception_handlers={
             TaskNotFound: _not_found,
@@ -79,25 +90,12 @@ def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None 
             Exception: _server_error,
         },
     )
+    app.state.auth = auth
     app.state.store = StoreHolder(store_url)
     app.state.listings = caches.ListingCache()
     app.state.answers = caches.AnswerCache()
     app.state.templates = templates
     return app
-
-
-def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
-
-
-def error_response(request: Request, status: int, title: str, message: str) -> Response:
-    """An error as JSON for the API, as a page for a person."""
-    if _wants_json(request):
-        return JSONResponse({"error": title, "message": message}, status_code=status)
-    templates: Jinja2Templates = request.app.state.templates
-    return templates.TemplateResponse(request, "error.html",
-                                      {"title": title, "message": message},
-                                      status_code=status)
 
 
 def _not_found(request: Request, exc: Any) -> Response:

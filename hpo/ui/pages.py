@@ -7,7 +7,7 @@ from typing import Any
 
 import plotly
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from hpo.limits import check_task_id
 from hpo.optimization.summary import summarize
@@ -30,10 +30,23 @@ def task_id_of(request: Request) -> str:
     return store_of(request).resolve_task_id(text)
 
 
-def render(request: Request, template: str, context: dict[str, Any]) -> Response:
+def render(request: Request, template: str, context: dict[str, Any], *,
+           status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     # The plotly version in the script URL lets browsers cache plotly.js for good.
-    return request.app.state.templates.TemplateResponse(
-        request, template, {"plotly_version": plotly.__version__, **context})
+    response: Response = request.app.state.templates.TemplateResponse(
+        request, template, {"plotly_version": plotly.__version__, **context},
+        status_code=status_code, headers=headers)
+    return response
+
+
+def error_response(request: Request, status: int, title: str, message: str, *,
+                   headers: dict[str, str] | None = None) -> Response:
+    """An error as JSON for the API, as a page for a person."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": title, "message": message}, status_code=status,
+                            headers=headers)
+    return render(request, "error.html", {"title": title, "message": message},
+                  status_code=status, headers=headers)
 
 
 def top_k(request: Request) -> int:

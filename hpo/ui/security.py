@@ -7,11 +7,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # plotly.js needs inline styles, blob: workers and, for its WebGL traces (parcoords),
 # code compiled at run time ('unsafe-eval'); every source is still this server only.
+# Forms (the login and the logout) may post to this server only.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-eval'; "
     "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
     "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'none'"
+    "base-uri 'none'; form-action 'self'"
 )
 HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),

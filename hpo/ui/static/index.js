@@ -8,6 +8,11 @@
   async function refresh() {
     try {
       const response = await fetch(window.location.pathname, { cache: "no-store" });
+      // A session that ended is sent to the login page: go there, to come back after.
+      if (response.redirected && new URL(response.url).pathname === "/login") {
+        window.location.assign(response.url);
+        return;
+      }
       if (response.ok) {
         const fresh = new DOMParser().parseFromString(await response.text(), "text/html")
           .getElementById("live");

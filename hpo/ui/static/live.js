@@ -29,6 +29,17 @@ const hpo = (() => {
 
   function short(id) { return id ? id.slice(0, 8) : "–"; }
 
+  // With a login, the session's CSRF token (in a meta tag) goes with every POST; a 401
+  // (the session ended) leads to the login page, which brings the user back here.
+  const CSRF = document.querySelector('meta[name="hpo-csrf"]')?.content;
+
+  function loginAgain(response) {
+    if (response.status !== 401) return false;
+    const here = window.location.pathname + window.location.search;
+    window.location.assign(`/login?next=${encodeURIComponent(here)}`);
+    return true;
+  }
+
   function el(tag, attrs = {}, text = null) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
@@ -59,6 +70,7 @@ const hpo = (() => {
       try {
         const headers = etag ? { "If-None-Match": etag } : {};
         const response = await fetch(url(), { headers, cache: "no-store" });
+        if (loginAgain(response)) return;
         if (response.status === 200) {
           const data = await response.json();
           if (!onData(data)) next = null;
@@ -106,9 +118,10 @@ const hpo = (() => {
     button.addEventListener("click", async () => {
       if (!window.confirm(`Stop this ${what}?`)) return;
       button.disabled = true;
-      const response = await fetch(url, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
-      });
+      const headers = { "Content-Type": "application/json" };
+      if (CSRF) headers["X-CSRF-Token"] = CSRF;
+      const response = await fetch(url, { method: "POST", headers, body: "{}" });
+      if (loginAgain(response)) return;
       const body = await response.json().catch(() => ({}));
       setField("message", body.message || `HTTP ${response.status}`);
       if (!response.ok) button.disabled = false;
