@@ -317,9 +317,8 @@ def test_passwords_stay_in_the_secret(rendered: dict[str, list[Doc]], name: str)
             files = {f"{mounts[v['name']]}/{item['path']}"
                      for v in spec.get("volumes", []) if "secret" in v and v["name"] in mounts
                      for item in v["secret"].get("items", [])}
-            for variable in ("HPO_STORE_URL_FILE", "HPO_BROKER_URL_FILE"):
-                if variable in env:
-                    assert env[variable]["value"] in files, (pod, variable)
+            for variable in [v for v in env if v.startswith("HPO_") and v.endswith("_FILE")]:
+                assert env[variable]["value"] in files, (pod, variable)
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -328,7 +327,7 @@ def test_every_hpo_process_gets_the_urls_as_files(rendered: dict[str, list[Doc]]
     docs = rendered[name]
     needs = {"hpo-agent": {"HPO_STORE_URL_FILE", "HPO_BROKER_URL_FILE"},
              "hpo-controller": {"HPO_STORE_URL_FILE", "HPO_BROKER_URL_FILE"},
-             "hpo-ui": {"HPO_STORE_URL_FILE"}}
+             "hpo-ui": {"HPO_STORE_URL_FILE", "HPO_UI_TOKEN_FILE"}}
     specs = dict(pod_specs(docs))
     for workload, variables in needs.items():
         env = {e["name"] for c in specs[workload]["containers"] for e in c.get("env", [])}
@@ -470,6 +469,18 @@ def test_agent_unit_stops_the_agent_gently_and_waits_for_it() -> None:
     assert "MemoryDenyWriteExecute" not in settings  # JIT compilers need it off
     assert {c.split(":")[0] for c in settings["LoadCredential"]} == {"store-url",
                                                                      "broker-url"}
+
+
+def test_units_take_secrets_as_credentials_only() -> None:
+    for unit, wanted in [("hpo-agent@.service", {"store-url", "broker-url"}),
+                         ("hpo-controller.service", {"store-url", "broker-url"}),
+                         ("hpo-ui.service", {"store-url", "ui-token"})]:
+        settings = unit_settings(unit)
+        assert {c.split(":")[0] for c in settings["LoadCredential"]} == wanted, unit
+        environment = " ".join(settings["Environment"])
+        for variable in ("HPO_STORE_URL", "HPO_BROKER_URL", "HPO_UI_TOKEN"):
+            assert f"{variable}=" not in environment, unit  # only the *_FILE forms
+        assert "HPO_STORE_URL_FILE=%d/store-url" in environment, unit
 
 
 @pytest.mark.parametrize("unit", UNITS)
