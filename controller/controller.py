@@ -118,6 +118,9 @@ class Controller:
         # they run again, as the same trials, on resume. Stopping: sent, not yet ended.
         self.interrupted: set[str] = set()
         self._interrupting: set[str] = set()
+        # fail_fast: why each of the first jobs to finish had no result (None: it had).
+        self._first_ends: list[str | None] = []
+        self.gave_up: str | None = None  # why the optimization stopped itself, failed
         self._next_reap = 0.0
         self._contact = StoreContact(self.clock.monotonic)
         self._dirty = False
@@ -228,6 +231,8 @@ class Controller:
         return self._stop.is_set() or self.store.get_task(self.task_id).stop_requested
 
     def _limit_reached(self) -> str | None:
+        if self.gave_up:
+            return self.gave_up
         if self._stop.is_set():
             return self._stop_reason or "stopped"
         if self.store.get_task(self.task_id).stop_requested:
@@ -293,12 +298,47 @@ class Controller:
         self._dirty = True
         value = values[0] if values else None
         log.info("job %s %s: objective %s", job.task_id, status.value, value)
+        self._judge_first_ends(None if values else self._why_no_result(job, status))
         if self.callback is not None:
             try:
                 self.callback(job.task_id, value, job.iteration(), dict(job.parameters),
                               self.best.task_id if self.best else None)
             except Exception:
                 log.exception("job_complete_callback failed for job %s", job.task_id)
+
+    def _why_no_result(self, job: Job, status: Status) -> str:
+        """One line on a job that ended without the objective, naming what it did."""
+        task = self.store.get_task(job.task_id)
+        if status is Status.failed:
+            said = (task.status_message or "no message").splitlines()[0]
+            why = f"job {job.task_id[:8]} failed ({said})"
+        else:
+            objective = self.config.objectives[0]
+            reported = sorted({f"{s.title}/{s.series}" for s in
+                               self.store.task_scalars(job.task_id)
+                               if not s.title.startswith(":monitor")})
+            why = (f"job {job.task_id[:8]} {status.value} without the objective "
+                   f"{objective.title}/{objective.series}; it reported "
+                   f"{', '.join(reported[:8]) if reported else 'no scalars'}")
+        log.warning("%s", why)
+        return why
+
+    def _judge_first_ends(self, why: str | None) -> None:
+        """fail_fast: when the first N jobs to finish all lack the objective, the
+        optimization stops itself, failed, saying why (the next cycle acts on it)."""
+        wanted = self.config.fail_fast
+        if not wanted or len(self._first_ends) >= wanted:
+            return
+        self._first_ends.append(why)
+        if len(self._first_ends) < wanted or any(w is None for w in self._first_ends):
+            return
+        failed = sum(" failed (" in w for w in self._first_ends if w)
+        fix = ("fix the script (`hpo task log ID` shows its output)" if failed == wanted
+               else "check objective_metric_title and _series against what the jobs "
+               "report")
+        self.gave_up = (f"the first {wanted} jobs to finish all ended without a result "
+                        f"(last: {self._first_ends[-1]}): {fix}, or set fail_fast: 0 to go "
+                        "on regardless")
 
     def _settle(self, job: Job, result: list[float] | None) -> None:
         """A job leaves the active set with its result."""

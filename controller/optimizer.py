@@ -51,6 +51,7 @@ class HyperParameterOptimizer:
         total_max_jobs: int | None = None,
         time_limit_per_job: float | None = None,
         pool_period_min: float | None = None,  # accepted; hpo reacts in milliseconds
+        fail_fast: int = defaults.FAIL_FAST_JOBS,  # hpo's own: see OptimizerConfig
         store: str | Store | None = None,
         broker_url: str | None = None,
         **optimizer_kwargs: Any,
@@ -72,6 +73,7 @@ class HyperParameterOptimizer:
             max_iteration_per_job=max_iteration_per_job,
             time_limit_per_job=time_limit_per_job,
             save_top_k_tasks_only=save_top_k_tasks_only, spawn_project=spawn_project,
+            fail_fast=fail_fast,
         )
         self.config.validate()
         make_strategy(self.config)  # an unknown strategy or bad arguments fail here, first
@@ -147,7 +149,8 @@ class HyperParameterOptimizer:
     def _run(self) -> None:
         try:
             reason = self.controller.run()
-            status = Status.stopped if "stop" in reason else Status.completed
+            status = (Status.failed if self.controller.gave_up else
+                      Status.stopped if "stop" in reason else Status.completed)
             self._finish(status, reason)
         except Exception as exc:
             log.exception("the optimization failed")

@@ -45,7 +45,7 @@ DEFAULT_FILE = "hpo.yaml"
 PLAIN_FIELDS = (
     "max_number_of_concurrent_tasks", "execution_queue", "optimization_time_limit",
     "compute_time_limit", "total_max_jobs", "min_iteration_per_job", "max_iteration_per_job",
-    "time_limit_per_job", "save_top_k_tasks_only", "spawn_project",
+    "time_limit_per_job", "save_top_k_tasks_only", "spawn_project", "fail_fast",
 )
 KNOWN_FIELDS = ("base_task", "hyper_parameters", "objective", "strategy", "strategy_kwargs",
                 *PLAIN_FIELDS)

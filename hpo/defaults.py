@@ -29,6 +29,7 @@ ENV_WITHHELD_URLS = "HPO_WITHHELD_URLS"
 ENV_LOST_AFTER_S = "HPO_LOST_AFTER_S"  # overrides LOST_AFTER_S for every process
 ENV_REPUBLISH_AFTER_S = "HPO_REPUBLISH_AFTER_S"  # overrides REPUBLISH_AFTER_S likewise
 ENV_CHECKPOINT_ROOT = "HPO_CHECKPOINT_ROOT"  # shared storage for checkpoints on a cluster
+ENV_ARTIFACT_ROOT = "HPO_ARTIFACT_ROOT"  # shared storage for artifacts and media likewise
 # Set by the agent for the script it runs (hpo.sdk.channel describes the protocol):
 ENV_TASK_ID = "HPO_TASK_ID"  # the task being run; its presence means "under an agent"
 ENV_TASK_SPEC = "HPO_TASK_SPEC"  # a JSON file: id, project, name, parameters, checkpoints
@@ -48,6 +49,13 @@ def checkpoint_root() -> Path:
     """``$HPO_CHECKPOINT_ROOT``, else ``$HPO_HOME/checkpoints``."""
     root = os.environ.get(ENV_CHECKPOINT_ROOT)
     return Path(root).expanduser() if root else hpo_home() / "checkpoints"
+
+
+def artifact_root() -> Path:
+    """``$HPO_ARTIFACT_ROOT``, else ``$HPO_HOME/artifacts``: a folder, never a URL (the
+    store records paths relative to it, so hosts may mount it at different places)."""
+    root = os.environ.get(ENV_ARTIFACT_ROOT)
+    return Path(root).expanduser() if root else hpo_home() / "artifacts"
 
 
 # The execution queue of a task enqueued without one, and the one an agent serves when
@@ -114,6 +122,9 @@ RUNNER_POLL_S = 0.05
 # Output stored per task; the rest is counted, not kept (a script printing gigabytes
 # must not fill the store).
 MAX_LOG_MB = 10.0
+# Longer output lines are cut (the agent's and a script run by hand alike): they are
+# almost always progress bars or binary noise.
+MAX_LOG_LINE_CHARS = 10_000
 # Resource sampling (CPU, memory, GPU) period: a trend, not a profile.
 MONITOR_PERIOD_S = 5.0
 # nvidia-smi answers in well under a second; a hung driver must not hang the sampler.
@@ -143,6 +154,15 @@ STORE_RETRY_S = 1.0
 # one transaction per batch instead of one per report, and a live view lags 0.5 s.
 SDK_FLUSH_PERIOD_S = 0.5
 SDK_FLUSH_BATCH = 500
+# A plot, table or other report kept inline in the store up to this size (JSON text); a
+# larger one is written as a file beside the artifacts and the store keeps its path: a
+# row stays small, and a report under an agent stays well inside the channel's 1 MiB line.
+MAX_INLINE_REPORT_BYTES = 256 * 1024
+# A configuration object (connect_configuration) is a task parameter: past this size it
+# is refused with the fix (an artifact), as every clone and run carries its parameters.
+MAX_CONFIGURATION_BYTES = 256 * 1024
+# Artifact previews (the text `hpo task artifacts` and the web view show), cut here.
+MAX_ARTIFACT_PREVIEW_CHARS = 2048
 # Under an agent, the script checks this often that its agent is alive (an orphan would
 # compute for nobody); a getppid() call, so cheap.
 PARENT_WATCH_S = 0.5
@@ -169,6 +189,10 @@ CONTROLLER_POLL_S = 0.1
 # restart, a failover or a network blip takes far less, and an outage of minutes must
 # end with every result, not a dead run (docs/reliability.md).
 FAULT_TOLERANCE_S = 600.0
+# An optimization whose first 3 finished jobs all lack the objective stops (fail_fast):
+# one bad job is bad luck, three in a row at the start are a mistake in the script or
+# the objective's name; waiting longer burns the budget, stopping sooner misfires.
+FAIL_FAST_JOBS = 3
 # After a failed cycle, wait this long before the next: retrying at once would only
 # hammer a store that is away.
 CYCLE_RETRY_S = 1.0
@@ -213,6 +237,17 @@ UI_CLOCK_S = 10.0
 # UI_REBUILD_SHARE * t seconds: at most 1/(UI_REBUILD_SHARE + 1) of a core per view,
 # however many browsers poll it.
 UI_REBUILD_SHARE = 4
+# Its login (hpo.ui.auth), required beyond loopback: the token, or a file that holds it
+# (never a command-line flag: `ps` shows those), and more Host names to answer to.
+ENV_UI_TOKEN = "HPO_UI_TOKEN"
+ENV_UI_TOKEN_FILE = "HPO_UI_TOKEN_FILE"
+ENV_UI_ALLOWED_HOSTS = "HPO_UI_ALLOWED_HOSTS"  # comma-separated, as --allowed-host
+UI_SESSION_S = 12 * 3600.0  # a browser logs in again after this (absolute, not idle)
+# A client that fails this many logins within the window is refused until it passes;
+# each failure is answered after a delay, so guessing is slow even below the limit.
+UI_LOGIN_FAILURES = 10
+UI_LOGIN_WINDOW_S = 300.0
+UI_LOGIN_FAIL_DELAY_S = 1.0
 
 # ----- input limits (hpo.limits checks them, once, before anything is written) ---------
 

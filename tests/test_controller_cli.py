@@ -502,3 +502,29 @@ def test_the_live_display_reads_the_store_at_most_a_fifth_of_the_time(monkeypatc
     changes.timed(lambda: None)  # a quick read: looks are frequent again
     clock[0] += 0.5
     assert changes.seen()
+
+
+@pytest.mark.timeout(180)
+def test_a_script_that_crashes_at_start_ends_the_run_with_exit_1_not_the_budget(
+        hpo_env, tmp_path):
+    # Given a training script that fails at once, and a budget of 20 jobs
+    folder = tmp_path / "crash"
+    folder.mkdir()
+    (folder / "train.py").write_text("raise SystemExit('cannot find the data folder')\n")
+    config = folder / "hpo.yaml"
+    config.write_text(yaml.safe_dump({
+        "base_task": {"script": "train.py", "project": "crash", "name": "crash"},
+        "hyper_parameters": [RANGE],
+        "objective": {"title": "validation", "series": "accuracy", "sign": "max"},
+        "total_max_jobs": 20, "max_number_of_concurrent_tasks": 2}))
+    # When it is started
+    result = ctl(hpo_env, "start", str(config), "--local-agents", "2", timeout=150)
+    # Then it stops after the first 3 failures, exit 1, saying why and how to see more
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "the first 3 jobs to finish all ended without a result" in output, output
+    assert "cannot find the data folder" in output and "hpo task log" in output, output
+    store = open_store()
+    [optimizer] = optimizer_tasks(store)
+    assert optimizer.status is Status.failed
+    assert len(store.find_tasks(parent=optimizer.id)) < 20

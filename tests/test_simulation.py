@@ -223,3 +223,34 @@ def test_jobs_cut_short_by_a_stop_run_again_on_resume_as_the_same_trials(store):
     for task_id in cut:
         assert [s.iteration for s in store.task_scalars(task_id)] == [1, 2, 3, 4]
     assert len([j for j in resumed.jobs.values() if j.result is not None]) == 6
+
+
+def test_an_objective_never_reported_stops_the_optimization_after_the_first_jobs(store):
+    # Given a script that reports nothing the optimization looks for (its curve is empty)
+    base = store.create_task("simulation-tests", "base", parameters={"General/x": 0.0})
+    config = OptimizerConfig(
+        base_task_id=base.id, hyper_parameters=[UniformParameterRange("x", 0.0, 1.0)],
+        objectives=[Objective(TITLE, SERIES, "min")], strategy="random",
+        strategy_kwargs={"seed": 1}, execution_queue="simulation-tests", total_max_jobs=20,
+        max_number_of_concurrent_tasks=2)
+    sim = Simulation(store, config, lambda parameters, budget: [], iterations=3)
+    # When it runs
+    result = sim.run()
+    # Then it stops itself after the first 3 jobs, failed, saying what they reported
+    assert sim.controller.gave_up == result.reason
+    assert result.reason.startswith("the first 3 jobs to finish all ended without a result")
+    assert "without the objective loss/validation; it reported no scalars" in result.reason
+    assert "fail_fast: 0" in result.reason
+    assert len(children(sim)) < 20
+
+
+def test_fail_fast_0_goes_on_as_clearml_does(store):
+    base = store.create_task("simulation-tests", "base", parameters={"General/x": 0.0})
+    config = OptimizerConfig(
+        base_task_id=base.id, hyper_parameters=[UniformParameterRange("x", 0.0, 1.0)],
+        objectives=[Objective(TITLE, SERIES, "min")], strategy="random",
+        strategy_kwargs={"seed": 1}, execution_queue="simulation-tests", total_max_jobs=6,
+        max_number_of_concurrent_tasks=2, fail_fast=0)
+    sim = Simulation(store, config, lambda parameters, budget: [], iterations=3)
+    assert sim.run().reason == "all jobs finished"
+    assert sim.controller.gave_up is None and len(children(sim)) == 6

@@ -32,6 +32,10 @@ class OptimizerConfig:
     time_limit_per_job: float | None = None  # minutes
     save_top_k_tasks_only: int | None = None
     spawn_project: str | None = None
+    # Stop the optimization (exit code 1) when the first this-many jobs to finish all end
+    # without the objective (failed, or never reported it): a typo or a crash costs
+    # minutes, not the budget. 0: never (ClearML's behaviour).
+    fail_fast: int = defaults.FAIL_FAST_JOBS
 
     def validate(self) -> None:
         """The one check of an optimization's settings, for ``HyperParameterOptimizer(...)``
@@ -64,6 +68,7 @@ class OptimizerConfig:
                       unset="for no iteration budget")
         _positive_int("save_top_k_tasks_only", self.save_top_k_tasks_only,
                       unset="to keep every job")
+        _positive_int("fail_fast", self.fail_fast, allow_zero=True, optional=False)
         for name in ("optimization_time_limit", "compute_time_limit", "time_limit_per_job"):
             value = getattr(self, name)
             most = defaults.MAX_SECONDS / 60
