@@ -263,3 +263,52 @@ def test_live_pages_draw_update_without_reload_and_stop_in_chromium(
         finally:
             stop_ui(server.proc)
     store.close()
+
+
+# ----- the login ------------------------------------------------------------------------------
+
+
+def test_a_browser_logs_in_stops_a_task_with_its_csrf_token_and_logs_out(
+        chromium, tmp_path, monkeypatch):
+    from tests.test_ui import fill_store
+
+    token = "browser-test-token-0123456789abcdef"
+    monkeypatch.setenv("HPO_UI_TOKEN", token)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    filled = fill_store(store, url)
+    server = start_ui(url, tmp_path / "ui.log")
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        watch = PageWatch(page)
+        # A page asked for without a login leads to the login form, and back after it.
+        page.goto(f"{server.url}/tasks/{filled.running}")
+        assert page.url.startswith(f"{server.url}/login?next=")
+        page.fill("#token", "not-the-token-0123456789")
+        page.click("section.login button[type=submit]")
+        assert page.locator("#login-error").inner_text() == "Wrong token."
+        page.fill("#token", token)
+        page.click("section.login button[type=submit]")
+        page.wait_for_url(f"{server.url}/tasks/{filled.running}", timeout=WAIT_MS)
+        page.wait_for_selector("#scalars .js-plotly-plot .main-svg", timeout=WAIT_MS)
+        (cookie,) = context.cookies()
+        assert cookie["name"] == "hpo_session" and cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
+        # The stop button sends the session's CSRF token: the stop goes through.
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.locator("#stop").click()
+        wait_for("the stop request", lambda: store.get_task(filled.running).stop_requested,
+                 timeout=30)
+        screenshot(page, tmp_path, "logged-in-task")
+        # Logging out ends the session: pages lead to the login form again.
+        page.click("form.logout button")
+        page.wait_for_url(f"{server.url}/login", timeout=WAIT_MS)
+        page.goto(f"{server.url}/")
+        assert page.url.startswith(f"{server.url}/login?next=")
+        # The wrong token's 403 is the only complaint.
+        assert [e for e in watch.errors if "status of 403" not in e] == []
+        context.close()
+    finally:
+        stop_ui(server.proc)
+        store.close()

@@ -390,6 +390,17 @@ def test_stop_refuses_forms_and_gets_and_works_with_json(ui):
     assert reply.status == 409 and "only a queued or running task" in reply.json()["message"]
 
 
+def test_without_a_token_a_post_from_another_site_is_still_refused(ui):
+    # No login on loopback, but a page elsewhere cannot make the browser stop anything.
+    server, filled, _ = ui
+    reply = http(f"{server.url}/api/tasks/{filled.running}/stop", method="POST",
+                 data=b"{}", headers={"Content-Type": "application/json",
+                                      "Origin": "http://attacker.example"})
+    assert reply.status == 403
+    assert http(f"{server.url}/login").status == 404  # no login page: nothing to log in to
+    assert http(f"{server.url}/healthz").text() == "ok\n"
+
+
 def test_stop_an_optimization_like_hpo_controller_stop(ui):
     server, filled, store = ui
     stop = f"{server.url}/api/optimizations/{filled.optimizer}/stop"

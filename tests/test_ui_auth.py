@@ -36,6 +36,7 @@ from tests.test_ui import Filled, Reply, fill_store, start_ui, stop_ui
 
 TOKEN = "tok-" + "x" * 28  # what secrets.token_urlsafe(32) makes is as long
 MAKE_ONE = "secrets.token_urlsafe(32)"
+PROXY_NAME = "hpo.example.com"  # a TLS proxy in front, as --allowed-host names it
 
 
 @pytest.fixture(autouse=True)
@@ -265,7 +266,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     store = open_store(url)
     filled = fill_store(store, url)
     auth = Auth(TOKEN, fail_delay_s=0.0)
-    app = create_app(url, allowed_hosts=hosts.answered_hosts("127.0.0.1"), auth=auth)
+    names = hosts.answered_hosts("127.0.0.1", [PROXY_NAME])
+    app = create_app(url, allowed_hosts=names, auth=auth)
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -369,19 +371,33 @@ def test_a_cross_site_post_with_the_cookie_but_no_csrf_token_is_refused(ui):
             **cookie, **extra, "Content-Type": "application/json"})
         assert reply.status == 403, extra
         assert "X-CSRF-Token" in reply.json()["message"]
-    # The right token, from a page of another site (Origin): refused as well.
-    reply = ui.get(stop, **json_post, headers={
-        **cookie, "X-CSRF-Token": csrf, "Content-Type": "application/json",
-        "Origin": "https://evil.example"})
-    assert reply.status == 403
+    # The right token, from a page of another site or a sandboxed frame (Origin):
+    # refused as well.
+    port = ui.url.rsplit(":", 1)[1]
+    for origin in ("https://evil.example", "null", f"http://127.0.0.1.evil.example:{port}"):
+        reply = ui.get(stop, **json_post, headers={
+            **cookie, "X-CSRF-Token": csrf, "Content-Type": "application/json",
+            "Origin": origin})
+        assert reply.status == 403, origin
     assert ui.store.get_task(ui.filled.running).stop_requested is False
     # From the page itself: the stop goes through.
-    port = ui.url.rsplit(":", 1)[1]
     reply = ui.get(stop, **json_post, headers={
         **cookie, "X-CSRF-Token": csrf, "Content-Type": "application/json",
         "Origin": f"http://127.0.0.1:{port}"})
     assert reply.status == 200 and reply.json()["stop_requested"] is True
     assert ui.store.get_task(ui.filled.running).stop_requested is True
+
+
+def test_behind_a_proxy_a_login_from_its_name_is_same_origin(ui):
+    # A proxy that forwards to 127.0.0.1 with its own Host: the browser's Origin names
+    # the proxy, which --allowed-host names too.
+    def login_from(origin: str) -> Reply:
+        return ui.get("/login", **{**form(token=TOKEN, next="/"), "headers": {
+            "Content-Type": "application/x-www-form-urlencoded", "Origin": origin}})
+
+    assert login_from(f"https://{PROXY_NAME}").status == 303
+    assert login_from(f"https://{PROXY_NAME}.evil.example").status == 403
+    assert login_from("https://evil.example").status == 403
 
 
 def test_a_script_sends_the_token_as_a_bearer(ui):

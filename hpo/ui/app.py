@@ -63,7 +63,7 @@ def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None 
     middleware = [Middleware(SecurityHeaders), Middleware(login.Healthz)]
     if allowed_hosts and ANY_HOST not in allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
-    middleware.append(Middleware(login.Guard, auth=auth))
+    middleware.append(Middleware(login.Guard, auth=auth, allowed_hosts=allowed_hosts))
     routes: list[BaseRoute] = [
         Route("/", pages.index),
         Route("/optimizations/{id}", pages.optimization),

@@ -70,6 +70,12 @@ def check_pattern(text: str, where: str) -> str:
     return as_host_header(name)
 
 
+def matches(host: str, patterns: list[str]) -> bool:
+    """Whether ``host`` (lower case, as Host headers write it) is one of ``patterns``:
+    equal to one, or under a ``*.example.com`` one. ``*`` (any) is left to the caller."""
+    return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+
+
 def machine_names() -> set[str]:
     """This machine's host name and fully qualified name."""
     return {name.lower() for name in (socket.gethostname(), socket.getfqdn()) if name}

@@ -27,6 +27,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hpo.ui.auth import Auth, Session
+from hpo.ui.hosts import as_host_header, matches
 from hpo.ui.pages import error_response, render
 
 SESSION_COOKIE = "hpo_session"
@@ -65,24 +66,29 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, names: list[str]) -> bool:
     """A browser names the page that sent a request in ``Origin``; it must be this
-    server as the browser reached it (its Host header). No Origin: not a browser's
+    server: as the browser reached it (the Host header), or by a name it answers to
+    (``names``: a TLS proxy in front may send its own Host). No Origin: not a browser's
     cross-site request (browsers send one with every cross-origin POST)."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    host = request.headers.get("host", "").lower()
-    return bool(host) and urlsplit(origin.lower()).netloc == host
+    parts = urlsplit(origin.lower())
+    if parts.netloc and parts.netloc == request.headers.get("host", "").lower():
+        return True
+    return parts.hostname is not None and matches(as_host_header(parts.hostname), names)
 
 
 class Guard:
     """Refuses cross-site requests that would change state, and, with ``auth``, requests
     without a login (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, auth: Auth | None = None) -> None:
+    def __init__(self, app: ASGIApp, auth: Auth | None = None,
+                 allowed_hosts: list[str] | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.origin_names = allowed_hosts or []  # "*" among them matches no Origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,7 +102,7 @@ class Guard:
 
     async def _refusal(self, scope: Scope, request: Request) -> Response | None:
         unsafe = request.method not in SAFE_METHODS
-        if unsafe and not _same_origin(request):
+        if unsafe and not _same_origin(request, self.origin_names):
             return error_response(request, 403, "Request refused",
                                   "a page of another site cannot change anything here")
         auth, path = self.auth, scope["path"]

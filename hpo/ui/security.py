@@ -17,7 +17,10 @@ CONTENT_SECURITY_POLICY = (
 HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: under it a browser sends "Origin: null" with a form's POST (the
+    # login), which hpo.ui.login cannot tell from a forged one. same-origin still tells
+    # no other site which page linked to it.
+    (b"referrer-policy", b"same-origin"),
 ]
 
 
