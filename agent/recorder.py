@@ -10,14 +10,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.defaults import AGENT_FLUSH_PERIOD_S, RECORDER_CLOSE_TIMEOUT_S, STORE_RETRY_S
+from hpo.defaults import (
+    AGENT_FLUSH_PERIOD_S,
+    MAX_LOG_LINE_CHARS,
+    RECORDER_CLOSE_TIMEOUT_S,
+    STORE_RETRY_S,
+)
 from hpo.errors import LostOwnership, StoreError
-from hpo.store import ScalarReport, Store
+from hpo.store import (
+    ArtifactEntry,
+    Report,
+    ScalarReport,
+    Store,
+    artifact_from_message,
+    report_from_message,
+    script_fields,
+)
 
 log = logging.getLogger("hpo.agent")
 
-# Longer output lines are cut; they are almost always progress bars or binary noise.
-MAX_LINE_CHARS = 10_000
+# Longer output lines are cut (the rule and its reason: hpo.defaults).
+MAX_LINE_CHARS = MAX_LOG_LINE_CHARS
 
 
 @dataclass
@@ -29,16 +42,30 @@ class Batch:
     scalars: list[ScalarReport] = field(default_factory=list)
     logs: list[tuple[float, str, str]] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    reports: list[Report] = field(default_factory=list)
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)  # name, tags, comment
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "scalars": [list(r) for r in self.scalars],
-                "logs": [list(line) for line in self.logs], "parameters": self.parameters}
+                "logs": [list(line) for line in self.logs], "parameters": self.parameters,
+                "reports": [list(r) for r in self.reports],
+                "artifacts": [list(a) for a in self.artifacts], "fields": self.fields}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Batch:
+        # Reports, artifacts and fields are absent from a batch an older agent kept.
         return cls(int(data["seq"]), [ScalarReport(*r) for r in data["scalars"]],
                    [(float(t), str(s), str(x)) for t, s, x in data["logs"]],
-                   dict(data["parameters"]))
+                   dict(data["parameters"]), [Report(*r) for r in data.get("reports", [])],
+                   [ArtifactEntry(*a) for a in data.get("artifacts", [])],
+                   dict(data.get("fields") or {}))
+
+    def write(self, store: Store, task_id: str, attempt: int) -> None:
+        """Store this batch (one transaction, fenced by ``attempt``, skipped if stored)."""
+        store.append_batch(task_id, attempt=attempt, scalars=self.scalars, logs=self.logs,
+                           parameters=self.parameters, seq=self.seq, reports=self.reports,
+                           artifacts=self.artifacts, fields=self.fields)
 
 
 class Recorder:
@@ -65,6 +92,9 @@ class Recorder:
         self._scalars: list[ScalarReport] = []
         self._logs: list[tuple[float, str, str]] = []
         self._params: dict[str, Any] = {}
+        self._reports: list[Report] = []
+        self._artifacts: list[ArtifactEntry] = []
+        self._fields: dict[str, Any] = {}
         self._log_bytes = 0
         self._dropped_bytes = 0
         self._next_seq = 1
@@ -93,6 +123,35 @@ class Recorder:
             with self._lock:
                 if self.lost is None:
                     self._params.update(message["values"])
+        elif kind == "log" and isinstance(message.get("text"), str):
+            for line in message["text"].split("\n"):
+                self.on_output("report", line)
+        elif kind in ("report", "artifact", "task"):
+            self._on_record(kind, message)
+
+    def _on_record(self, kind: str, message: dict[str, Any]) -> None:
+        """A report, an artifact or task fields, checked (a bad one is skipped)."""
+        try:
+            if kind == "report":
+                report = report_from_message(message["report"])
+            elif kind == "artifact":
+                artifact = artifact_from_message(message["artifact"])
+            else:
+                fields = script_fields(message["fields"])
+        except (KeyError, TypeError, ValueError):
+            return
+        with self._lock:
+            if self.lost is not None:
+                return
+            if kind == "report":
+                self._reports.append(report)
+            elif kind == "artifact":
+                self._artifacts.append(artifact)
+            else:
+                added = fields.pop("add_tags", [])
+                self._fields.update(fields)
+                if added:
+                    self._fields["add_tags"] = self._fields.get("add_tags", []) + added
 
     def add_scalars(self, reports: list[ScalarReport]) -> None:
         with self._lock:
@@ -126,9 +185,7 @@ class Recorder:
                     return
                 self._unsent = batch
                 try:
-                    self.store.append_batch(
-                        self.task_id, attempt=self.attempt, scalars=batch.scalars,
-                        logs=batch.logs, parameters=batch.parameters, seq=batch.seq)
+                    batch.write(self.store, self.task_id, self.attempt)
                 except LostOwnership as exc:
                     self._lose(str(exc))
                     return
@@ -138,10 +195,13 @@ class Recorder:
     def _take(self) -> Batch | None:
         """Everything buffered as the next numbered batch; None when nothing is."""
         with self._lock:
-            if not (self._scalars or self._logs or self._params):
+            if not (self._scalars or self._logs or self._params or self._reports
+                    or self._artifacts or self._fields):
                 return None
-            batch = Batch(self._next_seq, self._scalars, self._logs, self._params)
+            batch = Batch(self._next_seq, self._scalars, self._logs, self._params,
+                          self._reports, self._artifacts, self._fields)
             self._scalars, self._logs, self._params = [], [], {}
+            self._reports, self._artifacts, self._fields = [], [], {}
             self._next_seq += 1
         return batch
 
@@ -176,6 +236,7 @@ class Recorder:
                 return
             self.lost = why
             self._scalars, self._logs, self._params = [], [], {}
+            self._reports, self._artifacts, self._fields = [], [], {}
         if self._on_lost is not None:
             self._on_lost(why)
 

@@ -1,7 +1,9 @@
 """hpo: self-hosted, distributed hyperparameter optimization.
 
-Training scripts use ``Task`` and ``Logger``; importing this package costs only the
-standard library, because it runs inside every task an agent starts.
+Training scripts use ``Task`` and ``Logger`` (and ``hpo.task_parameters``, ClearML's
+``TaskParameters``); importing this package costs only the standard library, because it
+runs inside every task an agent starts. docs/clearml.md lists the ClearML calls that
+exist here and those that do not.
 """
 
 from hpo.errors import HpoError

@@ -154,7 +154,8 @@ def test_the_recorder_writes_each_flush_as_one_batch() -> None:
     recorder.flush()  # nothing left: no write at all
     assert store.batches == [{"task_id": "t", "attempt": 1, "seq": 1, "scalars": [report],
                               "logs": [(store.batches[0]["logs"][0][0], "stdout", "hello")],
-                              "parameters": {"General/x": 1}}]
+                              "parameters": {"General/x": 1}, "reports": [],
+                              "artifacts": [], "fields": {}}]
     assert recorder.scalar_count == 1
 
 

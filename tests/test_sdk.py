@@ -47,7 +47,10 @@ def test_a_script_run_by_hand_is_registered_with_typed_parameters_and_scalars(hp
     assert task.script.argv == ["--batch", "8"]
     values = [s.value for s in store.task_scalars(task.id, title="accuracy")]
     assert values == pytest.approx([0.5, 0.51, 0.52])
-    assert [line.text for line in store.read_logs(task.id)] == ["training done"]
+    # and its output, as an agent would have kept it (still printed: the JSON line was read)
+    logs = [(line.stream, line.text) for line in store.read_logs(task.id)]
+    assert logs[0] == ("stdout", "training done")
+    assert logs[1][0] == "stdout" and logs[1][1].startswith('{"task_id"')
 
 
 def test_running_the_script_again_reuses_its_task_and_replaces_what_it_reported(hpo_env):

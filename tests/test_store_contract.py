@@ -1320,10 +1320,12 @@ def test_a_version_2_store_is_migrated_in_place_and_its_clones_know_their_source
             version = conn.execute(select(schema.meta.c.value).where(
                 schema.meta.c.key == "schema_version")).scalar_one()
             columns = {c["name"] for c in inspect(conn).get_columns(schema.tasks.name)}
+            tables = set(inspect(conn).get_table_names())
     finally:
         engine.dispose()
-    assert int(version) == schema.SCHEMA_VERSION == 4
+    assert int(version) == schema.SCHEMA_VERSION == 5
     assert {"cloned_from", "batch_seq"} <= columns
+    assert {schema.reports.name, schema.artifacts.name} <= tables  # version 5's
 
     # And opening it again changes nothing (the migration runs once)
     open_store(store_url).close()

@@ -30,6 +30,11 @@ class AgentBackend:
         self.project: str = spec.get("project", "")
         self.name: str = spec.get("name", "")
         self.type: str = spec.get("type", "training")
+        self.attempt = int(spec.get("attempt") or 0)
+        # The spec may carry tags and comment; without them these are what this run set.
+        self.tags: list[str] = list(spec.get("tags") or [])
+        self.comment: str | None = spec.get("comment")
+        self._artifacts: dict[str, dict[str, Any]] = {}
         self._parameters: dict[str, Any] = dict(spec.get("parameters") or {})
         self.checkpoint_dir = Path(spec.get("checkpoint_dir") or checkpoints.folder_of(
             self.task_id))
@@ -72,6 +77,30 @@ class AgentBackend:
     def report_text(self, text: str) -> None:
         # The agent already records this process's stdout in the task log.
         print(text, flush=True)
+
+    def log_line(self, text: str) -> None:
+        """A log line that is not printed (report_text with print_console=False)."""
+        self._send({"kind": "log", "text": text})
+
+    def report(self, report: dict[str, Any]) -> None:
+        self._send({"kind": "report", "report": report})
+
+    def record_artifact(self, entry: dict[str, Any]) -> None:
+        self._artifacts[entry["name"]] = entry
+        self._send({"kind": "artifact", "artifact": entry})
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        """The artifacts this run uploaded (the spec lists none of an earlier run)."""
+        return list(self._artifacts.values())
+
+    def set_fields(self, fields: dict[str, Any]) -> None:
+        """Name, tags, comment; ``add_tags`` is merged by the store with the task's."""
+        self._send({"kind": "task", "fields": fields})
+        self.name = fields.get("name", self.name)
+        self.comment = fields.get("comment", self.comment)
+        if "tags" in fields:
+            self.tags = list(fields["tags"])
+        self.tags += [t for t in fields.get("add_tags", []) if t not in self.tags]
 
     def flush(self) -> None:
         sys.stdout.flush()

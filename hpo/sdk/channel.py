@@ -6,6 +6,11 @@ address in ``HPO_REPORT_ADDR``; the script sends one JSON object per line:
 
     {"kind": "scalar", "title": ..., "series": ..., "iteration": 3, "value": 0.9, "time": ...}
     {"kind": "params", "values": {"General/lr": 0.1}}
+    {"kind": "log", "text": "a line for the log, not printed"}
+    {"kind": "report", "report": {...}}: hpo.store.Report's fields (a plot, a table, an
+        image whose file the script wrote under the artifact root)
+    {"kind": "artifact", "artifact": {...}}: hpo.store.ArtifactEntry's fields
+    {"kind": "task", "fields": {"name": ..., "tags": [...], "add_tags": [...], "comment": ...}}
 
 ``HPO_TASK_ID`` names the task and ``HPO_TASK_SPEC`` is a JSON file with its id, project,
 name and parameters, written by the agent before the script starts (the variables' names

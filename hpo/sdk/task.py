@@ -11,18 +11,20 @@ import argparse
 import atexit
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
 
 from hpo import defaults
 from hpo import typed_params as P
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
 from hpo.sdk import argparse_hook
+from hpo.sdk import configuration as cfg
 from hpo.sdk.logger import Logger
+from hpo.sdk.tracking import ConnectedWatch
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every task
 if TYPE_CHECKING:
-    from pathlib import Path
     from typing import Any, Protocol
 
     from hpo.records import TaskRecord
@@ -37,10 +39,19 @@ if TYPE_CHECKING:
         resume_checkpoint: Path | None
         resume_iteration: int
 
+        attempt: int
+        tags: list[str]
+        comment: str | None
+
         def parameters(self) -> dict[str, Any]: ...
         def record_parameters(self, values: dict[str, Any]) -> None: ...
         def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None: ...
         def report_text(self, text: str) -> None: ...
+        def log_line(self, text: str) -> None: ...
+        def report(self, report: dict[str, Any]) -> None: ...
+        def record_artifact(self, entry: dict[str, Any]) -> None: ...
+        def artifacts(self) -> list[dict[str, Any]]: ...
+        def set_fields(self, fields: dict[str, Any]) -> None: ...
         def flush(self) -> None: ...
         def close(self, status: str | None = None, message: str | None = None) -> None: ...
 
@@ -54,6 +65,7 @@ class Task:
     def __init__(self, backend: _Backend) -> None:
         self._backend = backend
         self._logger = Logger(backend)
+        self._watch = ConnectedWatch(backend.record_parameters)
 
     # ----- the running script -------------------------------------------------------
 
@@ -102,6 +114,7 @@ class Task:
 
     def close(self) -> None:
         """Flush reports; a script run by hand is marked completed."""
+        self._watch.stop()
         self._backend.close()
         if Task._current is self:
             Task._current = None
@@ -109,9 +122,11 @@ class Task:
             argparse_hook.uninstall()
 
     def mark_completed(self) -> None:
+        self._watch.stop()
         self._backend.close(Status.completed.value)
 
     def mark_failed(self, status_message: str | None = None) -> None:
+        self._watch.stop()
         self._backend.close(Status.failed.value, status_message)
 
     # ----- identity -------------------------------------------------------------------
@@ -123,6 +138,37 @@ class Task:
     @property
     def name(self) -> str:
         return self._backend.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.set_name(value)
+
+    def set_name(self, name: str) -> None:
+        from hpo.limits import check_name
+
+        self._backend.set_fields({"name": check_name("task name", name, "name")})
+
+    def get_tags(self) -> list[str]:
+        return list(self._backend.tags)
+
+    def add_tags(self, tags: Sequence[str] | str) -> None:
+        """Add tags (one string or several) to those the task has."""
+        self._backend.set_fields({"add_tags": _tag_list(tags)})
+
+    def set_tags(self, tags: Sequence[str] | str) -> None:
+        """Replace the task's tags."""
+        self._backend.set_fields({"tags": _tag_list(tags)})
+
+    @property
+    def comment(self) -> str:
+        return self._backend.comment or ""
+
+    @comment.setter
+    def comment(self, value: str) -> None:
+        self.set_comment(value)
+
+    def set_comment(self, comment: str) -> None:
+        self._backend.set_fields({"comment": str(comment)})
 
     @property
     def project(self) -> str:
@@ -144,11 +190,19 @@ class Task:
         """Bind a dict, an argparse Namespace or a plain object to section ``name``
         (``General`` for dicts and objects, ``Args`` for a Namespace). Under an agent the
         stored values replace the object's, converted to the type of the value they
-        replace; run by hand the object's values are recorded. Returns ``obj``."""
+        replace; run by hand the object's values are recorded. Returns ``obj``; a dict's
+        later changes are recorded too (within ``SDK_FLUSH_PERIOD_S``)."""
+        if name is not None and P.qualify(f"{name}/x").split("/")[0] in _RESERVED:
+            raise ConfigError(f"task.connect(name={name!r}): section {name!r} is where hpo "
+                              "keeps configuration objects and user properties; use "
+                              "connect_configuration() / set_user_properties() or another name")
         if isinstance(obj, argparse.Namespace):
             self._bind(vars(obj), name or P.ARGS_SECTION)
         elif isinstance(obj, MutableMapping):
-            self._bind(obj, name or P.DEFAULT_SECTION)
+            section = name or P.DEFAULT_SECTION
+            recorded = self._bind(obj, section)
+            # Later changes are recorded too, as ClearML does for a connected dict.
+            self._watch.watch(lambda: P.flatten(obj, section), recorded)
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
             self._bind(vars(obj), name or P.DEFAULT_SECTION)
         else:
@@ -158,8 +212,11 @@ class Task:
         return obj
 
     def get_parameters(self) -> dict[str, Any]:
-        """All parameters as ``{"Section/name": value}``, with their types."""
-        return self._backend.parameters()
+        """All parameters as ``{"Section/name": value}``, with their types (not the
+        configuration objects: ``get_configuration_object``)."""
+        prefix = f"{cfg.CONFIGURATION_SECTION}/"
+        return {k: v for k, v in self._backend.parameters().items()
+                if not k.startswith(prefix)}
 
     def get_parameters_as_dict(self) -> dict[str, dict[str, Any]]:
         """``{"Section": {"name": value}}``."""
@@ -184,7 +241,7 @@ class Task:
     def set_parameter(self, name: str, value: Any) -> None:
         self.set_parameters({name: value})
 
-    def _bind(self, target: MutableMapping[str, Any], section: str) -> None:
+    def _bind(self, target: MutableMapping[str, Any], section: str) -> dict[str, Any]:
         flat = P.flatten(target, section)
         if self._backend.overrides:
             stored = self._backend.parameters()
@@ -193,6 +250,64 @@ class Task:
                     flat[key] = P.coerce(stored[key], value)
                     _assign(target, key[len(section) + 1:].split("/"), flat[key])
         self._backend.record_parameters(flat)
+        return flat
+
+    # ----- configuration objects and user properties -----------------------------------
+
+    def connect_configuration(self, configuration: dict[str, Any] | str | Path,
+                              name: str | None = None, description: str | None = None,
+                              ignore_remote_overrides: bool = False
+                              ) -> dict[str, Any] | str | Path:
+        """Record a configuration: a dict, or a file (a path). Returns, as ClearML: for
+        a dict, the dict (under an agent its contents replaced by the task's stored
+        configuration, which a clone may have edited; later changes are recorded); for a
+        path, a local file holding the configuration (under an agent a new file with the
+        stored text). ``description`` is not kept (docs/clearml.md)."""
+        label = name or cfg.DEFAULT_NAME
+        key = cfg.key(name)
+        stored = self._backend.parameters().get(key) if self._backend.overrides else None
+        if stored is not None and not ignore_remote_overrides:
+            if isinstance(configuration, str | Path):
+                return cfg.override_file(configuration, stored, label)
+            if isinstance(configuration, dict):
+                cfg.override_dict(configuration, stored, label)
+        value = cfg.recorded(configuration, label)
+        self._backend.record_parameters({key: value})
+        if isinstance(configuration, dict):
+            target = configuration
+            self._watch.watch(lambda: {key: P.to_json_value(target)}, {key: value})
+        return configuration
+
+    def get_configuration_object(self, name: str) -> str | None:
+        """A configuration as text (a dict as JSON); None when the task has none."""
+        return cfg.as_text(self._backend.parameters().get(cfg.key(name)))
+
+    def get_configuration_object_as_dict(self, name: str) -> dict[str, Any] | None:
+        return cfg.as_dict(
+            self._backend.parameters().get(cfg.key(name)), name)
+
+    def set_configuration_object(self, name: str, config_text: str | None = None,
+                                 description: str | None = None, config_type: str | None = None,
+                                 config_dict: dict[str, Any] | None = None) -> None:
+        """Set a configuration (text or a dict): on a clone, what its run will get."""
+        if (config_text is None) == (config_dict is None):
+            raise ConfigError("set_configuration_object needs config_text or config_dict")
+        value = P.to_json_value(config_dict) if config_dict is not None else str(config_text)
+        self._backend.record_parameters({cfg.key(name): value})
+
+    def set_user_properties(self, *iterables: Any, **properties: Any) -> bool:
+        """Set user properties: ``set_user_properties(backbone="resnet")``, dicts of
+        name to value, ``{"name": ..., "value": ...}`` dicts, (name, value) tuples."""
+        self._backend.record_parameters(cfg.properties_from(iterables, properties))
+        return True
+
+    def get_user_properties(self, value_only: bool = False) -> dict[str, Any]:
+        """``{name: {"name", "value", "description", "type"}}``, or ``{name: value}``."""
+        found = P.section_of(self._backend.parameters(), cfg.PROPERTIES_SECTION)
+        if value_only:
+            return found
+        return {k: {"name": k, "value": v, "description": "", "type": P.type_name(v)}
+                for k, v in found.items()}
 
     def _on_arguments_parsed(self, parser: argparse.ArgumentParser,
                              ns: argparse.Namespace) -> None:
@@ -232,8 +347,48 @@ class Task:
     def get_logger(self) -> Logger:
         return self._logger
 
-    def flush(self, wait_for_uploads: bool = False) -> None:
+    def flush(self, wait_for_uploads: bool = False) -> bool:
+        self._watch.sync()
         self._backend.flush()
+        return True
+
+    # ----- artifacts ------------------------------------------------------------------
+
+    def upload_artifact(self, name: str, artifact_object: Any,
+                        metadata: dict[str, Any] | None = None,
+                        delete_after_upload: bool = False, auto_pickle: bool | None = None,
+                        preview: Any = None, wait_on_upload: bool = False,
+                        extension_name: str | None = None, serialization_function: Any = None,
+                        retries: int = 0, sort_keys: bool = True) -> bool:
+        """Keep ``artifact_object`` under ``name`` (a new upload of a name replaces it):
+        a file or folder (zipped) by path, a dict (JSON), a numpy array (.npz), a pandas
+        DataFrame (.csv.gz), a string (text), anything else pickled. Written at once
+        (``wait_on_upload`` is always true); ``extension_name`` is not supported."""
+        from hpo.limits import check_name
+        from hpo.sdk import artifacts
+
+        check_name("metric", name, "artifact name")
+        obj = artifact_object
+        if serialization_function is not None:
+            obj = serialization_function(artifact_object)
+        entry = artifacts.serialize(self.id, self._backend.attempt, name, obj,
+                                    metadata=metadata, preview=preview, auto_pickle=auto_pickle)
+        self._backend.record_artifact(entry)
+        if delete_after_upload and isinstance(artifact_object, str | Path):
+            target = Path(artifact_object)
+            if target.is_file():
+                target.unlink()
+        return True
+
+    @property
+    def artifacts(self) -> Mapping[str, Any]:
+        """``{name: Artifact}``, read-only: ``task.artifacts["x"].get()``. Under an agent,
+        those this run uploaded."""
+        from types import MappingProxyType
+
+        from hpo.sdk.artifacts import Artifact
+
+        return MappingProxyType({e["name"]: Artifact(e) for e in self._backend.artifacts()})
 
     # ----- tasks in the store -------------------------------------------------------
 
@@ -261,6 +416,30 @@ class Task:
         else:
             raise ConfigError("Task.get_task needs task_id, or task_name (and project_name)")
         return cls(StoreBackend(store, record))
+
+    @classmethod
+    def get_tasks(
+        cls,
+        task_ids: Sequence[str] | None = None,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        tags: Sequence[str] | None = None,
+        allow_archived: bool = True,
+        task_filter: dict[str, Any] | None = None,
+    ) -> list[Task]:
+        """Tasks by ids, or matching ClearML's filters, newest first: ``task_name`` is a
+        regular expression searched in the name (a part matches); ``tags`` match any of
+        them (``"-tag"`` excludes one, ``"__$all"`` first requires all); ``task_filter``
+        takes ``status``, ``type``, ``parent``, ``tags`` and ``order_by``. hpo archives
+        nothing, so ``allow_archived`` changes nothing."""
+        from hpo.sdk import task_query
+        from hpo.sdk.store_backend import StoreBackend
+        from hpo.store import open_store
+
+        store = open_store()
+        records = task_query.find(store, task_ids, project_name, task_name, tags,
+                                  task_filter or {})
+        return [cls(StoreBackend(store, record)) for record in records]
 
     @classmethod
     def clone(
@@ -309,6 +488,42 @@ class Task:
 
         open_store().dequeue(task.id if isinstance(task, Task) else task)
 
+    def execute_remotely(self, queue_name: str | None = None, clone: bool = False,
+                         exit_process: bool = True) -> Task | None:
+        """Run this task on an agent instead of here, as ClearML does. By hand: with
+        ``clone`` False the task itself goes back to created (its reports so far
+        cleared, its parameters kept) and onto ``queue_name``, and this process exits;
+        with ``clone`` True a clone is enqueued, and this process exits only if
+        ``exit_process`` (else the clone is returned). No ``queue_name``: nothing is
+        enqueued (the task is left created). Under an agent: nothing happens (None)."""
+        from hpo.sdk.store_backend import StoreBackend
+
+        if not isinstance(self._backend, StoreBackend):
+            return None  # the agent runs it: this is the remote execution
+        if not clone and not exit_process:
+            raise ValueError("execute_remotely(clone=False, exit_process=False) is not "
+                             "supported: a task that enqueues itself must end this process")
+        self.flush()
+        target = Task.clone(self) if clone else None
+        if target is None:
+            store = self._backend.store
+            self._watch.stop()
+            self._backend.detach()
+            store.set_status(self.id, Status.stopped, message="execute_remotely: sent to "
+                             f"queue {queue_name}" if queue_name else "execute_remotely")
+            store.reset(self.id)
+        enqueued = self if target is None else target
+        if queue_name:
+            Task.enqueue(enqueued.id, queue_name)
+            print(f"hpo: task {enqueued.id} queued on {queue_name}", file=sys.stderr,
+                  flush=True)
+        if exit_process:
+            if Task._current is self and target is not None:
+                self.close()
+            Task._current, Logger._current = None, None
+            sys.exit(0)
+        return target
+
     def abort(self) -> None:
         """Stop this task: at once when queued, through its agent when running."""
         from hpo.store import open_store
@@ -343,6 +558,15 @@ class Task:
         return out
 
 
+# Sections a script may not connect a dict to: hpo keeps its own objects there.
+_RESERVED = frozenset({cfg.CONFIGURATION_SECTION, cfg.PROPERTIES_SECTION})
+
+
+def _tag_list(tags: Sequence[str] | str) -> list[str]:
+    listed = [tags] if isinstance(tags, str) else [str(t) for t in tags]
+    return list(dict.fromkeys(listed))
+
+
 def _assign(target: MutableMapping[str, Any], path: list[str], value: Any) -> None:
     for part in path[:-1]:
         target = target[part]
@@ -354,9 +578,10 @@ def _install_exit_hooks(task: Task) -> None:
     previous = sys.excepthook
 
     def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        # The traceback first, so that the task's log (the captured stderr) keeps it.
+        previous(kind, exc, tb)
         if Task._current is task:
             task.mark_failed(f"{kind.__name__}: {exc}")
-        previous(kind, exc, tb)
 
     sys.excepthook = excepthook
     atexit.register(task.close)

@@ -12,6 +12,9 @@ Open one with :func:`open_store`; the API, grouped by what it holds:
   ``append_logs``, ``read_logs``, ``tail_logs``; ``append_scalars``, ``append_logs`` and
   ``set_parameters`` given ``attempt=`` are fenced: refused with ``LostOwnership`` unless
   that attempt owns the task;
+* reports and artifacts (tables, plots, images, media; uploaded files): ``append_reports``,
+  ``task_reports``, ``report_counts``, ``put_artifact``, ``task_artifacts``,
+  ``get_artifact`` (fenced likewise); ``append_batch`` writes all of a run's kinds at once;
 * workers: ``heartbeat``, ``list_workers``, ``remove_worker``, ``lost_tasks``;
 * optimizations: ``create_optimization``, ``save_optimization_state``,
   ``load_optimization`` (config and controller state, for resume).
@@ -25,13 +28,24 @@ from __future__ import annotations
 from hpo.settings import Settings
 from hpo.store.metrics import MetricsMixin, ScalarReport
 from hpo.store.optimizations import OptimizationsMixin
-from hpo.store.tasks import TasksMixin, new_task_id
+from hpo.store.reports import (
+    ArtifactEntry,
+    ArtifactRecord,
+    Report,
+    ReportRecord,
+    ReportsMixin,
+    artifact_from_message,
+    report_from_message,
+)
+from hpo.store.tasks import TasksMixin, new_task_id, script_fields
 from hpo.store.workers import WorkersMixin
 
-__all__ = ["ScalarReport", "Store", "new_task_id", "open_store"]
+__all__ = ["ArtifactEntry", "ArtifactRecord", "Report", "ReportRecord", "ScalarReport", "Store",
+           "artifact_from_message", "new_task_id", "open_store", "report_from_message",
+           "script_fields"]
 
 
-class Store(TasksMixin, MetricsMixin, WorkersMixin, OptimizationsMixin):
+class Store(TasksMixin, MetricsMixin, ReportsMixin, WorkersMixin, OptimizationsMixin):
     """One database; safe to share between threads, open one per process."""
 
 

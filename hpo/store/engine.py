@@ -170,6 +170,7 @@ def _upgrade_tables(conn: Connection, version: int | None) -> None:
         _add_cloned_from(conn)
     if version is None or version < 4:
         _add_batch_seq(conn)
+    # Version 5 only adds tables (hpo_reports, hpo_artifacts): create_all made them.
 
 
 # What clone_task wrote in the comment up to schema version 2 (ids are uuid4 hex).

@@ -11,7 +11,8 @@ from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select, 
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
 from hpo.store.base import StoreBase
-from hpo.store.tasks import write_parameters
+from hpo.store.reports import ArtifactEntry, Report, drop_reports, report_rows, write_artifacts
+from hpo.store.tasks import write_fields, write_parameters
 
 S = schema.scalars
 L = schema.logs
@@ -46,11 +47,13 @@ class MetricsMixin(StoreBase):
         return len(rows)
 
     def drop_earlier_attempts(self, task_id: str, attempt: int) -> int:
-        """Delete the scalars of attempts before ``attempt``: a re-run reports again, and
-        its result must not count the lost attempt's values twice."""
+        """Delete the scalars (and reports, artifact records) of attempts before
+        ``attempt``: a re-run reports again, and its result must not count the lost
+        attempt's values twice."""
         with self._write() as conn:
             result = conn.execute(
                 delete(S).where(S.c.task_id == task_id, S.c.attempt < attempt))
+            drop_reports(conn, task_id, before_attempt=attempt)
             return int(result.rowcount)
 
     def read_scalars(self, cursors: Mapping[str, int], *, limit: int | None = None,
@@ -167,12 +170,16 @@ class MetricsMixin(StoreBase):
         logs: Iterable[tuple[float, str, str]] = (),
         parameters: Mapping[str, Any] | None = None,
         seq: int | None = None,
+        reports: Iterable[Report | Sequence[Any]] = (),
+        artifacts: Iterable[ArtifactEntry | Sequence[Any]] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> int:
-        """One run's batch (scalars, log lines, parameters to merge; any may be empty)
-        written in ONE transaction under ONE owner check: all of it, or, refused with
-        LostOwnership (``attempt`` as in ``append_scalars``), none of it. The task row
-        is locked FOR UPDATE when there are parameters or a ``seq`` (they update it),
-        FOR SHARE otherwise. Returns how many scalars were stored.
+        """One run's batch (scalars, log lines, parameters to merge, reports, artifacts,
+        task fields (name, tags, comment); any may be empty) written in ONE transaction
+        under ONE owner check: all of it, or, refused with LostOwnership (``attempt`` as
+        in ``append_scalars``), none of it. The task row is locked FOR UPDATE when there
+        are parameters, fields or a ``seq`` (they update it), FOR SHARE otherwise.
+        Returns how many scalars were stored.
 
         ``seq`` (with ``attempt``): the batch's number in its attempt, 1, 2, ... A batch
         whose number is not above the last stored one is a resend of one already stored
@@ -180,21 +187,30 @@ class MetricsMixin(StoreBase):
         a writer that retries every failed write stores each batch exactly once."""
         scalar_rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in scalars]
         log_rows = _log_rows(task_id, logs)
-        if not (scalar_rows or log_rows or parameters):
+        reported = report_rows(task_id, reports, attempt)
+        uploaded = [ArtifactEntry(*a) for a in artifacts]
+        if not (scalar_rows or log_rows or parameters or reported or uploaded or fields):
             return 0
         with self._write() as conn:
             numbered = seq is not None and attempt is not None
-            self._check_owner(conn, task_id, attempt, exclusive=bool(parameters) or numbered)
+            self._check_owner(conn, task_id, attempt,
+                              exclusive=bool(parameters) or bool(fields) or numbered)
             if numbered and not conn.execute(
                     update(T).where(T.c.id == task_id, T.c.batch_seq < seq)
                     .values(batch_seq=seq)).rowcount:
                 return 0
             if parameters:
                 write_parameters(conn, task_id, parameters, now=self.now())
+            if fields:
+                write_fields(conn, task_id, fields, now=self.now())
             if scalar_rows:
                 conn.execute(S.insert(), scalar_rows)
             if log_rows:
                 conn.execute(L.insert(), log_rows)
+            if reported:
+                conn.execute(schema.reports.insert(), reported)
+            if uploaded:
+                write_artifacts(conn, task_id, uploaded, attempt)
         return len(scalar_rows)
 
     def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Dialect,
@@ -25,8 +26,8 @@ from sqlalchemy import (
 # changes are applied in place, under the schema lock).
 #   1: tasks, scalars, logs, workers;  2: + hpo_optimizations;
 #   3: + hpo_tasks.cloned_from (filled from the "cloned from <id>" comment of version 2)
-#   4: + hpo_tasks.batch_seq
-SCHEMA_VERSION = 4
+#   4: + hpo_tasks.batch_seq;  5: + hpo_reports, hpo_artifacts
+SCHEMA_VERSION = 5
 
 
 class JSONText(TypeDecorator[Any]):
@@ -138,4 +139,44 @@ optimizations = Table(
     Column("config", JSONText, nullable=False),
     Column("state", JSONText),
     Column("updated_at", Float, nullable=False),
+)
+
+# What a script reports beside scalars and text (Logger.report_table, report_plotly,
+# report_image, ...): one row per report. ``payload`` is the report's JSON (a plotly
+# figure, a table's rows); ``file`` a path under the artifact root (defaults.
+# artifact_root) for an image, a media file, or a payload too large to keep inline.
+# ``attempt`` as in hpo_scalars: 0 for a run by hand, else the attempt that wrote it.
+reports = Table(
+    "hpo_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("title", String(255), nullable=False),
+    Column("series", String(255), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("payload", JSONText),
+    Column("file", String(1024)),
+    Column("time", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Index("ix_hpo_reports_task_id", "task_id", "id"),
+)
+
+# Task.upload_artifact: one row per (task, name), the last upload of that name. The
+# content is a file under the artifact root (``file``, relative to it); ``type`` is
+# ClearML's artifact type (dict, numpy, pandas, archive, custom, string, pickle).
+artifacts = Table(
+    "hpo_artifacts",
+    metadata,
+    Column("task_id", String(32), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("file", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("content_type", String(128)),
+    Column("metadata", JSONText, nullable=False),
+    Column("preview", Text),
+    Column("time", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
 )

@@ -10,11 +10,13 @@ from typing import Any
 from sqlalchemy import Connection, Row, Text, case, delete, func, select, type_coerce, update
 
 from hpo import typed_params as P
+from hpo.defaults import MAX_TASK_NAME_LEN
 from hpo.errors import ConfigError, InvalidTransition, StoreError, TaskNotFound
 from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
+from hpo.store.reports import drop_reports
 
 T = schema.tasks
 
@@ -379,15 +381,17 @@ class TasksMixin(StoreBase):
         raise _kept_changing(task_id, "stop")
 
     def reset(self, task_id: str) -> TaskRecord:
-        """A finished task back to created, its scalars and logs cleared.
+        """A finished task back to created, its scalars, logs, reports and artifact
+        records cleared.
 
-        Policy: ``set_status(created)``'s; scalars and logs go in the same transaction."""
+        Policy: ``set_status(created)``'s; what it reported goes in the same transaction."""
         values = _values_for(Status.created, self.now())
         with self._write() as conn:
             reset = self._move_or_raise(conn, task_id, _sources(Status.created), values,
                                         Status.created)
             conn.execute(delete(schema.scalars).where(schema.scalars.c.task_id == task_id))
             conn.execute(delete(schema.logs).where(schema.logs.c.task_id == task_id))
+            drop_reports(conn, task_id)
             return reset
 
     def count_tasks(self, *, parent: str | None = None,
@@ -462,6 +466,45 @@ def write_parameters(conn: Connection, task_id: str, values: Mapping[str, Any], 
     merged = {**({} if replace else (row.parameters or {})), **_qualified(values)}
     conn.execute(update(T).where(T.c.id == task_id).values(parameters=merged, updated_at=now))
     return merged
+
+
+def script_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a running script may change on its own task (Task.set_name, set_tags,
+    add_tags, set_comment), checked; the rest of the row belongs to the life cycle. A
+    ValueError for anything else (the recorder skips such a message)."""
+    unknown = set(data) - {"name", "tags", "add_tags", "comment"}
+    if unknown:
+        raise ValueError(f"a script cannot set task field(s) {sorted(unknown)}")
+    fields: dict[str, Any] = {}
+    if "name" in data:
+        name = str(data["name"])
+        if not name or len(name) > MAX_TASK_NAME_LEN:
+            raise ValueError("a task name must have 1 to 512 characters")
+        fields["name"] = name
+    for key in ("tags", "add_tags"):
+        if key in data:
+            if not isinstance(data[key], list):
+                raise ValueError(f"{key} must be a list")
+            fields[key] = [str(t) for t in data[key]]
+    if "comment" in data:
+        fields["comment"] = None if data["comment"] is None else str(data["comment"])
+    return fields
+
+
+def write_fields(conn: Connection, task_id: str, fields: Mapping[str, Any], *,
+                 now: float) -> None:
+    """Set a task's name, tags or comment (``add_tags``: merged with its tags) inside
+    the caller's transaction, whose owner check has locked the row."""
+    values = script_fields(fields)
+    added = values.pop("add_tags", None)
+    if added:
+        current = values.get("tags")
+        if current is None:
+            row = conn.execute(select(T.c.tags).where(T.c.id == task_id)).first()
+            current = list(row.tags or []) if row is not None else []
+        values["tags"] = current + [t for t in dict.fromkeys(added) if t not in current]
+    if values:
+        conn.execute(update(T).where(T.c.id == task_id).values(updated_at=now, **values))
 
 
 def _qualified(values: Mapping[str, Any]) -> dict[str, Any]:
