@@ -348,6 +348,7 @@ def test_the_right_token_sets_a_strict_httponly_cookie_and_goes_back(ui, caplog)
     cookie = {"Cookie": cookie_of(reply)}
     page = ui.get(f"/optimizations/{ui.filled.optimizer}", headers=cookie)
     assert page.status == 200 and 'action="/logout"' in page.text()
+    assert page.headers["cache-control"] == "private, no-cache"  # no proxy keeps it
     api = ui.get(f"/api/optimizations/{ui.filled.optimizer}", headers=cookie)
     assert api.status == 200 and api.json()["summary"]["status"] == "running"
     # A next that leads elsewhere leads home.

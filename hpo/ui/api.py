@@ -18,7 +18,7 @@ from hpo.ui import views
 from hpo.ui.caches import AnswerCache
 from hpo.ui.pages import store_of, task_id_of, top_k
 
-NO_CACHE = {"Cache-Control": "no-cache"}  # always revalidated: the ETag does the rest
+NO_CACHE = {"Cache-Control": "private, no-cache"}  # revalidated (ETag); no proxy keeps it
 
 
 def conditional_json(request: Request, key: Hashable, version: str,

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hpo.ui.auth import Auth, Session
 from hpo.ui.hosts import as_host_header, matches
@@ -94,20 +94,32 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response = await self._refusal(scope, Request(scope))
+        request = Request(scope)
+        response = await self._refusal(scope, request)
         if response is not None:
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if self.auth is None or _public(request):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_private(message: Message) -> None:
+            # What a login shows is no proxy's to cache for the next client.
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"private, no-cache"))
+            await send(message)
+
+        await self.app(scope, receive, send_private)
 
     async def _refusal(self, scope: Scope, request: Request) -> Response | None:
         unsafe = request.method not in SAFE_METHODS
         if unsafe and not _same_origin(request, self.origin_names):
             return error_response(request, 403, "Request refused",
                                   "a page of another site cannot change anything here")
-        auth, path = self.auth, scope["path"]
-        if auth is None or path in (LOGIN_PATH, LOGOUT_PATH) \
-                or (path.startswith("/static/") and not unsafe):
+        auth = self.auth
+        if auth is None or _public(request):
             return None
         header = request.headers.get("authorization")
         if header is not None:
@@ -120,6 +132,14 @@ class Guard:
                                   f"no valid {CSRF_HEADER} header: reload the page")
         scope[_SESSION_KEY] = session
         return None
+
+
+def _public(request: Request) -> bool:
+    """What needs no login: the login and logout themselves, and reading the static
+    files (the project's own code and style, no data). /healthz never gets here."""
+    path = request.url.path
+    return path in (LOGIN_PATH, LOGOUT_PATH) or (
+        path.startswith("/static/") and request.method in SAFE_METHODS)
 
 
 def _login_required(request: Request) -> Response:
