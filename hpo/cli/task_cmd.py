@@ -1,9 +1,11 @@
-"""``hpo task``: create, list, show and clone tasks; read their scalars and logs."""
+"""``hpo task``: create, list, show and clone tasks; read their scalars, logs, reports
+and artifacts."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,11 @@ from hpo.cli.common import add_store_option, store_from
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
+from hpo.sdk import configuration as cfg
+from hpo.sdk import files
+from hpo.sdk.reports import payload_of
 from hpo.sdk.script_info import script_info
+from hpo.store import ArtifactRecord, ReportRecord
 
 
 def register(commands: Any) -> None:
@@ -90,6 +96,16 @@ def register(commands: Any) -> None:
     p.add_argument("--series")
     p.add_argument("--json", action="store_true")
 
+    p = action("artifacts", cmd_artifacts, "the artifacts a task uploaded")
+    p.add_argument("id", type=common.task_id)
+    p.add_argument("--json", action="store_true")
+
+    p = action("artifact", cmd_artifact, "copy one artifact's file out of the artifact store")
+    p.add_argument("id", type=common.task_id)
+    p.add_argument("name", help="the artifact's name (`hpo task artifacts ID` lists them)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="where to write it (a folder: the file keeps its stored name)")
+
     p = action("logs", cmd_logs, "a task's log lines")
     p.add_argument("id", type=common.task_id)
     p.add_argument("--tail", type=common.positive_int, metavar="N",
@@ -140,8 +156,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = store_from(args)
     task = store.get_task(store.resolve_task_id(args.id))
     metrics = store.scalar_summary([task.id])
+    reports = store.task_reports(task.id)
+    artifacts = store.task_artifacts(task.id)
     if args.json:
-        output.print_json({"task": task, "metrics": metrics})
+        output.print_json({"task": task, "metrics": metrics, "reports": reports,
+                           "artifacts": artifacts})
         return 0
     script = task.script
     output.table(f"task {task.id}", ["field", "value"], [
@@ -161,12 +180,102 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("repository", script.repository if script else None),
         ("commit", script.commit if script else None),
     ])
+    kept_apart = (f"{cfg.CONFIGURATION_SECTION}/", f"{cfg.PROPERTIES_SECTION}/")
     output.table("parameters", ["name", "value", "type"],
                  ([k, json.dumps(v), P.type_name(v)]
-                  for k, v in sorted(task.parameters.items())))
+                  for k, v in sorted(task.parameters.items()) if not k.startswith(kept_apart)))
+    _show_kept_apart(task)
     output.table("last metrics", ["title", "series", "last", "min", "max", "iteration"],
                  ([m.title, m.series, m.last, m.min, m.max, m.last_iteration]
-                  for m in metrics))
+                  for m in metrics if m.title != SINGLE_VALUES))
+    single = [(m.series, m.last) for m in metrics if m.title == SINGLE_VALUES]
+    if single:
+        output.table("single values", ["name", "value"], single)
+    _show_reports(task.id, reports)
+    if artifacts:
+        _artifact_table(artifacts)
+    return 0
+
+
+# Logger.report_single_value keeps a value as a series of this title (ClearML's name).
+SINGLE_VALUES = "Summary"
+
+
+def _show_kept_apart(task: TaskRecord) -> None:
+    """Configuration objects and user properties, each in its own table."""
+    configs = P.section_of(task.parameters, cfg.CONFIGURATION_SECTION)
+    if configs:
+        output.table("configuration objects", ["name", "kind", "content"],
+                     ([name, "dict" if isinstance(v, dict) else "text",
+                       limits.short(json.dumps(v) if isinstance(v, dict) else v, 60)]
+                      for name, v in sorted(configs.items())))
+    props = P.section_of(task.parameters, cfg.PROPERTIES_SECTION)
+    if props:
+        output.table("user properties", ["name", "value"],
+                     ([k, json.dumps(v)] for k, v in sorted(props.items())))
+
+
+def _show_reports(task_id: str, reports: list[ReportRecord]) -> None:
+    """A summary of the plots, tables and media: how many of each kind, each table's
+    shape; the web view draws them."""
+    if not reports:
+        return
+    counts: dict[str, int] = {}
+    for r in reports:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    output.table("reports", ["kind", "count"], sorted(counts.items()))
+    tables = []
+    for r in reports:
+        if r.kind == "table":
+            try:
+                payload = payload_of(r.kind, r.payload, r.file)
+                shape = f"{len(payload['rows'])} x {len(payload['columns'])}"
+            except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+                shape = f"unreadable ({exc})"
+            tables.append((r.title, r.series, r.iteration, shape))
+    if tables:
+        output.table("tables", ["title", "series", "iteration", "rows x columns"], tables)
+    files = [(r.kind, r.title, r.series, r.iteration, r.file or (r.payload or {}).get("url"))
+             for r in reports if r.kind in ("image", "media")]
+    if files:
+        output.table("images and media", ["kind", "title", "series", "iteration", "file"],
+                     files)
+
+
+def _artifact_table(artifacts: list[ArtifactRecord]) -> None:
+    output.table("artifacts", ["name", "type", "size", "preview", "metadata"],
+                 ([a.name, a.type, a.size,
+                   limits.short((a.preview or "").split("\n")[0], 40),
+                   json.dumps(a.metadata) if a.metadata else None] for a in artifacts))
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    task_id = store.resolve_task_id(args.id)
+    artifacts = store.task_artifacts(task_id)
+    if args.json:
+        output.print_json(artifacts)
+    elif artifacts:
+        _artifact_table(artifacts)
+    else:
+        print(f"task {task_id} has no artifacts")
+    return 0
+
+
+def cmd_artifact(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    task_id = store.resolve_task_id(args.id)
+    artifact = store.get_artifact(task_id, args.name)
+    source = files.resolve(artifact.file)
+    if not source.is_file():
+        raise ConfigError(f"artifact {args.name!r} of task {task_id}: its file {source} is "
+                          f"missing (is {defaults.ENV_ARTIFACT_ROOT} the folder the task "
+                          "wrote to?)")
+    out = Path(args.out).expanduser()
+    target = out / source.name if out.is_dir() else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    print(target)
     return 0
 
 

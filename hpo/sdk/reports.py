@@ -53,8 +53,9 @@ def rows_of(matrix: Any) -> list[list[Any]]:
 
 
 def _layout(series: str, xaxis: str | None, yaxis: str | None,
-            extra: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
-    layout: dict[str, Any] = {"title": series, **more}
+            extra: dict[str, Any] | None, more: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+    layout: dict[str, Any] = {"title": series, **(more or {})}
     if xaxis:
         layout["xaxis"] = {"title": xaxis}
     if yaxis:
@@ -78,7 +79,7 @@ def histogram(series: str, values: Any, labels: Sequence[str] | None,
                "name": labels[i] if labels and i < len(labels) else series}
               for i, col in enumerate(columns)]
     return {"data": traces,
-            "layout": _layout(series, xaxis, yaxis, extra_layout, barmode=mode or "group")}
+            "layout": _layout(series, xaxis, yaxis, extra_layout, {"barmode": mode or "group"})}
 
 
 def scatter2d(series: str, scatter: Any, xaxis: str | None, yaxis: str | None,
@@ -109,7 +110,7 @@ def confusion_matrix(series: str, matrix: Any, xaxis: str | None, yaxis: str | N
     if ylabels is not None:
         trace["y"] = [str(y) for y in ylabels]
     more: dict[str, Any] = {"yaxis": {"autorange": "reversed"}} if yaxis_reversed else {}
-    layout = _layout(series, xaxis, yaxis, extra_layout, **more)
+    layout = _layout(series, xaxis, yaxis, extra_layout, more)
     if comment:
         layout["annotations"] = [{"text": comment, "showarrow": False, "xref": "paper",
                                   "yref": "paper", "x": 0, "y": 1.1}]
