@@ -99,6 +99,7 @@ class Figures:
     next_result_s: float | None = None
     tail_s: float | None = None
     fault_s: float | None = None
+    in_flight: int = 0  # tasks queued or running when the fault began
     wall_s: float = 0.0
     agents_alive: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -166,6 +167,7 @@ def measure(store: Store, optimizer_id: str, jobs: int, *, fault: str = "",
     if window is not None and window.ended is not None:
         end = window.ended
         figures.fault_s = round(end - window.started, 2)
+        figures.in_flight = len(window.in_flight)
         in_flight = [t for t in children if t.id in set(window.in_flight)]
         if all(t.status in FINAL_STATUSES and t.ended_at for t in in_flight):
             last = max((t.ended_at or end for t in in_flight), default=end)
@@ -306,15 +308,18 @@ class Optimization:
         wait_for(f"{count} results", lambda: self.results() >= count, timeout, period=0.1)
 
     def running_on(self) -> tuple[TaskRecord, AgentProcess]:
-        """A running task and the agent that runs it (waits for one)."""
+        """A task in the middle of its run (running, one report stored) and the agent
+        that runs it: waits for one. Injected then, a fault hits work in flight, not the
+        idle moment between two jobs."""
         agents = {a.name: a for a in self.agents if a.proc.poll() is None}
 
         def probe() -> tuple[TaskRecord, AgentProcess] | None:
             for task in self.children():
-                if task.status is Status.running and task.worker in agents:
+                if (task.status is Status.running and task.worker in agents
+                        and self.store.task_scalars(task.id, title=OBJECTIVE[0])):
                     return task, agents[task.worker]
             return None
-        return wait_for("a running task", probe, timeout=30, period=0.05)
+        return wait_for("a job in the middle of its run", probe, timeout=30, period=0.05)
 
     @contextlib.contextmanager
     def fault(self, name: str) -> Iterator[FaultWindow]:
@@ -418,6 +423,7 @@ def _end_process(proc: subprocess.Popen[bytes]) -> None:
 def cut_store(opt: Optimization) -> None:
     """PostgreSQL unreachable for ``fault_s``: every connection of every process reset,
     new ones refused (or black-holed), then the link is back."""
+    opt.running_on()
     with opt.fault("store cut"):
         opt.store_proxy.cut(opt.scale.cut_mode)
         time.sleep(opt.scale.fault_s)  # the outage itself
@@ -426,6 +432,7 @@ def cut_store(opt: Optimization) -> None:
 
 def cut_broker(opt: Optimization) -> None:
     """The broker (Redis or RabbitMQ) unreachable for ``fault_s``."""
+    opt.running_on()
     with opt.fault("broker cut"):
         opt.broker_proxy.cut(opt.scale.cut_mode)
         time.sleep(opt.scale.fault_s)  # the outage itself
