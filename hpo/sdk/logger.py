@@ -206,6 +206,15 @@ class Logger:
         self._backend.flush()
         return True
 
+    if not TYPE_CHECKING:  # hidden from mypy: every other name stays an error there
+        def __getattr__(self, name: str) -> Any:
+            """A ClearML call hpo leaves out says why (hpo.sdk.unsupported)."""
+            if name.startswith("_"):
+                raise AttributeError(name)
+            from hpo.sdk import unsupported
+
+            raise unsupported.refuse("Logger", name)
+
     # ----- one way to record a report --------------------------------------------------
 
     def _report(self, kind: str, title: str, series: str, iteration: int | None,

@@ -75,13 +75,18 @@ class Task:
         project_name: str | None = None,
         task_name: str | None = None,
         task_type: TaskType | str = TaskType.training,
+        tags: Sequence[str] | None = None,
         reuse_last_task_id: bool | str = True,
-        tags: list[str] | None = None,
+        continue_last_task: bool | str | int = False,
+        output_uri: str | bool | None = None,
         auto_connect_arg_parser: bool = True,
         **_clearml_options: Any,
     ) -> Task:
-        """The task of this process. Under an agent the arguments are ignored: the task
-        is the one the agent runs. Calling it again returns the same task."""
+        """The task of this process, with ClearML's parameters in ClearML's order. Under
+        an agent the arguments are ignored: the task is the one the agent runs. Calling
+        it again returns the same task. ``continue_last_task``, ``output_uri`` and the
+        other ClearML options (frameworks, streams, monitoring) are accepted and change
+        nothing (docs/clearml.md)."""
         if cls._current is not None:
             return cls._current
         if os.environ.get(defaults.ENV_TASK_ID):
@@ -121,13 +126,26 @@ class Task:
             Logger._current = None
             argparse_hook.uninstall()
 
-    def mark_completed(self) -> None:
+    def mark_completed(self, ignore_errors: bool = True, status_message: str | None = None,
+                       force: bool = False) -> None:
+        """End this script's run as completed (a run by hand; under an agent the agent
+        records the outcome from the exit code)."""
         self._watch.stop()
-        self._backend.close(Status.completed.value)
+        self._backend.close(Status.completed.value, status_message)
 
-    def mark_failed(self, status_message: str | None = None) -> None:
+    def mark_failed(self, ignore_errors: bool = True, status_reason: str | None = None,
+                    status_message: str | None = None, force: bool = False) -> None:
         self._watch.stop()
-        self._backend.close(Status.failed.value, status_message)
+        self._backend.close(Status.failed.value, status_message or status_reason)
+
+    def mark_stopped(self, force: bool = False, status_message: str | None = None) -> None:
+        self._watch.stop()
+        self._backend.close(Status.stopped.value, status_message)
+
+    @staticmethod
+    def running_locally() -> bool:
+        """True when run by hand, False under an agent."""
+        return not os.environ.get(defaults.ENV_TASK_ID)
 
     # ----- identity -------------------------------------------------------------------
 
@@ -184,41 +202,55 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.project}/{self.name}>"
 
+    if not TYPE_CHECKING:  # hidden from mypy: every other name stays an error there
+        def __getattr__(self, name: str) -> Any:
+            """A ClearML call hpo leaves out says why (hpo.sdk.unsupported)."""
+            if name.startswith("_"):
+                raise AttributeError(name)
+            from hpo.sdk import unsupported
+
+            raise unsupported.refuse("Task", name)
+
     # ----- parameters -----------------------------------------------------------------
 
-    def connect(self, obj: Any, name: str | None = None) -> Any:
+    def connect(self, mutable: Any, name: str | None = None,
+                ignore_remote_overrides: bool = False) -> Any:
         """Bind a dict, an argparse Namespace or a plain object to section ``name``
         (``General`` for dicts and objects, ``Args`` for a Namespace). Under an agent the
         stored values replace the object's, converted to the type of the value they
-        replace; run by hand the object's values are recorded. Returns ``obj``; a dict's
-        later changes are recorded too (within ``SDK_FLUSH_PERIOD_S``)."""
+        replace (unless ``ignore_remote_overrides``); run by hand the object's values are
+        recorded. Returns the object; a dict's later changes are recorded too (within
+        ``SDK_FLUSH_PERIOD_S``)."""
+        obj, override = mutable, not ignore_remote_overrides
         if name is not None and P.qualify(f"{name}/x").split("/")[0] in _RESERVED:
             raise ConfigError(f"task.connect(name={name!r}): section {name!r} is where hpo "
                               "keeps configuration objects and user properties; use "
                               "connect_configuration() / set_user_properties() or another name")
         if isinstance(obj, argparse.Namespace):
-            self._bind(vars(obj), name or P.ARGS_SECTION)
+            self._bind(vars(obj), name or P.ARGS_SECTION, override)
         elif isinstance(obj, MutableMapping):
             section = name or P.DEFAULT_SECTION
-            recorded = self._bind(obj, section)
+            recorded = self._bind(obj, section, override)
             # Later changes are recorded too, as ClearML does for a connected dict.
             self._watch.watch(lambda: P.flatten(obj, section), recorded)
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            self._bind(vars(obj), name or P.DEFAULT_SECTION)
+            self._bind(vars(obj), name or P.DEFAULT_SECTION, override)
         else:
             raise ConfigError(
                 f"task.connect() takes a dict, an argparse Namespace or an object with "
                 f"attributes, not {type(obj).__name__}")
         return obj
 
-    def get_parameters(self) -> dict[str, Any]:
-        """All parameters as ``{"Section/name": value}``, with their types (not the
-        configuration objects: ``get_configuration_object``)."""
+    def get_parameters(self, backwards_compatibility: bool = True, cast: bool = False
+                       ) -> dict[str, Any]:
+        """All parameters as ``{"Section/name": value}``, always with their types (as
+        ClearML's ``cast=True``), not the configuration objects
+        (``get_configuration_object``)."""
         prefix = f"{cfg.CONFIGURATION_SECTION}/"
         return {k: v for k, v in self._backend.parameters().items()
                 if not k.startswith(prefix)}
 
-    def get_parameters_as_dict(self) -> dict[str, dict[str, Any]]:
+    def get_parameters_as_dict(self, cast: bool = False) -> dict[str, dict[str, Any]]:
         """``{"Section": {"name": value}}``."""
         out: dict[str, dict[str, Any]] = {}
         for key, value in self.get_parameters().items():
@@ -226,7 +258,7 @@ class Task:
             out.setdefault(section, {})[name] = value
         return out
 
-    def get_parameter(self, name: str, default: Any = None) -> Any:
+    def get_parameter(self, name: str, default: Any = None, cast: bool = False) -> Any:
         return self.get_parameters().get(P.qualify(name), default)
 
     def set_parameters(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
@@ -238,12 +270,15 @@ class Task:
         self._backend.record_parameters(
             {P.qualify(k): P.to_json_value(v) for k, v in values.items()})
 
-    def set_parameter(self, name: str, value: Any) -> None:
+    def set_parameter(self, name: str, value: Any, description: str | None = None,
+                      value_type: Any = None) -> None:
+        """Record one parameter (its type is its value's; descriptions are not kept)."""
         self.set_parameters({name: value})
 
-    def _bind(self, target: MutableMapping[str, Any], section: str) -> dict[str, Any]:
+    def _bind(self, target: MutableMapping[str, Any], section: str, override: bool = True
+              ) -> dict[str, Any]:
         flat = P.flatten(target, section)
-        if self._backend.overrides:
+        if self._backend.overrides and override:
             stored = self._backend.parameters()
             for key, value in flat.items():
                 if key in stored:
@@ -398,9 +433,14 @@ class Task:
         task_id: str | None = None,
         project_name: str | None = None,
         task_name: str | None = None,
+        tags: Sequence[str] | None = None,
+        allow_archived: bool = True,
+        task_filter: dict[str, Any] | None = None,
     ) -> Task:
-        """A task by id, or the newest one with this project and name."""
+        """A task by id, or the newest one with this project and name (and these tags
+        and ``task_filter``, as in ``get_tasks``)."""
         from hpo.errors import TaskNotFound
+        from hpo.sdk import task_query
         from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
 
@@ -408,7 +448,8 @@ class Task:
         if task_id:
             record = store.get_task(task_id)
         elif task_name:
-            found = store.find_tasks(project=project_name, name=task_name, limit=1)
+            found = [t for t in task_query.find(store, None, project_name, None, tags,
+                                                task_filter or {}) if t.name == task_name]
             if not found:
                 where = f"project {project_name!r}, " if project_name else ""
                 raise TaskNotFound(f"no task named {task_name!r} ({where}`hpo task list`)")
@@ -468,17 +509,23 @@ class Task:
         return cls(StoreBackend(store, record))
 
     @classmethod
-    def enqueue(cls, task: Task | str, queue_name: str = defaults.DEFAULT_QUEUE) -> Task:
-        """Put a created task on an execution queue for an agent to run."""
+    def enqueue(cls, task: Task | str, queue_name: str | None = None,
+                queue_id: str | None = None, force: bool = False) -> Task:
+        """Put a created task on an execution queue for an agent to run (hpo's queues
+        are their names: ``queue_id`` is one too). ``force``: a finished task is reset
+        (its results cleared) and enqueued."""
         from hpo.limits import check_name
         from hpo.queue import dispatch
         from hpo.queue.app import make_app
         from hpo.sdk.store_backend import StoreBackend
         from hpo.store import open_store
 
+        queue_name = queue_name or queue_id or defaults.DEFAULT_QUEUE
         check_name("queue", queue_name, "queue_name")
         store = open_store()
         task_id = task.id if isinstance(task, Task) else task
+        if force and store.get_task(task_id).status.is_final:
+            store.reset(task_id)
         record = dispatch.enqueue(store, make_app(), task_id, queue_name)
         return cls(StoreBackend(store, record))
 
@@ -581,7 +628,7 @@ def _install_exit_hooks(task: Task) -> None:
         # The traceback first, so that the task's log (the captured stderr) keeps it.
         previous(kind, exc, tb)
         if Task._current is task:
-            task.mark_failed(f"{kind.__name__}: {exc}")
+            task.mark_failed(status_message=f"{kind.__name__}: {exc}")
 
     sys.excepthook = excepthook
     atexit.register(task.close)
