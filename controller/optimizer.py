@@ -52,6 +52,7 @@ class HyperParameterOptimizer:
         time_limit_per_job: float | None = None,
         pool_period_min: float | None = None,  # accepted; hpo reacts in milliseconds
         fail_fast: int = defaults.FAIL_FAST_JOBS,  # hpo's own: see OptimizerConfig
+        allow_new_parameters: bool = False,  # hpo's own: see OptimizerConfig
         store: str | Store | None = None,
         broker_url: str | None = None,
         **optimizer_kwargs: Any,
@@ -73,9 +74,10 @@ class HyperParameterOptimizer:
             max_iteration_per_job=max_iteration_per_job,
             time_limit_per_job=time_limit_per_job,
             save_top_k_tasks_only=save_top_k_tasks_only, spawn_project=spawn_project,
-            fail_fast=fail_fast,
+            fail_fast=fail_fast, allow_new_parameters=allow_new_parameters,
         )
         self.config.validate()
+        self.config.check_parameters(self.store.get_task(self.config.base_task_id).parameters)
         make_strategy(self.config)  # an unknown strategy or bad arguments fail here, first
         saved = self.config.to_dict()  # and arguments that cannot be saved, here
         self.task_id = self._optimizer_task(auto_connect_task, always_create_task)

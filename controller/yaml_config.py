@@ -46,6 +46,7 @@ PLAIN_FIELDS = (
     "max_number_of_concurrent_tasks", "execution_queue", "optimization_time_limit",
     "compute_time_limit", "total_max_jobs", "min_iteration_per_job", "max_iteration_per_job",
     "time_limit_per_job", "save_top_k_tasks_only", "spawn_project", "fail_fast",
+    "allow_new_parameters",
 )
 KNOWN_FIELDS = ("base_task", "hyper_parameters", "objective", "strategy", "strategy_kwargs",
                 *PLAIN_FIELDS)

@@ -115,3 +115,33 @@ def test_good_settings_pass_both_paths(store, base_task, tmp_path):
     assert optimizer.config.save_top_k_tasks_only == 2
     assert store.get_task(optimizer.id).project == "sweeps"
 
+
+
+def test_a_tuned_name_the_base_task_lacks_is_an_error_before_anything_runs(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'hpo.db'}")
+    base = store.create_task("p", "train", parameters={"General/alpha": 0.1,
+                                                       "General/epochs": 5, "Args/lr": 0.1})
+
+    def optimizer(name: str, **extra: Any) -> HyperParameterOptimizer:
+        return HyperParameterOptimizer(
+            base_task_id=base.id, hyper_parameters=[UniformParameterRange(name, 0.0, 1.0)],
+            objective_metric_title="loss", objective_metric_series="val",
+            auto_connect_task=False, store=store, **extra)
+
+    # A typo: the closest names are offered, and nothing is created
+    with pytest.raises(ConfigError, match=r"'alpah' is not a parameter of the base task "
+                       r"\(General/alpah\): did you mean General/alpha\?"):
+        optimizer("alpah")
+    # The right name in another section
+    with pytest.raises(ConfigError, match="did you mean Args/lr"):
+        optimizer("lr")
+    assert store.find_tasks(type=TaskType.optimizer) == []
+    # Known names pass, and the opt-in tunes a new one
+    optimizer("Args/lr")
+    optimizer("General/momentum", allow_new_parameters=True)
+    # A base task that records no parameters yet (never ran) cannot be checked
+    fresh = store.create_task("p", "fresh")
+    HyperParameterOptimizer(
+        base_task_id=fresh.id, hyper_parameters=[UniformParameterRange("alpah", 0.0, 1.0)],
+        objective_metric_title="loss", objective_metric_series="val",
+        auto_connect_task=False, store=store)

@@ -3,13 +3,15 @@ validated once, before anything is launched, and saved in the store for resume."
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hpo import defaults, limits, pickle_text
+from hpo import typed_params as P
 from hpo.errors import ConfigError
 from hpo.optimization.objective import SIGNS, Objective
 from hpo.space.ranges import Parameter
@@ -36,6 +38,9 @@ class OptimizerConfig:
     # without the objective (failed, or never reported it): a typo or a crash costs
     # minutes, not the budget. 0: never (ClearML's behaviour).
     fail_fast: int = defaults.FAIL_FAST_JOBS
+    # Tune names the base task does not have (the script reads them though it never
+    # connected them); off, such a name is an error (a typo tunes nothing).
+    allow_new_parameters: bool = False
 
     def validate(self) -> None:
         """The one check of an optimization's settings, for ``HyperParameterOptimizer(...)``
@@ -94,6 +99,30 @@ class OptimizerConfig:
             _name("spawn_project", self.spawn_project, "name a project, or leave it out to "
                   "put the jobs in the base task's project")
             limits.check_name("project", self.spawn_project, "spawn_project")
+
+    def check_parameters(self, base_parameters: Mapping[str, Any]) -> None:
+        """Every tuned name must be a parameter of the base task: a clone given a name
+        its script never reads tunes nothing, silently. Unchecked when the base task
+        records no parameters (a script registered before its first run) or with
+        ``allow_new_parameters``."""
+        if self.allow_new_parameters or not base_parameters:
+            return
+        known = sorted(base_parameters)
+        for name in (n for p in self.hyper_parameters for n in p.names):
+            key = P.qualify(name)
+            if key in base_parameters:
+                continue
+            # Close by the name itself (the section prefix would make every name alike).
+            leaves = difflib.get_close_matches(key.rpartition("/")[2],
+                                               {k.rpartition("/")[2] for k in known}, n=3,
+                                               cutoff=0.75)
+            close = [k for k in known if k.rpartition("/")[2] in leaves]
+            hint = (f"did you mean {' or '.join(close)}?" if close else
+                    f"it has {', '.join(limits.short(k, 40) for k in known[:8])}"
+                    f"{' ...' if len(known) > 8 else ''}")
+            raise ConfigError(f"hyper-parameter {name!r} is not a parameter of the base task "
+                              f"({key}): {hint} (allow_new_parameters: true tunes it "
+                              "anyway)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for the store. Strategy arguments that are not JSON (an Optuna sampler or
