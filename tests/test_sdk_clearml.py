@@ -294,3 +294,38 @@ def test_the_watcher_writes_a_dicts_changes_once_per_look_not_per_assignment():
     watch.stop()
     assert writes[-1] == {"lr": 9999, "nested/a": 9999}
     assert len(writes) <= 2  # the periodic look may have caught the loop once
+
+
+def test_the_recorder_keeps_good_reports_and_skips_hostile_ones():
+    from hpo.agent.recorder import Batch, Recorder
+
+    class Store:
+        def __init__(self) -> None:
+            self.batches: list[dict[str, Any]] = []
+
+        def append_batch(self, task_id: str, **kwargs: Any) -> int:
+            self.batches.append(kwargs)
+            return 0
+
+    store = Store()
+    recorder = Recorder(store, "t", 1, max_log_bytes=10_000)  # type: ignore[arg-type]
+    recorder.close()  # the flusher stopped: the flush below is this test's
+    report = {"kind": "table", "title": "t", "series": "s", "iteration": 0,
+              "payload": {"columns": [], "rows": []}, "file": None, "time": 1.0}
+    recorder.on_message({"kind": "report", "report": report})
+    recorder.on_message({"kind": "report", "report": {**report, "file": "../../x"}})
+    recorder.on_message({"kind": "report", "report": "not a dict"})
+    recorder.on_message({"kind": "artifact", "artifact": {"name": "a"}})
+    recorder.on_message({"kind": "task", "fields": {"status": "completed"}})
+    recorder.on_message({"kind": "task", "fields": {"add_tags": ["x"]}})
+    recorder.on_message({"kind": "task", "fields": {"add_tags": ["y"], "comment": "c"}})
+    recorder.on_message({"kind": "log", "text": "quiet\nline"})
+    recorder.flush()
+    (batch,) = store.batches
+    assert [r.title for r in batch["reports"]] == ["t"] and batch["artifacts"] == []
+    assert batch["fields"] == {"add_tags": ["x", "y"], "comment": "c"}
+    assert [(s, text) for _, s, text in batch["logs"]] == [("report", "quiet"),
+                                                          ("report", "line")]
+    # and a batch kept by an older agent (no reports in it) still reads
+    old = {"seq": 1, "scalars": [], "logs": [], "parameters": {}}
+    assert Batch.from_json(old).reports == []

@@ -1598,3 +1598,76 @@ def test_a_numbered_batch_sent_again_is_stored_once_and_a_new_attempt_counts_ane
     # A stale attempt's resend is refused, not skipped
     with pytest.raises(LostOwnership):
         store.append_batch(task_id, attempt=1, scalars=report, seq=3)
+
+
+# ----- reports and artifacts (schema 5) -------------------------------------------------
+
+def _report(kind: str = "table", title: str = "t") -> tuple[Any, ...]:
+    return (kind, title, "s", 0, {"columns": ["a"], "rows": [[1]]}, None, 1.0)
+
+
+def _artifact(name: str, file: str) -> tuple[Any, ...]:
+    return (name, "dict", file, 2, "h" * 64, "application/json", {"k": "v"}, "{}", 1.0)
+
+
+def test_reports_artifacts_and_task_fields_ride_in_a_batch_fenced_by_attempt(
+        store: Store) -> None:
+    # Given a task whose attempt 1 was re-queued and claimed again as attempt 2
+    task_id = reclaimed_task(store)
+    # When the stale attempt sends reports, an artifact and fields, they are all refused
+    with pytest.raises(LostOwnership):
+        store.append_batch(task_id, attempt=1, reports=[_report()],
+                           artifacts=[_artifact("a", "x/1/a.json")], fields={"name": "stale"})
+    assert store.task_reports(task_id) == [] and store.task_artifacts(task_id) == []
+    assert store.get_task(task_id).name == "job"
+    # And the owner's are stored with its attempt, tags merged, in one transaction
+    store.update_task(task_id, tags=["kept"])
+    store.append_batch(task_id, attempt=2, reports=[_report(), _report("plotly", "p")],
+                       artifacts=[_artifact("a", "x/2/a.json")],
+                       fields={"add_tags": ["new", "kept"], "comment": "c"}, seq=1)
+    assert store.report_counts(task_id) == {"plotly": 1, "table": 1}
+    assert {r.attempt for r in store.task_reports(task_id)} == {2}
+    assert store.task_reports(task_id, kind="table")[0].payload["rows"] == [[1]]
+    (artifact,) = store.task_artifacts(task_id)
+    assert (artifact.name, artifact.file, artifact.metadata) == ("a", "x/2/a.json", {"k": "v"})
+    task = store.get_task(task_id)
+    assert (task.tags, task.comment) == (["kept", "new"], "c")
+    # And an upload of a name again replaces it
+    store.put_artifact(task_id, _artifact("a", "x/2/a-again.json"), attempt=2)
+    assert [a.file for a in store.task_artifacts(task_id)] == ["x/2/a-again.json"]
+    with pytest.raises(ConfigError, match="hpo task artifacts"):
+        store.get_artifact(task_id, "missing")
+
+
+def test_a_new_attempt_and_a_reset_drop_what_earlier_runs_reported(store: Store) -> None:
+    task_id = claimed_task(store, "w1")
+    store.append_reports(task_id, [_report()], attempt=1)
+    store.put_artifact(task_id, _artifact("a", "x/1/a.json"), attempt=1)
+    assert store.requeue(task_id, 1)
+    assert store.claim(task_id, "w2") == 2
+    store.append_reports(task_id, [_report("image")], attempt=2)
+    store.drop_earlier_attempts(task_id, 2)
+    assert [r.kind for r in store.task_reports(task_id)] == ["image"]
+    assert store.task_artifacts(task_id) == []
+    assert store.finish(task_id, 2, Status.completed)
+    store.reset(task_id)
+    assert store.task_reports(task_id) == []
+
+
+def test_a_script_cannot_make_the_store_name_a_file_outside_the_artifact_root() -> None:
+    from hpo.store import artifact_from_message, report_from_message, script_fields
+
+    good = dict(zip(("kind", "title", "series", "iteration", "payload", "file", "time"),
+                    _report(), strict=True))
+    assert report_from_message(good).kind == "table"
+    for bad in ({"file": "../../etc/passwd"}, {"file": "/etc/passwd"}, {"kind": "shell"},
+                {"title": "x" * 300}):
+        with pytest.raises(ValueError):
+            report_from_message({**good, **bad})
+    entry = dict(zip(("name", "type", "file", "size", "hash", "content_type", "metadata",
+                      "preview", "time"), _artifact("a", "t/1/a.json"), strict=True))
+    assert artifact_from_message(entry).name == "a"
+    with pytest.raises(ValueError):
+        artifact_from_message({**entry, "file": "t/../../x"})
+    with pytest.raises(ValueError):
+        script_fields({"status": "completed"})
