@@ -5,6 +5,12 @@ ways (tests/hosts/network.py says how and why), for as long as it takes the othe
 to re-run that task to its end; then the link comes back, and the cut-off host's stale
 attempt, which ran on through the cut, must add and change nothing.
 
+Three cuts: one that lasts until the task has been re-run elsewhere (about 10 s: the
+cut-off agent's writes in flight arrive once the link is back), one of 25 s (past the
+agent's TCP user timeout: its outcome goes to its outbox, delivered once back), and one
+timed to land inside the cut-off agent's write transaction, which holds the task's row
+lock on the server (expected to fail until hpo bounds such transactions: see CUTS).
+
 Root only (namespaces, veths, a private PostgreSQL cluster run as `postgres`): skipped
 elsewhere with the reason, a failure when CI is set. Every process reads
 HPO_LOST_AFTER_S=4, so the other host's reaper takes the task within 4-9 s of the cut.
@@ -12,17 +18,20 @@ HPO_LOST_AFTER_S=4, so the other host's reaper takes the task within 4-9 s of th
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from hpo.defaults import REAP_PERIOD_S
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.store import Store, schema
 from tests.agents import wait_for
@@ -33,10 +42,13 @@ from tests.hosts.network import TestNetwork, unavailable
 from tests.hosts.run import HostedOptimization
 from tests.hosts.servers import BridgePostgres, BridgeRedis
 
-JOBS = 8
-STEPS, STEP_S = 10, 0.3  # a job reports for about 3 s: long enough to be cut mid-task
+JOBS = 12
+STEPS, STEP_S = 10, 0.2  # a job reports for about 2 s: long enough to be cut mid-task
 LOST_AFTER_S = 4.0
 DEADLINE_S = 90.0  # from the controller's start to its end
+# From the cut until another host's reaper re-queues the task: the lost-after period,
+# one reaper round (REAP_PERIOD_S) and a margin for a loaded machine.
+REQUEUED_WITHIN_S = LOST_AFTER_S + REAP_PERIOD_S + 8
 FENCED_WITHIN_S = 45.0  # from the restore until the stale attempt has tried and failed
 
 
@@ -118,6 +130,16 @@ def snapshot(store: Store, task_id: str) -> dict[str, Any]:
             "scalars": sorted(rows), "logs": logs}
 
 
+def _activity(store: Store) -> str:
+    """The server's sessions and what they wait for: why a re-queue did not happen."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT pid, client_addr, state, wait_event_type, wait_event, "
+            "pg_blocking_pids(pid), left(query, 80) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all()
+    return "server sessions:\n" + "\n".join(str(tuple(row)) for row in rows)
+
+
 def foreign_scalars(store: Store, task_ids: list[str]) -> list[tuple[str, int, int]]:
     """(task, scalar attempt, task attempt) of every scalar not written by the attempt
     that owns its task now."""
@@ -129,19 +151,53 @@ def foreign_scalars(store: Store, task_ids: list[str]) -> list[tuple[str, int, i
             .where(sc.c.task_id.in_(task_ids), sc.c.attempt != tasks.c.attempt))]
 
 
+class NotRequeued(AssertionError):
+    """The cut-off host's task was not re-queued in time."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """How a host is cut off. It lasts until its task has been re-run to the end on the
+    other host, and at least ``min_s``; ``inside_a_write``: it lands while the host's
+    agent is inside a write transaction that holds its task's row lock."""
+
+    min_s: float = 0.0
+    inside_a_write: bool = False
+
+
+CUTS = [
+    pytest.param(Cut(), id="until-rerun"),
+    # Past the agent's 15 s TCP user timeout: its connections fail, and its outcome
+    # goes to its outbox, written (and refused) once the link is back. The issue's
+    # manual run cut a host for 25 s.
+    pytest.param(Cut(min_s=25.0), id="25s"),
+    # The server keeps a silent client's session, its open transaction and its locks
+    # until its own TCP timers give up (keepalive: 2 h by default); every re-queue of the
+    # task (the other agents' reapers, the controller's, which runs in its loop) waits
+    # on that row lock meanwhile. A per-session idle_in_transaction_session_timeout set
+    # by hpo (the server then ends the session itself) makes this case pass.
+    pytest.param(Cut(inside_a_write=True), id="inside-a-write", marks=pytest.mark.xfail(
+        strict=True, raises=NotRequeued,
+        reason="hpo bug: the server keeps the cut-off session's open transaction, and "
+               "with it the task's row lock, so the other host's re-queue waits for "
+               "the link (no idle_in_transaction_session_timeout on hpo's sessions)")),
+]
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("cut", CUTS)
 def test_a_host_cut_off_mid_task_loses_it_to_the_other_and_changes_nothing_once_back(
-        network, bridge_servers, tmp_path):
+        cut, network, bridge_servers, tmp_path):
     store_url, broker_url = bridge_servers
     began = time.monotonic()
     with HostedOptimization(network, tmp_path, store_url, broker_url,
                             agent_hosts=["a", "b"], controller_host="c", jobs=JOBS,
                             steps=STEPS, step_s=STEP_S, lost_after_s=LOST_AFTER_S) as run:
-        # Given an optimization of 8 jobs on agents on hosts a and b, its controller on c,
-        # two jobs done
+        # Given an optimization of 12 jobs on agents on hosts a and b, its controller on
+        # c, two jobs done
         run.start()
         wait_for("2 results", lambda: run.results() >= 2, timeout=60, period=0.1)
         # When a host is cut off while its task is half-way
@@ -149,27 +205,40 @@ def test_a_host_cut_off_mid_task_loses_it_to_the_other_and_changes_nothing_once_
         other = next(h for h in run.agents if h != cut_host)
         stale, fresh = run.agents[cut_host], run.agents[other]
         figures: dict[str, Any] = {"cut_host": cut_host, "task": task.id}
-        network.cut(cut_host)
+        with contextlib.ExitStack() as timing:
+            if cut.inside_a_write:  # the task it writes for now: the one cut mid-task
+                task = timing.enter_context(run.paused_inside_a_write(cut_host))
+                figures["task"] = task.id
+            network.cut(cut_host)
         cut_at = time.monotonic()
         try:
-            # Then the other host's reaper re-queues it, the other agent claims it and
-            # runs it to its end, while the cut-off host still runs its own attempt
+            # Then the other host's reaper re-queues it within a lost-after period and a
+            # reaper's round, and the other agent runs it to its end, while the cut-off
+            # host still runs its own attempt
             seen: dict[str, float] = {}
 
-            def follow() -> bool:
+            def follow(until: str) -> bool:
                 now = time.monotonic() - cut_at
                 current = run.store.get_task(task.id)
                 if current.status is not Status.running or current.attempt > task.attempt:
                     seen.setdefault("requeued_s", now)
                 if current.attempt > task.attempt:
                     seen.setdefault("claimed_again_s", now)
-                return current.status in FINAL_STATUSES
-            wait_for(f"task {task.id} to be re-run to its end on host {other}", follow,
-                     timeout=4 * LOST_AFTER_S + 30, period=0.1)
+                if current.status in FINAL_STATUSES:
+                    seen.setdefault("rerun_done_s", now)
+                return until in seen
+            try:
+                wait_for(f"task {task.id} to be re-queued", lambda: follow("requeued_s"),
+                         timeout=REQUEUED_WITHIN_S, period=0.1)
+            except AssertionError as exc:
+                raise NotRequeued(f"{exc}\n{_activity(run.store)}\n{run.logs()}") from None
+            wait_for(f"task {task.id} to be re-run to its end on host {other}",
+                     lambda: follow("rerun_done_s"), timeout=30, period=0.1)
             figures.update({k: round(v, 2) for k, v in seen.items()})
+            time.sleep(max(0.0, cut_at + cut.min_s - time.monotonic()))  # the cut itself
         finally:
             network.restore(cut_host)
-        restored_at = time.monotonic()
+        restored_at, restored_wall = time.monotonic(), time.time()
         figures["cut_s"] = round(restored_at - cut_at, 2)
         before = snapshot(run.store, task.id)
         context = lambda: f"{figures}\n{run.logs()}"  # noqa: E731
@@ -196,6 +265,10 @@ def test_a_host_cut_off_mid_task_loses_it_to_the_other_and_changes_nothing_once_
             pytest.fail(f"the controller did not end within {DEADLINE_S}s: "
                         f"{context()}", pytrace=False)
         figures["wall_s"] = round(time.monotonic() - began, 2)
+        claims = [t.started_at for t in run.children() if t.worker == stale.name
+                  and t.started_at and t.started_at > restored_wall]
+        figures["cut_host_claims_again_s"] = (round(min(claims) - restored_wall, 2)
+                                              if claims else None)
         # Then the cut task is as the attempt that ran last left it: nothing of the stale
         # attempt got in, not its reports, not its logs, not its outcome
         assert snapshot(run.store, task.id) == before, context()

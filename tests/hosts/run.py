@@ -14,12 +14,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import psutil
+import psycopg
 import yaml
+from sqlalchemy.engine import make_url
 
 from hpo.lifecycle import Status
 from hpo.records import ScriptInfo, TaskRecord
@@ -27,6 +31,16 @@ from hpo.store import open_store
 from tests.agents import wait_for
 from tests.faults.harness import JOB, OBJECTIVE
 from tests.hosts.network import TestNetwork
+
+# A session of the given client address inside a report write: the owner check (a
+# SELECT ... FOR SHARE of the task row) or an INSERT after it in the same transaction.
+INSIDE_A_WRITE = """
+SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+WHERE a.client_addr = CAST(%(ip)s AS inet) AND a.state = 'idle in transaction'
+  AND l.relation = 'hpo_tasks'::regclass AND l.granted AND l.mode = 'RowShareLock'
+  AND (a.query LIKE '%%FOR SHARE%%' OR a.query LIKE 'INSERT INTO hpo_scalars%%'
+       OR a.query LIKE 'INSERT INTO hpo_logs%%')
+"""
 
 
 class HostProcess:
@@ -181,6 +195,42 @@ class HostedOptimization:
             return None
         return wait_for("a task in the middle of its run", probe, timeout=60, period=0.05)
 
+    @contextlib.contextmanager
+    def paused_inside_a_write(self, host: str, timeout: float = 30.0
+                              ) -> Iterator[TaskRecord]:
+        """The agent on ``host`` SIGSTOPped inside a report write of its running task
+        (``append_batch`` between its owner check and its commit: the server shows its
+        session idle in transaction, holding the task's row lock); SIGCONT when the
+        block ends. Yields that task. The server is watched until such a session shows,
+        the agent stopped at once and the session checked again (a write lasts about a
+        millisecond: most tries miss it and wake the agent at once)."""
+        agent = self.agents[host]
+        process = psutil.Process(agent.proc.pid)
+        ip = self.network.hosts[host].ip
+        conninfo = make_url(self.store.url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as watch:
+            def inside() -> bool:
+                return bool(watch.execute(INSIDE_A_WRITE, {"ip": ip}).fetchone())
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not inside():
+                    continue
+                process.send_signal(signal.SIGSTOP)
+                wait_for(f"agent {agent.name} to stop", lambda: _all_stopped(process),
+                         timeout=5, period=0.001)
+                time.sleep(0.005)  # what a thread sent just before it stopped arrives
+                if inside():
+                    try:
+                        yield next(t for t in self.children() if t.worker == agent.name
+                                   and t.status is Status.running)
+                    finally:
+                        process.send_signal(signal.SIGCONT)
+                    return
+                process.send_signal(signal.SIGCONT)
+        raise AssertionError(f"agent {agent.name} was never caught inside a write "
+                             f"within {timeout}s")
+
     def outbox_empty(self, host: str) -> bool:
         """Nothing kept in an outbox on ``host``'s disk: no outcome file in any folder
         named ``outbox`` under its HPO_HOME (agent/outbox.py's layout, whichever way it
@@ -192,3 +242,13 @@ class HostedOptimization:
         processes = [*self.agents.values(), *([self.controller] if self.controller
                                               else [])]
         return "\n".join(f"--- {p.name} ---\n{p.output()[-8000:]}" for p in processes)
+
+
+def _all_stopped(process: psutil.Process) -> bool:
+    """Every thread of ``process`` stopped: /proc shows the leader stopped before the
+    others, which may still send a statement meanwhile."""
+    try:
+        return all(psutil.Process(thread.id).status() == psutil.STATUS_STOPPED
+                   for thread in process.threads())
+    except psutil.NoSuchProcess:
+        return False
