@@ -10,6 +10,7 @@ loses a trial.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -29,6 +30,9 @@ from hpo.defaults import (
     FAULT_TOLERANCE_S,
     LAUNCH_SLICE_S,
     MAX_TASK_NAME_LEN,
+    NO_AGENT_CHECK_S,
+    NO_AGENT_NOTICE_S,
+    NO_AGENT_REPEAT_S,
     REAP_PERIOD_S,
     STOP_WAIT_S,
 )
@@ -121,6 +125,11 @@ class Controller:
         # fail_fast: why each of the first jobs to finish had no result (None: it had).
         self._first_ends: list[str | None] = []
         self.gave_up: str | None = None  # why the optimization stopped itself, failed
+        # What the user must hear now (no agent serves the queue): a display takes them.
+        self.notices: collections.deque[str] = collections.deque(maxlen=100)
+        self._queued_since: float | None = None
+        self._next_agent_check = 0.0
+        self._agent_notice_at: float | None = None
         self._next_reap = 0.0
         self._contact = StoreContact(self.clock.monotonic)
         self._dirty = False
@@ -224,6 +233,7 @@ class Controller:
         if self._all_done():
             return "search space exhausted" if self.strategy_done else "all jobs finished"
         self._reap_now_and_then()
+        self._watch_agents()
         return None
 
     def _stop_asked(self) -> bool:
@@ -454,6 +464,33 @@ class Controller:
             return False
         total = self.config.total_max_jobs
         return self.strategy_done or (total is not None and len(self.jobs) >= total)
+
+    def _watch_agents(self) -> None:
+        """Jobs queued for a while and no live agent serving their queue: say so, with
+        the command that serves it, and again now and then while it lasts (the store
+        knows which queues agents serve; a user otherwise waits the whole time limit)."""
+        now = self.clock.monotonic()
+        if not any(j.status is Status.queued for j in self.active.values()):
+            self._queued_since = None
+            return
+        self._queued_since = self._queued_since or now
+        if now - self._queued_since < NO_AGENT_NOTICE_S or now < self._next_agent_check:
+            return
+        self._next_agent_check = now + NO_AGENT_CHECK_S
+        queue = self.config.execution_queue
+        fresh_after = self.store.now() - settings.lost_after_s()
+        if any(queue in w.queues and w.last_heartbeat >= fresh_after
+               for w in self.store.list_workers()):
+            self._agent_notice_at = None
+            return
+        if self._agent_notice_at is None or now - self._agent_notice_at >= NO_AGENT_REPEAT_S:
+            self._agent_notice_at = now
+            self._notice(f"no live agent serves queue {queue!r}: the queued jobs wait until "
+                         f"one does; start one with `hpo-agent --queue {queue}`")
+
+    def _notice(self, text: str) -> None:
+        log.warning("%s", text)
+        self.notices.append(text)
 
     def _reap_now_and_then(self) -> None:
         if self.clock.monotonic() < self._next_reap:

@@ -201,6 +201,14 @@ class HyperParameterOptimizer:
         read; safe from another thread): what a live display polls."""
         return self.controller.progress()
 
+    def notices(self) -> list[str]:
+        """What the optimization has to tell its user since the last call (no agent
+        serves the queue, ...): a display shows them as they come."""
+        taken = []
+        while self.controller.notices:
+            taken.append(self.controller.notices.popleft())
+        return taken
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the optimization ends (True) or ``timeout`` seconds pass (False)."""
         if self._thread is None:

@@ -84,6 +84,8 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
     summary: OptimizationSummary | None = None
     while True:
         done = optimizer.wait(DISPLAY_POLL_S)
+        for notice in optimizer.notices():
+            display.note(notice)
         if interrupts.stop.is_set() and not stop_sent:
             stop_sent = True
             display.note("stopping: every job is stopped (Ctrl-C again to quit at once)")

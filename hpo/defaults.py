@@ -193,6 +193,12 @@ FAULT_TOLERANCE_S = 600.0
 # one bad job is bad luck, three in a row at the start are a mistake in the script or
 # the objective's name; waiting longer burns the budget, stopping sooner misfires.
 FAIL_FAST_JOBS = 3
+# Jobs queued this long with no live agent serving their queue: the controller says so
+# (a start takes a second or two, so 3 s is no false alarm), checks every 5 s whether
+# one came, and repeats itself once a minute while none does.
+NO_AGENT_NOTICE_S = 3.0
+NO_AGENT_CHECK_S = 5.0
+NO_AGENT_REPEAT_S = 60.0
 # After a failed cycle, wait this long before the next: retrying at once would only
 # hammer a store that is away.
 CYCLE_RETRY_S = 1.0

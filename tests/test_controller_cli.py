@@ -528,3 +528,16 @@ def test_a_script_that_crashes_at_start_ends_the_run_with_exit_1_not_the_budget(
     [optimizer] = optimizer_tasks(store)
     assert optimizer.status is Status.failed
     assert len(store.find_tasks(parent=optimizer.id)) < 20
+
+
+@pytest.mark.timeout(120)
+def test_jobs_no_agent_serves_are_said_so_within_seconds(hpo_env, tmp_path):
+    # Given an optimization whose queue no agent serves, with a 6 s time limit
+    config = digits_config(tmp_path / "cfg", execution_queue="nobody-serves-this",
+                           optimization_time_limit=0.1, total_max_jobs=2)
+    # When it is started without local agents
+    result = ctl(hpo_env, "start", str(config), timeout=90)
+    # Then it says, long before its time limit, which command would serve the queue
+    output = result.stdout + result.stderr
+    assert ("no live agent serves queue 'nobody-serves-this': the queued jobs wait until "
+            "one does; start one with `hpo-agent --queue nobody-serves-this`") in output, output
