@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("celery").setLevel(logging.WARNING)
+    logging.getLogger("celery.worker.consumer.consumer").addFilter(_BrokerHint())
     try:
         slots = make_slots(args.gpus, args.gpus_per_task, args.cpu_only, args.concurrency)
         name = args.name or f"{socket.gethostname()}-{os.getpid()}"
@@ -120,6 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HpoError as exc:
         print(f"hpo-agent: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+class _BrokerHint(logging.Filter):
+    """Celery's own "Cannot connect to ...; trying again" lines, with what hpo calls the
+    setting: the user knows HPO_BROKER_URL, not Celery's broker_url. The agent retries
+    for as long as the broker is away (a restart, an outage) and runs its tasks on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Cannot connect to" in str(record.msg):
+            said = " ".join(record.getMessage().split())  # Celery's spans three lines
+            record.msg = (f"{said} [hpo-agent: the broker is "
+                          f"${defaults.ENV_BROKER_URL} / --broker; the agent keeps trying]")
+            record.args = ()
+        return True
 
 
 def _interpreter(text: str) -> str:

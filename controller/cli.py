@@ -159,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from hpo.controller.optimizer import HyperParameterOptimizer
     from hpo.controller.yaml_config import load_optimizer_arguments
+    from hpo.queue.app import check_broker, make_app
 
     broker = common.broker_from(args)
     store = store_from(args)
+    check_broker(make_app(broker))  # before the yaml registers its base task
     arguments = load_optimizer_arguments(Path(args.config), store)
     optimizer = HyperParameterOptimizer(**arguments, broker_url=broker)
     return _run(optimizer, store, args)

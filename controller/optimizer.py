@@ -15,7 +15,7 @@ from hpo.controller.controller import Controller, JobCallback, Progress, make_st
 from hpo.controller.local_agents import LocalAgents
 from hpo.lifecycle import Status, TaskType
 from hpo.optimization.config import OptimizerConfig, objectives_from
-from hpo.queue.app import make_app
+from hpo.queue.app import check_broker, make_app
 from hpo.sdk.store_backend import StoreBackend
 from hpo.sdk.task import Task
 from hpo.settings import Settings
@@ -80,6 +80,7 @@ class HyperParameterOptimizer:
         self.config.check_parameters(self.store.get_task(self.config.base_task_id).parameters)
         make_strategy(self.config)  # an unknown strategy or bad arguments fail here, first
         saved = self.config.to_dict()  # and arguments that cannot be saved, here
+        check_broker(make_app(self.broker_url))  # the store answered already (open_store)
         self.task_id = self._optimizer_task(auto_connect_task, always_create_task)
         self.store.create_optimization(self.task_id, saved)
         self._setup()
@@ -95,6 +96,7 @@ class HyperParameterOptimizer:
         self.task_id = self.store.resolve_task_id(optimizer_task_id)
         config, _state = self.store.load_optimization(self.task_id)
         self.config = OptimizerConfig.from_dict(config)
+        check_broker(make_app(self.broker_url))
         task = self.store.get_task(self.task_id)
         if task.status is not Status.running:
             if task.status.is_final:

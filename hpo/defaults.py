@@ -176,6 +176,9 @@ CHECKOUT_TIMEOUT_S = 300.0
 # delay Task.init for long.
 GIT_TIMEOUT_S = 5.0
 
+# Before an optimization starts, the broker must answer one connection within this: a
+# local or LAN broker answers in milliseconds; a closed port refuses at once.
+BROKER_CHECK_TIMEOUT_S = 5.0
 # Publishing a message retries a broker that blinks (a reconnect, a failover) a few
 # times within about two seconds, then says the broker is down.
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}

@@ -245,3 +245,17 @@ def test_a_sound_message_celery_fails_on_goes_back_to_the_broker_logged_once(
     hostile = task_message(eta="soon")
     handler(hostile)
     assert hostile.channel.rejected == [False]
+
+
+def test_celery_s_reconnect_lines_name_hpo_s_broker_setting() -> None:
+    from hpo.agent.cli import _BrokerHint
+
+    record = logging.LogRecord(
+        "celery.worker.consumer.consumer", logging.ERROR, __file__, 1,
+        "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%s/%s)\n",
+        ("redis://127.0.0.1:1/0", "Connection refused", 2.0, 1, None), None)
+    assert _BrokerHint().filter(record)
+    assert record.getMessage() == (
+        "consumer: Cannot connect to redis://127.0.0.1:1/0: Connection refused. Trying "
+        "again in 2.00 seconds... (1/None) [hpo-agent: the broker is $HPO_BROKER_URL / "
+        "--broker; the agent keeps trying]")

@@ -541,3 +541,18 @@ def test_jobs_no_agent_serves_are_said_so_within_seconds(hpo_env, tmp_path):
     output = result.stdout + result.stderr
     assert ("no live agent serves queue 'nobody-serves-this': the queued jobs wait until "
             "one does; start one with `hpo-agent --queue nobody-serves-this`") in output, output
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis://:secret@127.0.0.1:1/0",
+                                    "amqp://guest:secret@127.0.0.1:1//"])
+def test_a_broker_that_does_not_answer_is_one_line_and_nothing_is_created(
+        hpo_env, tmp_path, broker):
+    config = digits_config(tmp_path / "cfg")
+    result = ctl({**hpo_env, "HPO_BROKER_URL": broker}, "start", str(config),
+                 "--local-agents", "1", timeout=45)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("hpo-controller: error: cannot reach the broker at ")
+    assert "HPO_BROKER_URL" in line and "secret" not in line
+    assert open_store().find_tasks() == []  # not even the yaml's base task

@@ -16,7 +16,13 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from hpo.defaults import DEFAULT_QUEUE, EMBEDDED_POLL_S, PUBLISH_RETRY_POLICY
+from hpo import limits
+from hpo.defaults import (
+    BROKER_CHECK_TIMEOUT_S,
+    DEFAULT_QUEUE,
+    EMBEDDED_POLL_S,
+    PUBLISH_RETRY_POLICY,
+)
 from hpo.errors import HpoError
 from hpo.queue import embedded as embedded_broker
 from hpo.queue import messages
@@ -74,6 +80,21 @@ def transport_options(url: str) -> dict[str, Any]:
     return {}
 
 
+def check_broker(app: Celery) -> None:
+    """Connect once, within BROKER_CHECK_TIMEOUT_S: BrokerUnavailable (one line) when the
+    broker does not answer. Before an optimization creates anything, so that a wrong
+    URL or a stopped server costs a second, not a minute of retries."""
+    try:
+        with app.connection_for_write(connect_timeout=BROKER_CHECK_TIMEOUT_S) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                         timeout=BROKER_CHECK_TIMEOUT_S)
+    except (KombuOperationalError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {safe_broker_url(app)}: "
+            f"{(str(exc).splitlines() or ['no answer'])[0]}; "
+            "start it or point HPO_BROKER_URL / --broker at a running one") from None
+
+
 def publish(app: Celery, task_id: str, queue: str) -> None:
     """Send the message that asks an agent on ``queue`` to run ``task_id``."""
     try:
@@ -119,4 +140,5 @@ def _send(app: Celery, task_id: str, queue: str, connection: Any = None) -> None
 
 
 def safe_broker_url(app: Celery) -> str:
-    return str(app.connection_for_write().as_uri(include_password=False))
+    """The broker's URL as configured, its password (only when it has one) masked."""
+    return limits.hide_password(str(app.conf.broker_url))
