@@ -329,3 +329,51 @@ def test_the_recorder_keeps_good_reports_and_skips_hostile_ones():
     # and a batch kept by an older agent (no reports in it) still reads
     old = {"seq": 1, "scalars": [], "logs": [], "parameters": {}}
     assert Batch.from_json(old).reports == []
+
+
+@pytest.mark.timeout(120)
+def test_the_web_views_task_page_shows_what_a_clearml_style_script_reported(
+        hpo_env, tmp_path):
+    from tests.test_ui import http, start_ui, stop_ui
+
+    # Given the plots and the artifacts examples run by hand
+    _, plots = run_example(hpo_env, "plots_reporting.py", cwd=tmp_path)
+    _, stored = run_example(hpo_env, "artifacts_example.py", str(tmp_path / "data"),
+                            cwd=tmp_path)
+    _, configured = run_example(hpo_env, "configuration_example.py", cwd=tmp_path)
+    assert plots and stored and configured
+    store = open_store()
+    server = start_ui(hpo_env["HPO_STORE_URL"], tmp_path / "ui.log")
+    try:
+        # When their task pages are opened
+        page = http(f"{server.url}/tasks/{plots['task_id']}").text()
+        # Then the plots are there for plotly.js, the tables as tables, the image inline
+        assert 'id="plots-data"' in page and '"type": "heatmap"' in page
+        assert "<td>spider</td>" in page and "<th>animal</th>" in page
+        (image,) = store.task_reports(plots["task_id"], kind="image")
+        assert f'src="/api/tasks/{plots["task_id"]}/reports/{image.id}"' in page
+        png = http(f"{server.url}/api/tasks/{plots['task_id']}/reports/{image.id}")
+        assert png.status == 200 and png.headers["content-type"] == "image/png"
+        assert png.body[:4] == b"\x89PNG"
+        # and a reported HTML file is a download in a sandbox, never a page of this site
+        (media,) = store.task_reports(plots["task_id"], kind="media")
+        html = http(f"{server.url}/api/tasks/{plots['task_id']}/reports/{media.id}")
+        assert html.status == 200
+        assert html.headers["content-type"] == "application/octet-stream"
+        assert html.headers["content-disposition"].startswith("attachment")
+        assert "sandbox" in html.headers["content-security-policy"]
+        # and a report id of another task, or none, is not found
+        other = http(f"{server.url}/api/tasks/{stored['task_id']}/reports/{image.id}")
+        assert other.status == 404
+        assert http(f"{server.url}/api/tasks/{plots['task_id']}/reports/x").status == 404
+        # and the artifacts are listed and downloadable
+        page = http(f"{server.url}/tasks/{stored['task_id']}").text()
+        assert "Numpy Eye" in page and "archive" in page
+        got = http(f"{server.url}/api/tasks/{stored['task_id']}/artifacts/dictionary")
+        assert got.status == 200 and json.loads(got.body)["legs"] == {"dog": 4, "falcon": 2}
+        # and configuration objects and user properties have their own sections
+        page = http(f"{server.url}/tasks/{configured['task_id']}").text()
+        assert "Configuration objects" in page and "User properties" in page
+        assert "configured by the example" in page
+    finally:
+        stop_ui(server.proc)

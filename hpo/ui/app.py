@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from hpo.errors import InvalidTransition, StoreError, TaskNotFound
 from hpo.store import Store, open_store
-from hpo.ui import api, caches, formatting, login, pages
+from hpo.ui import api, caches, formatting, login, pages, report_files
 from hpo.ui.auth import Auth
 from hpo.ui.hosts import ANY_HOST
 from hpo.ui.pages import error_response
@@ -72,6 +72,8 @@ def create_app(store_url: str | None = None, *, allowed_hosts: list[str] | None 
         Route("/api/optimizations/{id}/stop", api.stop_optimization, methods=["POST"]),
         Route("/api/tasks/{id}", api.task),
         Route("/api/tasks/{id}/stop", api.stop_task, methods=["POST"]),
+        Route("/api/tasks/{id}/reports/{report}", report_files.report_file),
+        Route("/api/tasks/{id}/artifacts/{name}", report_files.artifact_file),
         # Before the mount: plotly.js comes from the plotly package, not our folder.
         Route("/static/plotly.min.js", api.plotly_js),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -13,7 +13,7 @@ from hpo.limits import check_task_id
 from hpo.optimization.summary import summarize
 from hpo.report.figures import FIGURES
 from hpo.store import Store
-from hpo.ui import views
+from hpo.ui import reports, views
 
 DEFAULT_TOP_K = 10
 
@@ -78,7 +78,10 @@ def task(request: Request) -> Response:
     record = store.get_task(task_id)
     return render(request, "task.html", {
         "t": views.task_fields(record),
-        "parameters": sorted(record.parameters.items()),
+        "parameters": sorted((k, v) for k, v in record.parameters.items()
+                             if not reports.is_kept_apart(k)),
         "tuned": views.tuned_parameters(store, record),
         "tags": record.tags,
+        "comment": record.comment,
+        **reports.task_sections(store, task_id, record.parameters),
     })

@@ -1,5 +1,5 @@
 // The task page: status, scalars, machine monitor and the log (appended from a cursor),
-// refreshed from /api/tasks/ID until the task is final.
+// refreshed from /api/tasks/ID until the task is final; the reported plots, drawn once.
 "use strict";
 
 (() => {
@@ -33,6 +33,10 @@
     if (stop) stop.disabled = !["queued", "running"].includes(t.status) || t.stop_requested;
     return !data.final;
   }
+
+  // The reported plots are drawn once, from the page (they are final when reported).
+  const plots = document.getElementById("plots-data");
+  if (plots) hpo.drawAll(document.getElementById("plots"), JSON.parse(plots.textContent));
 
   hpo.poll(() => cursor === null ? page.dataset.api : `${page.dataset.api}?log_after=${cursor}`,
            show);
