@@ -163,7 +163,9 @@ def test_status_stop_and_resume_of_nothing_are_one_line_errors(hpo_env):
         assert result.returncode == 2, argv
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(
             "hpo-controller: error: "), result.stderr
-    assert "hpo-controller start" in ctl(hpo_env, "status").stderr
+    said = ctl(hpo_env, "status").stderr
+    assert "hpo-controller start" in said
+    assert f"no optimization in the store at {hpo_env['HPO_STORE_URL']} yet" in said
 
 
 def test_help_describes_every_command(hpo_env):

@@ -88,8 +88,11 @@ def newest_optimizer(store: Store) -> str:
 
     found = store.find_tasks(type=TaskType.optimizer, limit=1)
     if not found:
-        raise TaskNotFound("no optimization in this store yet: start one with "
-                           "`hpo-controller start hpo.yaml`")
+        from hpo.store.engine import safe_url
+
+        raise TaskNotFound(f"no optimization in the store at {safe_url(store.url)} yet: "
+                           "start one with `hpo-controller start hpo.yaml`, or point "
+                           "HPO_STORE_URL / --store at the store that has it")
     return found[0].id
 
 
