@@ -255,6 +255,9 @@ def test_a_host_cut_off_mid_task_loses_it_to_the_other_and_changes_nothing_once_
         wait_for(f"the outbox on host {cut_host} to be empty",
                  lambda: run.outbox_empty(cut_host), timeout=FENCED_WITHIN_S, period=0.1)
         figures["fenced_after_restore_s"] = round(time.monotonic() - restored_at, 2)
+        figures["stale_attempt"] = next(line.split(": ", 1)[-1][:200]
+                                        for line in stale.output().splitlines()
+                                        if refused in line)
 
         # And the optimization ends by itself
         assert run.controller is not None

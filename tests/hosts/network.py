@@ -52,7 +52,7 @@ def run_ip(*args: str, namespace: str | None = None, check: bool = True) -> str:
 def unavailable() -> str | None:
     """Why namespaces cannot be made here (None: they can)."""
     if os.geteuid() != 0:
-        return "network namespaces need root"
+        return "they need root"
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
     probe = f"hpo-probe-{uuid.uuid4().hex[:8]}"
@@ -187,7 +187,7 @@ def free_subnet() -> ipaddress.IPv4Network:
             taken.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32",
                                               strict=False))
     for _ in range(100):
-        candidate = ipaddress.ip_network(
+        candidate = ipaddress.IPv4Network(
             f"10.{random.randint(200, 207)}.{random.randint(0, 255)}.0/24")
         if not any(candidate.overlaps(net) for net in taken):
             return candidate

@@ -10,6 +10,7 @@ suite's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -135,9 +136,7 @@ class HostedOptimization:
                 self._env(host), self.workdir / f"{name}.log", name)
         for host, agent in self.agents.items():
             wait_for(f"the agent on host {host} to register",
-                     lambda agent=agent: not agent.alive() or any(
-                         w.name == agent.name for w in self.store.list_workers()),
-                     timeout=30)
+                     functools.partial(self._registered, agent), timeout=30)
             assert agent.alive(), f"the agent on {host} exited:\n{agent.output()}"
         config = self.workdir / "hpo.yaml"
         config.write_text(yaml.safe_dump({
@@ -158,6 +157,11 @@ class HostedOptimization:
             self._env(host), self.workdir / "controller.log", "controller")
         self.optimizer_id = wait_for("the controller's optimizer id", self._optimizer_id,
                                      timeout=30)
+
+    def _registered(self, agent: HostProcess) -> bool:
+        """The agent is in the worker list (or has exited: no use waiting)."""
+        return not agent.alive() or any(w.name == agent.name
+                                        for w in self.store.list_workers())
 
     def _optimizer_id(self) -> str | None:
         assert self.controller is not None
