@@ -138,6 +138,20 @@ def test_configuration_properties_and_later_dict_changes_are_recorded(hpo_env, t
     assert task.comment == "configured by the example"
     shown = hpo_cli(hpo_env, "task", "show", task.id)
     assert "configuration objects" in shown and "user properties" in shown
+    # And a clone's configuration is edited like a parameter, from the command line
+    clone_id = hpo_cli(hpo_env, "task", "clone", task.id, "--param",
+                       'Configuration/configuration dictionary={"learning_rate": 0.5}',
+                       "--param", "Configuration/model file=layers: 5").strip()
+    clone = open_store().get_task(clone_id).parameters
+    assert clone["Configuration/configuration dictionary"] == {"learning_rate": 0.5}
+    assert clone["Configuration/model file"] == "layers: 5"
+    from hpo import Task
+
+    edited = Task.get_task(task_id=clone_id)
+    edited.set_configuration_object("model file", config_text="layers: 6\n")
+    assert edited.get_configuration_object("model file") == "layers: 6\n"
+    assert edited.get_configuration_object_as_dict("configuration dictionary") == {
+        "learning_rate": 0.5}
 
 
 def test_execute_remotely_by_hand_stops_the_run_and_queues_the_task(hpo_env, tmp_path):
@@ -375,5 +389,23 @@ def test_the_web_views_task_page_shows_what_a_clearml_style_script_reported(
         page = http(f"{server.url}/tasks/{configured['task_id']}").text()
         assert "Configuration objects" in page and "User properties" in page
         assert "configured by the example" in page
+    finally:
+        stop_ui(server.proc)
+
+
+@pytest.mark.timeout(120)
+def test_a_tasks_files_need_the_login_like_every_page(hpo_env, tmp_path, monkeypatch):
+    from tests.test_ui import http, start_ui, stop_ui
+
+    _, stored = run_example(hpo_env, "artifacts_example.py", str(tmp_path / "data"),
+                            cwd=tmp_path)
+    assert stored
+    token = "tok-" + "y" * 28
+    monkeypatch.setenv("HPO_UI_TOKEN", token)
+    server = start_ui(hpo_env["HPO_STORE_URL"], tmp_path / "ui.log")
+    try:
+        url = f"{server.url}/api/tasks/{stored['task_id']}/artifacts/dictionary"
+        assert http(url).status == 401
+        assert http(url, headers={"Authorization": f"Bearer {token}"}).status == 200
     finally:
         stop_ui(server.proc)
