@@ -207,11 +207,12 @@ class Controller:
         scored.sort(key=self._rank)
         return scored[:top_k] if top_k is not None else scored
 
-    def _rank(self, job: Job) -> tuple[float, float]:
+    def _rank(self, job: Job) -> tuple[float, float, float, str]:
         budget = reached_budget(job.max_iteration, job.reached(),
                                 job.budget_reached or job.status is Status.completed)
         return rank_key((job.result or [0.0])[0], budget, self.config.max_iteration_per_job,
-                        self.config.objectives[0].minimize)
+                        self.config.objectives[0].minimize, ended_at=job.ended_at,
+                        task_id=job.task_id)
 
     # ----- the cycle ----------------------------------------------------------------
 

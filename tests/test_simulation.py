@@ -254,3 +254,20 @@ def test_fail_fast_0_goes_on_as_clearml_does(store):
     sim = Simulation(store, config, lambda parameters, budget: [], iterations=3)
     assert sim.run().reason == "all jobs finished"
     assert sim.controller.gave_up is None and len(children(sim)) == 6
+
+
+def test_a_tie_names_the_same_best_job_everywhere(store):
+    from hpo.optimization.summary import summarize
+
+    # Given jobs that all reach the same objective value
+    sim = simulation(store, total_max_jobs=6, max_number_of_concurrent_tasks=3,
+                     iterations=2)
+    sim.agent.curve = lambda parameters, budget: [0.5] * budget
+    assert sim.run().reason == "all jobs finished"
+    # Then the live ranking and the store's name the same best job: the first to end
+    jobs = children(sim)
+    first = min(jobs, key=lambda j: (j.ended_at, j.id))
+    assert sim.controller.best_jobs(1)[0].task_id == first.id
+    assert summarize(store, sim.optimizer_task_id).best_task == first.id
+    assert [r.task_id for r in summarize(store, sim.optimizer_task_id, top_k=6).top] == [
+        j.task_id for j in sim.controller.best_jobs()]

@@ -30,11 +30,15 @@ def reached_budget(budget: int | None, last_iteration: int | None, completed: bo
 
 
 def rank_key(value: float, budget: int | None, full_budget: int | None,
-             minimize: bool) -> tuple[float, float]:
+             minimize: bool, *, ended_at: float | None = None, task_id: str = ""
+             ) -> tuple[float, float, float, str]:
     """Best first: a job run on a larger iteration budget (BOHB, ASHA) before any job on
     a smaller one, as hpbandster picks its incumbent, so a lucky 1-epoch job never
-    outranks the jobs trained in full; among equal budgets, the better objective. A job
-    without a budget of its own ran on the full one."""
+    outranks the jobs trained in full; among equal budgets, the better objective; among
+    equal objectives (a tie), the job that ended first, then the smaller task id, so
+    every view of the ranking names the same best job. A job without a budget of its
+    own ran on the full one."""
     reached = budget if budget is not None else full_budget
     size = float(reached) if reached is not None else math.inf
-    return (-size, value if minimize else -value)
+    return (-size, value if minimize else -value,
+            ended_at if ended_at is not None else math.inf, task_id)

@@ -195,7 +195,7 @@ def best_rows(rows: list[JobRow], primary: Objective, full_budget: int | None = 
     scored.sort(key=lambda r: rank_key(
         r.objective or 0.0,
         reached_budget(r.budget, r.reached, r.status == Status.completed.value),
-        full_budget, primary.minimize))
+        full_budget, primary.minimize, ended_at=r.ended_at, task_id=r.task_id))
     return scored
 
 
