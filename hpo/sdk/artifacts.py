@@ -43,12 +43,9 @@ def serialize(task_id: str, attempt: int, name: str, obj: Any, *,
         if Path(obj).exists():
             obj = Path(obj)
     kind, suffix, content_type, data, text = _encode(name, obj, auto_pickle)
-    if isinstance(data, Path):  # a file as it is: copied, not read into memory
-        rel = files.relative(task_id, attempt, "artifacts", name + suffix)
-        size = files.copy_file(data, rel)
-    else:
-        rel = files.relative(task_id, attempt, "artifacts", name + suffix)
-        size = files.write_bytes(rel, data)
+    rel = files.relative(task_id, attempt, "artifacts", files.safe_stem(name) + suffix)
+    # A file as it is is copied, not read into memory.
+    size = files.copy_file(data, rel) if isinstance(data, Path) else files.write_bytes(rel, data)
     shown = str(preview) if preview is not None else text
     return {"name": name, "type": kind, "file": rel, "size": size,
             "hash": _sha256(files.resolve(rel)), "content_type": content_type,

@@ -67,6 +67,18 @@ def copy_file(source: Path, rel: str) -> int:
     return target.stat().st_size
 
 
+def safe_stem(name: str) -> str:
+    """A file name for ``name`` that no other name maps to: the name itself when it is
+    usable as one, else its usable form and a hash of the original ("a/b" and "a_b"
+    must not share a file)."""
+    cleaned = _safe(name)
+    if cleaned == name:
+        return name
+    import hashlib
+
+    return f"{cleaned[:180]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def _safe(name: str) -> str:
     """A name usable as one file name on every system: path separators and control
     characters become ``_``."""

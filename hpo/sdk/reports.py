@@ -173,6 +173,8 @@ def image_png(image: Any) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return buffer.getvalue()
+    if type(image).__module__.split(".")[0] == "numpy" and getattr(image, "ndim", 0) in (2, 3):
+        return _numpy_png(image)
     pixels = to_json(image, nan=0.0)
     if not isinstance(pixels, list) or not pixels or not isinstance(pixels[0], list):
         raise TypeError("report_image: image must be a PIL image or a 2-D or 3-D array")
@@ -190,6 +192,25 @@ def image_png(image: Any) -> bytes:
             for v in (px if isinstance(px, list) else [px]):
                 raw.append(max(0, min(255, round(v * scale))))
     return _png(width, height, color_type, bytes(raw))
+
+
+def _numpy_png(image: Any) -> bytes:
+    """A numpy array as PNG bytes without a Python loop per pixel (an image per epoch of
+    a 1000 x 1000 picture must not cost seconds)."""
+    import numpy as np  # the array is numpy's: numpy is there
+
+    pixels = np.nan_to_num(np.asarray(image), nan=0.0)
+    if pixels.dtype.kind == "f" and pixels.size and pixels.max() <= 1.0:
+        pixels = pixels * 255.0
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    color_type = {1: 0, 3: 2, 4: 6}.get(channels)
+    if color_type is None:
+        raise TypeError(f"report_image: {channels} channels per pixel; use 1, 3 or 4")
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, width * channels)
+    raw = np.hstack([np.zeros((height, 1), dtype=np.uint8), rows]).tobytes()
+    return _png(width, height, color_type, raw)
 
 
 def _png(width: int, height: int, color_type: int, raw: bytes) -> bytes:
