@@ -130,6 +130,7 @@ class OptimizerBOHB(SearchStrategy):
         self._generator = self._new_generator()
         self._draws = 0
         self._launched = 0
+        self._exhausted = False  # every configuration was run at a rung's budget
         self._bracket = 0
         self._start_bracket()
         self._running = {}
@@ -281,6 +282,35 @@ class OptimizerBOHB(SearchStrategy):
             config, _info = self._generator.get_config(self._budgets[self._rung_budget()])
         return {k: _plain(v) for k, v in dict(config).items()}
 
+    def _draw_new(self) -> dict[str, Any] | None:
+        """A configuration not yet run (nor running) at the current rung's budget: the
+        model's draw, drawn again while it repeats one (a KDE over a small or discrete
+        space proposes the same point often), then uniform draws; None when even those
+        find nothing new (the space is used up at this budget)."""
+        budget = self._budgets[self._rung_budget()]
+        taken = self._taken(budget)
+        for attempt in range(MODEL_DRAW_TRIES + UNIFORM_DRAW_TRIES):
+            config = self._draw() if attempt < MODEL_DRAW_TRIES else self._uniform()
+            if canonical(self._parameters(config)) not in taken:
+                return config
+        return None
+
+    def _taken(self, budget: int) -> set[str]:
+        """The configurations (as launched) run or running at ``budget``."""
+        runs = [(b, c) for b, c, _loss in self._results]
+        runs += [(self._budgets[self._rung_budget()], c) for c in self._configs]
+        return {canonical(self._parameters(c)) for b, c in runs if b == budget}
+
+    def _uniform(self) -> dict[str, Any]:
+        """A configuration drawn uniformly from the space (seeded by the draw counter)."""
+        seed = _derive(self._base_seed, self._draws)
+        self._draws += 1
+        if self._generator is None:
+            return {}
+        self._cs.seed(seed)
+        with _quiet():
+            return {k: _plain(v) for k, v in dict(self._cs.sample_configuration()).items()}
+
     def _feed(self, budget: int, config: dict[str, Any], loss: float | None) -> None:
         if self._generator is None:
             return
@@ -330,6 +360,8 @@ class OptimizerBOHB(SearchStrategy):
         self._start_bracket()
 
     def _done(self) -> bool:
+        if self._exhausted:
+            return True
         if self.total_max_jobs is not None and self._launched >= self.total_max_jobs:
             return True
         return self.n_iterations is not None and self._bracket >= self.n_iterations
@@ -340,7 +372,13 @@ class OptimizerBOHB(SearchStrategy):
                 return NoSuggestion.DONE
             counts, _ = self._shape()
             if self._stage == 0 and len(self._configs) < counts[0]:
-                self._configs.append(self._draw())
+                config = self._draw_new()
+                if config is None:
+                    log.info("BOHB: every configuration has run at budget %d: done",
+                             self._budgets[self._rung_budget()])
+                    self._exhausted = True
+                    continue
+                self._configs.append(config)
                 cid = len(self._configs) - 1
                 self._members.append(cid)
                 return self._launch(cid)
@@ -393,6 +431,7 @@ class OptimizerBOHB(SearchStrategy):
             "seed": self._base_seed,
             "draws": self._draws,
             "launched": self._launched,
+            "exhausted": self._exhausted,
             "bracket": self._bracket,
             "stage": self._stage,
             "configs": [dict(c) for c in self._configs],
@@ -411,6 +450,7 @@ class OptimizerBOHB(SearchStrategy):
             base_seed = int(state["seed"])
             draws = int(state["draws"])
             launched = int(state["launched"])
+            exhausted = bool(state.get("exhausted", False))
             bracket = int(state["bracket"])
             stage = int(state["stage"])
             configs = [dict(c) for c in state["configs"]]
@@ -435,10 +475,18 @@ class OptimizerBOHB(SearchStrategy):
         for budget, config, loss in results:
             self._feed(budget, config, loss)
             self._results.append([budget, config, loss])
-        self._draws, self._launched = draws, launched
+        self._draws, self._launched, self._exhausted = draws, launched, exhausted
         self._bracket, self._stage = bracket, stage
         self._configs, self._members, self._next = configs, members, nxt
         self._losses, self._running = losses, running
+
+
+# Draws for a configuration not yet run at a rung's budget: from the model first, then
+# uniform ones (microseconds each). A continuous space never needs a second; a discrete
+# one counts as used up at that budget only when 200 uniform draws find nothing new: with
+# one free configuration among 50, they miss it once in 57 times; among 10, never.
+MODEL_DRAW_TRIES = 10
+UNIFORM_DRAW_TRIES = 200
 
 
 def _derive(base: int, counter: int) -> int:

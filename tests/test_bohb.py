@@ -391,3 +391,19 @@ def test_a_controller_killed_mid_bracket_resumes_it(
         opt.start()
         assert opt.wait(timeout=120)
     check_first_bracket(store, opt_id, tight=False)
+
+
+def test_no_configuration_runs_twice_at_one_budget_and_a_used_up_space_ends() -> None:
+    from hpo.space.ranges import canonical
+
+    # Given a small discrete space (6 configurations) and a budget of many more jobs
+    space = [DiscreteParameterRange("a", ["x", "y", "z"]), DiscreteParameterRange("b", [1, 2])]
+    strategy = bohb(space, total_max_jobs=200, min_points_in_model=2)
+    suggestions = drive(strategy, 200, objective=lambda s: [
+        {"x": 0.3, "y": 0.1, "z": 0.2}[s.parameters["a"]] * s.parameters["b"]])
+    # Then no configuration ran twice at the same budget
+    runs = [(s.max_iteration, canonical(s.parameters)) for s in suggestions]
+    assert len(runs) == len(set(runs)), sorted(runs)
+    # And once every configuration has run at a budget, the search ends, not repeats
+    assert strategy.suggest() is NoSuggestion.DONE
+    assert len(suggestions) < 200
