@@ -78,6 +78,11 @@ TASK: dict[str, tuple[list[str], str]] = {
                         "files, folders (zip), dicts (JSON), numpy (.npz), pandas "
                         "(.csv.gz), strings, pickles; written at once; a URL object is "
                         "refused; extension_name not supported"),
+    "register_artifact": (["name", "artifact", "metadata", "uniqueness_columns"],
+                          "a DataFrame uploaded on task.flush() and at the end (no "
+                          "background sync); uniqueness_columns not used"),
+    "unregister_artifact": (["name"], ""),
+    "get_registered_artifacts": ([], ""),
     "get_logger": ([], ""),
     "flush": (["wait_for_uploads"], ""),
     "close": ([], ""),

@@ -103,13 +103,15 @@ def test_artifacts_of_every_kind_come_back_as_they_went_in(hpo_env, tmp_path):
     from hpo import Task
 
     task = Task.get_task(task_id=seen["task_id"])
+    # (the registered DataFrame was uploaded at the end, with the row added after)
+    assert list(task.artifacts["train"].get().index) == ["falcon", "dog", "spider"]
     assert task.artifacts["dictionary"].metadata == {"counting": "legs"}
     assert list(task.artifacts["Pandas"].get()["legs"]) == [2, 4]
     folder = Path(task.artifacts["local folder"].get_local_copy())
     assert (folder / "sub" / "weights.bin").read_bytes() == bytes(range(256))
     # and through the command line
     listed = json.loads(hpo_cli(hpo_env, "task", "artifacts", seen["task_id"], "--json"))
-    assert {a["name"] for a in listed} == set(seen["types"])
+    assert {a["name"] for a in listed} == {*seen["types"], "train"}
     out = Path(hpo_cli(hpo_env, "task", "artifact", seen["task_id"], "local file",
                        "--out", str(tmp_path / "copy.txt")).strip())
     assert out.read_text() == "some notes\n"

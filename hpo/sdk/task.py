@@ -66,6 +66,7 @@ class Task:
         self._backend = backend
         self._logger = Logger(backend)
         self._watch = ConnectedWatch(backend.record_parameters)
+        self._registered: dict[str, tuple[Any, dict[str, Any] | None]] = {}
 
     # ----- the running script -------------------------------------------------------
 
@@ -119,8 +120,7 @@ class Task:
 
     def close(self) -> None:
         """Flush reports; a script run by hand is marked completed."""
-        self._watch.stop()
-        self._backend.close()
+        self._finish(None, None)
         if Task._current is self:
             Task._current = None
             Logger._current = None
@@ -130,17 +130,20 @@ class Task:
                        force: bool = False) -> None:
         """End this script's run as completed (a run by hand; under an agent the agent
         records the outcome from the exit code)."""
-        self._watch.stop()
-        self._backend.close(Status.completed.value, status_message)
+        self._finish(Status.completed.value, status_message)
 
     def mark_failed(self, ignore_errors: bool = True, status_reason: str | None = None,
                     status_message: str | None = None, force: bool = False) -> None:
-        self._watch.stop()
-        self._backend.close(Status.failed.value, status_message or status_reason)
+        self._finish(Status.failed.value, status_message or status_reason)
 
     def mark_stopped(self, force: bool = False, status_message: str | None = None) -> None:
+        self._finish(Status.stopped.value, status_message)
+
+    def _finish(self, status: str | None, message: str | None) -> None:
+        """The last look at connected dicts and registered artifacts, then the end."""
         self._watch.stop()
-        self._backend.close(Status.stopped.value, status_message)
+        self._upload_registered()
+        self._backend.close(status, message)
 
     @staticmethod
     def running_locally() -> bool:
@@ -384,6 +387,7 @@ class Task:
 
     def flush(self, wait_for_uploads: bool = False) -> bool:
         self._watch.sync()
+        self._upload_registered()
         self._backend.flush()
         return True
 
@@ -414,6 +418,30 @@ class Task:
             if target.is_file():
                 target.unlink()
         return True
+
+    def register_artifact(self, name: str, artifact: Any, metadata: dict[str, Any] | None = None,
+                          uniqueness_columns: Any = True) -> None:
+        """Watch a pandas DataFrame: uploaded as artifact ``name`` on every
+        ``task.flush()`` and when the task ends (ClearML also syncs it in the background
+        every few minutes; hpo does not)."""
+        if not (hasattr(artifact, "to_csv") and hasattr(artifact, "columns")):
+            raise ValueError("register_artifact takes a pandas DataFrame (upload_artifact "
+                             "takes anything)")
+        self._registered[name] = (artifact, metadata)
+
+    def unregister_artifact(self, name: str) -> None:
+        self._registered.pop(name, None)
+
+    def get_registered_artifacts(self) -> dict[str, Any]:
+        return {name: obj for name, (obj, _) in self._registered.items()}
+
+    def _upload_registered(self) -> None:
+        for name, (obj, metadata) in list(self._registered.items()):
+            try:
+                self.upload_artifact(name, obj, metadata=metadata)
+            except Exception as exc:  # the run's end must not fail on a watched object
+                print(f"hpo: registered artifact {name!r} not uploaded: {exc}",
+                      file=sys.stderr, flush=True)
 
     @property
     def artifacts(self) -> Mapping[str, Any]:

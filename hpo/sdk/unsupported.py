@@ -9,9 +9,6 @@ DOC = "docs/clearml.md"
 
 TASK: dict[str, str] = {
     "create": "a task is made by running its script once, or with `hpo task create --script`",
-    "register_artifact": "no background sync of a live DataFrame: upload_artifact a snapshot",
-    "unregister_artifact": "no registered artifacts (see register_artifact)",
-    "get_registered_artifacts": "no registered artifacts (see register_artifact)",
     "delete_user_properties": "an agent's run cannot delete parameters; set another value",
     "get_models": "no model registry: keep weights as artifacts or in checkpoint_dir",
     "connect_label_enumeration": "no model registry, so no label enumerations",

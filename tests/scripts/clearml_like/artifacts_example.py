@@ -25,6 +25,9 @@ try:
 
     frame = pd.DataFrame({"legs": [2, 4]}, index=["falcon", "dog"])
     task.upload_artifact("Pandas", artifact_object=frame)
+    # A watched DataFrame: what it holds when the task ends is what is kept.
+    task.register_artifact("train", frame, metadata={"counting": "legs"})
+    frame.loc["spider"] = [8]
 except ImportError:
     pass
 task.upload_artifact("local file", artifact_object=str(folder / "notes.txt"))
