@@ -69,27 +69,38 @@ def status_fields(s: OptimizationSummary) -> list[tuple[str, Any]]:
     ]
 
 
-def _jobs_columns(s: OptimizationSummary) -> list[str]:
-    """The ranked objective, the others (several objectives), the tuned parameters."""
+def _budgeted(rows: list[JobRow]) -> bool:
+    """Whether the jobs ran on budgets of their own (BOHB, ASHA): then the ranking is by
+    budget first, and a table without that column would look unsorted."""
+    return any(r.budget is not None for r in rows)
+
+
+def _jobs_columns(s: OptimizationSummary, rows: list[JobRow]) -> list[str]:
+    """The ranked objective, the budget (with budgets), the others (several
+    objectives), the tuned parameters."""
     names = [f"{o['title']}/{o['series']}" for o in s.objectives]
-    return ["#", "id", names[0], "iteration", *names[1:],
-            *(short_key(k) for k in s.parameters), "status", "duration", "agent"]
+    return ["#", "id", names[0], "iteration", *(["budget"] if _budgeted(rows) else []),
+            *names[1:], *(short_key(k) for k in s.parameters), "status", "duration",
+            "agent"]
 
 
 def _jobs_cells(s: OptimizationSummary, rows: list[JobRow]) -> list[list[Any]]:
-    return [[i, r.task_id, r.objective, r.iteration, *r.objectives[1:len(s.objectives)],
+    budget = _budgeted(rows)
+    return [[i, r.task_id, r.objective, r.iteration, *([r.budget] if budget else []),
+             *r.objectives[1:len(s.objectives)],
              *(r.parameters.get(k) for k in s.parameters), r.status,
              output.duration(r.started_at, r.ended_at) if r.started_at else None, r.worker]
             for i, r in enumerate(rows, 1)]
 
 
 def jobs_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> None:
-    output.table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
+    output.table(title, _jobs_columns(s, rows), _jobs_cells(s, rows), compact=True)
 
 
 def jobs_rich_table(s: OptimizationSummary, rows: list[JobRow], title: str) -> Any:
     """The live panel's table (always in a terminal)."""
-    return output.build_table(title, _jobs_columns(s), _jobs_cells(s, rows), compact=True)
+    return output.build_table(title, _jobs_columns(s, rows), _jobs_cells(s, rows),
+                              compact=True)
 
 
 def out(text: str) -> None:

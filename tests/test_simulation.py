@@ -271,3 +271,22 @@ def test_a_tie_names_the_same_best_job_everywhere(store):
     assert summarize(store, sim.optimizer_task_id).best_task == first.id
     assert [r.task_id for r in summarize(store, sim.optimizer_task_id, top_k=6).top] == [
         j.task_id for j in sim.controller.best_jobs()]
+
+
+@pytest.mark.parametrize(("strategy", "shown"), [("bohb", True), ("random", False)])
+def test_the_jobs_table_shows_the_budget_when_the_strategy_has_budgets(
+        store, capsys, strategy, shown):
+    from hpo.controller import formatting
+    from hpo.optimization.summary import summarize
+
+    settings: dict[str, Any] = dict(strategy=strategy, total_max_jobs=6,
+                                    max_number_of_concurrent_tasks=2,
+                                    max_iteration_per_job=9)
+    if strategy == "bohb":
+        settings["min_iteration_per_job"] = 1
+    sim = simulation(store, **settings)
+    assert sim.run().reason in ("all jobs finished", "search space exhausted")
+    summary = summarize(store, sim.optimizer_task_id, top_k=6)
+    formatting.jobs_table(summary, summary.top, "best")
+    header = next(line for line in capsys.readouterr().out.splitlines() if "iteration" in line)
+    assert ("budget" in header) is shown, header
