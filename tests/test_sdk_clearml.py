@@ -411,3 +411,24 @@ def test_a_tasks_files_need_the_login_like_every_page(hpo_env, tmp_path, monkeyp
         assert http(url, headers={"Authorization": f"Bearer {token}"}).status == 200
     finally:
         stop_ui(server.proc)
+
+
+def test_logging_set_up_before_task_init_is_kept_in_the_log_too(hpo_env, tmp_path):
+    code = ("import logging, sys\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "from hpo import Task\n"
+            "task = Task.init(project_name='p', task_name='logging')\n"
+            "logging.info('an info message')\n"
+            "params = task.connect({'lr': 0.1})\n"
+            "params['lr'] = 0.5\n"
+            "print('read back', task.get_parameter('lr'))\n"
+            "task.close()\n"
+            "assert logging.getLogger().handlers[0].stream is sys.stderr\n")
+    result = subprocess.run([sys.executable, "-c", code], env=hpo_env, capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "INFO:root:an info message" in result.stderr  # still printed
+    assert "read back 0.5" in result.stdout  # a change a moment ago is read back
+    (task,) = open_store().find_tasks(project="p", name="logging")
+    assert ("stderr", "INFO:root:an info message") in [
+        (line.stream, line.text) for line in open_store().read_logs(task.id)]

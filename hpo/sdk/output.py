@@ -3,9 +3,11 @@
 task's log (``StoreBackend`` writes them with its periodic flush), up to the agent's
 limit (``defaults.MAX_LOG_MB``; the rest is counted, not kept).
 
-Python-level capture: writes through ``sys.stdout``/``sys.stderr`` (print, logging,
-tracebacks, tqdm). Output a C extension or a child process writes to file descriptor 1
-or 2 directly is printed but not kept (an agent, reading the pipe, keeps it).
+Python-level capture: writes through ``sys.stdout``/``sys.stderr`` (print, tracebacks,
+tqdm, and logging: a ``StreamHandler`` made before ``Task.init`` holds the original
+stream, so it is pointed at the capture too, and back at the end). Output a C extension
+or a child process writes to file descriptor 1 or 2 directly is printed but not kept
+(an agent, reading the pipe, keeps it).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ class OutputCapture:
         self._tees: list[_Tee] = []
 
     def install(self) -> None:
-        """Wrap ``sys.stdout`` and ``sys.stderr``."""
+        """Wrap ``sys.stdout`` and ``sys.stderr``, and logging's handlers on them."""
         self._tees = [_Tee(sys.stdout, "stdout", self), _Tee(sys.stderr, "stderr", self)]
         sys.stdout, sys.stderr = self._tees
+        self._swap_handlers({id(t.wrapped): t for t in self._tees})
 
     def uninstall(self) -> None:
         """Put the original streams back, where no one has replaced ours since."""
+        self._swap_handlers({id(t): t.wrapped for t in self._tees})
         for tee in self._tees:
             if tee.stream_name == "stdout" and sys.stdout is tee:
                 sys.stdout = tee.wrapped
@@ -51,6 +55,23 @@ class OutputCapture:
                 if rest:
                     self._keep(stream, rest)
             self._partial.clear()
+
+    @staticmethod
+    def _swap_handlers(streams: dict[int, Any]) -> None:
+        """Point logging's stream handlers from one stream to another (``id`` of the
+        old to the new). Only when the script has imported logging: it costs nothing
+        to a script that has not."""
+        logging = sys.modules.get("logging")
+        if logging is None:
+            return
+        loggers = [logging.getLogger(), *(
+            lg for lg in list(logging.Logger.manager.loggerDict.values())
+            if isinstance(lg, logging.Logger))]
+        for lg in loggers:
+            for handler in list(lg.handlers):
+                new = streams.get(id(getattr(handler, "stream", None)))
+                if new is not None and isinstance(handler, logging.StreamHandler):
+                    handler.stream = new
 
     def add(self, stream: str, text: str) -> None:
         """Text written to ``stream``: whole lines are kept, a partial one waits."""

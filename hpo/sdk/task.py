@@ -249,6 +249,7 @@ class Task:
         """All parameters as ``{"Section/name": value}``, always with their types (as
         ClearML's ``cast=True``), not the configuration objects
         (``get_configuration_object``)."""
+        self._watch.sync()  # a change to a connected dict a moment ago is read back too
         prefix = f"{cfg.CONFIGURATION_SECTION}/"
         return {k: v for k, v in self._backend.parameters().items()
                 if not k.startswith(prefix)}
