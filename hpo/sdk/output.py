@@ -78,6 +78,11 @@ class OutputCapture:
         with self._lock:
             pending = self._partial.get(stream, "") + text
             *lines, rest = pending.split("\n")
+            if len(rest) > defaults.MAX_LOG_LINE_CHARS:
+                # A progress bar redrawn with "\r" for an hour has no newline: kept as a
+                # (cut) line now, so the waiting part never grows without bound.
+                lines.append(rest)
+                rest = ""
             self._partial[stream] = rest
             for line in lines:
                 self._keep(stream, line)
