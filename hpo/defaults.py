@@ -75,6 +75,14 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
                  "keepalives_count": 3, "tcp_user_timeout": 15_000}
+# ... and the server's side of it: a client cut off inside a transaction keeps its row
+# locks (a task's, which every re-queue of that task then waits for) until the server
+# sees it gone. These session settings make the server drop such a session within about
+# 10 s; hpo's transactions last milliseconds. A URL's own ?options=... replaces them (a
+# pooler such as PgBouncer refuses startup options: give options= empty there).
+PG_SESSION_OPTIONS = ("-c idle_in_transaction_session_timeout=10000 "
+                      "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+                      "-c tcp_keepalives_count=3")
 # The embedded broker polls its SQLite file; this bounds the dispatch delay it adds,
 # and 50 ms of polling per agent costs next to nothing.
 EMBEDDED_POLL_S = 0.05

@@ -14,7 +14,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from hpo import limits
-from hpo.defaults import PG_CONNECT_TIMEOUT_S, PG_KEEPALIVES, SQLITE_BUSY_TIMEOUT_MS
+from hpo.defaults import (
+    PG_CONNECT_TIMEOUT_S,
+    PG_KEEPALIVES,
+    PG_SESSION_OPTIONS,
+    SQLITE_BUSY_TIMEOUT_MS,
+)
 from hpo.errors import SchemaVersionError, StoreError, StoreUnavailable
 from hpo.store import schema
 
@@ -54,11 +59,14 @@ def create(url: str) -> Engine:
 
 
 def _network_timeouts(query: Any) -> dict[str, Any]:
-    """libpq's connect timeout and TCP keepalives, for those the URL does not set: a
-    server behind a cut link (a partition, a dead host) then fails a connect or a query
-    in seconds instead of hanging its caller until the kernel gives up (many minutes),
-    and the agent's retry policy takes over (docs/reliability.md)."""
-    options = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES}
+    """libpq's connect timeout and TCP keepalives, and the server's settings for this
+    session (``PG_SESSION_OPTIONS``), for those the URL does not set: a server behind a
+    cut link (a partition, a dead host) then fails a connect or a query in seconds
+    instead of hanging its caller until the kernel gives up (many minutes), the server
+    frees a cut-off client's locks as soon, and the agent's retry policy takes over
+    (docs/reliability.md)."""
+    options = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES,
+               "options": PG_SESSION_OPTIONS}
     return {key: value for key, value in options.items() if key not in query}
 
 
