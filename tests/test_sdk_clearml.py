@@ -432,3 +432,40 @@ def test_logging_set_up_before_task_init_is_kept_in_the_log_too(hpo_env, tmp_pat
     (task,) = open_store().find_tasks(project="p", name="logging")
     assert ("stderr", "INFO:root:an info message") in [
         (line.stream, line.text) for line in open_store().read_logs(task.id)]
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_chromium_draws_a_tasks_reported_plots_and_images(hpo_env, tmp_path):
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, PageWatch, screenshot
+    from tests.test_ui import start_ui, stop_ui
+
+    if not CHROMIUM.exists():
+        from tests.conftest import missing_service
+
+        missing_service(f"Chromium at {CHROMIUM}")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    _, plots = run_example(hpo_env, "plots_reporting.py", cwd=tmp_path)
+    assert plots
+    server = start_ui(hpo_env["HPO_STORE_URL"], tmp_path / "ui.log")
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                 headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                watch = PageWatch(page)
+                page.goto(f"{server.url}/tasks/{plots['task_id']}")
+                # one figure per plot title: 2 histograms, 2 matrices, 1 scatter, 1 plotly
+                page.wait_for_function(
+                    "document.querySelectorAll('#plots .js-plotly-plot .main-svg')"
+                    ".length >= 6", timeout=WAIT_MS)
+                image = page.locator(".samples img").first
+                image.wait_for(timeout=WAIT_MS)
+                assert page.evaluate("(img) => img.naturalWidth", image.element_handle()) == 16
+                screenshot(page, tmp_path, "task-reports")
+                assert watch.errors == []
+            finally:
+                browser.close()
+    finally:
+        stop_ui(server.proc)

@@ -55,11 +55,12 @@ def rows_of(matrix: Any) -> list[list[Any]]:
 def _layout(series: str, xaxis: str | None, yaxis: str | None,
             extra: dict[str, Any] | None, more: dict[str, Any] | None = None
             ) -> dict[str, Any]:
-    layout: dict[str, Any] = {"title": series, **(more or {})}
+    # Titles as {"text": ...}: plotly.js 3 draws no title given as a bare string.
+    layout: dict[str, Any] = {"title": {"text": series}, **(more or {})}
     if xaxis:
-        layout["xaxis"] = {"title": xaxis}
+        layout["xaxis"] = {"title": {"text": xaxis}}
     if yaxis:
-        layout["yaxis"] = {**layout.get("yaxis", {}), "title": yaxis}
+        layout["yaxis"] = {**layout.get("yaxis", {}), "title": {"text": yaxis}}
     layout.update(to_json(extra or {}))
     return layout
 
@@ -151,7 +152,7 @@ def plotly_figure(series: str, figure: Any) -> dict[str, Any]:
         raise TypeError("report_plotly: figure must be a plotly Figure or a dict")
     plot = to_json(raw if isinstance(raw, dict) else raw())
     if isinstance(plot.get("layout"), dict):
-        plot["layout"]["title"] = series
+        plot["layout"]["title"] = {"text": series}
     return plot
 
 

@@ -62,7 +62,7 @@ def _plots(reports: list[ReportRecord]) -> dict[str, Any]:
         if key in figures and r.kind != "plotly":
             figures[key]["data"] += figure.get("data", [])
         else:
-            layout = {**figure.get("layout", {}), "title": key}
+            layout = {**figure.get("layout", {}), "title": {"text": key, "x": 0.02}}
             figures[key] = {"data": list(figure.get("data", [])), "layout": layout}
     return figures
 
