@@ -276,6 +276,8 @@ def test_get_tasks_filters_as_clearml(hpo_env):
     assert ids(tags=["-debug"]) == {a.id, b.id}
     assert ids(task_filter={"status": ["queued"]}) == {b.id}
     assert [t.id for t in Task.get_tasks(task_ids=[c.id, a.id])] == [c.id, a.id]
+    assert Task.get_task(project_name="p", task_name="train vgg").id == b.id
+    assert Task.get_task(project_name="p", task_name="train resnet", tags=["best"]).id == a.id
     names = [t.name for t in Task.get_tasks(project_name="p",
                                             task_filter={"order_by": ["name"]})]
     assert names == sorted(names)

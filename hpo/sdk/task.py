@@ -477,8 +477,8 @@ class Task:
         if task_id:
             record = store.get_task(task_id)
         elif task_name:
-            found = [t for t in task_query.find(store, None, project_name, None, tags,
-                                                task_filter or {}) if t.name == task_name]
+            found = task_query.find(store, None, project_name, None, tags, task_filter or {},
+                                    exact_name=task_name)
             if not found:
                 where = f"project {project_name!r}, " if project_name else ""
                 raise TaskNotFound(f"no task named {task_name!r} ({where}`hpo task list`)")

@@ -25,7 +25,9 @@ _ORDER = {"created": "created_at", "last_update": "updated_at", "started": "star
 
 def find(store: Store, task_ids: Sequence[str] | None, project_name: str | None,
          task_name: str | None, tags: Sequence[str] | None,
-         task_filter: dict[str, Any]) -> list[TaskRecord]:
+         task_filter: dict[str, Any], *, exact_name: str | None = None) -> list[TaskRecord]:
+    """Tasks matching every filter, newest first (``exact_name``: ``get_task``'s exact
+    name, narrowed by the store's index)."""
     unknown = sorted(set(task_filter) - set(FILTER_KEYS))
     if unknown:
         raise ConfigError(f"Task.get_tasks: task_filter key(s) {unknown} are not supported; "
@@ -35,7 +37,7 @@ def find(store: Store, task_ids: Sequence[str] | None, project_name: str | None,
     else:
         types = _listed(task_filter.get("type"))
         records = store.find_tasks(
-            project=project_name, status=_listed(task_filter.get("status")),
+            project=project_name, name=exact_name, status=_listed(task_filter.get("status")),
             parent=task_filter.get("parent"),
             type=TaskType(types[0]) if types and len(types) == 1 else None)
         if types and len(types) > 1:
