@@ -218,6 +218,7 @@ def test_the_examples_run_under_an_agent_as_clones_a_user_edited(
     # and the plots clone reported what the hand run did, as attempt 1 (fenced)
     assert store.report_counts(plots.id) == store.report_counts(templates["plots_reporting.py"])
     assert {r.attempt for r in store.task_reports(plots.id)} == {1}
+    assert result_in_log(store, plots.id)["heavy"] == []  # the SDK's agent path stays light
     assert ("report", "a line for the log only") in [
         (line.stream, line.text) for line in store.read_logs(plots.id)]
     # and the artifacts clone's uploads are recorded and readable
@@ -227,6 +228,7 @@ def test_the_examples_run_under_an_agent_as_clones_a_user_edited(
     assert result_in_log(store, stored.id)["types"]["dictionary"] == "dict"
     # and the self-queued task ran its training on the agent
     assert result_in_log(store, remote.id)["ran_training"] is True
+    assert result_in_log(store, remote.id)["heavy"] == []
     assert [s.iteration for s in store.task_scalars(remote.id, title="loss")] == [0, 1]
 
 

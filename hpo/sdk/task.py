@@ -572,10 +572,14 @@ class Task:
         with ``clone`` True a clone is enqueued, and this process exits only if
         ``exit_process`` (else the clone is returned). No ``queue_name``: nothing is
         enqueued (the task is left created). Under an agent: nothing happens (None)."""
+        if self._backend.overrides:
+            return None  # an agent runs it: this is the remote execution
+        if Task._current is not self:
+            raise ConfigError("execute_remotely() moves the task this script runs (the one "
+                              "Task.init returned); to run another task, Task.enqueue it")
         from hpo.sdk.store_backend import StoreBackend
 
-        if not isinstance(self._backend, StoreBackend):
-            return None  # the agent runs it: this is the remote execution
+        assert isinstance(self._backend, StoreBackend)  # a run by hand writes the store
         if not clone and not exit_process:
             raise ValueError("execute_remotely(clone=False, exit_process=False) is not "
                              "supported: a task that enqueues itself must end this process")

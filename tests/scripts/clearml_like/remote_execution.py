@@ -5,6 +5,7 @@ hpo's tests)."""
 
 import json
 import os
+import sys
 
 from hpo import Task
 
@@ -14,4 +15,5 @@ task.execute_remotely(queue_name=os.environ.get("EXAMPLE_QUEUE", "default"), exi
 logger = task.get_logger()
 for epoch in range(params["epochs"]):
     logger.report_scalar("loss", "train", params["lr"] / (epoch + 1), epoch)
-print("RESULT " + json.dumps({"task_id": task.id, "ran_training": True}))
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "celery"})
+print("RESULT " + json.dumps({"task_id": task.id, "ran_training": True, "heavy": heavy}))
