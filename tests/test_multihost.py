@@ -9,7 +9,8 @@ Three cuts: one that lasts until the task has been re-run elsewhere (about 10 s:
 cut-off agent's writes in flight arrive once the link is back), one of 25 s (past the
 agent's TCP user timeout: its outcome goes to its outbox, delivered once back), and one
 timed to land inside the cut-off agent's write transaction, which holds the task's row
-lock on the server (expected to fail until hpo bounds such transactions: see CUTS).
+lock on the server until the server ends that session (hpo's sessions ask it to after
+10 s idle in a transaction: hpo.defaults.PG_SESSION_OPTIONS).
 
 Root only (namespaces, veths, a private PostgreSQL cluster run as `postgres`): skipped
 elsewhere with the reason, a failure when CI is set. Every process reads
@@ -18,7 +19,6 @@ HPO_LOST_AFTER_S=4, so the other host's reaper takes the task within 4-9 s of th
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import subprocess
 import sys
@@ -46,9 +46,12 @@ JOBS = 12
 STEPS, STEP_S = 10, 0.2  # a job reports for about 2 s: long enough to be cut mid-task
 LOST_AFTER_S = 4.0
 DEADLINE_S = 90.0  # from the controller's start to its end
-# From the cut until another host's reaper re-queues the task: the lost-after period,
-# one reaper round (REAP_PERIOD_S) and a margin for a loaded machine.
-REQUEUED_WITHIN_S = LOST_AFTER_S + REAP_PERIOD_S + 8
+# How long the server keeps a session idle in a transaction (hpo.defaults.
+# PG_SESSION_OPTIONS): a cut inside a write holds the task's row lock that long.
+SESSION_ENDED_S = 10.0
+# From the cut until another host's reaper re-queues the task: the lost-after period
+# (or the row lock's), one reaper round (REAP_PERIOD_S), a margin for a loaded machine.
+REQUEUE_MARGIN_S = 8.0
 FENCED_WITHIN_S = 45.0  # from the restore until the stale attempt has tried and failed
 
 
@@ -172,15 +175,11 @@ CUTS = [
     # manual run cut a host for 25 s.
     pytest.param(Cut(min_s=25.0), id="25s"),
     # The server keeps a silent client's session, its open transaction and its locks
-    # until its own TCP timers give up (keepalive: 2 h by default); every re-queue of the
-    # task (the other agents' reapers, the controller's, which runs in its loop) waits
-    # on that row lock meanwhile. A per-session idle_in_transaction_session_timeout set
-    # by hpo (the server then ends the session itself) makes this case pass.
-    pytest.param(Cut(inside_a_write=True), id="inside-a-write", marks=pytest.mark.xfail(
-        strict=True, raises=NotRequeued,
-        reason="hpo bug: the server keeps the cut-off session's open transaction, and "
-               "with it the task's row lock, so the other host's re-queue waits for "
-               "the link (no idle_in_transaction_session_timeout on hpo's sessions)")),
+    # until it ends the session itself; every re-queue of the task (the other agents'
+    # reapers, the controller's, which runs in its loop) waits on that row lock until
+    # then. Without hpo's session options (idle_in_transaction_session_timeout, server
+    # side keepalives) that was the server's TCP keepalive: 2 h by default.
+    pytest.param(Cut(inside_a_write=True), id="inside-a-write"),
 ]
 
 
@@ -205,10 +204,10 @@ def test_a_host_cut_off_mid_task_loses_it_to_the_other_and_changes_nothing_once_
         other = next(h for h in run.agents if h != cut_host)
         stale, fresh = run.agents[cut_host], run.agents[other]
         figures: dict[str, Any] = {"cut_host": cut_host, "task": task.id}
-        with contextlib.ExitStack() as timing:
-            if cut.inside_a_write:  # the task it writes for now: the one cut mid-task
-                task = timing.enter_context(run.paused_inside_a_write(cut_host))
-                figures["task"] = task.id
+        if cut.inside_a_write:  # the task it writes for now: the one cut mid-task
+            task = run.cut_inside_a_write(cut_host)
+            figures["task"] = task.id
+        else:
             network.cut(cut_host)
         cut_at = time.monotonic()
         try:
@@ -227,9 +226,11 @@ def test_a_host_cut_off_mid_task_loses_it_to_the_other_and_changes_nothing_once_
                 if current.status in FINAL_STATUSES:
                     seen.setdefault("rerun_done_s", now)
                 return until in seen
+            locked_s = SESSION_ENDED_S if cut.inside_a_write else 0.0
             try:
                 wait_for(f"task {task.id} to be re-queued", lambda: follow("requeued_s"),
-                         timeout=REQUEUED_WITHIN_S, period=0.1)
+                         timeout=max(LOST_AFTER_S, locked_s) + REAP_PERIOD_S
+                         + REQUEUE_MARGIN_S, period=0.1)
             except AssertionError as exc:
                 raise NotRequeued(f"{exc}\n{_activity(run.store)}\n{run.logs()}") from None
             wait_for(f"task {task.id} to be re-run to its end on host {other}",

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -36,12 +35,20 @@ from tests.hosts.network import TestNetwork
 # A session of the given client address inside a report write: the owner check (a
 # SELECT ... FOR SHARE of the task row) or an INSERT after it in the same transaction.
 INSIDE_A_WRITE = """
-SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+SELECT a.pid, a.xact_start FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
 WHERE a.client_addr = CAST(%(ip)s AS inet) AND a.state = 'idle in transaction'
   AND l.relation = 'hpo_tasks'::regclass AND l.granted AND l.mode = 'RowShareLock'
   AND (a.query LIKE '%%FOR SHARE%%' OR a.query LIKE 'INSERT INTO hpo_scalars%%'
        OR a.query LIKE 'INSERT INTO hpo_logs%%')
 """
+# That session still in that same transaction.
+STILL_INSIDE = """
+SELECT 1 FROM pg_stat_activity
+WHERE pid = %(pid)s AND xact_start = %(xact)s AND state = 'idle in transaction'
+"""
+# Time for bytes already on their way to reach the server and be read, on a loaded
+# machine: far more than a veth and a bridge take.
+IN_FLIGHT_S = 0.5
 
 
 class HostProcess:
@@ -199,39 +206,48 @@ class HostedOptimization:
             return None
         return wait_for("a task in the middle of its run", probe, timeout=60, period=0.05)
 
-    @contextlib.contextmanager
-    def paused_inside_a_write(self, host: str, timeout: float = 30.0
-                              ) -> Iterator[TaskRecord]:
-        """The agent on ``host`` SIGSTOPped inside a report write of its running task
-        (``append_batch`` between its owner check and its commit: the server shows its
-        session idle in transaction, holding the task's row lock); SIGCONT when the
-        block ends. Yields that task. The server is watched until such a session shows,
-        the agent stopped at once and the session checked again (a write lasts about a
-        millisecond: most tries miss it and wake the agent at once)."""
+    def cut_inside_a_write(self, host: str, timeout: float = 60.0) -> TaskRecord:
+        """Cut ``host`` off while its agent is inside a report write of its running task
+        (``append_batch`` between its owner check and its commit: the server shows the
+        session idle in transaction, holding the task's row lock); returns that task.
+
+        The server is watched until such a session shows; the agent is SIGSTOPped at
+        once and the session checked again (a write lasts about a millisecond: most
+        tries miss it). Then the cut, and a last check once what was already on its way
+        has had time to arrive (a COMMIT sent just before the stop and not yet read by
+        the server would end the transaction after all): the same transaction must
+        still be open. Else the link is restored at once and the agent woken for
+        another try (a cut of half a second, which no timeout notices)."""
         agent = self.agents[host]
         process = psutil.Process(agent.proc.pid)
         ip = self.network.hosts[host].ip
         conninfo = make_url(self.store.url).set(drivername="postgresql").render_as_string(
             hide_password=False)
         with psycopg.connect(conninfo, autocommit=True) as watch:
-            def inside() -> bool:
-                return bool(watch.execute(INSIDE_A_WRITE, {"ip": ip}).fetchone())
+            def inside() -> tuple[int, object] | None:
+                row = watch.execute(INSIDE_A_WRITE, {"ip": ip}).fetchone()
+                return (row[0], row[1]) if row else None
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if not inside():
+                if inside() is None:
                     continue
                 process.send_signal(signal.SIGSTOP)
-                wait_for(f"agent {agent.name} to stop", lambda: _all_stopped(process),
-                         timeout=5, period=0.001)
-                time.sleep(0.005)  # what a thread sent just before it stopped arrives
-                if inside():
-                    try:
-                        yield next(t for t in self.children() if t.worker == agent.name
-                                   and t.status is Status.running)
-                    finally:
-                        process.send_signal(signal.SIGCONT)
-                    return
-                process.send_signal(signal.SIGCONT)
+                try:
+                    wait_for(f"agent {agent.name} to stop",
+                             lambda: _all_stopped(process), timeout=5, period=0.001)
+                    time.sleep(0.005)  # what a thread sent just before it stopped
+                    caught = inside()
+                    if caught is None:
+                        continue
+                    self.network.cut(host)
+                    time.sleep(IN_FLIGHT_S)  # part of the cut: in-flight bytes land
+                    if watch.execute(STILL_INSIDE, {"pid": caught[0], "xact": caught[1]}
+                                     ).fetchone():
+                        return next(t for t in self.children()
+                                    if t.worker == agent.name and t.status is Status.running)
+                    self.network.restore(host)
+                finally:
+                    process.send_signal(signal.SIGCONT)
         raise AssertionError(f"agent {agent.name} was never caught inside a write "
                              f"within {timeout}s")
 
