@@ -25,7 +25,7 @@ from hpo.agent.outbox import PendingOutcome
 from hpo.agent.recorder import Batch, Recorder
 from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot
-from hpo.errors import HpoError, StoreError
+from hpo.errors import HpoError, StoreError, TaskNotFound
 from hpo.lifecycle import Status
 from hpo.queue.messages import dropped
 from hpo.records import TaskRecord
@@ -109,14 +109,8 @@ class TaskRunner:
                 dropped(f"no task with id {task_id}")
             return None
         self.task_id, self.attempt = task_id, attempt
-        try:
-            task = self.store.get_task(task_id)
-            if attempt > 1:
-                self.store.drop_earlier_attempts(task_id, attempt)
-        except StoreError as exc:
-            self._keep(PendingOutcome(task_id, attempt, None,
-                                      f"the store failed before the script started "
-                                      f"({exc}); re-queued"))
+        task = self._prepare(task_id, attempt)
+        if task is None:
             return None
         log.info("task %s %r started in slot %s (attempt %d)", task_id, task.name,
                  self.slot.name, attempt)
@@ -129,6 +123,30 @@ class TaskRunner:
         log.info("task %s %s (%s) in %.1fs", task_id, status.value, message,
                  time.monotonic() - started)
         return status
+
+    def _prepare(self, task_id: str, attempt: int) -> TaskRecord | None:
+        """The claimed task, read, its earlier attempts' reports dropped. A store that
+        fails here (an outage that began with the claim) is waited for, backing off, up
+        to START_WAIT_S: the slot is this task's anyway, and a re-queue would run it
+        twice. Past that, or on a stop (a shutdown), the attempt is given back through
+        the outbox (None)."""
+        delay, deadline = defaults.OUTBOX_RETRY_FIRST_S, time.monotonic() + defaults.START_WAIT_S
+        while True:
+            try:
+                task = self.store.get_task(task_id)
+                if attempt > 1:
+                    self.store.drop_earlier_attempts(task_id, attempt)
+                return task
+            except TaskNotFound:
+                log.warning("task %s was deleted as it was claimed: nothing to run", task_id)
+                return None
+            except StoreError as exc:
+                if time.monotonic() + delay > deadline or self._stop_event.wait(delay):
+                    self._keep(PendingOutcome(task_id, attempt, None,
+                                              f"the store failed before the script "
+                                              f"started ({exc}); re-queued"))
+                    return None
+                delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
 
     def _record(self, outcome: PendingOutcome) -> None:
         """``finish``, unless reports are still unwritten (they go first) or the store

@@ -152,6 +152,10 @@ WATCH_POLL_S = 0.1
 # blink, and one query per 10 s per agent during a long outage.
 OUTBOX_RETRY_FIRST_S = 0.5
 OUTBOX_RETRY_MAX_S = 10.0
+# A claimed task waits this long for a store that failed right after its claim (backing
+# off as the outbox does) before it is given back: an outage of a minute must not make a
+# task run twice, and its slot could take nothing else meanwhile.
+START_WAIT_S = 60.0
 # When the store fails before a message's claim, wait this long before giving the
 # message back to the broker, so a store outage is not a busy loop of redeliveries.
 STORE_RETRY_S = 1.0
