@@ -121,7 +121,11 @@ class HostedOptimization:
         return self.workdir / f"host-{host}" / "hpo-home"
 
     def _env(self, host: str) -> dict[str, str]:
-        return self.env | {"HPO_HOME": str(self.home(host))}
+        """A host's processes keep their files on its own disk: HPO_HOME, and TMPDIR
+        (where an agent makes each task's folder, left behind by a killed agent)."""
+        tmp = self.workdir / f"host-{host}" / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return self.env | {"HPO_HOME": str(self.home(host)), "TMPDIR": str(tmp)}
 
     def start(self) -> None:
         """Register the base task, start the agents, then the controller; returns once
