@@ -35,6 +35,9 @@ from hpo.store import Store
 log = logging.getLogger("hpo.agent")
 
 _READ_LIMIT = 64 * 1024
+# What the end-of-run line adds for each way its outcome went (TaskRunner._record).
+_OUTCOME_NOTES = {"recorded": "", "kept": "; its outcome is kept until the store is back",
+                  "refused": "; its outcome was refused: another attempt owns the task"}
 
 
 class CannotStart(Exception):
@@ -118,10 +121,10 @@ class TaskRunner:
         status, message, exit_code, unwritten = self._execute(task, attempt)
         if status is None:  # re-queued on shutdown, or lost to another attempt
             return None
-        self._record(PendingOutcome(task_id, attempt, status, message, exit_code,
-                                    unwritten))
-        log.info("task %s %s (%s) in %.1fs", task_id, status.value, message,
-                 time.monotonic() - started)
+        recorded = self._record(PendingOutcome(task_id, attempt, status, message,
+                                               exit_code, unwritten))
+        log.info("task %s %s (%s) in %.1fs%s", task_id, status.value, message,
+                 time.monotonic() - started, _OUTCOME_NOTES[recorded])
         return status
 
     def _prepare(self, task_id: str, attempt: int) -> TaskRecord | None:
@@ -148,22 +151,24 @@ class TaskRunner:
                     return None
                 delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
 
-    def _record(self, outcome: PendingOutcome) -> None:
+    def _record(self, outcome: PendingOutcome) -> str:
         """``finish``, unless reports are still unwritten (they go first) or the store
-        fails: then the outcome is kept, to be written when the store is back."""
+        fails: then the outcome is kept, to be written when the store is back. Returns
+        which: "recorded", "refused" (another attempt owns the task) or "kept"."""
         if not outcome.batches and outcome.status is not None:
             try:
-                if not self.store.finish(outcome.task_id, outcome.attempt, outcome.status,
-                                         exit_code=outcome.exit_code,
-                                         message=outcome.message):
-                    log.warning("task %s: attempt %d no longer owns the task; outcome %s "
-                                "not recorded", outcome.task_id, outcome.attempt,
-                                outcome.status.value)
-                return
+                if self.store.finish(outcome.task_id, outcome.attempt, outcome.status,
+                                     exit_code=outcome.exit_code, message=outcome.message):
+                    return "recorded"
+                log.warning("task %s: attempt %d no longer owns the task; outcome %s not "
+                            "recorded", outcome.task_id, outcome.attempt,
+                            outcome.status.value)
+                return "refused"
             except StoreError as exc:
                 log.warning("task %s: cannot record its outcome now: %s",
                             outcome.task_id, exc)
         self._keep(outcome)
+        return "kept"
 
     def _execute(self, task: TaskRecord, attempt: int
                  ) -> tuple[Status | None, str, int | None, list[Batch]]:
