@@ -32,9 +32,25 @@ RUN if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
     && python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
         "hpo needs Python >= 3.11; this BASE_IMAGE has " + sys.version.split()[0])'
 
+# ---- requirements: the dependency list out of pyproject.toml. The next stage copies
+# the list alone, and a copy is cached by its content: an edit to pyproject.toml that
+# changes no dependency (a version, a linter's settings) rebuilds no wheel.
+FROM base AS requirements
+WORKDIR /build
+COPY pyproject.toml ./
+# The optional dependencies to install too: examples (scikit-learn, for the digits
+# example) by default; "" for none, or a comma-separated list.
+ARG HPO_EXTRAS=examples
+RUN python3 -c 'import sys, tomllib; \
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+extras = [e for e in sys.argv[1].split(",") if e]; \
+print("\n".join(project["dependencies"] \
+                + [d for e in extras for d in project["optional-dependencies"][e]]))' \
+        "$HPO_EXTRAS" > requirements.txt
+
 # ---- wheels: every dependency as a wheel, compiled here where needed (hpbandster's
-# netifaces has no wheel for Python 3.11). Only pyproject.toml is copied, so a code
-# change rebuilds nothing in this stage.
+# netifaces has no wheel for Python 3.11). The code never reaches this stage, so a code
+# change rebuilds nothing in it.
 FROM base AS wheels
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Python.h comes with python:* images; Debian's and Ubuntu's python3 need python3-dev.
@@ -44,24 +60,14 @@ RUN headers=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include
     && apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev ${dev:+"$dev"} \
     && rm -rf /var/lib/apt/lists/*
-WORKDIR /build
-COPY pyproject.toml ./
-# The optional dependencies to install too: examples (scikit-learn, for the digits
-# example) by default; "" for none, or a comma-separated list.
-ARG HPO_EXTRAS=examples
+COPY --from=requirements /build/requirements.txt /wheels/
 # --use-pep517: hpbandster has only a setup.py, which an older pip (Debian's 23.0)
 # would run without the wheel package; PEP 517 builds it with setuptools and wheel.
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
-    && python3 -c 'import sys, tomllib; \
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-extras = [e for e in sys.argv[1].split(",") if e]; \
-print("\n".join(project["dependencies"] \
-                + [d for e in extras for d in project["optional-dependencies"][e]]))' \
-        "$HPO_EXTRAS" > requirements.txt \
     && python3 -m venv /tmp/pip \
-    && /tmp/pip/bin/pip wheel --no-cache-dir --use-pep517 --wheel-dir /wheels -r requirements.txt \
-    && cp requirements.txt /wheels/
+    && /tmp/pip/bin/pip wheel --no-cache-dir --use-pep517 --wheel-dir /wheels \
+        -r /wheels/requirements.txt
 
 # ---- dist: hpo itself, a pure-Python wheel (the only stage that sees the code).
 FROM base AS dist
@@ -90,9 +96,16 @@ RUN browser="" && if [ "$WITH_CHROMIUM" = 1 ]; then browser=chromium; fi \
     && apt-get update \
     && apt-get install -y --no-install-recommends tini ca-certificates ${browser:+"$browser"} \
     && rm -rf /var/lib/apt/lists/*
+# A user without a login, and the folders it writes: named volumes mounted on them
+# start with their owner, so the user can write there.
+RUN groupadd --system --gid 10001 hpo \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/hpo \
+        --shell /usr/sbin/nologin hpo \
+    && mkdir -p /var/lib/hpo /checkpoints /work \
+    && chown hpo:hpo /var/lib/hpo /checkpoints /work
 ENV VIRTUAL_ENV=/opt/hpo
 ENV PATH=/opt/hpo/bin:$PATH
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
+# Dependencies first: this layer is rebuilt only when the dependency list changes.
 # --no-index --only-binary: everything comes from the wheels stage, nothing compiles.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python3 -m venv /opt/hpo \
@@ -102,14 +115,8 @@ RUN --mount=type=bind,from=dist,source=/dist,target=/dist \
     pip install --no-cache-dir --no-index --no-deps /dist/*.whl
 COPY deploy/healthcheck.py /opt/hpo/bin/hpo-agent-healthcheck
 
-# A user without a login; HPO_HOME (the agent's outbox, logs, and the SQLite store
-# when no HPO_STORE_URL is set) on a volume, so a new container keeps them. Named
-# volumes mounted on these folders start with their owner, so the user can write.
-RUN groupadd --system --gid 10001 hpo \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/hpo \
-        --shell /usr/sbin/nologin hpo \
-    && mkdir -p /var/lib/hpo /checkpoints /work \
-    && chown hpo:hpo /var/lib/hpo /checkpoints /work
+# HPO_HOME (the agent's outbox, logs, and the SQLite store when no HPO_STORE_URL is
+# set) on a volume, so that a new container keeps them.
 ENV HPO_HOME=/var/lib/hpo
 VOLUME ["/var/lib/hpo"]
 # By number: Kubernetes' runAsNonRoot can check a numeric user only.

@@ -16,7 +16,7 @@
 # `docker import` (no registry needed); (b) the hpo image FROM it (BASE_IMAGE), pip given
 # the host's CA bundle as a build secret; (c) PostgreSQL and Redis from the same base
 # with Debian's packages, on ports of their own (the host's may hold the defaults);
-# `up` with two agents and the ui, waiting until every container is healthy;
+# `up` with two agents, and the ui, waiting until every container is healthy;
 # (d) `run controller` (the digits example), then `hpo-controller status` from the store.
 #
 # Environment: HPO_TEST_RESULT=FILE writes the measured times as JSON; HPO_TEST_KEEP=1
@@ -43,7 +43,8 @@ JOBS=$(awk '/^total_max_jobs:/ {print $2}' "$CONFIG")
 
 say() { echo "image-test: $*" >&2; }
 skip() { say "skipped: $*"; exit 77; }
-fail() { say "FAILED: $*"; exit 1; }
+failure=""
+fail() { failure=$*; say "FAILED: $*"; exit 1; }
 
 # ---- prerequisites: missing ones are a skip, not a failure
 docker info >/dev/null 2>&1 || skip "no Docker engine answers (docker info)"
@@ -77,22 +78,31 @@ for port in "$PG_PORT" "$REDIS_PORT" "$UI_PORT"; do
 done
 
 work=$(mktemp -d)
+# Creating a container copies the whole image with the vfs storage driver: on a busy
+# machine that outlasts docker-compose v1's default 60 s wait for the engine.
+export COMPOSE_HTTP_TIMEOUT=600
 compose() {
   "${COMPOSE[@]}" -p "$PROJECT" --env-file "$work/env" \
     -f docker-compose.yml -f deploy/image-test.compose.yml "$@"
 }
+containers() { docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; }
 cleanup() {
   local status=$?
   if [[ -f $work/env ]]; then
     if (( status != 0 )); then
-      say "logs of the stack (last 40 lines per container):"
-      compose logs --no-color --tail 40 >&2 || true
+      for container in $(containers); do
+        say "the last 30 lines of $(docker inspect --format '{{.Name}}' "$container"):"
+        docker logs --tail 30 "$container" 2>&1 | sed 's/^/    /' >&2 || true
+      done
+      [[ -z $failure ]] || say "FAILED: $failure"  # again, after the logs
     fi
     if [[ ${HPO_TEST_KEEP:-} == 1 ]]; then
-      say "left up: ${COMPOSE[*]} -p $PROJECT --env-file $work/env -f docker-compose.yml" \
-        "-f deploy/image-test.compose.yml down -v"
+      say "left up; to remove: docker rm -fv \$(docker ps -aq --filter" \
+        "label=com.docker.compose.project=$PROJECT) && ${COMPOSE[*]} -p $PROJECT" \
+        "--env-file $work/env -f docker-compose.yml -f deploy/image-test.compose.yml down -v"
       return
     fi
+    containers | xargs -r docker rm -fv >/dev/null 2>&1 || true
     compose --profile controller down -v --remove-orphans >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
@@ -128,7 +138,9 @@ services_image() {
   # What the official postgres image does with POSTGRES_USER, POSTGRES_PASSWORD and
   # POSTGRES_DB on an empty data volume, then the server in the foreground as postgres
   # (setpriv execs: the server is PID 1 and gets docker's SIGTERM itself). PGPORT, from
-  # the environment, is the port for both the server and pg_isready.
+  # the environment, is the port for both the server and pg_isready. UTF8 as in the
+  # official image: without a locale initdb picks SQL_ASCII, whose text psycopg returns
+  # as bytes.
   cat > "$work/services/postgres-entrypoint" <<'EOF'
 #!/bin/sh
 set -eu
@@ -140,7 +152,7 @@ if [ ! -s "$data/PG_VERSION" ]; then
   pwfile=$(mktemp) && chown postgres "$pwfile"
   printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
   as_postgres "$bin/initdb" --pgdata="$data" --username="$POSTGRES_USER" \
-    --pwfile="$pwfile" --auth=scram-sha-256 >/dev/null
+    --pwfile="$pwfile" --auth=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
   rm -f "$pwfile"
   echo "CREATE DATABASE \"$POSTGRES_DB\" OWNER \"$POSTGRES_USER\"" \
     | as_postgres "$bin/postgres" --single -D "$data" -j postgres >/dev/null
@@ -179,6 +191,7 @@ cat > "$work/env" <<EOF
 HPO_IMAGE=$HPO_IMAGE
 TEST_SERVICES_IMAGE=$SERVICES_IMAGE
 POSTGRES_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+HPO_UI_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 POSTGRES_HOST=127.0.0.1
 POSTGRES_PORT=$PG_PORT
 HPO_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0
@@ -186,10 +199,13 @@ TEST_REDIS_PORT=$REDIS_PORT
 TEST_UI_PORT=$UI_PORT
 EOF
 stack_up() {
-  compose up -d --no-build --scale "agent=$AGENTS" postgres redis agent ui >/dev/null
+  compose up -d --no-build --scale "agent=$AGENTS" postgres redis agent >/dev/null
+  # The ui by `run`, which publishes no port: Docker refuses a published port on the
+  # host's network, and compose v1 cannot drop the one docker-compose.yml publishes.
+  compose run -d --no-deps ui >/dev/null
   local deadline=$((SECONDS + 300)) states
   while :; do
-    states=$(compose ps -q | xargs docker inspect \
+    states=$(containers | xargs docker inspect \
       --format '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}')
     if ! grep -qv ' healthy$' <<<"$states"; then
       break
@@ -210,10 +226,10 @@ timed digits_run digits
 tail -5 "$work/controller.log" >&2
 
 # The result, from the store: every job completed, each on one of the stack's agents.
-compose run --rm --no-deps -T controller hpo-controller status --all --json \
-  > "$work/status.json" || fail "hpo-controller status failed"
-compose run --rm --no-deps -T controller hpo workers --json > "$work/workers.json" \
-  || fail "hpo workers failed"
+# Asked inside a running agent's container: a new one costs a copy of the image (vfs).
+compose exec -T agent hpo-controller status --all --json > "$work/status.json" \
+  || fail "hpo-controller status failed"
+compose exec -T agent hpo workers --json > "$work/workers.json" || fail "hpo workers failed"
 python3 - "$work/status.json" "$work/workers.json" "$JOBS" "$AGENTS" <<'EOF' || exit 1
 import json
 import sys
@@ -225,7 +241,7 @@ names = {worker["name"] for worker in workers}
 problems = []
 if status["status"] != "completed":
     problems.append(f"the optimization is {status['status']}, not completed")
-if status["counts"] != {"completed": jobs}:
+if {k: n for k, n in status["counts"].items() if n} != {"completed": jobs}:
     problems.append(f"jobs by status {status['counts']}, not {jobs} completed")
 if len(names) != agents:
     problems.append(f"{len(names)} agents in the store, not {agents}")
@@ -238,9 +254,21 @@ for problem in problems:
 sys.exit(1 if problems else 0)
 EOF
 
-# The ui serves the optimization it has just seen.
-python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$UI_PORT/', timeout=10)" \
-  || fail "the ui does not answer on 127.0.0.1:$UI_PORT"
+# The ui shows the optimization to a client with the token, and asks others to log in.
+python3 - "$UI_PORT" "$(grep ^HPO_UI_TOKEN= "$work/env" | cut -d= -f2)" "$work/status.json" \
+  <<'EOF' || fail "the ui on 127.0.0.1:$UI_PORT does not show the optimization"
+import json
+import sys
+import urllib.request
+
+port, token, status = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+url = f"http://127.0.0.1:{port}/"
+page = urllib.request.urlopen(urllib.request.Request(
+    url, headers={"Authorization": f"Bearer {token}"}), timeout=10).read().decode()
+assert status["id"] in page, "the optimization is not on the front page"
+anonymous = urllib.request.urlopen(url, timeout=10)  # redirected to the login form
+assert "/login" in anonymous.url, anonymous.url
+EOF
 
 if [[ -n ${HPO_TEST_RESULT:-} ]]; then
   {

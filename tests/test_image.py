@@ -54,14 +54,18 @@ def test_the_dockerfile_passes_hadolint() -> None:
 
 
 def test_the_image_compiles_in_its_wheel_stage_only() -> None:
-    # Given the stages: base, wheels (dependencies), dist (hpo's wheel), the image
-    *_, wheels, dist, image = stages()
+    # Given the stages: base, requirements, wheels (dependencies), dist (hpo's wheel),
+    # and the image
+    *_, requirements, wheels, dist, image = stages()
     # Then the compiler is installed where the wheels are built, and nowhere else
     assert "gcc" in wheels and "gcc" not in dist + image
     # ... the image takes wheels only, and no index: nothing can compile there
     assert "--no-index --only-binary=:all:" in image
-    # ... the wheel stage sees pyproject.toml only, so a code change rebuilds no wheel
-    assert re.findall(r"^COPY .*", wheels, flags=re.M) == ["COPY pyproject.toml ./"]
+    # ... the wheel stage sees the dependency list only, so neither a code change nor
+    # an edit of pyproject.toml that keeps the dependencies rebuilds a wheel
+    assert re.findall(r"^COPY .*", requirements, flags=re.M) == ["COPY pyproject.toml ./"]
+    assert re.findall(r"^COPY .*", wheels, flags=re.M) == [
+        "COPY --from=requirements /build/requirements.txt /wheels/"]
     # ... and the image installs its dependencies before hpo itself
     assert image.index("/wheels/requirements.txt") < image.index("/dist/*.whl")
 
@@ -157,10 +161,10 @@ def compose_config(tmp_path: Path, settings: dict[str, str], *files: Path,
 
 
 def example_settings() -> dict[str, str]:
-    """.env.example with the password it asks for."""
+    """.env.example with the secrets it asks for."""
     settings = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text()
                     .splitlines() if line and not line.startswith("#"))
-    return {**settings, "POSTGRES_PASSWORD": "s3cret"}
+    return {**settings, "POSTGRES_PASSWORD": "s3cret", "HPO_UI_TOKEN": "t0ken-t0ken-t0ken"}
 
 
 @pytest.mark.parametrize("profiles", [(), ("rabbitmq",), ("gpu",), ("controller",)],
@@ -196,8 +200,8 @@ def test_the_image_tests_override_validates(tmp_path: Path) -> None:
 
 def test_compose_holds_no_password() -> None:
     text = COMPOSE_FILE.read_text()
-    # Every *PASSWORD*/*PASS* value and every URL's credentials come from .env
-    for key, value in re.findall(r"^\s*(\w*PASS\w*):\s*(.*)$", text, flags=re.M):
+    # Every password's and token's value, and every URL's credentials, come from .env
+    for key, value in re.findall(r"^\s*(\w*(?:PASS|TOKEN)\w*):\s*(.*)$", text, flags=re.M):
         assert value.startswith("${"), f"{key}: {value}"
     for user, password in re.findall(r"://([^:/@\s]+):([^@\s]+)@", text):
         assert password.startswith("${"), f"a password in a URL for {user}"
@@ -236,7 +240,7 @@ def test_compose_checks_every_service_and_waits_for_healthy_stores() -> None:
     assert checks["redis"] == "CMD redis-cli ping"
     assert checks["rabbitmq"] == "CMD rabbitmq-diagnostics -q ping"
     assert checks["agent"] == checks["gpu-agent"] == "CMD hpo-agent-healthcheck"
-    assert "urlopen('http://127.0.0.1:8080/'" in checks["ui"]
+    assert "urlopen('http://127.0.0.1:8080/healthz'" in checks["ui"]
     assert checks["controller"] == "CMD hpo workers --json"
     for name in HPO_SERVICES:
         assert services[name]["depends_on"] == {
@@ -244,17 +248,23 @@ def test_compose_checks_every_service_and_waits_for_healthy_stores() -> None:
             "redis": {"condition": "service_healthy"}}, name
 
 
-def test_compose_publishes_the_ui_on_loopback_only() -> None:
-    # `hpo ui` has no login yet: nothing beyond this host may reach it
+def test_compose_publishes_the_ui_on_loopback_by_default_behind_a_token() -> None:
+    # The ui listens beyond its container's loopback, so it needs the token (hpo ui
+    # refuses to start without it); plain HTTP, so the host's loopback by default
     services = compose_file()["services"]
-    assert services["ui"]["ports"] == ["127.0.0.1:${HPO_UI_PORT:-8080}:8080"]
+    assert services["ui"]["command"][2:4] == ["--host", "0.0.0.0"]
+    assert services["ui"]["environment"]["HPO_UI_TOKEN"].startswith("${HPO_UI_TOKEN:?")
+    assert services["ui"]["ports"] == ["${HPO_UI_ADDRESS:-127.0.0.1}:${HPO_UI_PORT:-8080}:8080"]
     assert all("ports" not in s for name, s in services.items() if name != "ui")
+    assert all("HPO_UI_TOKEN" not in s.get("environment", {})
+               for name, s in services.items() if name != "ui")
 
 
 def test_the_env_file_is_an_example_and_the_real_one_stays_out_of_git() -> None:
     required = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
-    assert required == {"POSTGRES_PASSWORD"}
-    assert "POSTGRES_PASSWORD=" in (ROOT / ".env.example").read_text().splitlines()
+    assert required == {"POSTGRES_PASSWORD", "HPO_UI_TOKEN"}
+    example = (ROOT / ".env.example").read_text().splitlines()
+    assert {"POSTGRES_PASSWORD=", "HPO_UI_TOKEN="} <= set(example)  # to fill in
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
     listed = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
     assert listed.returncode == 0
@@ -276,7 +286,9 @@ def test_the_image_runs_the_digits_example_through_compose(tmp_path: Path) -> No
                             capture_output=True, text=True, timeout=3500)
     if result.returncode == SKIPPED:
         pytest.skip(result.stderr.strip().splitlines()[-1])
-    assert result.returncode == 0, result.stderr[-4000:]
+    # What the script said (its lines; the containers' logs are indented) and its end
+    said = [line for line in result.stderr.splitlines() if not line.startswith("    ")]
+    assert result.returncode == 0, "\n".join(said[-40:])
     times = json.loads(result_file.read_text())
     print(f"image test: {times}")
     assert times["jobs"] == 12
