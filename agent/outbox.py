@@ -15,6 +15,7 @@ stops vouching, and the reaper re-queues the task as for any lost agent.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -27,8 +28,9 @@ from typing import Any
 
 from hpo import defaults
 from hpo.agent.recorder import Batch
-from hpo.errors import LostOwnership, TaskNotFound
+from hpo.errors import LostOwnership, StoreUnavailable, TaskNotFound
 from hpo.lifecycle import Status
+from hpo.queue.app import BrokerUnavailable
 from hpo.store import Store
 
 log = logging.getLogger("hpo.agent")
@@ -64,6 +66,12 @@ class PendingOutcome:
                    Status(data["status"]) if data["status"] else None, str(data["message"]),
                    data["exit_code"], [Batch.from_json(b) for b in data["batches"]],
                    float(data["since"]))
+
+
+class _Verdict(enum.Enum):
+    settled = "settled"  # written, or refused for good: forget it
+    away = "away"  # the store or the broker cannot be reached: end the round
+    failed = "failed"  # another error: keep it, go on with the others
 
 
 # Writes a re-queue: (task id, attempt, message) -> the status the task moved to (queued;
@@ -109,23 +117,25 @@ class Outbox:
 
     def deliver(self) -> int:
         """Write every pending outcome the store takes now; returns how many are left.
-        The first store error ends the round (the store is still away)."""
+        An unreachable store or broker ends the round (it is still away); any other
+        failure keeps that outcome for the next round and goes on with the others, so
+        one that cannot be written never holds back the rest."""
         with self._deliver_lock:
             with self._lock:
                 pending = sorted(self._pending.values(), key=lambda o: o.since)
             for outcome in pending:
-                if not self._write(outcome):
+                verdict = self._write(outcome)
+                if verdict is _Verdict.settled:
+                    self._forget(outcome)
+                elif verdict is _Verdict.away:
                     break
-                self._forget(outcome)
             return len(self)
 
-    def _write(self, outcome: PendingOutcome) -> bool:
-        """True once the outcome is settled: written, or refused for good."""
+    def _write(self, outcome: PendingOutcome) -> _Verdict:
+        """Write ``outcome``: settled once written or refused for good."""
         try:
             for batch in outcome.batches:
-                self.store.append_batch(
-                    outcome.task_id, attempt=outcome.attempt, scalars=batch.scalars,
-                    logs=batch.logs, parameters=batch.parameters, seq=batch.seq)
+                batch.write(self.store, outcome.task_id, outcome.attempt)
             if outcome.status is None:
                 done = self._requeue(outcome.task_id, outcome.attempt,
                                      outcome.message) is not None
@@ -135,10 +145,14 @@ class Outbox:
                                          message=outcome.message)
         except (LostOwnership, TaskNotFound) as exc:  # refused for good
             log.warning("%s; its kept outcome is dropped", exc)
-            return True
-        except Exception as exc:  # the store (or the broker, for a re-queue) is away
+            return _Verdict.settled
+        except (StoreUnavailable, BrokerUnavailable) as exc:
             log.info("task %s: outcome still not written (%s)", outcome.task_id, exc)
-            return False
+            return _Verdict.away
+        except Exception as exc:
+            log.warning("task %s: outcome not written (%s); tried again later",
+                        outcome.task_id, exc)
+            return _Verdict.failed
         if done or self._already_written(outcome):
             log.info("task %s: outcome %s written, %.1fs after the run ended",
                      outcome.task_id, outcome.status.value if outcome.status else
@@ -146,7 +160,7 @@ class Outbox:
         else:
             log.warning("task %s: attempt %d no longer owns the task; its kept outcome is "
                         "dropped", outcome.task_id, outcome.attempt)
-        return True
+        return _Verdict.settled
 
     def _already_written(self, outcome: PendingOutcome) -> bool:
         """A refused ``finish`` that is this very outcome, written by an earlier try

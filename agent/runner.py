@@ -306,7 +306,8 @@ class TaskRunner:
     def _environment(self, task: TaskRecord, attempt: int, server: ChannelServer
                      ) -> dict[str, str]:
         spec = {"id": task.id, "project": task.project, "name": task.name, "type": task.type,
-                "attempt": attempt, "parameters": task.parameters, **self._checkpoints(task)}
+                "attempt": attempt, "parameters": task.parameters, "tags": task.tags,
+                "comment": task.comment, **self._checkpoints(task)}
         spec_path = Path(server.path).with_name("spec.json")
         spec_path.write_text(json.dumps(spec))
         env = script_environment(os.environ, keep_credentials=self.config.pass_credentials,

@@ -66,7 +66,7 @@ TASK: dict[str, tuple[list[str], str]] = {
                             "kept as parameters `properties/<name>`; descriptions not kept"),
     "get_user_properties": (["value_only"], ""),
     "add_tags": (["tags"], ""),
-    "get_tags": ([], "under an agent: the tags this run set (the spec carries none yet)"),
+    "get_tags": ([], ""),
     "set_tags": (["tags"], ""),
     "set_name": (["name"], ""),
     "set_comment": (["comment"], ""),

@@ -18,6 +18,7 @@ from hpo.errors import StoreUnavailable
 from hpo.lifecycle import Status
 from hpo.queue.reaper import StoreContact
 from hpo.store import ScalarReport, Store, open_store
+from hpo.store.reports import Report
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,7 +94,10 @@ def test_an_outcome_kept_through_an_outage_is_written_once_the_store_is_back(
     switch = Switch(store)
     box = Outbox(box_dir, switch, requeued(store))  # type: ignore[arg-type]
     switch.mode = "down"
-    box.put(outcome(task_id, Batch(1, reports(3.0, 2.0), [(1.0, "stdout", "bye")])))
+    box.put(outcome(task_id, Batch(
+        1, reports(3.0, 2.0), [(1.0, "stdout", "bye")],
+        reports=[Report("table", "Summary", "accuracy", 0, {"data": [[0.93]]}, None, 1.0)],
+        fields={"comment": "kept through an outage"})))
     # Then it waits, on disk, and the task still shows running (its agent vouches for it)
     assert box.deliver() == 1
     assert [p.name for p in box_dir.iterdir()] == [f"{task_id}.1.json"]
@@ -106,6 +110,10 @@ def test_an_outcome_kept_through_an_outage_is_written_once_the_store_is_back(
     assert (task.status, task.exit_code, task.attempt) == (Status.completed, 0, 1)
     assert [s.value for s in store.task_scalars(task_id)] == [3.0, 2.0]
     assert [line.text for line in store.read_logs(task_id)] == ["bye"]
+    # every kind a batch carries: a script's other reports and its task fields too
+    assert [(r.kind, r.series) for r in store.task_reports(task_id)] == [("table",
+                                                                         "accuracy")]
+    assert task.comment == "kept through an outage"
     assert list(box_dir.iterdir()) == [] and box.task_ids() == set()
 
 
@@ -328,3 +336,20 @@ def test_a_claim_given_back_when_the_agent_stops_during_the_wait(store: Store) -
     runner.stop(StopReason.requeue)  # the agent is shutting down
     assert runner._prepare(task_id, 1) is None
     assert [(o.task_id, o.attempt, o.status) for o in kept] == [(task_id, 1, None)]
+
+
+def test_an_outcome_the_store_rejects_does_not_hold_back_the_others(
+        store: Store, box_dir: Path) -> None:
+    # Given two kept outcomes, the older one with a batch the store rejects for good
+    bad, good = claimed(store), claimed(store)
+    switch = Switch(store)
+    switch.mode = "down"
+    box = Outbox(box_dir, switch, requeued(store))  # type: ignore[arg-type]
+    box.put(outcome(bad, Batch(1, reports(1.0), reports=[
+        Report("no-such-kind", "t", "s", 0, {}, None, 1.0)])))
+    box.put(outcome(good, Batch(1, reports(2.0))))
+    # When the store is back, the good one is written and the bad one kept, not lost
+    switch.mode = "up"
+    assert box.deliver() == 1
+    assert store.get_task(good).status is Status.completed
+    assert box.task_ids() == {bad}
