@@ -162,7 +162,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from hpo.queue.app import check_broker, make_app
 
     broker = common.broker_from(args)
-    store = store_from(args)
+    store = store_from(args, create=True)
     check_broker(make_app(broker))  # before the yaml registers its base task
     arguments = load_optimizer_arguments(Path(args.config), store)
     optimizer = HyperParameterOptimizer(**arguments, broker_url=broker)

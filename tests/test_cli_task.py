@@ -97,6 +97,7 @@ def test_scalars_and_logs_show_what_the_script_reported(hpo_env, template_id):
          "bad-store-url"],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(hpo_env, argv, message):
+    open_store().close()  # a store that exists: an unknown id is then the error
     result = hpo(hpo_env, *argv)
     assert result.returncode == 2
     assert message in result.stderr

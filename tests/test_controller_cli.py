@@ -165,7 +165,22 @@ def test_status_stop_and_resume_of_nothing_are_one_line_errors(hpo_env):
             "hpo-controller: error: "), result.stderr
     said = ctl(hpo_env, "status").stderr
     assert "hpo-controller start" in said
+    open_store().close()  # an empty store: it says which one it opened
+    said = ctl(hpo_env, "status").stderr
     assert f"no optimization in the store at {hpo_env['HPO_STORE_URL']} yet" in said
+
+
+def test_a_command_that_reads_never_creates_a_store(hpo_env, tmp_path):
+    typo = tmp_path / "stroe" / "hpo.db"
+    for argv in (["hpo.cli.main", "--store", f"sqlite:///{typo}", "task", "list"],
+                 ["hpo.controller.cli", "status", "--store", f"sqlite:///{typo}"],
+                 ["hpo.cli.main", "--store", f"sqlite:///{typo}", "workers"]):
+        result = subprocess.run([sys.executable, "-m", *argv], env=hpo_env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert f"no store at {typo}" in line and "check the path" in line, line
+    assert not typo.parent.exists()
 
 
 def test_help_describes_every_command(hpo_env):

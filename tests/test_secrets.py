@@ -173,6 +173,7 @@ def run_main(prog: str, argv: list[str]) -> tuple[Any, str, str]:
 @pytest.mark.postgres
 def test_a_password_on_the_command_line_works_with_one_warning_line(
         clean_env, pg_url_with_password):
+    open_store(pg_url_with_password).close()  # a store that exists: the command reads it
     code, out, err = run_main("hpo", ["--store", pg_url_with_password, "task", "list",
                                       "--json"])
     assert code == 0, err

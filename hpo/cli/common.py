@@ -120,8 +120,11 @@ def store_url(args: argparse.Namespace) -> str:
                                   store_file=getattr(args, "store_file", None)).store_url
 
 
-def store_from(args: argparse.Namespace) -> Store:
-    return open_store(store_url(args))
+def store_from(args: argparse.Namespace, *, create: bool = False) -> Store:
+    """The store the command names. Only the commands that start something create one
+    (``create``); every other one refuses a store that does not exist yet, so a typo in
+    a path is an error, not an empty store left behind."""
+    return open_store(store_url(args), create=create)
 
 
 def warn_visible_passwords(prog: str, args: argparse.Namespace) -> None:

@@ -129,7 +129,7 @@ def script_info_for(script: str | Path, working_dir: str | Path | None = None,
 def cmd_create(args: argparse.Namespace) -> int:
     info = script_info_for(args.script, args.working_dir, list(args.args), args.python)
     parameters = dict(_assignment(text) for text in args.param)
-    store = store_from(args)
+    store = store_from(args, create=True)
     task = store.create_task(args.project, args.name, type=args.type, script=info,
                              parameters=parameters, tags=args.tag, time_limit=args.time_limit)
     return _print_created(task, args.json)
@@ -293,8 +293,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from hpo.queue import dispatch
     from hpo.queue.app import make_app
 
+    broker = common.broker_from(args)  # a bad flag first, before any store is opened
     store = store_from(args)
-    broker = common.broker_from(args)
     task = dispatch.enqueue(store, make_app(broker), store.resolve_task_id(args.id),
                             args.queue)
     print(f"{task.id} queued on {task.queue}")

@@ -49,7 +49,8 @@ class Store(TasksMixin, MetricsMixin, ReportsMixin, WorkersMixin, OptimizationsM
     """One database; safe to share between threads, open one per process."""
 
 
-def open_store(url: str | None = None) -> Store:
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
     """The store at ``url``, else ``HPO_STORE_URL``, else the SQLite file in ``HPO_HOME``.
-    Creates the tables on first use."""
-    return Store(Settings.load(store_url=url).store_url)
+    Creates the tables on first use; with ``create`` False a store that does not exist
+    yet is a StoreUnavailable error instead (read-only commands)."""
+    return Store(Settings.load(store_url=url).store_url, create=create)

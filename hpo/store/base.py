@@ -17,10 +17,13 @@ from hpo.store import schema
 class StoreBase:
     """Holds the engine; ``_read()`` and ``_write()`` give one transaction each."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create`` False: a store that does not exist yet (no SQLite file, no hpo
+        tables) is an error rather than made, for the commands that only read or act on
+        what is there: a typo in a path must not look like an empty store."""
         self.url = url
-        self.engine = engines.create(url)
-        engines.ensure_schema(self.engine, url)
+        self.engine = engines.create(url, must_exist=not create)
+        engines.ensure_schema(self.engine, url, create=create)
 
     @property
     def dialect(self) -> str:

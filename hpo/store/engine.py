@@ -35,7 +35,10 @@ def safe_url(url: str) -> str:
         return url
 
 
-def create(url: str) -> Engine:
+def create(url: str, *, must_exist: bool = False) -> Engine:
+    """The engine for ``url``. ``must_exist``: a SQLite file that is not there is one
+    line naming the path, and no folder is made for it (a PostgreSQL database is checked
+    by ``ensure_schema``)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -44,7 +47,7 @@ def create(url: str) -> Engine:
             "postgresql+psycopg://USER@HOST/DB") from None
     try:
         if parsed.get_backend_name() == "sqlite":
-            return _create_sqlite(url, parsed.database)
+            return _create_sqlite(url, parsed.database, must_exist=must_exist)
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
                              connect_args=_network_timeouts(parsed.query))
     except ArgumentError as exc:  # parsed, but not usable (sqlite://user:pw@/x.db)
@@ -70,16 +73,22 @@ def _network_timeouts(query: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key not in query}
 
 
-def _create_sqlite(url: str, database: str | None) -> Engine:
+def _create_sqlite(url: str, database: str | None, *, must_exist: bool = False) -> Engine:
+    # First: it checks the URL itself (sqlite://user@/x.db is an error) and opens nothing.
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     if database and database != ":memory:":
-        folder = Path(database).expanduser().parent
+        path = Path(database).expanduser()
+        if must_exist and not path.is_file():
+            raise StoreUnavailable(
+                f"no store at {path}: nothing has run with this HPO_STORE_URL / --store "
+                "yet; check the path (hpo creates a store only when something runs: "
+                "hpo-controller start, hpo task create)")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(
-                f"cannot create the store's folder {folder}: {exc.strerror}; set HPO_HOME "
-                "or --store to a writable place") from None
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+                f"cannot create the store's folder {path.parent}: {exc.strerror}; set "
+                "HPO_HOME or --store to a writable place") from None
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -132,12 +141,18 @@ def _first_line(exc: object) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def ensure_schema(engine: Engine, url: str) -> None:
+def ensure_schema(engine: Engine, url: str, *, create: bool = True) -> None:
     """Create the tables on first use, bring an older database up to this version in
     place (new tables, new columns and their data), and refuse a database of a version
-    this code does not know."""
+    this code does not know. ``create`` False: a database without hpo's tables is an
+    error (StoreUnavailable), not made into a store."""
     with translated(url):
         version = _read_version(engine)
+        if version is None and not create:
+            raise StoreUnavailable(
+                f"the store at {safe_url(url)} holds no hpo data yet: check HPO_STORE_URL "
+                "/ --store (hpo creates its tables only when something runs: "
+                "hpo-controller start, hpo task create)")
         if version is None or version < schema.SCHEMA_VERSION:
             version = _create_or_upgrade(engine)
     if version != schema.SCHEMA_VERSION:
