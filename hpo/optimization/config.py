@@ -108,21 +108,19 @@ class OptimizerConfig:
         if self.allow_new_parameters or not base_parameters:
             return
         known = sorted(base_parameters)
-        for name in (n for p in self.hyper_parameters for n in p.names):
-            key = P.qualify(name)
-            if key in base_parameters:
-                continue
-            # Close by the name itself (the section prefix would make every name alike).
-            leaves = difflib.get_close_matches(key.rpartition("/")[2],
-                                               {k.rpartition("/")[2] for k in known}, n=3,
-                                               cutoff=0.75)
-            close = [k for k in known if k.rpartition("/")[2] in leaves]
-            hint = (f"did you mean {' or '.join(close)}?" if close else
-                    f"it has {', '.join(limits.short(k, 40) for k in known[:8])}"
-                    f"{' ...' if len(known) > 8 else ''}")
-            raise ConfigError(f"hyper-parameter {name!r} is not a parameter of the base task "
-                              f"({key}): {hint} (allow_new_parameters: true tunes it "
-                              "anyway)")
+        for name, key in self._tuned_keys():
+            if key not in base_parameters:
+                close = _close_names(key, known)
+                hint = (f"did you mean {' or '.join(close)}?" if close else
+                        f"it has {', '.join(limits.short(k, 40) for k in known[:8])}"
+                        f"{' ...' if len(known) > 8 else ''}")
+                raise ConfigError(f"hyper-parameter {name!r} is not a parameter of the base "
+                                  f"task ({key}): {hint} (allow_new_parameters: true tunes "
+                                  "it anyway)")
+
+    def _tuned_keys(self) -> list[tuple[str, str]]:
+        """(name as given, qualified key) of every tuned parameter."""
+        return [(n, P.qualify(n)) for p in self.hyper_parameters for n in p.names]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for the store. Strategy arguments that are not JSON (an Optuna sampler or
@@ -141,6 +139,15 @@ class OptimizerConfig:
         data["strategy_kwargs"] = {k: _from_json(v)
                                    for k, v in data.get("strategy_kwargs", {}).items()}
         return cls(**data)
+
+
+def _close_names(key: str, known: Sequence[str]) -> list[str]:
+    """The names in ``known`` close to ``key``'s own name (the section prefix would make
+    every name alike), excluding ``key`` itself."""
+    leaves = difflib.get_close_matches(key.rpartition("/")[2],
+                                       {k.rpartition("/")[2] for k in known}, n=3,
+                                       cutoff=0.75)
+    return [k for k in known if k.rpartition("/")[2] in leaves and k != key]
 
 
 _PICKLED = "__pickled__"
