@@ -87,14 +87,17 @@ RUN --mount=type=secret,id=pip_cert \
 FROM base AS image
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # tini as PID 1: it forwards SIGTERM to the agent (whose warm shutdown lets running
-# tasks finish) and reaps the orphans a training script leaves behind.
+# tasks finish) and reaps the orphans a training script leaves behind. git (and ssh for
+# git@ remotes): an agent checks out a task's recorded commit when the image does not
+# hold its script (agent/checkout.py).
 # Chromium draws the PNGs of `hpo-controller report` (kaleido drives it); 1 installs
 # Debian's package (Ubuntu's is a snap, which does not run in a container).
 ARG WITH_CHROMIUM=0
 # hadolint ignore=DL3008
 RUN browser="" && if [ "$WITH_CHROMIUM" = 1 ]; then browser=chromium; fi \
     && apt-get update \
-    && apt-get install -y --no-install-recommends tini ca-certificates ${browser:+"$browser"} \
+    && apt-get install -y --no-install-recommends tini ca-certificates git openssh-client \
+        ${browser:+"$browser"} \
     && rm -rf /var/lib/apt/lists/*
 # A user without a login, and the folders it writes: named volumes mounted on them
 # start with their owner, so the user can write there.

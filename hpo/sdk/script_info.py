@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,12 @@ def git_state(directory: Path
     remote = git("config", "--get", "remote.origin.url")
     commit = git("rev-parse", "--verify", "--quiet", "HEAD")  # None before a first commit
     diff = git("diff", "--binary", "HEAD") if commit else None
+    if diff is not None and len(diff.encode()) > _MAX_DIFF_BYTES:
+        logging.getLogger("hpo").warning(
+            "the uncommitted changes in %s (%d KiB) are too large to record with the task "
+            "(%d KiB at most): an agent on another host runs commit %s without them; "
+            "commit them", top, len(diff.encode()) // 1024, _MAX_DIFF_BYTES // 1024,
+            (commit or "")[:12])
     if diff is not None and (not diff or len(diff.encode()) > _MAX_DIFF_BYTES):
         diff = None
     return remote or top, top, commit, diff

@@ -42,7 +42,8 @@ class StoreHolder:
     def get(self) -> Store:
         with self._lock:
             if self._store is None:
-                self._store = open_store(self._url)
+                # The view only reads: a mistyped path is an error page, not a new store.
+                self._store = open_store(self._url, create=False)
             return self._store
 
     def close(self) -> None:
