@@ -38,7 +38,7 @@ from hpo.defaults import (
 )
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import FINAL_STATUSES, Status
-from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.config import OptimizerConfig, close_names
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.optimization.tally import JobTally, iteration_budget, stored_tallies
 from hpo.queue import dispatch
@@ -283,6 +283,7 @@ class Controller:
             elif job.task_id in self._interrupting and record.status is Status.stopped:
                 self._shelve(job)
             elif record.status in FINAL_STATUSES:
+                self._judge_unread(job, record)
                 self._finish(job, record.status)
 
     def _decide(self, job: Job, iteration: int) -> None:
@@ -333,6 +334,24 @@ class Controller:
                    f"{', '.join(reported[:8]) if reported else 'no scalars'}")
         log.warning("%s", why)
         return why
+
+    def _judge_unread(self, job: Job, record: TaskRecord) -> None:
+        """A tuned parameter the job's script never read (the SDK tags the run
+        ``unread:<key>``) tunes nothing, in every job alike: the search stops at the
+        first, failed, naming the names the script did read that come close."""
+        if self.gave_up or self.config.allow_new_parameters:
+            return
+        unread = {t[len(relations.UNREAD):] for t in record.tags
+                  if t.startswith(relations.UNREAD)}
+        tuned = [key for _name, key in self.config.tuned_keys() if key in unread]
+        if not tuned:
+            return
+        read = [k for k in record.parameters if k not in unread]
+        close = close_names(tuned[0], read)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        self.gave_up = (f"job {job.task_id[:8]}'s script never read the tuned parameter "
+                        f"{tuned[0]}: {hint}fix its name in hyper_parameters, or set "
+                        "allow_new_parameters: true if the script reads it another way")
 
     def _judge_first_ends(self, why: str | None) -> None:
         """fail_fast: when the first N jobs to finish all lack the objective, the

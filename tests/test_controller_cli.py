@@ -573,3 +573,22 @@ def test_a_broker_that_does_not_answer_is_one_line_and_nothing_is_created(
     assert line.startswith("hpo-controller: error: cannot reach the broker at ")
     assert "HPO_BROKER_URL" in line and "secret" not in line
     assert open_store().find_tasks() == []  # not even the yaml's base task
+
+
+@pytest.mark.timeout(180)
+def test_a_tuned_name_the_script_never_reads_stops_the_search_at_the_first_job(
+        hpo_env, tmp_path):
+    # Given the digits example (registered from its script: no parameters known before
+    # it runs) with a typo in a tuned name
+    config = digits_config(tmp_path / "cfg", total_max_jobs=8, hyper_parameters=[
+        {"type": "log_uniform", "name": "alpah", "min_value": -6, "max_value": -1}])
+    # When it is started
+    result = ctl(hpo_env, "start", str(config), "--local-agents", "2", timeout=150)
+    # Then the first job tells: exit 1, the name, the closest one the script reads
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "never read the tuned parameter General/alpah: did you mean General/alpha?" \
+        in output, output
+    store = open_store()
+    [optimizer] = optimizer_tasks(store)
+    assert len(store.find_tasks(parent=optimizer.id)) < 8

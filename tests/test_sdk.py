@@ -141,3 +141,22 @@ def test_connect_rejects_what_it_cannot_bind(hpo_env):
     finally:
         task.close()
     assert open_store().get_task(task.id).status is Status.completed
+
+
+def test_a_run_is_tagged_with_the_parameters_it_was_given_and_never_read(tmp_path):
+    from hpo.sdk.agent_backend import AgentBackend
+    from hpo.sdk.task import Task as SdkTask
+
+    # Given a run under an agent whose task sets alpha, a typo alpah, a key the script
+    # adds later, and an Args value the script reads another way
+    backend = AgentBackend({"id": "t" * 32, "checkpoint_dir": str(tmp_path),
+                            "parameters": {"General/alpha": 0.1, "General/alpah": 0.2,
+                                           "General/seen": 0, "Args/x": 1}}, None)
+    task = SdkTask(backend)
+    params = task.connect({"alpha": 1.0})
+    task.set_parameter("General/seen", 5)  # written by the script: it knows it
+    # When it ends
+    task._finish(None, None)
+    # Then only the tuned-looking key it never read is named (Args was never connected)
+    assert params["alpha"] == 0.1
+    assert [t for t in backend.tags if t.startswith("unread:")] == ["unread:General/alpah"]

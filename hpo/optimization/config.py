@@ -108,9 +108,9 @@ class OptimizerConfig:
         if self.allow_new_parameters or not base_parameters:
             return
         known = sorted(base_parameters)
-        for name, key in self._tuned_keys():
+        for name, key in self.tuned_keys():
             if key not in base_parameters:
-                close = _close_names(key, known)
+                close = close_names(key, known)
                 hint = (f"did you mean {' or '.join(close)}?" if close else
                         f"it has {', '.join(limits.short(k, 40) for k in known[:8])}"
                         f"{' ...' if len(known) > 8 else ''}")
@@ -118,7 +118,7 @@ class OptimizerConfig:
                                   f"task ({key}): {hint} (allow_new_parameters: true tunes "
                                   "it anyway)")
 
-    def _tuned_keys(self) -> list[tuple[str, str]]:
+    def tuned_keys(self) -> list[tuple[str, str]]:
         """(name as given, qualified key) of every tuned parameter."""
         return [(n, P.qualify(n)) for p in self.hyper_parameters for n in p.names]
 
@@ -141,7 +141,7 @@ class OptimizerConfig:
         return cls(**data)
 
 
-def _close_names(key: str, known: Sequence[str]) -> list[str]:
+def close_names(key: str, known: Sequence[str]) -> list[str]:
     """The names in ``known`` close to ``key``'s own name (the section prefix would make
     every name alike), excluding ``key`` itself."""
     leaves = difflib.get_close_matches(key.rpartition("/")[2],

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
-from hpo import defaults
+from hpo import defaults, relations
 from hpo import typed_params as P
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
@@ -65,7 +65,8 @@ class Task:
     def __init__(self, backend: _Backend) -> None:
         self._backend = backend
         self._logger = Logger(backend)
-        self._watch = ConnectedWatch(backend.record_parameters)
+        self._read: set[str] = set()  # parameter keys the script connected, asked for, wrote
+        self._watch = ConnectedWatch(self._write_parameters)
         self._registered: dict[str, tuple[Any, dict[str, Any] | None]] = {}
 
     # ----- the running script -------------------------------------------------------
@@ -143,7 +144,30 @@ class Task:
         """The last look at connected dicts and registered artifacts, then the end."""
         self._watch.stop()
         self._upload_registered()
+        self._tag_unread()
         self._backend.close(status, message)
+
+    def _write_parameters(self, values: Mapping[str, Any]) -> None:
+        """Record parameters the script set: it knows them, so none of them is unread."""
+        self._read.update(values)
+        self._backend.record_parameters(dict(values))
+
+    def _tag_unread(self) -> None:
+        """Under an agent: tag the run with the parameters it was given but never read
+        (``relations.UNREAD``), in the sections it did connect, so that a tuned name
+        with a typo (``alpah`` beside the ``alpha`` the script reads) is seen at the
+        first job, not after the whole budget. A section the script never connected is
+        not judged (it may read its values another way)."""
+        if not self._backend.overrides or not self._read:
+            return
+        sections = {key.partition("/")[0] for key in self._read}
+        unread = sorted(k for k in self._backend.parameters()
+                        if k.partition("/")[0] in sections - _RESERVED and k not in self._read)
+        if unread:
+            print(f"hpo: parameter(s) set on this task that the script never read: "
+                  f"{', '.join(unread[:10])}", file=sys.stderr)
+            self._backend.set_fields({"add_tags": [
+                relations.tag(relations.UNREAD, k) for k in unread[:MAX_UNREAD_TAGS]]})
 
     @staticmethod
     def running_locally() -> bool:
@@ -251,8 +275,10 @@ class Task:
         (``get_configuration_object``)."""
         self._watch.sync()  # a change to a connected dict a moment ago is read back too
         prefix = f"{cfg.CONFIGURATION_SECTION}/"
-        return {k: v for k, v in self._backend.parameters().items()
-                if not k.startswith(prefix)}
+        parameters = {k: v for k, v in self._backend.parameters().items()
+                      if not k.startswith(prefix)}
+        self._read.update(parameters)  # the script has them all: none is unread
+        return parameters
 
     def get_parameters_as_dict(self, cast: bool = False) -> dict[str, dict[str, Any]]:
         """``{"Section": {"name": value}}``."""
@@ -263,7 +289,10 @@ class Task:
         return out
 
     def get_parameter(self, name: str, default: Any = None, cast: bool = False) -> Any:
-        return self.get_parameters().get(P.qualify(name), default)
+        key = P.qualify(name)
+        self._read.add(key)
+        self._watch.sync()
+        return self._backend.parameters().get(key, default)
 
     def set_parameters(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         """Record parameters (``Section/name`` keys; a bare name goes to ``General``)."""
@@ -271,7 +300,7 @@ class Task:
         for mapping in args:
             values.update(mapping)
         values.update(kwargs)
-        self._backend.record_parameters(
+        self._write_parameters(
             {P.qualify(k): P.to_json_value(v) for k, v in values.items()})
 
     def set_parameter(self, name: str, value: Any, description: str | None = None,
@@ -288,7 +317,7 @@ class Task:
                 if key in stored:
                     flat[key] = P.coerce(stored[key], value)
                     _assign(target, key[len(section) + 1:].split("/"), flat[key])
-        self._backend.record_parameters(flat)
+        self._write_parameters(flat)
         return flat
 
     # ----- configuration objects and user properties -----------------------------------
@@ -311,7 +340,7 @@ class Task:
             if isinstance(configuration, dict):
                 cfg.override_dict(configuration, stored, label)
         value = cfg.recorded(configuration, label)
-        self._backend.record_parameters({key: value})
+        self._write_parameters({key: value})
         if isinstance(configuration, dict):
             target = configuration
             self._watch.watch(lambda: {key: P.to_json_value(target)}, {key: value})
@@ -332,12 +361,12 @@ class Task:
         if (config_text is None) == (config_dict is None):
             raise ConfigError("set_configuration_object needs config_text or config_dict")
         value = P.to_json_value(config_dict) if config_dict is not None else str(config_text)
-        self._backend.record_parameters({cfg.key(name): value})
+        self._write_parameters({cfg.key(name): value})
 
     def set_user_properties(self, *iterables: Any, **properties: Any) -> bool:
         """Set user properties: ``set_user_properties(backbone="resnet")``, dicts of
         name to value, ``{"name": ..., "value": ...}`` dicts, (name, value) tuples."""
-        self._backend.record_parameters(cfg.properties_from(iterables, properties))
+        self._write_parameters(cfg.properties_from(iterables, properties))
         return True
 
     def get_user_properties(self, value_only: bool = False) -> dict[str, Any]:
@@ -640,6 +669,8 @@ class Task:
 
 # Sections a script may not connect a dict to: hpo keeps its own objects there.
 _RESERVED = frozenset({cfg.CONFIGURATION_SECTION, cfg.PROPERTIES_SECTION})
+# The unread parameters a run is tagged with, at most: a few name the mistake.
+MAX_UNREAD_TAGS = 10
 
 
 def _tag_list(tags: Sequence[str] | str) -> list[str]:
