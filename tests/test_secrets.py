@@ -177,7 +177,7 @@ def test_a_password_on_the_command_line_works_with_one_warning_line(
     code, out, err = run_main("hpo", ["--store", pg_url_with_password, "task", "list",
                                       "--json"])
     assert code == 0, err
-    assert json.loads(out) == []
+    assert isinstance(json.loads(out), list)  # the session's database: others' tasks too
     assert err.count("\n") == 1, err
     assert err.startswith("hpo: warning: the password in --store is visible to other users")
     assert "--store-file" in err and SECRET not in err
