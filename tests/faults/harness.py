@@ -382,8 +382,17 @@ def _through(url: str, proxy: CutProxy) -> str:
         hide_password=False)
 
 
+# kombu's Redis transport keeps every delivered, unacknowledged message in one hash for
+# the whole database (and its delivery time in a sorted set), and any consumer of that
+# database pushes an entry back onto its queue once it is older than the visibility
+# timeout (an hour here). An agent killed, or cut off, with a message in hand leaves
+# one: an hour later it would bring the queue of a run long gone back to life.
+KOMBU_UNACKED = ("unacked", "unacked_index")
+
+
 def forget_queue(broker_url: str, queue: str) -> None:
-    """Remove what a run left on a shared broker: its queue and kombu's binding."""
+    """Remove what a run left on a shared broker: its queue, kombu's binding and, on
+    Redis, its messages still held unacknowledged."""
     with contextlib.suppress(Exception):
         if broker_url.startswith("redis"):
             import redis
@@ -391,6 +400,12 @@ def forget_queue(broker_url: str, queue: str) -> None:
             client = redis.Redis.from_url(broker_url, socket_timeout=2)
             keys = [*client.keys(f"{queue}*"), f"_kombu.binding.{queue}"]
             client.delete(*keys)
+            table, index = KOMBU_UNACKED
+            for tag, entry in client.hscan_iter(table):
+                with contextlib.suppress(ValueError, TypeError, IndexError):
+                    if json.loads(entry)[2] == queue:  # [message, exchange, routing key]
+                        client.hdel(table, tag)
+                        client.zrem(index, tag)
             client.close()
         else:
             with make_app(broker_url).connection_for_write() as connection, \
