@@ -1015,6 +1015,16 @@ def test_append_logs_then_read_logs_returns_them_oldest_first(store: Store) -> N
     assert [x.id for x in got] == sorted({x.id for x in got})
 
 
+def test_a_log_line_with_a_nul_byte_is_stored_with_a_replacement_character(
+        store: Store) -> None:
+    # Given a running attempt whose script printed binary output (PostgreSQL refuses NUL)
+    task_id = claimed_task(store, "agent-1")
+    # When its batch is written
+    store.append_batch(task_id, attempt=1, logs=[(1.0, "stdout", "a\x00b")], seq=1)
+    # Then it is stored, not refused (a refused batch would hold back the outcome)
+    assert [x.text for x in store.read_logs(task_id)] == ["a\ufffdb"]
+
+
 def test_read_logs_after_a_cursor_returns_only_newer_lines(store: Store) -> None:
     task_id = task_in(store, Status.running)
     store.append_logs(task_id, [(float(i), "stdout", f"line {i}") for i in range(3)])

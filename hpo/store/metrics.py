@@ -240,8 +240,10 @@ def _scalar_row(task_id: str, r: ScalarReport, attempt: int) -> dict[str, Any]:
 
 def _log_rows(task_id: str, lines: Iterable[tuple[float, str, str]]
               ) -> list[dict[str, Any]]:
-    return [{"task_id": task_id, "time": t, "stream": stream, "text": text}
-            for t, stream, text in lines]
+    # PostgreSQL refuses a NUL in text, and a refused batch would be resent forever,
+    # holding back the run's outcome: a script printing binary output must not do that.
+    return [{"task_id": task_id, "time": t, "stream": stream,
+             "text": text.replace("\x00", "\ufffd")} for t, stream, text in lines]
 
 
 def _budget_by_task(task_id: Any, task_ids: Sequence[str], budgets: Mapping[str, int]
