@@ -24,6 +24,7 @@ from hpo.store import (
     Store,
     artifact_from_message,
     report_from_message,
+    scalar_from_message,
     script_fields,
 )
 
@@ -111,9 +112,7 @@ class Recorder:
         kind = message.get("kind")
         if kind == "scalar":
             try:
-                report = ScalarReport(str(message["title"]), str(message["series"]),
-                                      int(message["iteration"]), float(message["value"]),
-                                      float(message.get("time") or time.time()))
+                report = scalar_from_message(message, time.time())
             except (KeyError, TypeError, ValueError):
                 return
             with self._lock:

@@ -159,6 +159,23 @@ def test_the_recorder_writes_each_flush_as_one_batch() -> None:
     assert recorder.scalar_count == 1
 
 
+def test_the_recorder_skips_a_scalar_the_store_could_never_hold() -> None:
+    # A name over 255 characters, a NUL byte or an iteration beyond 32 bits makes
+    # PostgreSQL refuse the whole batch on every resend: the run's outcome would wait
+    # behind it forever. Such a scalar is skipped, as a malformed message is.
+    store = BatchStore()
+    recorder = Recorder(store, "t", 1, max_log_bytes=10_000)  # type: ignore[arg-type]
+    recorder.close()
+    good = {"kind": "scalar", "title": "loss", "series": "train", "iteration": 3,
+            "value": 0.5, "time": 2.0}
+    for bad in ({"title": "x" * 256}, {"series": "a\x00b"}, {"iteration": 2**31}):
+        recorder.on_message({**good, **bad})
+    recorder.on_message(good)
+    recorder.flush()
+    assert [b["scalars"] for b in store.batches] == [[ScalarReport("loss", "train", 3, 0.5,
+                                                                   2.0)]]
+
+
 def test_a_refused_batch_loses_the_attempt_once_and_keeps_nothing() -> None:
     store = BatchStore(refuse=True)
     lost: list[str] = []

@@ -26,7 +26,7 @@ PostgreSQL is the choice for clusters. Every failure is an ``hpo.errors.StoreErr
 from __future__ import annotations
 
 from hpo.settings import Settings
-from hpo.store.metrics import MetricsMixin, ScalarReport
+from hpo.store.metrics import MetricsMixin, ScalarReport, scalar_from_message
 from hpo.store.optimizations import OptimizationsMixin
 from hpo.store.reports import (
     ArtifactEntry,
@@ -42,7 +42,7 @@ from hpo.store.workers import WorkersMixin
 
 __all__ = ["ArtifactEntry", "ArtifactRecord", "Report", "ReportRecord", "ScalarReport", "Store",
            "artifact_from_message", "new_task_id", "open_store", "report_from_message",
-           "script_fields"]
+           "scalar_from_message", "script_fields"]
 
 
 class Store(TasksMixin, MetricsMixin, ReportsMixin, WorkersMixin, OptimizationsMixin):

@@ -11,7 +11,15 @@ from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select, 
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
 from hpo.store.base import StoreBase
-from hpo.store.reports import ArtifactEntry, Report, drop_reports, report_rows, write_artifacts
+from hpo.store.reports import (
+    ArtifactEntry,
+    Report,
+    checked_iteration,
+    checked_name,
+    drop_reports,
+    report_rows,
+    write_artifacts,
+)
 from hpo.store.tasks import write_fields, write_parameters
 
 S = schema.scalars
@@ -227,6 +235,15 @@ class MetricsMixin(StoreBase):
         with self._read() as conn:
             rows = [LogLine(**row._mapping) for row in conn.execute(query)]
         return rows[::-1]
+
+
+def scalar_from_message(data: Mapping[str, Any], now: float) -> ScalarReport:
+    """A scalar as a script's SDK sent it over the channel, checked (names and iteration
+    its columns hold); anything else is a KeyError, TypeError or ValueError (the
+    recorder skips it). ``now``: its time when the message has none."""
+    return ScalarReport(checked_name(data["title"]), checked_name(data["series"]),
+                        checked_iteration(data["iteration"]), float(data["value"]),
+                        float(data.get("time") or now))
 
 
 def _scalar_row(task_id: str, r: ScalarReport, attempt: int) -> dict[str, Any]:

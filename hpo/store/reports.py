@@ -40,8 +40,9 @@ def report_from_message(data: dict[str, Any]) -> Report:
     """A report as a script's SDK sent it over the channel, checked: a kind this store
     knows, names its columns hold, a file path that stays under the artifact root.
     Anything else is a ValueError (the recorder skips it)."""
-    report = Report(str(data["kind"]), _name(data["title"]), _name(data["series"]),
-                    int(data["iteration"]), data.get("payload"), _rel(data.get("file")),
+    report = Report(str(data["kind"]), checked_name(data["title"]),
+                    checked_name(data["series"]), checked_iteration(data["iteration"]),
+                    data.get("payload"), _rel(data.get("file")),
                     float(data.get("time") or 0.0))
     if report.kind not in REPORT_KINDS:
         raise ValueError(f"unknown report kind {report.kind!r}")
@@ -57,18 +58,29 @@ def artifact_from_message(data: dict[str, Any]) -> ArtifactEntry:
     if not isinstance(metadata, dict):
         raise ValueError("artifact metadata must be a dict")
     preview = data.get("preview")
-    return ArtifactEntry(_name(data["name"]), str(data["type"])[:32], file,
+    return ArtifactEntry(checked_name(data["name"]), str(data["type"])[:32], file,
                          int(data["size"]), str(data["hash"])[:64],
                          None if data.get("content_type") is None else
                          str(data["content_type"])[:128], metadata,
                          None if preview is None else str(preview), float(data["time"]))
 
 
-def _name(value: Any) -> str:
+def checked_name(value: Any) -> str:
+    """A title, series or name as its column holds it, else a ValueError: a value the
+    store refuses would make the batch that carries it fail on every resend."""
     text = str(value)
-    if len(text) > 255:
-        raise ValueError("a title, series or name longer than 255 characters")
+    if len(text) > 255 or "\x00" in text:
+        raise ValueError("a title, series or name longer than 255 characters or with a "
+                         "NUL byte")
     return text
+
+
+def checked_iteration(value: Any) -> int:
+    """An iteration as its column holds it (32 bits on PostgreSQL), else a ValueError."""
+    iteration = int(value)
+    if not -2**31 <= iteration < 2**31:
+        raise ValueError(f"iteration {iteration} is beyond 32 bits")
+    return iteration
 
 
 def _rel(value: Any) -> str | None:
