@@ -1681,3 +1681,13 @@ def test_a_script_cannot_make_the_store_name_a_file_outside_the_artifact_root() 
         artifact_from_message({**entry, "file": "t/../../x"})
     with pytest.raises(ValueError):
         script_fields({"status": "completed"})
+
+
+def test_a_script_field_the_store_could_never_hold_is_refused_before_its_batch() -> None:
+    # PostgreSQL refuses a NUL byte in text: a batch carrying one would be resent forever
+    from hpo.store import script_fields
+
+    for bad in ({"name": "a\x00b"}, {"comment": "a\x00b"}):
+        with pytest.raises(ValueError):
+            script_fields(bad)
+    assert script_fields({"name": "n", "comment": None}) == {"name": "n", "comment": None}

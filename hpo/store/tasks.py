@@ -478,8 +478,8 @@ def script_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if "name" in data:
         name = str(data["name"])
-        if not name or len(name) > MAX_TASK_NAME_LEN:
-            raise ValueError("a task name must have 1 to 512 characters")
+        if not name or len(name) > MAX_TASK_NAME_LEN or "\x00" in name:
+            raise ValueError("a task name must have 1 to 512 characters, no NUL byte")
         fields["name"] = name
     for key in ("tags", "add_tags"):
         if key in data:
@@ -487,7 +487,10 @@ def script_fields(data: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{key} must be a list")
             fields[key] = [str(t) for t in data[key]]
     if "comment" in data:
-        fields["comment"] = None if data["comment"] is None else str(data["comment"])
+        comment = None if data["comment"] is None else str(data["comment"])
+        if comment is not None and "\x00" in comment:  # PostgreSQL refuses it
+            raise ValueError("a comment must have no NUL byte")
+        fields["comment"] = comment
     return fields
 
 
