@@ -28,7 +28,7 @@ from typing import Any
 
 from hpo import defaults
 from hpo.agent.recorder import Batch
-from hpo.errors import LostOwnership, StoreUnavailable, TaskNotFound
+from hpo.errors import LostOwnership, StoreRefusedValue, StoreUnavailable, TaskNotFound
 from hpo.lifecycle import Status
 from hpo.queue.app import BrokerUnavailable
 from hpo.store import Store
@@ -134,8 +134,14 @@ class Outbox:
     def _write(self, outcome: PendingOutcome) -> _Verdict:
         """Write ``outcome``: settled once written or refused for good."""
         try:
-            for batch in outcome.batches:
-                batch.write(self.store, outcome.task_id, outcome.attempt)
+            for batch in list(outcome.batches):
+                try:
+                    batch.write(self.store, outcome.task_id, outcome.attempt)
+                except StoreRefusedValue as exc:  # it would fail on every try
+                    log.error("task %s: the store refused a batch of its reports (%s); "
+                              "it is dropped, the outcome is written without it",
+                              outcome.task_id, exc)
+                    outcome.batches.remove(batch)
             if outcome.status is None:
                 done = self._requeue(outcome.task_id, outcome.attempt,
                                      outcome.message) is not None

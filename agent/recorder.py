@@ -16,7 +16,7 @@ from hpo.defaults import (
     RECORDER_CLOSE_TIMEOUT_S,
     STORE_RETRY_S,
 )
-from hpo.errors import LostOwnership, StoreError
+from hpo.errors import LostOwnership, StoreError, StoreRefusedValue
 from hpo.store import (
     ArtifactEntry,
     Report,
@@ -176,7 +176,8 @@ class Recorder:
         transaction under one owner check. A StoreError leaves the batch to be sent
         again, with its number, by the next flush (the store skips a resend of one it
         stored: each report lands once); a refusal (another attempt owns the task)
-        loses the attempt and drops everything."""
+        loses the attempt and drops everything; a batch holding a value the store
+        refuses is dropped alone."""
         with self._flush_lock:
             for _ in range(2):
                 batch = self._unsent or self._take()
@@ -188,6 +189,11 @@ class Recorder:
                 except LostOwnership as exc:
                     self._lose(str(exc))
                     return
+                except StoreRefusedValue as exc:  # every resend would fail the same way
+                    log.error("task %s: the store refused a batch of its reports (%s); "
+                              "it is dropped", self.task_id, exc)
+                    self._unsent = None
+                    continue
                 self._unsent = None
                 self.scalar_count += len(batch.scalars)
 

@@ -23,6 +23,11 @@ class StoreUnavailable(StoreError):
     """The store's database cannot be reached or opened."""
 
 
+class StoreRefusedValue(StoreError):
+    """The database refuses a value the write carries (too long, out of range, a NUL
+    byte): the same write fails on every try, so a writer that retries drops it."""
+
+
 class SchemaVersionError(StoreError):
     """The database was written by a version of hpo that this one does not know."""
 

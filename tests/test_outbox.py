@@ -14,7 +14,7 @@ import pytest
 
 from hpo.agent.outbox import Outbox, PendingOutcome
 from hpo.agent.recorder import Batch, Recorder
-from hpo.errors import StoreUnavailable
+from hpo.errors import StoreRefusedValue, StoreUnavailable
 from hpo.lifecycle import Status
 from hpo.queue.reaper import StoreContact
 from hpo.store import ScalarReport, Store, open_store
@@ -336,6 +336,46 @@ def test_a_claim_given_back_when_the_agent_stops_during_the_wait(store: Store) -
     runner.stop(StopReason.requeue)  # the agent is shutting down
     assert runner._prepare(task_id, 1) is None
     assert [(o.task_id, o.attempt, o.status) for o in kept] == [(task_id, 1, None)]
+
+
+class RefusingFirstBatch:
+    """The store, which refuses batch 1 as PostgreSQL refuses a value it cannot hold."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append_batch(self, task_id: str, **kwargs: Any) -> int:
+        if kwargs.get("seq") == 1:
+            raise StoreRefusedValue("value too long for type character varying(255)")
+        return self.store.append_batch(task_id, **kwargs)
+
+
+def test_a_batch_the_store_refuses_for_good_does_not_hold_back_the_outcome(
+        store: Store, box_dir: Path) -> None:
+    # Given a kept outcome whose first batch holds a value the store refuses every time
+    task_id = claimed(store)
+    box = Outbox(box_dir, RefusingFirstBatch(store), requeued(store))  # type: ignore[arg-type]
+    box.put(outcome(task_id, Batch(1, reports(1.0)), Batch(2, reports(2.0))))
+    # When it is delivered, that batch is dropped and the rest is written, once
+    assert box.deliver() == 0
+    assert store.get_task(task_id).status is Status.completed
+    assert [s.value for s in store.task_scalars(task_id)] == [2.0]
+
+
+def test_the_recorder_drops_a_batch_the_store_refuses_for_good(store: Store) -> None:
+    task_id = claimed(store)
+    recorder = Recorder(RefusingFirstBatch(store), task_id, 1,  # type: ignore[arg-type]
+                        max_log_bytes=10_000)
+    recorder.close()  # the flusher stopped: the flushes below are this test's
+    recorder.add_scalars(reports(1.0))
+    recorder.flush()
+    recorder.add_scalars(reports(2.0))
+    recorder.flush()
+    assert [s.value for s in store.task_scalars(task_id)] == [2.0]
+    assert recorder.unwritten() == [] and recorder.lost is None
 
 
 def test_an_outcome_the_store_rejects_does_not_hold_back_the_others(

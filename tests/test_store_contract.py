@@ -1025,6 +1025,18 @@ def test_a_log_line_with_a_nul_byte_is_stored_with_a_replacement_character(
     assert [x.text for x in store.read_logs(task_id)] == ["a\ufffdb"]
 
 
+def test_a_value_the_database_refuses_is_a_store_refused_value(store: Store) -> None:
+    # A writer that retries every failed write tells this one apart: it fails every time
+    from hpo.errors import StoreRefusedValue
+
+    task_id = claimed_task(store, "agent-1")
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite keeps any length and any integer")
+    with pytest.raises(StoreRefusedValue):
+        store.append_batch(task_id, attempt=1, seq=1,
+                           scalars=[ScalarReport("t" * 300, "s", 0, 1.0, 1.0)])
+
+
 def test_read_logs_after_a_cursor_returns_only_newer_lines(store: Store) -> None:
     task_id = task_in(store, Status.running)
     store.append_logs(task_id, [(float(i), "stdout", f"line {i}") for i in range(3)])

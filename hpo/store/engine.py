@@ -11,7 +11,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, inspect, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 
 from hpo import limits
 from hpo.defaults import (
@@ -20,7 +26,7 @@ from hpo.defaults import (
     PG_SESSION_OPTIONS,
     SQLITE_BUSY_TIMEOUT_MS,
 )
-from hpo.errors import SchemaVersionError, StoreError, StoreUnavailable
+from hpo.errors import SchemaVersionError, StoreError, StoreRefusedValue, StoreUnavailable
 from hpo.store import schema
 
 # Serialises schema creation when many processes open a new PostgreSQL database at once.
@@ -121,6 +127,9 @@ def translated(url: str) -> Iterator[None]:
                 f"cannot reach the store at {safe_url(url)}: {_first_line(exc.orig)}; "
                 "start the database or point HPO_STORE_URL / --store at a running one"
             ) from None
+        if isinstance(exc, DataError):
+            raise StoreRefusedValue(f"the store at {safe_url(url)} refused a value: "
+                                    f"{_first_line(exc.orig)}") from exc
         raise StoreError(f"store error at {safe_url(url)}: {_first_line(exc.orig)}") from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"store error at {safe_url(url)}: {_first_line(exc)}") from exc
