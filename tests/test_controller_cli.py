@@ -549,9 +549,11 @@ def test_a_script_that_crashes_at_start_ends_the_run_with_exit_1_not_the_budget(
 
 @pytest.mark.timeout(120)
 def test_jobs_no_agent_serves_are_said_so_within_seconds(hpo_env, tmp_path):
-    # Given an optimization whose queue no agent serves, with a 6 s time limit
+    # Given an optimization whose queue no agent serves, with a 15 s time limit (the
+    # notice comes NO_AGENT_NOTICE_S, 3 s, after the jobs are queued: a slow CI machine
+    # must not reach the limit first)
     config = digits_config(tmp_path / "cfg", execution_queue="nobody-serves-this",
-                           optimization_time_limit=0.1, total_max_jobs=2)
+                           optimization_time_limit=0.25, total_max_jobs=2)
     # When it is started without local agents
     result = ctl(hpo_env, "start", str(config), timeout=90)
     # Then it says, long before its time limit, which command would serve the queue
