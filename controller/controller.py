@@ -124,6 +124,7 @@ class Controller:
         self._interrupting: set[str] = set()
         # fail_fast: why each of the first jobs to finish had no result (None: it had).
         self._first_ends: list[str | None] = []
+        self._ending = False  # _stop_everything: the ends it causes are not the jobs' own
         self.gave_up: str | None = None  # why the optimization stopped itself, failed
         # What the user must hear now (no agent serves the queue): a display takes them.
         self.notices: collections.deque[str] = collections.deque(maxlen=100)
@@ -357,8 +358,8 @@ class Controller:
         """fail_fast: when the first N jobs to finish all lack the objective, the
         optimization stops itself, failed, saying why (the next cycle acts on it)."""
         wanted = self.config.fail_fast
-        if not wanted or len(self._first_ends) >= wanted:
-            return
+        if not wanted or self._ending or len(self._first_ends) >= wanted:
+            return  # a job the end of the optimization cut short says nothing of its script
         self._first_ends.append(why)
         if len(self._first_ends) < wanted or any(w is None for w in self._first_ends):
             return
@@ -461,6 +462,7 @@ class Controller:
         """Stop every active job and wait (bounded) for them to end. With ``rerun`` (a
         stop someone asked for), the jobs it cuts short are no results: they run again
         on resume, as the same trials (``_shelve``), so that a Ctrl-C costs no trial."""
+        self._ending = True
         for job in list(self.active.values()):
             if not job.stop_sent:
                 self._stop_job(job, reason)

@@ -244,6 +244,20 @@ def test_an_objective_never_reported_stops_the_optimization_after_the_first_jobs
     assert len(children(sim)) < 20
 
 
+def test_jobs_cut_short_by_the_end_of_the_optimization_are_not_judged_by_fail_fast(store):
+    # Given an optimization ending on its time limit while its first jobs run, before
+    # they could report (the simulated agent always reports before a limit is seen, so
+    # their ends are handed to the judge directly, as _stop_everything's wait does)
+    sim = simulation(store, max_number_of_concurrent_tasks=3, iterations=10)
+    controller = sim.controller
+    controller._stop_everything("optimization_time_limit of 1 min reached")
+    for _ in range(3):
+        controller._judge_first_ends("job 0123abcd stopped without the objective "
+                                     "loss/validation; it reported no scalars")
+    # Then it ends on its limit, not failed as if its script never reported
+    assert controller.gave_up is None
+
+
 def test_fail_fast_0_goes_on_as_clearml_does(store):
     base = store.create_task("simulation-tests", "base", parameters={"General/x": 0.0})
     config = OptimizerConfig(
