@@ -90,18 +90,19 @@ class Agent:
         if self._draining.is_set():
             # Shutting down: the message goes back to the broker for another agent.
             raise Reject("agent shutting down", requeue=True)
-        with self._lock:
-            duplicate = task_id in self.runners
-        if duplicate:
-            # A second message for a task this agent runs (a re-published one): its
-            # claim would fail anyway, and it must not take the first runner's place.
-            log.info("task %s already runs here: duplicate message dropped", task_id)
-            return
         with self.pool.taken() as slot:
             runner = TaskRunner(self.store, self.config.runner, slot, self._requeue,
                                 self._keep)
-            with self._lock:
-                self.runners[task_id] = runner
+            with self._lock:  # checked and taken at once: two copies may arrive together
+                duplicate = task_id in self.runners
+                if not duplicate:
+                    self.runners[task_id] = runner
+            if duplicate:
+                # A second message for a task this agent runs (a re-published one): its
+                # claim would fail anyway, and it must not take the first runner's place
+                # (the task, no longer in runners, would look orphaned and be re-queued).
+                log.info("task %s already runs here: duplicate message dropped", task_id)
+                return
             try:
                 self._run(runner, task_id)
             finally:

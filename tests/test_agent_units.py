@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,3 +279,38 @@ def test_celery_s_reconnect_lines_name_hpo_s_broker_setting() -> None:
         "consumer: Cannot connect to redis://127.0.0.1:1/0: Connection refused. Trying "
         "again in 2.00 seconds... (1/None) [hpo-agent: the broker is $HPO_BROKER_URL / "
         "--broker; the agent keeps trying]")
+
+
+def test_two_copies_of_one_message_arriving_together_run_the_task_once(
+        hpo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an agent with two free slots, and a runner that holds its task a while
+    from hpo.agent import worker
+
+    agent = worker.Agent(worker.AgentConfig(
+        name="me", queues=["q"], slots=[Slot("cpu0", ()), Slot("cpu1", ())],
+        runner=RunnerConfig(worker="me"), broker_url="memory://",
+        outbox_dir=tmp_path / "outbox"))
+    both_in = threading.Barrier(2, timeout=10)
+    taken = agent.pool.taken
+
+    def taken_together() -> Any:
+        both_in.wait()  # the two copies pass this point together
+        return taken()
+
+    runs: list[str] = []
+
+    def run(self: Any, task_id: str) -> None:
+        runs.append(task_id)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(agent.pool, "taken", taken_together)
+    monkeypatch.setattr(worker.TaskRunner, "run", run)
+    # When two copies of one task's message are handled at once
+    threads = [threading.Thread(target=agent.handle, args=("t" * 32,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    # Then one runs it; the other is dropped and takes no runner's place
+    assert runs == ["t" * 32]
+    assert agent.runners == {}
