@@ -364,7 +364,7 @@ class Controller:
         if len(self._first_ends) < wanted or any(w is None for w in self._first_ends):
             return
         failed = sum(" failed (" in w for w in self._first_ends if w)
-        fix = ("fix the script (`hpo task log ID` shows its output)" if failed == wanted
+        fix = ("fix the script (`hpo task logs ID` shows its output)" if failed == wanted
                else "check objective_metric_title and _series against what the jobs "
                "report")
         self.gave_up = (f"the first {wanted} jobs to finish all ended without a result "

@@ -540,7 +540,7 @@ def test_a_script_that_crashes_at_start_ends_the_run_with_exit_1_not_the_budget(
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "the first 3 jobs to finish all ended without a result" in output, output
-    assert "cannot find the data folder" in output and "hpo task log" in output, output
+    assert "cannot find the data folder" in output and "hpo task logs ID" in output, output
     store = open_store()
     [optimizer] = optimizer_tasks(store)
     assert optimizer.status is Status.failed
