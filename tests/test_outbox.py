@@ -393,3 +393,34 @@ def test_an_outcome_the_store_rejects_does_not_hold_back_the_others(
     assert box.deliver() == 1
     assert store.get_task(good).status is Status.completed
     assert box.task_ids() == {bad}
+
+
+class RefusingTooLong:
+    """The store, which refuses a scalar title over 255 characters as PostgreSQL does."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append_batch(self, task_id: str, **kwargs: Any) -> int:
+        if any(len(r.title) > 255 for r in kwargs.get("scalars", ())):
+            raise StoreRefusedValue("value too long for type character varying(255)")
+        return self.store.append_batch(task_id, **kwargs)
+
+
+def test_a_run_by_hand_drops_a_batch_the_store_refuses_for_good(
+        store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpo.sdk.store_backend import StoreBackend
+
+    # Given a run by hand that reported a title the store cannot hold
+    record = store.create_task("proj", "by hand")
+    backend = StoreBackend(RefusingTooLong(store), record)  # type: ignore[arg-type]
+    backend.report_scalar("x" * 300, "train", 1.0, 0)
+    backend.flush()
+    # When it reports on, the next batch is written: the refused one holds back nothing
+    backend.report_scalar("loss", "train", 2.0, 1)
+    backend.flush()
+    assert [(s.title, s.value) for s in store.task_scalars(record.id)] == [("loss", 2.0)]
+    assert "refused a batch" in capsys.readouterr().err

@@ -8,12 +8,14 @@ loop never waits on the store."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from hpo.defaults import MAX_LOG_MB, SDK_FLUSH_BATCH, SDK_FLUSH_PERIOD_S
+from hpo.errors import StoreRefusedValue
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.records import TaskRecord
 from hpo.sdk import checkpoints
@@ -130,7 +132,8 @@ class StoreBackend:
 
     def flush(self) -> None:
         """Write what is buffered in one transaction; a batch the store refused (away)
-        is kept and written first by the next flush."""
+        is kept and written first by the next flush, one holding a value the store
+        cannot hold (StoreRefusedValue) is dropped."""
         with self._flush_lock:
             with self._lock:
                 scalars, self._buffer = self._buffer, []
@@ -140,8 +143,12 @@ class StoreBackend:
             scalars, logs, reports = old_scalars + scalars, old_logs + logs, old_reports + reports
             self._unsent = (scalars, logs, reports)
             if scalars or reports or logs:
-                self.store.append_batch(self.task_id, attempt=None, scalars=scalars,
-                                        logs=logs, reports=reports)
+                try:
+                    self.store.append_batch(self.task_id, attempt=None, scalars=scalars,
+                                            logs=logs, reports=reports)
+                except StoreRefusedValue as exc:  # it would fail again at every flush
+                    print(f"hpo: the store refused a batch of this run's reports ({exc}); "
+                          "it is dropped", file=sys.stderr, flush=True)
             self._unsent = ([], [], [])
 
     def close(self, status: str | None = None, message: str | None = None) -> None:
