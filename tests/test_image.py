@@ -276,7 +276,7 @@ def test_the_env_file_is_an_example_and_the_real_one_stays_out_of_git() -> None:
 @pytest.mark.timeout(3600)
 def test_the_image_runs_the_digits_example_through_compose(tmp_path: Path) -> None:
     # Not in CI: CI starts no Docker engine (deploy/README.md says how to run one here).
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0 \
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0 \
             if shutil.which("docker") else True:
         pytest.skip("no Docker engine answers (docker info): deploy/README.md says how "
                     "to start one")
