@@ -49,6 +49,7 @@ class PendingOutcome:
     exit_code: int | None = None
     batches: list[Batch] = field(default_factory=list)
     since: float = field(default_factory=time.time)
+    failures: int = 0  # tries that failed with the store reachable (not kept on disk)
 
     @property
     def key(self) -> str:
@@ -156,6 +157,9 @@ class Outbox:
             log.info("task %s: outcome still not written (%s)", outcome.task_id, exc)
             return _Verdict.away
         except Exception as exc:
+            outcome.failures += 1
+            if outcome.failures >= defaults.OUTBOX_MAX_FAILURES:
+                return self._give_up(outcome, exc)
             log.warning("task %s: outcome not written (%s); tried again later",
                         outcome.task_id, exc)
             return _Verdict.failed
@@ -166,6 +170,21 @@ class Outbox:
         else:
             log.warning("task %s: attempt %d no longer owns the task; its kept outcome is "
                         "dropped", outcome.task_id, outcome.attempt)
+        return _Verdict.settled
+
+    def _give_up(self, outcome: PendingOutcome, exc: Exception) -> _Verdict:
+        """An outcome that fails for a reason other than an unreachable store, try after
+        try: its reports are dropped and the attempt is ended failed, saying why, so its
+        task does not stay running for ever under an agent that vouches for it."""
+        log.error("task %s: its outcome failed %d times (%s): recorded as failed without "
+                  "its last reports", outcome.task_id, outcome.failures, exc)
+        try:
+            self.store.finish(outcome.task_id, outcome.attempt, Status.failed,
+                              message=f"the agent could not record this run's outcome: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else exc!r}")
+        except Exception as again:
+            log.warning("task %s: cannot record that either (%s)", outcome.task_id, again)
+            return _Verdict.failed
         return _Verdict.settled
 
     def _already_written(self, outcome: PendingOutcome) -> bool:

@@ -297,6 +297,9 @@ class TaskRunner:
                 raise CannotStart(f"{script.entry_point} is not in commit "
                                   f"{(script.commit or '')[:12]} of {script.repository}: "
                                   "commit it (untracked files do not travel)")
+        if self.config.python and not shutil.which(self.config.python):
+            raise CannotStart(f"the agent's --python {self.config.python} is gone from "
+                              "this host: restart the agent with one that exists")
         interpreter = self.config.python or script.interpreter
         if not interpreter or not shutil.which(interpreter):
             interpreter = sys.executable

@@ -122,6 +122,7 @@ class Controller:
         # they run again, as the same trials, on resume. Stopping: sent, not yet ended.
         self.interrupted: set[str] = set()
         self._interrupting: set[str] = set()
+        self._rerun_when_stopped: set[str] = set()  # the last session's, stop still coming
         # fail_fast: why each of the first jobs to finish had no result (None: it had).
         self._first_ends: list[str | None] = []
         self._ending = False  # _stop_everything: the ends it causes are not the jobs' own
@@ -283,6 +284,8 @@ class Controller:
                 self._enqueue(job)  # a clone made just before a crash, or a re-run
             elif job.task_id in self._interrupting and record.status is Status.stopped:
                 self._shelve(job)
+            elif job.task_id in self._rerun_when_stopped and record.status is Status.stopped:
+                self._rerun(job)
             elif record.status in FINAL_STATUSES:
                 self._judge_unread(job, record)
                 self._finish(job, record.status)
@@ -473,6 +476,18 @@ class Controller:
             self._observe()
             self.clock.sleep(self.poll_s)
 
+    def _rerun(self, job: Job) -> None:
+        """A job the last session cut short whose stop landed only now: its task runs
+        again from the start, as ``_restore`` does for one that had stopped already."""
+        self._rerun_when_stopped.discard(job.task_id)
+        self.store.reset(job.task_id)
+        suggestion = _suggestion_of(job)
+        fresh = self._track(job.task_id, suggestion)  # no reports yet; created
+        fresh.status = Status.created
+        continued = self.task_of_trial.get(suggestion.resume_from or "")
+        if continued:  # a promoted job goes on from its parent's reports, as at launch
+            fresh.inherit(self.jobs[continued])
+
     def _shelve(self, job: Job) -> None:
         """A job cut short by a stop request leaves the active set unheard: neither the
         strategy nor the counts see its end; ``_restore`` runs its task again."""
@@ -540,7 +555,8 @@ class Controller:
             "active": {j.task_id: _suggestion_dict(_suggestion_of(j))
                        for j in [*self.active.values(),
                                  *(self.jobs[t] for t in sorted(self.interrupted))]},
-            "interrupted": sorted(self.interrupted),
+            # With those still ending (past STOP_WAIT_S): they are cut short just the same.
+            "interrupted": sorted(self.interrupted | self._interrupting),
             "strategy_done": self.strategy_done,
             "elapsed_s": self.elapsed_s(),
         })
@@ -562,9 +578,12 @@ class Controller:
         pending = {s["trial_id"]: Suggestion(**s) for s in state.get("pending", [])}
         for task_id in state.get("interrupted", []):
             # Cut short by the stop that ended the last session: its partial run is
-            # cleared, and the same task (the same trial) runs again, whole.
+            # cleared, and the same task (the same trial) runs again, whole. One whose
+            # stop is still on its way is re-run as it ends (_rerun).
             if self.store.get_task(task_id).status is Status.stopped:
                 self.store.reset(task_id)
+            else:
+                self._rerun_when_stopped.add(task_id)
         children = self.store.find_tasks(parent=self.task_id)
         stored = self._reports_of(children)
         for child in sorted(children, key=lambda c: c.created_at):

@@ -152,6 +152,10 @@ WATCH_POLL_S = 0.1
 # blink, and one query per 10 s per agent during a long outage.
 OUTBOX_RETRY_FIRST_S = 0.5
 OUTBOX_RETRY_MAX_S = 10.0
+# An outcome whose writes fail this many times with the store reachable (an error that
+# is no outage) is given up: its run is recorded as failed, saying why, about 3 minutes
+# of retries later, rather than its task left running for ever.
+OUTBOX_MAX_FAILURES = 20
 # A claimed task waits this long for a store that failed right after its claim (backing
 # off as the outbox does) before it is given back: an outage of a minute must not make a
 # task run twice, and its slot could take nothing else meanwhile.

@@ -393,6 +393,14 @@ def test_an_outcome_the_store_rejects_does_not_hold_back_the_others(
     assert box.deliver() == 1
     assert store.get_task(good).status is Status.completed
     assert box.task_ids() == {bad}
+    # And an outcome that keeps failing is given up at last: its run ends failed, saying
+    # why, instead of its task running for ever under an agent that vouches for it
+    from hpo import defaults
+    for _ in range(defaults.OUTBOX_MAX_FAILURES):
+        box.deliver()
+    task = store.get_task(bad)
+    assert task.status is Status.failed and box.task_ids() == set()
+    assert "could not record this run's outcome" in (task.status_message or "")
 
 
 class RefusingTooLong:

@@ -304,3 +304,31 @@ def test_the_jobs_table_shows_the_budget_when_the_strategy_has_budgets(
     formatting.jobs_table(summary, summary.top, "best")
     header = next(line for line in capsys.readouterr().out.splitlines() if "iteration" in line)
     assert ("budget" in header) is shown, header
+
+
+def test_a_job_whose_stop_lands_after_the_session_ended_runs_again_on_resume(
+        store, monkeypatch):
+    from hpo.controller.controller import Controller
+    from hpo.queue.app import make_app
+    from hpo.testing.simulation import run_simulation
+
+    # Given a stop (Ctrl-C) whose jobs do not end within the controller's wait
+    sim = simulation(store, total_max_jobs=4, max_number_of_concurrent_tasks=2,
+                     iterations=200, report_every=10)  # 200 s: longer than STOP_WAIT_S
+    assert sim.run(stop_when=lambda: sum(
+        c.status is Status.running for c in children(sim)) == 2).reason == "stop_when is true"
+    with monkeypatch.context() as deaf:
+        deaf.setattr(sim.agent, "_end_stopped", lambda: False)
+        sim.controller.request_stop("stopped by request")
+        run_simulation(sim.controller, sim.agent)
+    cut = {c.id for c in children(sim) if c.status is Status.running}
+    assert len(cut) == 2
+    # When the optimization is resumed and their stops land (the agent ends them now)
+    resumed = Controller(store, make_app("memory://"), sim.controller.config,
+                         sim.optimizer_task_id, clock=sim.clock)
+    assert run_simulation(resumed, sim.agent).reason == "all jobs finished"
+    # Then they ran again, whole, and every configuration has its result: 4, not 2
+    jobs = children(sim)
+    assert len(jobs) == 4 and {j.status for j in jobs} == {Status.completed}
+    assert all(len(store.task_scalars(t)) == 200 for t in cut)
+    assert len([j for j in resumed.jobs.values() if j.result is not None]) == 4
