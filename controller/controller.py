@@ -124,9 +124,13 @@ class Controller:
         self._interrupting: set[str] = set()
         self._rerun_when_stopped: set[str] = set()  # the last session's, stop still coming
         # fail_fast: why each of the first jobs to finish had no result (None: it had).
-        self._first_ends: list[str | None] = []
+        # (its status, why it had no result) of each of the first jobs to finish; None:
+        # it had one.
+        self._first_ends: list[tuple[Status, str] | None] = []
         self._ending = False  # _stop_everything: the ends it causes are not the jobs' own
         self.gave_up: str | None = None  # why the optimization stopped itself, failed
+        # How the optimization ended, once it has: the optimizer task's final status.
+        self.end_status: Status | None = None
         # What the user must hear now (no agent serves the queue): a display takes them.
         self.notices: collections.deque[str] = collections.deque(maxlen=100)
         self._queued_since: float | None = None
@@ -223,7 +227,10 @@ class Controller:
         optimization ended, or None to go on."""
         reason = self._limit_reached()
         if reason:
-            self._stop_everything(reason, rerun=self._stop_asked())
+            asked = self._stop_asked()
+            self.end_status = (Status.failed if self.gave_up else
+                               Status.stopped if asked else Status.completed)
+            self._stop_everything(reason, rerun=asked)
             self._save()  # which jobs were cut short: resume runs them again
             if self.interrupted:
                 reason += (f"; {len(self.interrupted)} job(s) cut short run again on "
@@ -234,6 +241,7 @@ class Controller:
         if self._dirty:
             self._save()
         if self._all_done():
+            self.end_status = Status.completed
             return "search space exhausted" if self.strategy_done else "all jobs finished"
         self._reap_now_and_then()
         self._watch_agents()
@@ -314,7 +322,7 @@ class Controller:
         self._dirty = True
         value = values[0] if values else None
         log.info("job %s %s: objective %s", job.task_id, status.value, value)
-        self._judge_first_ends(None if values else self._why_no_result(job, status))
+        self._judge_first_ends(None if values else (status, self._why_no_result(job, status)))
         if self.callback is not None:
             try:
                 self.callback(job.task_id, value, job.iteration(), dict(job.parameters),
@@ -357,22 +365,23 @@ class Controller:
                         f"{tuned[0]}: {hint}fix its name in hyper_parameters, or set "
                         "allow_new_parameters: true if the script reads it another way")
 
-    def _judge_first_ends(self, why: str | None) -> None:
+    def _judge_first_ends(self, end: tuple[Status, str] | None) -> None:
         """fail_fast: when the first N jobs to finish all lack the objective, the
         optimization stops itself, failed, saying why (the next cycle acts on it)."""
         wanted = self.config.fail_fast
         if not wanted or self._ending or len(self._first_ends) >= wanted:
             return  # a job the end of the optimization cut short says nothing of its script
-        self._first_ends.append(why)
-        if len(self._first_ends) < wanted or any(w is None for w in self._first_ends):
+        self._first_ends.append(end)
+        ends = [e for e in self._first_ends if e is not None]
+        if len(self._first_ends) < wanted or len(ends) < wanted:
             return
-        failed = sum(" failed (" in w for w in self._first_ends if w)
-        fix = ("fix the script (`hpo task logs ID` shows its output)" if failed == wanted
+        failed = all(status is Status.failed for status, _why in ends)
+        fix = ("fix the script (`hpo task logs ID` shows its output)" if failed
                else "check objective_metric_title and _series against what the jobs "
                "report")
         self.gave_up = (f"the first {wanted} jobs to finish all ended without a result "
-                        f"(last: {self._first_ends[-1]}): {fix}, or set fail_fast: 0 to go "
-                        "on regardless")
+                        f"(last: {ends[-1][1]}): {fix}, or set fail_fast: 0 to go on "
+                        "regardless")
 
     def _settle(self, job: Job, result: list[float] | None) -> None:
         """A job leaves the active set with its result."""

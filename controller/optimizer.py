@@ -153,9 +153,7 @@ class HyperParameterOptimizer:
     def _run(self) -> None:
         try:
             reason = self.controller.run()
-            status = (Status.failed if self.controller.gave_up else
-                      Status.stopped if "stop" in reason else Status.completed)
-            self._finish(status, reason)
+            self._finish(self.controller.end_status or Status.completed, reason)
         except Exception as exc:
             log.exception("the optimization failed")
             self._finish(Status.failed, f"controller error: {exc}")

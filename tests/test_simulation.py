@@ -203,6 +203,7 @@ def test_jobs_cut_short_by_a_stop_run_again_on_resume_as_the_same_trials(store):
     assert sim.run(stop_when=two_done_two_running).reason == "stop_when is true"
     sim.controller.request_stop("stopped by request")
     reason = run_simulation(sim.controller, sim.agent).reason
+    assert sim.controller.end_status is Status.stopped
     cut = {c.id for c in children(sim) if c.status is Status.stopped}
     assert len(cut) == 2 and sim.controller.interrupted == cut
     assert reason.endswith("2 job(s) cut short run again on resume")
@@ -238,6 +239,7 @@ def test_an_objective_never_reported_stops_the_optimization_after_the_first_jobs
     result = sim.run()
     # Then it stops itself after the first 3 jobs, failed, saying what they reported
     assert sim.controller.gave_up == result.reason
+    assert sim.controller.end_status is Status.failed
     assert result.reason.startswith("the first 3 jobs to finish all ended without a result")
     assert "without the objective loss/validation; it reported no scalars" in result.reason
     assert "fail_fast: 0" in result.reason
@@ -252,8 +254,8 @@ def test_jobs_cut_short_by_the_end_of_the_optimization_are_not_judged_by_fail_fa
     controller = sim.controller
     controller._stop_everything("optimization_time_limit of 1 min reached")
     for _ in range(3):
-        controller._judge_first_ends("job 0123abcd stopped without the objective "
-                                     "loss/validation; it reported no scalars")
+        controller._judge_first_ends((Status.stopped, "job 0123abcd stopped without the "
+                                      "objective loss/validation; it reported no scalars"))
     # Then it ends on its limit, not failed as if its script never reported
     assert controller.gave_up is None
 
@@ -268,6 +270,7 @@ def test_fail_fast_0_goes_on_as_clearml_does(store):
     sim = Simulation(store, config, lambda parameters, budget: [], iterations=3)
     assert sim.run().reason == "all jobs finished"
     assert sim.controller.gave_up is None and len(children(sim)) == 6
+    assert sim.controller.end_status is Status.completed
 
 
 def test_a_tie_names_the_same_best_job_everywhere(store):
