@@ -119,16 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", cmd_report, "write the report of an optimization: summary "
                 "table, plots, index.html",
                 "Write into DIR: summary.csv and summary.json (the best jobs with every "
-                "tuned parameter), one self-contained HTML file (opens offline) and one PNG "
-                "per plot (parameters and objective in parallel coordinates, objective per "
-                "job with the best so far, learning curves, budget and workers over time), "
-                "and index.html linking them with the summary. PNGs need Chrome or "
-                "Chromium; without one they are skipped with a warning (exit code 0).")
+                "tuned parameter), one HTML file and one PNG per plot (parameters and "
+                "objective in parallel coordinates, objective per job with the best so far, "
+                "learning curves, budget and workers over time), plotly.min.js which the "
+                "HTML files share (the folder opens offline; keep it together), and "
+                "index.html linking them with the summary. PNGs need Chrome or Chromium; "
+                "without one they are skipped with a warning (exit code 0). Prints where "
+                "the files are and their total size.")
     p.add_argument("id", nargs="?", type=common.task_id,
                    help="optimizer task id or a unique prefix (default: the newest)")
     p.add_argument("--out", metavar="DIR",
                    help="folder to write into, created if missing; files of the same names "
-                   "are replaced (default: ./hpo-report-ID8)")
+                   "are replaced (default: $HPO_HOME/reports/ID8, i.e. ~/.hpo/reports/ID8)")
+    p.add_argument("--self-contained", action="store_true",
+                   help="embed plotly.js in each HTML file (about 4.8 MB each) so that one "
+                   "file opens alone, e.g. sent by mail; by default they share one "
+                   "plotly.min.js in DIR")
     p.add_argument("--top", type=common.positive_int, default=10, metavar="K",
                    help="best jobs in the summary (10)")
     p.add_argument("--no-png", action="store_true", help="skip the PNG images")
@@ -232,14 +238,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpo.report.files import write_report
+    from hpo.report.files import default_folder, write_report
 
     store = store_from(args)
     optimizer_id = store.resolve_task_id(args.id) if args.id else newest_optimizer(store)
-    out = Path(args.out or f"hpo-report-{optimizer_id[:8]}")
+    out = Path(args.out) if args.out else default_folder(optimizer_id)
     with _report_progress(enabled=sys.stdout.isatty() and not args.json) as progress:
         result = write_report(store, optimizer_id, out, args.top, png=not args.no_png,
-                              progress=progress)
+                              self_contained=args.self_contained, progress=progress)
     if result.png_skipped and not args.no_png:
         from hpo.report.files import PNG_FIX
 
@@ -249,7 +255,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         output.print_json({"id": result.optimizer_id, "out": str(result.out_dir),
                            "index": str(result.index),
                            "files": [str(f) for f in result.files],
-                           "png_skipped": result.png_skipped})
+                           "bytes": result.total_bytes, "png_skipped": result.png_skipped})
         return 0
     assert result.data is not None
     summary = result.data.summary
@@ -265,8 +271,14 @@ def _report_listing(result: Any) -> None:
         if path != result.index:
             by_suffix.setdefault(path.suffix, []).append(path.name)
     for suffix, names in by_suffix.items():
-        out(f"wrote {len(names)} {suffix[1:]} file(s) in {result.out_dir}: {', '.join(names)}")
+        out(f"wrote {len(names)} {suffix[1:]} file(s): {', '.join(names)}")
+    out(f"{len(result.files)} files, {_megabytes(result.total_bytes)} in all, in "
+        f"{result.out_dir.resolve()}")
     out(f"index: {result.index.resolve()}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 @contextlib.contextmanager

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plotly.offline import get_plotlyjs
 
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
 from hpo.optimization.config import OptimizerConfig
 from hpo.report.data import load_report
 from hpo.report.figures import FIGURES, build_figures
-from hpo.report.files import PNG_HEIGHT, PNG_WIDTH, write_report
+from hpo.report.files import PLOTLY_JS, PNG_HEIGHT, PNG_WIDTH, write_report
 from hpo.space.ranges import (
     DiscreteParameterRange,
     LogUniformParameterRange,
@@ -304,8 +305,10 @@ def test_a_plot_that_fails_is_an_empty_figure_saying_why(built, monkeypatch):
 # ----- files ------------------------------------------------------------------------------
 
 
-def check_report_folder(out: Path, params: list[str], rows: int, png: bool) -> None:
-    """The files of a report: summary, self-contained HTML plots, PNGs, index."""
+def check_report_folder(out: Path, params: list[str], rows: int, png: bool,
+                        self_contained: bool = False) -> None:
+    """The files of a report: summary, HTML plots (sharing the folder's plotly.min.js,
+    or each embedding it), PNGs, index."""
     for name in ("index.html", "summary.csv", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     assert not list(out.glob("*.tmp"))
@@ -317,13 +320,19 @@ def check_report_folder(out: Path, params: list[str], rows: int, png: bool) -> N
     assert [r["task_id"] for r in document["top"]] == [r["task_id"] for r in table]
     assert document["optimization"]["id"] and "jobs" not in document["optimization"]
     index = (out / "index.html").read_text()
+    if not self_contained:
+        assert (out / PLOTLY_JS).read_text() == get_plotlyjs()
     for stem in FIGURES:
         page = (out / f"{stem}.html").read_text()
-        assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inline
+        assert "Plotly.newPlot" in page
         assert not EXTERNAL.search(page), (stem, EXTERNAL.search(page))
         # plotly.js mentions URLs in its code (map tiles, the topojson of geo plots) that
         # these plots never load; what a browser fetches by itself is a tag's src/href.
-        assert not re.search(r"<script[^>]*\bsrc\s*=", page)  # plotly.js inline
+        sources = re.findall(r"<script[^>]*\bsrc\s*=\s*\"([^\"]*)\"", page)
+        if self_contained:
+            assert len(page) > 1_000_000 and not sources  # plotly.js inline
+        else:
+            assert len(page) < 100_000 and sources == [PLOTLY_JS]  # the folder's copy
         assert f'href="{stem}.html"' in index
         if png:
             assert f'src="{stem}.png"' in index
@@ -357,7 +366,9 @@ def test_write_report_without_pngs(built, tmp_path):
                         png=False)
     assert result.png_skipped == "--no-png" and result.index == out / "index.html"
     assert {p.name for p in result.files} == {
-        "summary.csv", "summary.json", "index.html", *(f"{s}.html" for s in FIGURES)}
+        "summary.csv", "summary.json", "index.html", PLOTLY_JS,
+        *(f"{s}.html" for s in FIGURES)}
+    assert result.total_bytes == sum(p.stat().st_size for p in out.iterdir())
     total = steps[0][2]
     assert [s[1] for s in steps] == list(range(total + 1)) and steps[-1][0] == "done"
     index = (out / "index.html").read_text()
@@ -366,8 +377,19 @@ def test_write_report_without_pngs(built, tmp_path):
     assert [r["task_id"] for r in rows] == built["jobs"][1::-1]  # best first
     assert rows[0]["lr"] == "0.01" and rows[0]["Args/nesterov"] == "false"
     assert rows[0]["agent"] == "agent-b" and rows[0]["iteration"] == "2"
-    # Written again over the same folder: replaced, no error
+    # Written again over the same folder: replaced (an old plotly.js too), no error
+    (out / PLOTLY_JS).write_text("an older plotly.js")
     write_report(built["store"], built["id"], out, top_k=2, png=False)
+    assert (out / PLOTLY_JS).read_text() == get_plotlyjs()
+
+
+def test_a_self_contained_report_embeds_plotly_in_each_page(built, tmp_path):
+    out = tmp_path / "report"
+    result = write_report(built["store"], built["id"], out, top_k=2, png=False,
+                          self_contained=True)
+    check_report_folder(out, ["lr", "opt", "epochs", "Args/wd", "Args/nesterov"], rows=2,
+                        png=False, self_contained=True)
+    assert not (out / PLOTLY_JS).exists() and PLOTLY_JS not in {p.name for p in result.files}
 
 
 def test_pngs_are_skipped_with_a_reason_when_no_browser_draws_them(built, tmp_path,
@@ -431,6 +453,9 @@ def test_report_after_an_end_to_end_optimization(digits_done):
     assert all("\x1b[" not in line for line in lines)
     assert "best 5 job(s)" in result.stdout
     assert any(line.startswith("wrote 5 png file(s)") for line in lines), result.stdout
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    assert lines[-2] == (f"{len(list(out.iterdir()))} files, {size:.1f} MB in all, in "
+                         f"{out.resolve()}")
     assert lines[-1] == f"index: {(out / 'index.html').resolve()}"
     assert result.stderr == ""
     rows = read_csv(out / "summary.csv")
@@ -441,12 +466,15 @@ def test_report_after_an_end_to_end_optimization(digits_done):
 
 @pytest.mark.timeout(300)  # it may be the first to run the optimization (-m "not browser")
 def test_report_of_the_newest_without_a_browser_skips_pngs_in_one_line(digits_done):
-    out = digits_done["tmp"] / "no-browser"
     env = {**digits_done["env"], "BROWSER_PATH": "/nonexistent/chrome"}
-    result = ctl(env, "report", "--out", str(out), "--json", timeout=120)
+    result = ctl(env, "report", "--json", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     written = json.loads(result.stdout)
     assert written["id"] == digits_done["id"] and written["png_skipped"]
+    # No --out: with hpo's data, not in the current folder (a checkout, perhaps)
+    out = Path(env["HPO_HOME"]) / "reports" / digits_done["id"][:8]
+    assert Path(written["out"]) == out
+    assert written["bytes"] == sum(p.stat().st_size for p in out.iterdir())
     [warning] = result.stderr.splitlines()
     assert warning.startswith("hpo-controller: warning: PNG images skipped: no Chrome or "
                               "Chromium found: install Chromium")
@@ -461,6 +489,7 @@ def test_report_errors_are_one_line_exit_2(hpo_env, tmp_path):
         assert result.stderr.startswith("hpo-controller: error: ")
     assert not (tmp_path / "x").exists()
     help_text = ctl(hpo_env, "report", "--help").stdout
-    for option in ("--out", "--top", "--no-png", "--json", "index.html"):
+    for option in ("--out", "--top", "--no-png", "--json", "--self-contained", "index.html",
+                   "plotly.min.js"):
         assert option in help_text
 

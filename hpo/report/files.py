@@ -1,8 +1,10 @@
 """``hpo-controller report``: the files of a report in one folder.
 
 - ``summary.csv``, ``summary.json``: the top-k jobs (and, in JSON, the optimization);
-- ``<stem>.html`` per figure: self-contained, plotly.js embedded, nothing fetched, so it
-  opens offline and from an archive;
+- ``<stem>.html`` per figure, loading ``plotly.min.js`` from the same folder (one copy for
+  all of them; nothing fetched from a network, so the folder opens offline and from an
+  archive); with ``self_contained`` each page embeds its own copy instead (~4.8 MB
+  each) and opens alone, e.g. attached to a mail;
 - ``<stem>.png`` per figure, PNG_WIDTH x PNG_HEIGHT, drawn by kaleido in one headless
   Chrome/Chromium for all of them; skipped (with the reason) when there is none;
 - ``index.html``: the summary table and every plot, linked and shown.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hpo.defaults import hpo_home
 from hpo.errors import ConfigError
 from hpo.report import tables
 from hpo.report.data import ReportData, load_report
@@ -28,6 +31,8 @@ from hpo.store import Store
 PNG_WIDTH, PNG_HEIGHT = 1200, 700
 # progress(label, steps done, steps in all): called as each step starts, and once at the end.
 Progress = Callable[[str, int, int], None]
+# Next to the HTML plots, which load it by this relative name.
+PLOTLY_JS = "plotly.min.js"
 PNG_FIX = ("install Chromium or Chrome (apt-get install chromium; or run `plotly_get_chrome`),"
            " or point BROWSER_PATH at one")
 
@@ -43,12 +48,23 @@ class ReportFiles:
     png_skipped: str | None = None  # why no PNG was written (None: they were)
     data: ReportData | None = None
 
+    @property
+    def total_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files)
+
+
+def default_folder(optimizer_id: str) -> Path:
+    """``$HPO_HOME/reports/<the id's first 8 characters>``: with hpo's data, never in the
+    current folder (which may be a checkout: the files would show in ``git status``)."""
+    return hpo_home() / "reports" / optimizer_id[:8]
+
 
 def write_report(store: Store, optimizer_id: str, out_dir: str | os.PathLike[str],
-                 top_k: int = 10, *, png: bool = True, progress: Progress | None = None
-                 ) -> ReportFiles:
+                 top_k: int = 10, *, png: bool = True, self_contained: bool = False,
+                 progress: Progress | None = None) -> ReportFiles:
     """Write the report of one optimization into ``out_dir`` (created; files in it of
-    the same names are replaced)."""
+    the same names are replaced). ``self_contained``: each HTML plot embeds plotly.js
+    rather than loading the folder's shared ``plotly.min.js``."""
     from hpo.report.figures import FIGURES
 
     out = Path(out_dir)
@@ -60,24 +76,28 @@ def write_report(store: Store, optimizer_id: str, out_dir: str | os.PathLike[str
     step("reading the store")
     data = load_report(store, optimizer_id, top_k)
     try:
-        return _write_files(data, out, step, png)
+        return _write_files(data, out, step, png=png, self_contained=self_contained)
     except OSError as exc:  # a file where the folder should be, no permission, disk full
         raise ConfigError(f"cannot write the report into {out}: "
                           f"{exc.strerror or exc}; pick another --out folder") from exc
 
 
-def _write_files(data: ReportData, out: Path, step: _Steps, png: bool) -> ReportFiles:
+def _write_files(data: ReportData, out: Path, step: _Steps, *, png: bool,
+                 self_contained: bool) -> ReportFiles:
     from hpo.report.figures import FIGURES, build_figure
 
     out.mkdir(parents=True, exist_ok=True)
     result = ReportFiles(data.summary.id, out, out / "index.html", data=data)
     step("summary table")
     result.files += [write_csv(data, out / "summary.csv"), write_json(data, out / "summary.json")]
+    if not self_contained:
+        result.files.append(write_plotly_js(out / PLOTLY_JS))
     figures = {}
     for stem, title in FIGURES.items():
         step(f"plot: {title}")
         figures[stem] = build_figure(stem, data)
-        result.files.append(write_html(figures[stem], out / f"{stem}.html"))
+        result.files.append(write_html(figures[stem], out / f"{stem}.html",
+                                       self_contained=self_contained))
     pngs: dict[str, Path] = {}
     if png:
         step("PNG images")
@@ -138,12 +158,24 @@ def write_json(data: ReportData, path: Path) -> Path:
 # ----- plots ----------------------------------------------------------------------------
 
 
-def write_html(fig: Any, path: Path) -> Path:
-    """One self-contained page: plotly.js inline, no MathJax (its default is a CDN)."""
+def write_html(fig: Any, path: Path, *, self_contained: bool = False) -> Path:
+    """One page: plotly.js inline (``self_contained``) or loaded from PLOTLY_JS beside
+    it; no MathJax (its default is a CDN)."""
     tmp = path.with_name(path.name + ".tmp")
-    fig.write_html(tmp, include_plotlyjs=True, include_mathjax=False, full_html=True,
-                   config={"displaylogo": False})
+    fig.write_html(tmp, include_plotlyjs=True if self_contained else PLOTLY_JS,
+                   include_mathjax=False, full_html=True, config={"displaylogo": False})
     tmp.replace(path)
+    return path
+
+
+def write_plotly_js(path: Path) -> Path:
+    """The plotly.js of the installed plotly, written each time rather than kept when
+    present (plotly's own ``include_plotlyjs="directory"`` keeps it): a folder written
+    again after plotly was upgraded must not pair new pages with an old script."""
+    from plotly.offline import get_plotlyjs
+
+    with _replacing(path) as f:
+        f.write(get_plotlyjs())
     return path
 
 
