@@ -39,6 +39,7 @@ from hpo.defaults import (
 from hpo.errors import ConfigError, HpoError
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.optimization.config import OptimizerConfig, close_names
+from hpo.optimization.ends import StopCause, stop_job
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.optimization.tally import JobTally, iteration_budget, stored_tallies
 from hpo.queue import dispatch
@@ -463,10 +464,12 @@ class Controller:
         self.task_of_trial[job.trial_id] = task_id
         return job
 
-    def _stop_job(self, job: Job, reason: str) -> None:
+    def _stop_job(self, job: Job, reason: str, cause: StopCause = StopCause.limit) -> None:
+        """Stop ``job``, recording whether a limit of the optimization (its budget, an
+        early stop, a time limit) or the user asked (``hpo.optimization.ends``)."""
         job.stop_sent = True
         try:
-            dispatch.abort(self.store, job.task_id, reason)
+            stop_job(self.store, job.task_id, cause, reason)
         except HpoError as exc:  # it ended meanwhile: nothing to stop
             log.debug("stop of job %s: %s", job.task_id, exc)
 
@@ -477,7 +480,7 @@ class Controller:
         self._ending = True
         for job in list(self.active.values()):
             if not job.stop_sent:
-                self._stop_job(job, reason)
+                self._stop_job(job, reason, StopCause.user if rerun else StopCause.limit)
                 if rerun:
                     self._interrupting.add(job.task_id)
         deadline = self.clock.monotonic() + STOP_WAIT_S

@@ -9,13 +9,19 @@ from typing import Any
 
 from hpo.cli import output
 from hpo.cli.common import one_line
+from hpo.optimization.ends import describe_ends
 from hpo.optimization.summary import JobRow, OptimizationSummary, finite, short_key
 
 
-def counts(s: OptimizationSummary) -> str:
+def launch_counts(s: OptimizationSummary) -> str:
     total = f"/{s.budget.total_max_jobs}" if s.budget.total_max_jobs else ""
-    return (f"{s.launched}{total} launched, {s.done} done, {s.running} running, "
-            f"{s.queued} queued, {s.failed} failed")
+    return f"{s.launched}{total} launched, {s.running} running, {s.queued} queued"
+
+
+def counts(s: OptimizationSummary) -> str:
+    """Jobs launched, running and queued, then how the finished ones ended, in the
+    vocabulary of ``hpo.optimization.ends`` (the same words as the tables' status)."""
+    return f"{launch_counts(s)}; ended: {describe_ends(s.ends)}"
 
 
 def budget(s: OptimizationSummary, jobs: bool = True) -> str:
@@ -41,12 +47,12 @@ def progress_line(s: OptimizationSummary) -> str:
 def job_line(s: OptimizationSummary, row: JobRow) -> str:
     o = s.objectives[0]
     if row.objective is None:
-        result = "no objective" + (f" ({one_line(row.message)})" if row.message else "")
+        result = "no result" + (f" ({one_line(row.message)})" if row.message else "")
     else:
         result = (f"{o['title']}/{o['series']} {output.cell(row.objective)} at iteration "
                   f"{row.iteration if row.iteration is not None else '-'}")
     params = " ".join(f"{short_key(k)}={output.cell(v)}" for k, v in row.parameters.items())
-    return f"job {row.task_id} {row.status}: {result} | {params}"
+    return f"job {row.task_id} {row.state}: {result} | {params}"
 
 
 def end_line(s: OptimizationSummary) -> str:
@@ -63,8 +69,8 @@ def status_fields(s: OptimizationSummary) -> list[tuple[str, Any]]:
     return [
         ("name", f"{s.project} / {s.name}"), ("status", s.status), ("message", s.message),
         ("strategy", s.strategy), ("objective", objectives),
-        ("tuned", ", ".join(s.parameters)), ("jobs", counts(s)),
-        ("by status", ", ".join(f"{k} {v}" for k, v in s.counts.items() if v) or None),
+        ("tuned", ", ".join(s.parameters)), ("jobs", launch_counts(s)),
+        ("ended", describe_ends(s.ends)),
         ("best", best), ("budget", budget(s)),
     ]
 
@@ -88,7 +94,7 @@ def _jobs_cells(s: OptimizationSummary, rows: list[JobRow]) -> list[list[Any]]:
     budget = _budgeted(rows)
     return [[i, r.task_id, r.objective, r.iteration, *([r.budget] if budget else []),
              *r.objectives[1:len(s.objectives)],
-             *(r.parameters.get(k) for k in s.parameters), r.status,
+             *(r.parameters.get(k) for k in s.parameters), r.state,
              output.duration(r.started_at, r.ended_at) if r.started_at else None, r.worker]
             for i, r in enumerate(rows, 1)]
 

@@ -279,7 +279,7 @@ def test_start_runs_the_example_end_to_end_with_progress_and_summary(digits_run)
                                                      r"validation/accuracy 0\.\d+", line)]
     n = DIGITS_JOBS
     assert len(job_lines) == n, result.stdout
-    assert any(f"jobs {n}/{n} launched, {n} done, 0 running, 0 queued, 0 failed" in line
+    assert any(f"jobs {n}/{n} launched, 0 running, 0 queued; ended: {n} completed |" in line
                for line in lines), result.stdout
     assert all("\x1b[" not in line for line in lines)  # no terminal control codes
     # The summary table of the best jobs, then the end
@@ -318,7 +318,8 @@ def test_status_shows_progress_and_the_best_jobs(digits_run):
     out = ok(env, "status")  # the newest optimization
     assert optimizer_id in out and "completed" in out
     n = DIGITS_JOBS
-    assert f"{n}/{n} launched, {n} done, 0 running, 0 queued, 0 failed" in out
+    assert f"{n}/{n} launched, 0 running, 0 queued" in out
+    assert f"{n} completed" in out and "by status" not in out
     assert "learning_rate" in out and "validation/accuracy" in out
     assert ok(env, "status", optimizer_id[:8]) == ok(env, "status", optimizer_id)
     data = json.loads(ok(env, "status", optimizer_id, "--json", "--top", "2"))

@@ -242,10 +242,11 @@ def test_a_job_that_reported_nan_has_no_result_as_in_the_controller(built):
     store.append_scalars(first, [("val", "loss", 3, math.nan, 0.0),
                                  ("val", "loss", 4, 0.01, 0.0)])
     data = load_report(store, built["id"])
-    # Then it counts as failed, and the best is still the second job
+    # Then it has no result (it completed without objective), and the best is still the
+    # second job
     row = next(r for r in data.launched if r.task_id == first)
-    assert row.objective is None
-    assert data.summary.best_task == built["jobs"][1] and data.summary.failed == 2
+    assert row.objective is None and row.end == "completed without objective"
+    assert data.summary.best_task == built["jobs"][1] and data.summary.failed == 1
 
 
 def test_several_objectives_each_get_a_column_and_an_axis(built, tmp_path):

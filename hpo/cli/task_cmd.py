@@ -311,10 +311,11 @@ def cmd_dequeue(args: argparse.Namespace) -> int:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    from hpo.queue import dispatch
+    from hpo.optimization.ends import StopCause, stop_job
 
     store = store_from(args)
-    task = dispatch.abort(store, store.resolve_task_id(args.id))
+    task = stop_job(store, store.resolve_task_id(args.id), StopCause.user,
+                    "stopped by hpo task abort")
     state = "stop requested" if task.status is Status.running else task.status.value
     print(f"{task.id} {state}")
     return 0

@@ -4,10 +4,11 @@ process, while the optimization runs or after it ended.
 
 A job's objective follows the controller's rule (``hpo.optimization.objective``): sign
 ``min``/``max`` counts the last reported value, ``min_global``/``max_global`` the best
-one; a job that failed, never reported its objective, or reported NaN has none and
-counts as failed. The reports are the ones the controller counts
-(``hpo.optimization.tally``): up to the job's iteration budget, after those of the job it
-continues. Only finished jobs (completed or stopped) compete for "best".
+one; a job that failed, never reported its objective, or reported NaN has none. How
+each job ended is said in one vocabulary (``hpo.optimization.ends``). The reports are
+the ones the controller counts (``hpo.optimization.tally``): up to the job's iteration
+budget, after those of the job it continues. Only finished jobs (completed or stopped)
+compete for "best".
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from hpo import typed_params as P
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.optimization.config import OptimizerConfig
+from hpo.optimization.ends import End, count_ends, end_of
 from hpo.optimization.objective import Objective, job_result
 from hpo.optimization.ranking import budget_of, rank_key, reached_budget
 from hpo.optimization.tally import replay, stored_tallies
@@ -43,6 +45,12 @@ class JobRow:
     message: str | None
     budget: int | None = None  # the iteration budget its strategy gave it (BOHB, ASHA)
     reached: int | None = None  # the last iteration it reported of the primary objective
+    end: str | None = None  # how it ended (an ``End``'s words); None while it runs
+
+    @property
+    def state(self) -> str:
+        """What a table's status column says: how it ended, else its status."""
+        return self.end or self.status
 
 
 @dataclass
@@ -71,12 +79,14 @@ class OptimizationSummary:
     done: int  # in a final status
     running: int
     queued: int  # queued or created
-    failed: int  # finished without a valid objective
+    failed: int  # failed (``End.failed``)
     best_value: float | None
     best_task: str | None
     budget: Budget
     top: list[JobRow] = field(default_factory=list)  # the best finished jobs, best first
     jobs: list[JobRow] = field(default_factory=list)  # every job, newest first (all_jobs)
+    # The finished jobs by how they ended (``hpo.optimization.ends``), every end's words.
+    ends: dict[str, int] = field(default_factory=lambda: count_ends(()))
 
     def to_dict(self) -> dict[str, Any]:
         return finite(asdict(self))
@@ -117,6 +127,7 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
     for child in children:
         counts[child.status.value] += 1
     finished = [r for r in rows if Status(r.status) in FINAL_STATUSES]
+    ends = count_ends(End(r.end) for r in finished if r.end is not None)
     ranked = best_rows(rows, config.objectives[0], config.max_iteration_per_job)
     top = ranked[:top_k]
     _fill_best_iterations(store, config, top, children)
@@ -133,7 +144,7 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
         counts=counts, launched=len(children), done=len(finished),
         running=counts[Status.running.value],
         queued=counts[Status.queued.value] + counts[Status.created.value],
-        failed=sum(r.objective is None for r in finished),
+        failed=ends[End.failed.value], ends=ends,
         best_value=ranked[0].objective if ranked else None,
         best_task=ranked[0].task_id if ranked else None,
         budget=Budget(
@@ -183,8 +194,14 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
                         if child.started_at is not None else None),
             message=child.status_message, budget=budget_of(child.tags),
             reached=primary.last_iteration if primary.count else None,
+            end=_end_words(child, objective is not None),
         ))
     return rows
+
+
+def _end_words(task: TaskRecord, has_result: bool) -> str | None:
+    end = end_of(task, has_result)
+    return None if end is None else end.value
 
 
 def best_rows(rows: list[JobRow], primary: Objective, full_budget: int | None = None

@@ -35,7 +35,7 @@ def _row(summary: OptimizationSummary, rank: int, job: JobRow) -> dict[str, Any]
         row[name] = finite(value)
     for key in summary.parameters:
         row[short_key(key)] = finite(job.parameters.get(key))
-    row.update(status=job.status, duration_s=_round(job.duration_s), agent=job.worker)
+    row.update(status=job.state, duration_s=_round(job.duration_s), agent=job.worker)
     return row
 
 
