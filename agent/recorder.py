@@ -62,11 +62,15 @@ class Batch:
                    [ArtifactEntry(*a) for a in data.get("artifacts", [])],
                    dict(data.get("fields") or {}))
 
+    def arguments(self) -> dict[str, Any]:
+        """``Store.append_batch``'s keyword arguments for this batch."""
+        return {"scalars": self.scalars, "logs": self.logs, "parameters": self.parameters,
+                "seq": self.seq, "reports": self.reports, "artifacts": self.artifacts,
+                "fields": self.fields}
+
     def write(self, store: Store, task_id: str, attempt: int) -> None:
         """Store this batch (one transaction, fenced by ``attempt``, skipped if stored)."""
-        store.append_batch(task_id, attempt=attempt, scalars=self.scalars, logs=self.logs,
-                           parameters=self.parameters, seq=self.seq, reports=self.reports,
-                           artifacts=self.artifacts, fields=self.fields)
+        store.append_batch(task_id, attempt=attempt, **self.arguments())
 
 
 class Recorder:
@@ -210,22 +214,34 @@ class Recorder:
             self._next_seq += 1
         return batch
 
+    def end(self) -> list[Batch]:
+        """Stop the flusher and return everything not stored yet, with a note on cut
+        output, as batches for the run's last write (``Store.finish_with_batches``
+        writes them and the run's end in one transaction); none once lost."""
+        self._stop_flusher()
+        return self.unwritten()
+
     def close(self) -> None:
         """Stop the flusher and try once to write everything left, with a note on cut
         output. Never raises for a store that is away: what could not be written stays
         in ``unwritten()``, for the agent to keep until the store is back."""
-        self._stop.set()
-        self._thread.join(timeout=RECORDER_CLOSE_TIMEOUT_S)
-        if self._dropped_bytes and self.lost is None:
-            with self._lock:
-                self._logs.append((time.time(), "agent",
-                                   f"[output beyond {self.max_log_bytes} bytes not stored: "
-                                   f"{self._dropped_bytes} more bytes]"))
+        self._stop_flusher()
         try:
             self.flush()
         except StoreError as exc:
             log.warning("task %s: the store is away (%s); the last reports are kept until "
                         "it is back", self.task_id, exc)
+
+    def _stop_flusher(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=RECORDER_CLOSE_TIMEOUT_S)
+        with self._lock:
+            if self._dropped_bytes and self.lost is None:
+                self._logs.append((time.time(), "agent",
+                                   f"[output beyond {self.max_log_bytes} bytes not stored: "
+                                   f"{self._dropped_bytes} more bytes]"))
+                self._dropped_bytes = 0  # noted once
 
     def unwritten(self) -> list[Batch]:
         """After ``close()``: the batches not stored yet, in order (none once lost)."""

@@ -25,7 +25,7 @@ from hpo.agent.outbox import PendingOutcome
 from hpo.agent.recorder import Batch, Recorder
 from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot
-from hpo.errors import HpoError, StoreError, TaskNotFound
+from hpo.errors import HpoError, LostOwnership, StoreError, StoreRefusedValue
 from hpo.lifecycle import Status
 from hpo.queue.messages import dropped
 from hpo.records import TaskRecord
@@ -77,8 +77,12 @@ class TaskRunner:
 
     def __init__(self, store: Store, config: RunnerConfig, slot: Slot,
                  requeue: Callable[[TaskRecord, int], None],
-                 keep: Callable[[PendingOutcome], None]) -> None:
+                 keep: Callable[[PendingOutcome], None],
+                 channel: ChannelServer | None = None) -> None:
+        """``channel``: the slot's report channel, kept across its tasks; None: one of
+        the run's own."""
         self.store = store
+        self._channel = channel
         self.config = config
         self.slot = slot
         self._requeue = requeue
@@ -96,8 +100,8 @@ class TaskRunner:
 
     def run(self, task_id: str) -> Status | None:
         """Claim and run the task; None when the claim fails (a stale message)."""
-        attempt = self.store.claim(task_id, self.config.worker)
-        if attempt is None:
+        claimed = self.store.claim_task(task_id, self.config.worker)
+        if claimed is None:
             # Only to choose the log line: a store that fails now must not send the stale
             # message back to the broker (it would come back, again and again).
             try:
@@ -111,9 +115,9 @@ class TaskRunner:
             else:
                 dropped(f"no task with id {task_id}")
             return None
+        task, attempt = claimed, claimed.attempt
         self.task_id, self.attempt = task_id, attempt
-        task = self._prepare(task_id, attempt)
-        if task is None:
+        if not self._prepare(task_id, attempt):
             return None
         log.info("task %s %r started in slot %s (attempt %d)", task_id, task.name,
                  self.slot.name, attempt)
@@ -127,46 +131,54 @@ class TaskRunner:
                  time.monotonic() - started, _OUTCOME_NOTES[recorded])
         return status
 
-    def _prepare(self, task_id: str, attempt: int) -> TaskRecord | None:
-        """The claimed task, read, its earlier attempts' reports dropped. A store that
-        fails here (an outage that began with the claim) is waited for, backing off, up
-        to START_WAIT_S: the slot is this task's anyway, and a re-queue would run it
-        twice. Past that, or on a stop (a shutdown), the attempt is given back through
-        the outbox (None)."""
+    def _prepare(self, task_id: str, attempt: int) -> bool:
+        """A re-run's earlier attempts' reports dropped (a first attempt has none). A
+        store that fails here (an outage that began with the claim) is waited for,
+        backing off, up to START_WAIT_S: the slot is this task's anyway, and a re-queue
+        would run it twice. Past that, or on a stop (a shutdown), the attempt is given
+        back through the outbox (False)."""
+        if attempt <= 1:
+            return True
         delay, deadline = defaults.OUTBOX_RETRY_FIRST_S, time.monotonic() + defaults.START_WAIT_S
         while True:
             try:
-                task = self.store.get_task(task_id)
-                if attempt > 1:
-                    self.store.drop_earlier_attempts(task_id, attempt)
-                return task
-            except TaskNotFound:
-                log.warning("task %s was deleted as it was claimed: nothing to run", task_id)
-                return None
+                self.store.drop_earlier_attempts(task_id, attempt)
+                return True
             except StoreError as exc:
                 if time.monotonic() + delay > deadline or self._stop_event.wait(delay):
                     self._keep(PendingOutcome(task_id, attempt, None,
                                               f"the store failed before the script "
                                               f"started ({exc}); re-queued"))
-                    return None
+                    return False
                 delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
 
     def _record(self, outcome: PendingOutcome) -> str:
-        """``finish``, unless reports are still unwritten (they go first) or the store
-        fails: then the outcome is kept, to be written when the store is back. Returns
-        which: "recorded", "refused" (another attempt owns the task) or "kept"."""
-        if not outcome.batches and outcome.status is not None:
+        """The run's last reports and its end in one transaction, unless the store fails
+        (or refuses a value in them: the outbox writes the batches one by one and drops
+        the bad one): then the outcome is kept, to be written when the store is back.
+        Returns which: "recorded", "refused" (another attempt owns the task) or "kept"."""
+        if outcome.status is not None:
             try:
-                if self.store.finish(outcome.task_id, outcome.attempt, outcome.status,
-                                     exit_code=outcome.exit_code, message=outcome.message):
+                if self.store.finish_with_batches(
+                        outcome.task_id, outcome.attempt, outcome.status,
+                        exit_code=outcome.exit_code, message=outcome.message,
+                        batches=[b.arguments() for b in outcome.batches]):
                     return "recorded"
-                log.warning("task %s: attempt %d no longer owns the task; outcome %s not "
-                            "recorded", outcome.task_id, outcome.attempt,
-                            outcome.status.value)
-                return "refused"
+                refusal = f"attempt {outcome.attempt} no longer owns the task"
+            except LostOwnership as exc:
+                refusal = str(exc)
+            except StoreRefusedValue as exc:
+                log.warning("task %s: the store refused a value in its last reports (%s)",
+                            outcome.task_id, exc)
+                refusal = None
             except StoreError as exc:
                 log.warning("task %s: cannot record its outcome now: %s",
                             outcome.task_id, exc)
+                refusal = None
+            if refusal is not None:
+                log.warning("task %s: %s; outcome %s not recorded", outcome.task_id,
+                            refusal, outcome.status.value)
+                return "refused"
         self._keep(outcome)
         return "kept"
 
@@ -177,13 +189,14 @@ class TaskRunner:
         recorder = Recorder(self.store, task.id, attempt,
                             max_log_bytes=self.config.max_log_bytes,
                             on_lost=lambda _why: self.stop(StopReason.lost))
-        server = ChannelServer(recorder.on_message)
+        server = self._channel or ChannelServer()
+        server.open_route(task.id, attempt, recorder.on_message)
         try:
             try:
                 argv, cwd = self._command(task)
                 proc = process.start(argv, cwd, self._environment(task, attempt, server))
             except (CannotStart, OSError) as exc:
-                return Status.failed, f"cannot start the script: {exc}", None, []
+                return Status.failed, f"cannot start the script: {exc}", None, recorder.end()
             readers = [
                 threading.Thread(target=_pump, args=(stream, name, recorder), daemon=True)
                 for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
@@ -194,11 +207,13 @@ class TaskRunner:
             for reader in readers:
                 reader.join(timeout=defaults.OUTPUT_DRAIN_S)
         finally:
-            server.close()
-            recorder.close()
+            server.end_route()
+            if server is not self._channel:
+                server.close()
+            left = recorder.end()
         status, message, exit_code = self._outcome(task, attempt, proc.returncode, reason,
                                                    recorder)
-        return status, message, exit_code, recorder.unwritten() if status else []
+        return status, message, exit_code, left if status else []
 
     def _supervise(self, proc: subprocess.Popen[bytes], task: TaskRecord,
                    recorder: Recorder) -> StopReason | None:
@@ -311,8 +326,11 @@ class TaskRunner:
         spec = {"id": task.id, "project": task.project, "name": task.name, "type": task.type,
                 "attempt": attempt, "parameters": task.parameters, "tags": task.tags,
                 "comment": task.comment, **self._checkpoints(task)}
-        spec_path = Path(server.path).with_name("spec.json")
-        spec_path.write_text(json.dumps(spec))
+        # Written whole, then renamed: the slot's folder serves one task after another.
+        spec_path = server.folder / "spec.json"
+        partial = spec_path.with_suffix(".partial")
+        partial.write_text(json.dumps(spec))
+        os.replace(partial, spec_path)
         env = script_environment(os.environ, keep_credentials=self.config.pass_credentials,
                                  store_url=self.store.url, broker_url=self.config.broker_url)
         env.update(self.slot.environment())

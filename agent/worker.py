@@ -19,6 +19,7 @@ from celery.worker import WorkController
 from celery.worker import state as celery_state
 
 from hpo import defaults, settings
+from hpo.agent.channel_server import ChannelServer
 from hpo.agent.consumer import AgentConsumer
 from hpo.agent.outbox import Outbox, PendingOutcome, outbox_folder
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
@@ -67,6 +68,7 @@ class Agent:
         self._draining = threading.Event()
         self._closed = threading.Event()
         self._signals = 0
+        self._channels: dict[str, ChannelServer] = {}  # each slot's, by slot name
         self._register_celery_task()
 
     # ----- running tasks ------------------------------------------------------------
@@ -92,7 +94,7 @@ class Agent:
             raise Reject("agent shutting down", requeue=True)
         with self.pool.taken() as slot:
             runner = TaskRunner(self.store, self.config.runner, slot, self._requeue,
-                                self._keep)
+                                self._keep, self._channel_of(slot))
             with self._lock:  # checked and taken at once: two copies may arrive together
                 duplicate = task_id in self.runners
                 if not duplicate:
@@ -109,6 +111,14 @@ class Agent:
                 with self._lock:
                     if self.runners.get(task_id) is runner:
                         del self.runners[task_id]
+
+    def _channel_of(self, slot: Slot) -> ChannelServer:
+        """The slot's report channel, made on its first task and kept for the next."""
+        with self._lock:
+            server = self._channels.get(slot.name)
+            if server is None:
+                server = self._channels[slot.name] = ChannelServer()
+            return server
 
     def _run(self, runner: TaskRunner, task_id: str) -> None:
         try:
@@ -274,6 +284,8 @@ class Agent:
             self._closed.set()
             self._requeue_running()
             self._leave()
+            for server in self._channels.values():
+                server.close()
         return int(worker.exitcode or 0)
 
     def _leave(self) -> None:

@@ -115,7 +115,7 @@ def test_a_stop_for_a_real_loss_leaves_the_new_owner_alone(store: Store) -> None
 class UnreadableStore:
     """Refuses the claim (a stale message), then cannot read the task."""
 
-    def claim(self, task_id: str, worker: str) -> None:
+    def claim_task(self, task_id: str, worker: str) -> None:
         return None
 
     def get_tasks(self, task_ids: list[str]) -> list[TaskRecord]:

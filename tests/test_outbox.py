@@ -293,7 +293,8 @@ def test_an_agent_started_after_a_crash_writes_what_the_dead_one_kept(
 
 
 class FailingReads:
-    """The store, whose first ``failures`` task reads fail as an unreachable server's."""
+    """The store, whose first ``failures`` writes before a re-run starts (dropping the
+    earlier attempts' reports) fail as an unreachable server's."""
 
     def __init__(self, store: Store, failures: int) -> None:
         self.store, self.failures = store, failures
@@ -301,11 +302,11 @@ class FailingReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def get_task(self, task_id: str) -> Any:
+    def drop_earlier_attempts(self, task_id: str, attempt: int) -> Any:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("cannot reach the store: connection refused")
-        return self.store.get_task(task_id)
+        return self.store.drop_earlier_attempts(task_id, attempt)
 
 
 def runner_over(store: Any, kept: list[PendingOutcome]) -> Any:
@@ -318,13 +319,12 @@ def runner_over(store: Any, kept: list[PendingOutcome]) -> Any:
 
 def test_a_claim_the_store_cannot_follow_up_waits_for_it_rather_than_run_twice(
         store: Store) -> None:
-    # Given a claim right before an outage: the task cannot be read for two tries
+    # Given a re-run's claim right before an outage: the store fails for two tries
     task_id = claimed(store)
     kept: list[PendingOutcome] = []
     runner = runner_over(FailingReads(store, 2), kept)
     # Then the runner waits for the store and goes on with the task, nothing given back
-    task = runner._prepare(task_id, 1)
-    assert task is not None and task.id == task_id and kept == []
+    assert runner._prepare(task_id, 2) is True and kept == []
 
 
 def test_a_claim_given_back_when_the_agent_stops_during_the_wait(store: Store) -> None:
@@ -334,8 +334,8 @@ def test_a_claim_given_back_when_the_agent_stops_during_the_wait(store: Store) -
     from hpo.agent.runner import StopReason
 
     runner.stop(StopReason.requeue)  # the agent is shutting down
-    assert runner._prepare(task_id, 1) is None
-    assert [(o.task_id, o.attempt, o.status) for o in kept] == [(task_id, 1, None)]
+    assert runner._prepare(task_id, 2) is False
+    assert [(o.task_id, o.attempt, o.status) for o in kept] == [(task_id, 2, None)]
 
 
 class RefusingFirstBatch:

@@ -120,6 +120,7 @@ class AgentBackend:
             try:
                 if self._sock is None:
                     self._sock = channel.connect(self._address)
+                    data = channel.hello(self.task_id, self.attempt) + data
                 self._sock.sendall(data)
             except OSError as exc:
                 self._sock = None

@@ -12,6 +12,10 @@ address in ``HPO_REPORT_ADDR``; the script sends one JSON object per line:
     {"kind": "artifact", "artifact": {...}}: hpo.store.ArtifactEntry's fields
     {"kind": "task", "fields": {"name": ..., "tags": [...], "add_tags": [...], "comment": ...}}
 
+A connection's first line is a hello, ``{"kind": "hello", "task": ID, "attempt": N}``: the
+agent serves a slot's tasks one after another on one socket, and cuts off a connection
+that names another task or attempt (a straggler of an earlier run).
+
 ``HPO_TASK_ID`` names the task and ``HPO_TASK_SPEC`` is a JSON file with its id, project,
 name and parameters, written by the agent before the script starts (the variables' names
 are in ``hpo.defaults``).
@@ -27,6 +31,14 @@ TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every ta
 if TYPE_CHECKING:
     import socket
     from typing import Any
+
+
+HELLO = "hello"
+
+
+def hello(task_id: str, attempt: int) -> bytes:
+    """The line that opens a connection (see the module's docstring)."""
+    return encode({"kind": HELLO, "task": task_id, "attempt": attempt})
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -47,9 +59,22 @@ def connect(address: str, timeout: float = CHANNEL_CONNECT_TIMEOUT_S) -> socket.
 
     scheme, _, rest = address.partition(":")
     if scheme == "unix":
+        import time
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
-        sock.connect(rest)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock.connect(rest)
+                break
+            except BlockingIOError:
+                # The agent's backlog is full for a moment (a Unix socket says so at
+                # once, even with a timeout): wait for room, up to the timeout.
+                if time.monotonic() >= deadline:
+                    sock.close()
+                    raise
+                time.sleep(0.001)
     elif scheme == "tcp":
         host, _, port = rest.rpartition(":")
         sock = socket.create_connection((host, int(port)), timeout=timeout)

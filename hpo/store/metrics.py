@@ -6,8 +6,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import Connection, Integer, and_, case, delete, func, literal, or_, select, update
 
+from hpo.lifecycle import Status
 from hpo.records import LogLine, MetricSummary, Scalar
 from hpo.store import schema
 from hpo.store.base import StoreBase
@@ -20,7 +21,7 @@ from hpo.store.reports import (
     report_rows,
     write_artifacts,
 )
-from hpo.store.tasks import write_fields, write_parameters
+from hpo.store.tasks import finish_statement, write_fields, write_parameters
 
 S = schema.scalars
 L = schema.logs
@@ -193,33 +194,70 @@ class MetricsMixin(StoreBase):
         whose number is not above the last stored one is a resend of one already stored
         (its commit went through, the reply was lost) and is skipped: 0 is returned, so
         a writer that retries every failed write stores each batch exactly once."""
+        scalars, logs, reports, artifacts = list(scalars), list(logs), list(reports), \
+            list(artifacts)
+        if not (scalars or logs or parameters or reports or artifacts or fields):
+            return 0  # no transaction for nothing (a SQLite write takes the file's lock)
+        with self._write() as conn:
+            return self._write_batch(conn, task_id, attempt=attempt, scalars=scalars,
+                                     logs=logs, parameters=parameters, seq=seq,
+                                     reports=reports, artifacts=artifacts, fields=fields)
+
+    def _write_batch(
+        self, conn: Connection, task_id: str, *, attempt: int | None,
+        scalars: Iterable[ScalarReport | Sequence[Any]] = (),
+        logs: Iterable[tuple[float, str, str]] = (),
+        parameters: Mapping[str, Any] | None = None,
+        seq: int | None = None,
+        reports: Iterable[Report | Sequence[Any]] = (),
+        artifacts: Iterable[ArtifactEntry | Sequence[Any]] = (),
+        fields: Mapping[str, Any] | None = None,
+    ) -> int:
+        """``append_batch`` inside the caller's transaction (``finish`` writes a run's
+        last batches and its end in one)."""
         scalar_rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in scalars]
         log_rows = _log_rows(task_id, logs)
         reported = report_rows(task_id, reports, attempt)
         uploaded = [ArtifactEntry(*a) for a in artifacts]
         if not (scalar_rows or log_rows or parameters or reported or uploaded or fields):
             return 0
-        with self._write() as conn:
-            numbered = seq is not None and attempt is not None
-            self._check_owner(conn, task_id, attempt,
-                              exclusive=bool(parameters) or bool(fields) or numbered)
-            if numbered and not conn.execute(
-                    update(T).where(T.c.id == task_id, T.c.batch_seq < seq)
-                    .values(batch_seq=seq)).rowcount:
-                return 0
-            if parameters:
-                write_parameters(conn, task_id, parameters, now=self.now())
-            if fields:
-                write_fields(conn, task_id, fields, now=self.now())
-            if scalar_rows:
-                conn.execute(S.insert(), scalar_rows)
-            if log_rows:
-                conn.execute(L.insert(), log_rows)
-            if reported:
-                conn.execute(schema.reports.insert(), reported)
-            if uploaded:
-                write_artifacts(conn, task_id, uploaded, attempt)
+        numbered = seq is not None and attempt is not None
+        self._check_owner(conn, task_id, attempt,
+                          exclusive=bool(parameters) or bool(fields) or numbered)
+        if numbered and not conn.execute(
+                update(T).where(T.c.id == task_id, T.c.batch_seq < seq)
+                .values(batch_seq=seq)).rowcount:
+            return 0
+        if parameters:
+            write_parameters(conn, task_id, parameters, now=self.now())
+        if fields:
+            write_fields(conn, task_id, fields, now=self.now())
+        if scalar_rows:
+            conn.execute(S.insert(), scalar_rows)
+        if log_rows:
+            conn.execute(L.insert(), log_rows)
+        if reported:
+            conn.execute(schema.reports.insert(), reported)
+        if uploaded:
+            write_artifacts(conn, task_id, uploaded, attempt)
         return len(scalar_rows)
+
+    def finish_with_batches(
+        self, task_id: str, attempt: int, status: Status | str, *,
+        exit_code: int | None = None, message: str | None = None,
+        batches: Iterable[Mapping[str, Any]] = (),
+    ) -> bool:
+        """A run's last batches (each ``append_batch``'s keyword arguments) and its end
+        (``finish``) in ONE transaction: the agent's last write of a run. False, with
+        nothing written, when ``attempt`` no longer owns the task; LostOwnership when
+        a batch is refused for the same reason; StoreRefusedValue (nothing written) for
+        a value the store cannot take: write the batches alone then."""
+        statement = finish_statement(task_id, attempt, status, exit_code=exit_code,
+                                     message=message, now=self.now())
+        with self._write() as conn:
+            for batch in batches:
+                self._write_batch(conn, task_id, attempt=attempt, **batch)
+            return conn.execute(statement).rowcount == 1
 
     def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
         """Log lines of a task after a cursor (a line id), oldest first."""

@@ -7,7 +7,18 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Text, case, delete, func, select, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Text,
+    Update,
+    case,
+    delete,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 
 from hpo import typed_params as P
 from hpo.defaults import MAX_TASK_NAME_LEN
@@ -76,20 +87,38 @@ class TasksMixin(StoreBase):
         by_id = {row.id: _record(row) for row in rows}
         return [by_id[i] for i in task_ids if i in by_id]
 
-    def resolve_task_id(self, text: str) -> str:
-        """A full id, or the id that a unique prefix of at least 4 characters names."""
+    def resolve_task_id(self, text: str, *, type: str | TaskType | None = None) -> str:
+        """A full id, or the id that a unique prefix of at least MIN_TASK_ID_PREFIX
+        characters names; ``type``: only tasks of that type (``optimizer``: an
+        optimization's id). TaskNotFound says which went wrong (too short, ambiguous
+        with the candidates, unknown) and which command lists the ids of that kind."""
+        from hpo.defaults import MIN_TASK_ID_PREFIX  # (here: one function's import)
+
         text = text.strip().lower()
+        optimizer = type is not None and TaskType(type) is TaskType.optimizer
+        kind, lister = (("optimization", "`hpo-controller list`") if optimizer
+                        else ("task", "`hpo task list`"))
+        query = select(T.c.id, T.c.name)
+        if type is not None:
+            query = query.where(T.c.type == TaskType(type).value)
         with self._read() as conn:
-            if conn.execute(select(T.c.id).where(T.c.id == text)).first():
+            if conn.execute(query.where(T.c.id == text)).first():
                 return text
-            if len(text) >= 4:
-                ids = conn.execute(select(T.c.id).where(
-                    T.c.id.startswith(text, autoescape=True)).limit(2)).scalars().all()
-                if len(ids) == 1:
-                    return ids[0]
-                if len(ids) > 1:
-                    raise TaskNotFound(f"task id prefix {text!r} is ambiguous: give more of it")
-        raise TaskNotFound(f"no task with id {text!r}: `hpo task list` shows the ids")
+            if len(text) < MIN_TASK_ID_PREFIX:
+                raise TaskNotFound(
+                    f"{kind} id {text!r} is too short: an id prefix needs at least "
+                    f"{MIN_TASK_ID_PREFIX} characters; {lister} shows the ids")
+            shown = 5  # candidates named in the error; more are counted
+            found = conn.execute(query.where(T.c.id.startswith(text, autoescape=True))
+                                 .order_by(T.c.id).limit(shown + 1)).all()
+        if len(found) == 1:
+            return str(found[0].id)
+        if found:
+            named = ", ".join(f"{row.id} ({row.name})" for row in found[:shown])
+            more = ", and more" if len(found) > shown else ""
+            raise TaskNotFound(f"{kind} id prefix {text!r} is ambiguous: it starts "
+                               f"{named}{more}; give more of the id")
+        raise TaskNotFound(f"no {kind} with id {text!r}: {lister} shows the ids")
 
     def find_tasks(
         self,
@@ -257,7 +286,13 @@ class TasksMixin(StoreBase):
     def claim(self, task_id: str, worker: str) -> int | None:
         """Atomically take a queued task for ``worker``: returns the new attempt number,
         or None when the task is not queued (already claimed, dequeued, aborted,
-        unknown). Of several concurrent claims of one task exactly one wins.
+        unknown). Of several concurrent claims of one task exactly one wins."""
+        claimed = self.claim_task(task_id, worker)
+        return None if claimed is None else claimed.attempt
+
+    def claim_task(self, task_id: str, worker: str) -> TaskRecord | None:
+        """``claim``, returning the task as claimed (its new attempt, running under
+        ``worker``): what the agent needs to run it, without a read after the claim.
 
         Policy: WHERE status = 'queued'; no match: None, never a retry."""
         now = self.now()
@@ -267,10 +302,11 @@ class TasksMixin(StoreBase):
             .values(status=Status.running.value, worker=worker, attempt=T.c.attempt + 1,
                     started_at=now, updated_at=now, ended_at=None, exit_code=None,
                     stop_requested=False, status_message=None, batch_seq=0)
-            .returning(T.c.attempt)
+            .returning(*T.c)
         )
         with self._write() as conn:
-            return conn.execute(stmt).scalar_one_or_none()
+            row = conn.execute(stmt).first()
+        return None if row is None else _record(row)
 
     def finish(
         self,
@@ -285,17 +321,8 @@ class TasksMixin(StoreBase):
         attempt no longer owns the task (it was re-queued or ended meanwhile).
 
         Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: False."""
-        status = Status(status)
-        if not status.is_final:
-            raise InvalidTransition(f"finish() takes a final status, not {status.value}")
-        now = self.now()
-        stmt = (
-            update(T)
-            .where(T.c.id == task_id, T.c.status == Status.running.value,
-                   T.c.attempt == attempt)
-            .values(status=status.value, exit_code=exit_code, status_message=message,
-                    ended_at=now, updated_at=now)
-        )
+        stmt = finish_statement(task_id, attempt, status, exit_code=exit_code,
+                                message=message, now=self.now())
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
 
@@ -549,6 +576,20 @@ def _kept_changing(task_id: str, change: str) -> StoreError:
     return StoreError(
         f"task {task_id} changed status {_TRIES} times while this {change} was being "
         "written (other writers are moving it): read it again and retry")
+
+
+def finish_statement(task_id: str, attempt: int, status: Status | str, *,
+                     exit_code: int | None, message: str | None, now: float) -> Update:
+    """The UPDATE that ends ``attempt`` (``finish``'s policy, in one place)."""
+    status = Status(status)
+    if not status.is_final:
+        raise InvalidTransition(f"finish() takes a final status, not {status.value}")
+    return (
+        update(T)
+        .where(T.c.id == task_id, T.c.status == Status.running.value, T.c.attempt == attempt)
+        .values(status=status.value, exit_code=exit_code, status_message=message,
+                ended_at=now, updated_at=now)
+    )
 
 
 def _record(row: Row[Any]) -> TaskRecord:
