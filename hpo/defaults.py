@@ -108,6 +108,10 @@ REPUBLISH_AFTER_S = 60.0
 
 # ----- the agent ----------------------------------------------------------------------
 
+# An agent that stopped keeps its row (stopped_at set) this long, so `hpo ui` can say
+# which agents ran the last optimizations and when they left: a day covers yesterday's
+# run; the rows are one per agent name, so keeping them costs nothing.
+STOPPED_WORKERS_KEPT_S = 24 * 3600.0
 # Heartbeat period: well under LOST_AFTER_S, and one small write per agent.
 HEARTBEAT_S = 5.0
 # Running tasks are checked for a stop request this often (the issue asks for < 1 s);

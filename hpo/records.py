@@ -107,3 +107,4 @@ class WorkerRecord:
     pid: int | None
     started_at: float
     last_heartbeat: float
+    stopped_at: float | None = None  # when it stopped (unregistered); None: live

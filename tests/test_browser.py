@@ -213,6 +213,9 @@ def test_live_pages_draw_update_without_reload_and_stop_in_chromium(
             assert running_id[:8] in listing and finished_id[:8] in listing
             assert "running" in listing and "completed" in listing
             assert page.locator("text=Agents").count() >= 1
+            # The running one's agent, and the finished one's that stopped, with when
+            agents = page.locator("#agent-list").inner_text()
+            assert "running" in agents and "stopped" in agents, agents
             # It refreshes itself: the running optimization launches more jobs.
             page.evaluate("window.__marker = 3")
             page.wait_for_function(
@@ -230,6 +233,7 @@ def test_live_pages_draw_update_without_reload_and_stop_in_chromium(
                 timeout=WAIT_MS)
             assert rows(page, "top-jobs") == DIGITS_JOBS
             assert field(page, "status") == "completed"
+            assert page.locator("#stop").count() == 0  # nothing to stop: no button
             screenshot(page, tmp_path, "finished-optimization")
 
             # Its best job's page, through the table's link: scalars and the log.
@@ -252,7 +256,7 @@ def test_live_pages_draw_update_without_reload_and_stop_in_chromium(
                 "document.querySelector('[data-field=\"status\"]').textContent === 'stopped'",
                 timeout=WAIT_MS)
             assert page.evaluate("window.__marker") == 2
-            assert page.locator("#stop").is_disabled()
+            assert page.locator("#stop").count() == 0  # nothing left to stop: no button
             assert store.get_task(running_id).status is Status.stopped
 
             assert watch.errors == []

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select, update
 
 import hpo.store.tasks as store_tasks
+from hpo.defaults import STOPPED_WORKERS_KEPT_S
 from hpo.errors import (
     ConfigError,
     InvalidTransition,
@@ -1096,6 +1097,37 @@ def test_list_workers_lists_every_worker_by_name_and_remove_worker_drops_one(
     assert [w.name for w in store.list_workers()] == ["alpha", "zeta"]
 
 
+def test_a_removed_worker_is_kept_stopped_for_a_while_then_dropped(
+        store: Store, clock: Clock) -> None:
+    store.heartbeat("w1", queues=["gpu"], running=["t1"], host="node1")
+    store.heartbeat("w2")
+    clock.advance(10)
+    store.remove_worker("w1")
+    stopped_at = clock.t
+    clock.advance(50)
+
+    # Gone for the reaper and `hpo workers`; listed, stopped and when, on request
+    assert [w.name for w in store.list_workers()] == ["w2"]
+    w1, w2 = store.list_workers(stopped_within=3600)
+    assert (w1.name, w1.stopped_at, w1.queues, w1.host, w1.running) == (
+        "w1", stopped_at, ["gpu"], "node1", [])
+    assert w2.stopped_at is None
+    assert [w.name for w in store.list_workers(stopped_within=30)] == ["w2"]
+
+    # A second remove keeps the first stop's time; a new start under the name is live
+    store.remove_worker("w1")
+    assert store.list_workers(stopped_within=3600)[0].stopped_at == stopped_at
+    store.heartbeat("w1")
+    assert [w.name for w in store.list_workers()] == ["w1", "w2"]
+
+    # A row stopped longer than STOPPED_WORKERS_KEPT_S goes when another agent stops
+    store.remove_worker("w1")
+    clock.advance(STOPPED_WORKERS_KEPT_S + 1)
+    store.remove_worker("w2")
+    assert [w.name for w in store.list_workers(stopped_within=10 * STOPPED_WORKERS_KEPT_S)
+            ] == ["w2"]
+
+
 def lost_ids(store: Store, timeout: float) -> set[str]:
     return {t.id for t in store.lost_tasks(timeout)}
 
@@ -1290,14 +1322,18 @@ def test_a_store_with_a_newer_schema_version_is_refused_naming_both_versions(
 
 def schema_version_2() -> tuple[MetaData, Table]:
     """The tables as hpo created them at schema version 2: hpo_tasks had no cloned_from
-    (a clone said "cloned from <id>" in its comment) and no batch_seq (version 4)."""
+    (a clone said "cloned from <id>" in its comment) and no batch_seq (version 4),
+    hpo_workers no stopped_at (version 6)."""
     old = MetaData()
     for table in schema.metadata.sorted_tables:
-        if table.name != schema.tasks.name:
+        if table.name not in (schema.tasks.name, schema.workers.name):
             table.to_metadata(old)
     tasks = Table(schema.tasks.name, old, *(
         Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
         for c in schema.tasks.columns if c.name not in ("cloned_from", "batch_seq")))
+    Table(schema.workers.name, old, *(  # no stopped_at (version 6)
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in schema.workers.columns if c.name != "stopped_at"))
     return old, tasks
 
 
@@ -1321,6 +1357,9 @@ def test_a_version_2_store_is_migrated_in_place_and_its_clones_know_their_source
                  "updated_at": 1.0}
                 for task_id, comment in ((source, None), (clone, f"cloned from {source}"),
                                          (lookalike, "cloned from my notes, by hand"))])
+            conn.execute(old.tables[schema.workers.name].insert().values(
+                name="old-agent", queues=[], slots=[], running=[], started_at=1.0,
+                last_heartbeat=1.0))
     finally:
         engine.dispose()
 
@@ -1334,6 +1373,8 @@ def test_a_version_2_store_is_migrated_in_place_and_its_clones_know_their_source
         assert store.get_task(lookalike).cloned_from is None
         # And new clones work as in a new store
         assert store.clone_task(source).cloned_from == source
+        # An agent registered before version 6 is still registered (not stopped)
+        assert [(w.name, w.stopped_at) for w in store.list_workers()] == [("old-agent", None)]
     finally:
         store.close()
     engine = create_engine(store_url)
@@ -1342,11 +1383,14 @@ def test_a_version_2_store_is_migrated_in_place_and_its_clones_know_their_source
             version = conn.execute(select(schema.meta.c.value).where(
                 schema.meta.c.key == "schema_version")).scalar_one()
             columns = {c["name"] for c in inspect(conn).get_columns(schema.tasks.name)}
+            worker_columns = {c["name"] for c in
+                              inspect(conn).get_columns(schema.workers.name)}
             tables = set(inspect(conn).get_table_names())
     finally:
         engine.dispose()
-    assert int(version) == schema.SCHEMA_VERSION == 5
+    assert int(version) == schema.SCHEMA_VERSION == 6
     assert {"cloned_from", "batch_seq"} <= columns
+    assert "stopped_at" in worker_columns  # version 6's
     assert {schema.reports.name, schema.artifacts.name} <= tables  # version 5's
 
     # And opening it again changes nothing (the migration runs once)

@@ -90,6 +90,7 @@ class Filled:
     queued: str
     template: str
     agent: str
+    stopped_agent: str  # an agent that served ui-queue and stopped
 
 
 def fill_store(store: Store, url: str) -> Filled:
@@ -133,7 +134,11 @@ def fill_store(store: Store, url: str) -> Filled:
     queued = job(0.1, "adam", [], None)
     store.heartbeat(agent, queues=["ui-queue"], slots=["cpu0", "cpu1"], running=[running],
                     host="ui-host", pid=1234)
-    return Filled(url, optimizer.id, [good, fair], running, queued, template.id, agent)
+    stopped_agent = "agent-ui-gone"
+    store.heartbeat(stopped_agent, queues=["ui-queue"], slots=["cpu0"], host="old-host")
+    store.remove_worker(stopped_agent)
+    return Filled(url, optimizer.id, [good, fair], running, queued, template.id, agent,
+                  stopped_agent)
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +200,55 @@ def test_front_page_lists_the_optimization_the_agent_and_the_queue(ui):
     assert "4 / 6" in page  # jobs launched / total_max_jobs
     assert "0.2" in page  # the best value so far
     assert filled.agent in page and "ui-host" in page and "cpu0, cpu1" in page
-    # The queue lengths: one task waits in ui-queue, which the agent serves.
+    # The agent that stopped is listed too, after the running one, saying when it left
+    agents = page[page.index('id="agent-list"'):page.index('id="queues"')]
+    running_row = agents[agents.index('class="agent-running"'):]
+    assert running_row.index(filled.agent) < running_row.index(filled.stopped_agent)
+    stopped_row = agents[agents.index('class="agent-stopped"'):]
+    assert re.search(rf"<td>{filled.stopped_agent}</td>\s*<td><span class=\"status "
+                     r"status-stopped\">stopped</span> [^<]+ ago</td>", stopped_row), stopped_row
+    assert "No agent" not in agents
+    # The queue lengths: one task waits in ui-queue, which the running agent serves
+    # (the stopped one no longer does).
     queues = page[page.index('id="queues"'):]
     assert re.search(r"<td>ui-queue</td><td class=\"num\">1</td><td class=\"num\">1</td>",
                      queues), queues
+
+
+def test_agents_are_running_silent_or_stopped_and_only_running_ones_serve(
+        tmp_path, monkeypatch):
+    from hpo.ui import views
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setattr(store, "now", lambda: 1000.0)
+    for name in ("a-stopped", "b-silent", "c-running"):
+        store.heartbeat(name, queues=["q"])
+    store.remove_worker("a-stopped")
+    monkeypatch.setattr(views.time, "time", lambda: 1000.0 + 60)
+    monkeypatch.setattr(store, "now", lambda: 1000.0 + 59)
+    store.heartbeat("c-running", queues=["q"])
+
+    page = views.front_page(store, [])
+
+    assert [(a.worker.name, a.state) for a in page.agents] == [
+        ("b-silent", "silent"), ("c-running", "running"), ("a-stopped", "stopped")]
+    assert page.agents[-1].stopped_age_s == 60
+    assert page.queues == [("q", 0, 1)]
+    store.close()
+
+
+def test_a_finished_optimization_offers_no_stop_button(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    filled = fill_store(store, url)
+    store.set_status(filled.optimizer, Status.completed)
+    server = start_ui(url, tmp_path / "ui.log")
+    try:
+        page = http(f"{server.url}/optimizations/{filled.optimizer}").text()
+        assert "Stop optimization" not in page and 'id="stop"' not in page
+    finally:
+        stop_ui(server.proc)
+        store.close()
 
 
 def test_front_page_lines_are_read_again_only_when_their_optimization_changed(tmp_path):
@@ -230,6 +280,7 @@ def test_optimization_page_and_its_json(ui):
     for stem in FIGURES:
         assert f'data-stem="{stem}"' in html
     assert 'id="top-jobs"' in html and "/static/plotly.min.js" in html
+    assert "Stop optimization" in html  # it runs
     reply = http(f"{server.url}/api/optimizations/{filled.optimizer}")
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
     data = reply.json()
@@ -307,7 +358,8 @@ def test_task_page_shows_parameters_scalars_monitor_and_log(ui):
     assert "General/x" in html and "General/opt" in html and "adam" in html
     assert 'class="tuned"' in html  # the optimization's parameters are marked
     assert f'href="/optimizations/{filled.optimizer}"' in html
-    assert 'id="stop"' in html and "disabled" in html  # a completed task cannot be stopped
+    assert 'id="stop"' not in html  # a completed task cannot be stopped: no button
+    assert 'id="stop"' in http(f"{server.url}/tasks/{filled.running}").text()
     data = http(f"{server.url}/api/tasks/{best}").json()
     assert data["task"]["status"] == "completed" and data["final"] is True
     assert list(data["scalars"]) == ["loss"]

@@ -203,6 +203,8 @@ def _upgrade_tables(conn: Connection, version: int | None) -> None:
     if version is None or version < 4:
         _add_batch_seq(conn)
     # Version 5 only adds tables (hpo_reports, hpo_artifacts): create_all made them.
+    if version is None or version < 6:
+        _add_worker_stopped_at(conn)
 
 
 # What clone_task wrote in the comment up to schema version 2 (ids are uuid4 hex).
@@ -236,6 +238,16 @@ def _add_batch_seq(conn: Connection) -> None:
         return
     conn.exec_driver_sql(
         f"ALTER TABLE {tasks.name} ADD COLUMN batch_seq INTEGER NOT NULL DEFAULT 0")
+
+
+def _add_worker_stopped_at(conn: Connection) -> None:
+    """Version 6: hpo_workers.stopped_at, NULL (live) for every row: older versions
+    deleted an agent's row when it stopped, so every row there is one that runs or died."""
+    workers = schema.workers
+    if "stopped_at" in {c["name"] for c in inspect(conn).get_columns(workers.name)}:
+        return
+    column_type = workers.c.stopped_at.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {workers.name} ADD COLUMN stopped_at {column_type}")
 
 
 def _read_version(engine: Engine) -> int | None:

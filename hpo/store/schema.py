@@ -27,7 +27,8 @@ from sqlalchemy import (
 #   1: tasks, scalars, logs, workers;  2: + hpo_optimizations;
 #   3: + hpo_tasks.cloned_from (filled from the "cloned from <id>" comment of version 2)
 #   4: + hpo_tasks.batch_seq;  5: + hpo_reports, hpo_artifacts
-SCHEMA_VERSION = 5
+#   6: + hpo_workers.stopped_at (a stopped agent's row is kept a while, not deleted)
+SCHEMA_VERSION = 6
 
 
 class JSONText(TypeDecorator[Any]):
@@ -128,6 +129,7 @@ workers = Table(
     Column("pid", Integer),
     Column("started_at", Float, nullable=False),
     Column("last_heartbeat", Float, nullable=False),
+    Column("stopped_at", Float),  # NULL while the agent runs
 )
 
 # One row per optimization (its optimizer task): the configuration it was started with

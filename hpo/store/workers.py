@@ -1,11 +1,17 @@
-"""Agents (workers) and their heartbeats; finding tasks whose agent went silent."""
+"""Agents (workers) and their heartbeats; finding tasks whose agent went silent.
+
+An agent that stops unregisters (``remove_worker``): its row is kept, marked stopped,
+for STOPPED_WORKERS_KEPT_S, so the web view can list the agents a finished run used and
+when they left; for everything else (``list_workers``' default, the reaper, ``hpo
+workers``) a stopped agent is gone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
+from hpo.defaults import STOPPED_WORKERS_KEPT_S
 from hpo.errors import StoreError
 from hpo.lifecycle import Status
 from hpo.records import TaskRecord, WorkerRecord
@@ -28,10 +34,11 @@ class WorkersMixin(StoreBase):
         host: str | None = None,
         pid: int | None = None,
     ) -> None:
-        """Record that worker ``name`` is alive, with what it serves and runs now."""
+        """Record that worker ``name`` is alive, with what it serves and runs now (an
+        agent started again under the name of a stopped one is live again)."""
         now = self.now()
         values = {"queues": list(queues), "slots": list(slots), "running": list(running),
-                  "host": host, "pid": pid, "last_heartbeat": now}
+                  "host": host, "pid": pid, "last_heartbeat": now, "stopped_at": None}
         with self._write() as conn:
             updated = conn.execute(update(W).where(W.c.name == name).values(**values)).rowcount
         if not updated:
@@ -43,14 +50,28 @@ class WorkersMixin(StoreBase):
                 with self._write() as conn:
                     conn.execute(update(W).where(W.c.name == name).values(**values))
 
-    def list_workers(self) -> list[WorkerRecord]:
+    def list_workers(self, *, stopped_within: float | None = None) -> list[WorkerRecord]:
+        """The registered (not stopped) workers by name; with ``stopped_within``, also
+        those that stopped less than that many seconds ago (their ``stopped_at`` set)."""
+        live = W.c.stopped_at.is_(None)
+        query = select(W).order_by(W.c.name)
+        if stopped_within is None:
+            query = query.where(live)
+        else:
+            query = query.where(or_(live, W.c.stopped_at >= self.now() - stopped_within))
         with self._read() as conn:
-            rows = conn.execute(select(W).order_by(W.c.name)).all()
+            rows = conn.execute(query).all()
         return [WorkerRecord(**row._mapping) for row in rows]
 
     def remove_worker(self, name: str) -> None:
+        """Unregister worker ``name``: it no longer counts as alive anywhere (the reaper
+        takes back its running tasks), its row is kept stopped for the web view, and
+        the rows stopped longer than STOPPED_WORKERS_KEPT_S are dropped."""
+        now = self.now()
         with self._write() as conn:
-            conn.execute(delete(W).where(W.c.name == name))
+            conn.execute(update(W).where(W.c.name == name, W.c.stopped_at.is_(None))
+                         .values(stopped_at=now, running=[]))
+            conn.execute(delete(W).where(W.c.stopped_at < now - STOPPED_WORKERS_KEPT_S))
 
     def lost_tasks(self, timeout: float) -> list[TaskRecord]:
         """Running tasks whose worker has not sent a heartbeat for ``timeout`` seconds
@@ -61,7 +82,8 @@ class WorkersMixin(StoreBase):
         the moment it reconnects, before its next heartbeat, does not lose it to a
         reaper that read the old heartbeat."""
         cutoff = self.now() - timeout
-        fresh = select(W.c.name).where(W.c.last_heartbeat >= cutoff)
+        fresh = select(W.c.name).where(and_(W.c.last_heartbeat >= cutoff,
+                                            W.c.stopped_at.is_(None)))
         query = select(T).where(
             T.c.status == Status.running.value,
             or_(T.c.worker.is_(None), T.c.worker.not_in(fresh)),

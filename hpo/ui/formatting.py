@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import Environment
 
 from hpo import durations
+from hpo.lifecycle import Status
 
 DASH = "\u2013"  # no value (yet)
 
@@ -42,5 +43,11 @@ def limit(used: float, total: float | int | None, unit: str = "") -> str:
     return text if total is None else f"{text} / {number(total)}{unit}"
 
 
+def final(status: str) -> bool:
+    """``{% if s.status is final %}``: the task has ended (no stop button then)."""
+    return Status(status).is_final
+
+
 def install(env: Environment) -> None:
     env.filters.update(number=number, duration=duration, age=age, short=short, limit=limit)
+    env.tests.update(final=final)

@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from hpo.defaults import UI_CLOCK_S
+from hpo import settings
+from hpo.defaults import STOPPED_WORKERS_KEPT_S, UI_CLOCK_S
 from hpo.lifecycle import Status
 from hpo.optimization.summary import (
     OptimizationListing,
@@ -37,6 +38,14 @@ class OptimizationRow:
 class AgentRow:
     worker: WorkerRecord
     heartbeat_age_s: float
+    # "running"; "silent": registered, but no heartbeat for lost_after_s (killed, or cut
+    # off from the store: the reaper takes its tasks back); "stopped": it unregistered.
+    state: str
+    stopped_age_s: float | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.state == "running"
 
 
 @dataclass
@@ -47,17 +56,31 @@ class FrontPage:
 
 
 def front_page(store: Store, rows: list[OptimizationRow]) -> FrontPage:
-    """The optimizations (``rows``, newest first), the agents and the queue lengths."""
+    """The optimizations (``rows``, newest first), the agents (registered ones by name,
+    then those stopped in the last STOPPED_WORKERS_KEPT_S, the latest first) and the
+    queue lengths."""
     now = time.time()
-    agents = [AgentRow(w, max(0.0, now - w.last_heartbeat)) for w in store.list_workers()]
+    lost_after = settings.lost_after_s()
+    agents = [agent_row(w, now, lost_after)
+              for w in store.list_workers(stopped_within=STOPPED_WORKERS_KEPT_S)]
+    agents.sort(key=lambda a: (a.worker.stopped_at is not None,
+                               -(a.worker.stopped_at or 0.0), a.worker.name))
     return FrontPage(rows, agents, queue_rows(store, agents))
 
 
+def agent_row(worker: WorkerRecord, now: float, lost_after_s: float) -> AgentRow:
+    heartbeat_age = max(0.0, now - worker.last_heartbeat)
+    if worker.stopped_at is not None:
+        return AgentRow(worker, heartbeat_age, "stopped", max(0.0, now - worker.stopped_at))
+    return AgentRow(worker, heartbeat_age,
+                    "silent" if heartbeat_age > lost_after_s else "running")
+
+
 def queue_rows(store: Store, agents: list[AgentRow]) -> list[tuple[str, int, int]]:
-    """Every queue an agent serves or a task waits in: (name, queued tasks, agents
-    serving it), the longest first. An idle queue still shows, with 0 waiting."""
+    """Every queue a running agent serves or a task waits in: (name, queued tasks,
+    agents serving it), the longest first. An idle queue still shows, with 0 waiting."""
     queued = Counter(t.queue or "?" for t in store.find_tasks(status=Status.queued))
-    serving = Counter(q for a in agents for q in a.worker.queues)
+    serving = Counter(q for a in agents if a.serving for q in a.worker.queues)
     names = set(queued) | set(serving)
     return sorted(((n, queued[n], serving[n]) for n in names), key=lambda r: (-r[1], r[0]))
 

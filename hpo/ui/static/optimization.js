@@ -66,7 +66,7 @@
       const figure = data.figures[div.dataset.stem];
       if (figure) hpo.draw(div, figure);
     }
-    if (data.final && stop) stop.disabled = true;
+    if (data.final && stop) stop.remove();  // nothing left to stop
     return !data.final;
   }
 

@@ -30,7 +30,9 @@
     hpo.drawAll(document.getElementById("monitor"), data.monitor);
     appendLog(data.log);
     cursor = data.log_cursor;
-    if (stop) stop.disabled = !["queued", "running"].includes(t.status) || t.stop_requested;
+    // Only a queued or running task can be stopped: no button once it has ended.
+    if (stop && !["queued", "running"].includes(t.status)) stop.remove();
+    else if (stop) stop.disabled = t.stop_requested;
     return !data.final;
   }
 
