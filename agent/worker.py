@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -19,11 +19,14 @@ from celery.worker import WorkController
 from celery.worker import state as celery_state
 
 from hpo import defaults, settings
+from hpo.agent import bytecode
 from hpo.agent.channel_server import ChannelServer
 from hpo.agent.consumer import AgentConsumer
 from hpo.agent.outbox import Outbox, PendingOutcome, outbox_folder
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
+from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot, SlotPool
+from hpo.agent.warm.slot import WarmSlots
 from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
 from hpo.queue import dispatch
@@ -50,6 +53,10 @@ class AgentConfig:
     retries: int = defaults.LOST_TASK_RETRIES
     host: str = field(default_factory=socket.gethostname)
     outbox_dir: Path | None = None  # None: outbox_folder(), $HPO_HOME/outbox
+    # Modules each slot's warm process preloads besides hpo (hpo-agent --preload); None:
+    # no warm processes, every script spawned (hpo-agent --spawn; hpo-agent's default
+    # is warm, with [] when no --preload is given).
+    preload: list[str] | None = None
 
 
 class Agent:
@@ -58,6 +65,8 @@ class Agent:
         self.store = open_store(config.store_url)
         self.app = make_app(config.broker_url)
         self.pool = SlotPool(config.slots)
+        self.warm = self._warm_slots()
+        self.runner_config = replace(config.runner, warm=self.warm)
         self.runners: dict[str, TaskRunner] = {}
         self.outbox = Outbox(config.outbox_dir or outbox_folder(), self.store,
                              self._requeue_by_id)
@@ -70,6 +79,19 @@ class Agent:
         self._signals = 0
         self._channels: dict[str, ChannelServer] = {}  # each slot's, by slot name
         self._register_celery_task()
+
+    def _warm_slots(self) -> WarmSlots | None:
+        """A warm process per slot, with what each of its tasks gets of this agent's
+        environment (the slot's GPUs included): what a preloaded module reads at import
+        is what the task would read."""
+        if self.config.preload is None:
+            return None
+        base = script_environment(os.environ,
+                                  keep_credentials=self.config.runner.pass_credentials,
+                                  store_url=self.store.url,
+                                  broker_url=self.config.runner.broker_url)
+        return WarmSlots({slot.name: {**base, **slot.environment()}
+                          for slot in self.config.slots}, self.config.preload)
 
     # ----- running tasks ------------------------------------------------------------
 
@@ -251,6 +273,7 @@ class Agent:
 
     def run(self) -> int:
         """Serve until a signal; returns the exit code after the warm shutdown."""
+        bytecode.write_cache_in_background()  # tasks import hpo without compiling it
         self.outbox.deliver()  # what a previous process kept, before anything else
         self._requeue_orphans()
         self._heartbeat()
@@ -262,6 +285,8 @@ class Agent:
                                     daemon=True)]
         for thread in threads:
             thread.start()
+        if self.warm is not None:
+            self.warm.start()  # in the background: a slot's first task waits for it
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("agent %s serving queues %s with %d slot(s): %s", self.config.name,

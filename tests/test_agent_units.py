@@ -314,3 +314,20 @@ def test_two_copies_of_one_message_arriving_together_run_the_task_once(
     # Then one runs it; the other is dropped and takes no runner's place
     assert runs == ["t" * 32]
     assert agent.runners == {}
+
+
+def test_the_agent_writes_hpos_bytecode_cache_even_where_python_would_not(monkeypatch):
+    # Given PYTHONDONTWRITEBYTECODE, as Docker images set it: imports write no cache
+    import importlib.util
+
+    import hpo
+    from hpo.agent import bytecode
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    # When the agent writes the cache
+    assert bytecode.write_cache() is True
+    # Then the SDK modules every task imports have theirs, newer than their source
+    for module in ("sdk/task.py", "sdk/agent_backend.py", "__init__.py"):
+        source = Path(hpo.__file__).parent / module
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        assert cached.is_file() and cached.stat().st_mtime >= source.stat().st_mtime

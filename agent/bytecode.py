@@ -1,0 +1,38 @@
+"""hpo's bytecode cache, written once by the agent so that no task compiles it again.
+
+Every task's script imports hpo. An editable install (the README's set-up) keeps hpo's
+source in the checkout, and with ``PYTHONDONTWRITEBYTECODE`` set (Docker images and many
+shells set it) Python never writes its ``__pycache__``: each task then compiled hpo anew,
+about 20 ms of every trial. Python still reads a cache that exists, so the agent writes
+it once at start; explicit compilation is not held back by that variable.
+"""
+
+from __future__ import annotations
+
+import compileall
+import logging
+import threading
+from pathlib import Path
+
+import hpo
+
+log = logging.getLogger("hpo.agent")
+
+
+def write_cache_in_background() -> threading.Thread:
+    """Compile hpo's modules in a daemon thread (serving does not wait for it)."""
+    thread = threading.Thread(target=write_cache, name="hpo-bytecode", daemon=True)
+    thread.start()
+    return thread
+
+
+def write_cache() -> bool:
+    """Write the missing or stale ``.pyc`` files of hpo's package; False when its folder
+    is not writable (an install owned by another user: tasks compile as before)."""
+    folder = Path(hpo.__file__).parent
+    try:
+        done = compileall.compile_dir(folder, quiet=2)
+    except OSError as exc:
+        done = False
+        log.debug("cannot write hpo's bytecode cache in %s: %s", folder, exc)
+    return bool(done)
