@@ -1,0 +1,42 @@
+"""The benchmark's trial work, shared by every trial script: the Branin function of
+(x1, x2) reported ``reports`` times, with ``seconds`` of sleep spread over the reports
+(0 for a trivial trial, 1 for the utilization case).
+
+Branin (Dixon and Szegö's test function), on x1 in [-5, 10], x2 in [0, 15]; its minimum
+is 0.397887 at three points, e.g. (pi, 2.275)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+# Where a trial script writes the time of its first line (the cold start measurement).
+FIRST_LINE_ENV = "BENCH_FIRST_LINE_FILE"
+
+
+def branin(x1: float, x2: float) -> float:
+    b, c, t = 5.1 / (4 * math.pi ** 2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1 ** 2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+def work(x1: float, x2: float, reports: int, seconds: float,
+         report: Callable[[float, int], None]) -> float:
+    """The trial's own work: ``reports`` values, one every ``seconds / reports``."""
+    value = branin(x1, x2)
+    for i in range(reports):
+        if seconds:
+            time.sleep(seconds / reports)
+        # A value that moves towards the final one, like a training curve.
+        value = branin(x1, x2) + 1.0 / (1 + i)
+        report(value, i)
+    return value
+
+
+def note_first_line(t0: float) -> None:
+    """Appends ``t0`` to the file the bench named, if it named one."""
+    path = os.environ.get(FIRST_LINE_ENV)
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{t0!r}\n")
