@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.cli import common, output
 from hpo.cli.common import Parser, add_store_option, run_handler, store_from
 from hpo.controller.formatting import jobs_table, out, status_fields
+from hpo.lifecycle import TaskType
 from hpo.optimization.summary import finite, list_optimizations, newest_optimizer, summarize
 from hpo.store import Store
 
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     running_options(p)
 
     p = command("status", cmd_status, "progress, budget and best jobs of an optimization")
-    p.add_argument("id", nargs="?", type=common.task_id,
+    p.add_argument("id", nargs="?", type=common.optimization_id,
                    help="optimizer task id or a unique prefix (default: the newest)")
     p.add_argument("--top", type=common.positive_int, default=10, metavar="K",
                    help="best jobs shown (10)")
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Ask the controller running this optimization to stop it: every job is "
                 "stopped and the optimization ends as stopped. Returns at once; `status` "
                 "shows when it has ended.")
-    p.add_argument("id", type=common.task_id, help="optimizer task id or a unique prefix")
+    p.add_argument("id", type=common.optimization_id, help="optimizer task id or a unique prefix")
 
     p = command("list", cmd_list, "optimizations, newest first")
     p.add_argument("--limit", type=common.positive_int, default=50)
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "index.html linking them with the summary. PNGs need Chrome or Chromium; "
                 "without one they are skipped with a warning (exit code 0). Prints where "
                 "the files are and their total size.")
-    p.add_argument("id", nargs="?", type=common.task_id,
+    p.add_argument("id", nargs="?", type=common.optimization_id,
                    help="optimizer task id or a unique prefix (default: the newest)")
     p.add_argument("--out", metavar="DIR",
                    help="folder to write into, created if missing; files of the same names "
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "whose controller died",
                 "Re-attach to the optimization's running jobs and finish the same budget: "
                 "no trial is repeated or lost.")
-    p.add_argument("id", type=common.task_id, help="optimizer task id or a unique prefix")
+    p.add_argument("id", type=common.optimization_id, help="optimizer task id or a unique prefix")
     running_options(p)
     return parser
 
@@ -193,9 +194,14 @@ def _run(optimizer: HyperParameterOptimizer, store: Store, args: argparse.Namesp
                        top=args.top, prog=PROG)
 
 
+def _resolve(store: Store, text: str) -> str:
+    """The optimization an id or a prefix names (only optimizer tasks count)."""
+    return store.resolve_task_id(text, type=TaskType.optimizer)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     store = store_from(args)
-    optimizer_id = store.resolve_task_id(args.id) if args.id else newest_optimizer(store)
+    optimizer_id = _resolve(store, args.id) if args.id else newest_optimizer(store)
     summary = summarize(store, optimizer_id, top_k=args.top, all_jobs=args.all)
     if args.json:
         output.print_json(summary.to_dict())
@@ -209,8 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     store = store_from(args)
-    optimizer_id = store.resolve_task_id(args.id)
-    store.load_optimization(optimizer_id)  # an optimization, not any task
+    optimizer_id = _resolve(store, args.id)
     task = store.get_task(optimizer_id)
     if task.status.is_final:
         print(f"{optimizer_id} already {task.status.value}")
@@ -241,7 +246,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hpo.report.files import default_folder, write_report
 
     store = store_from(args)
-    optimizer_id = store.resolve_task_id(args.id) if args.id else newest_optimizer(store)
+    optimizer_id = _resolve(store, args.id) if args.id else newest_optimizer(store)
     out = Path(args.out) if args.out else default_folder(optimizer_id)
     with _report_progress(enabled=sys.stdout.isatty() and not args.json) as progress:
         result = write_report(store, optimizer_id, out, args.top, png=not args.no_png,

@@ -93,7 +93,7 @@ class HyperParameterOptimizer:
         self = cls.__new__(cls)
         self.store = store if isinstance(store, Store) else open_store(store)
         self.broker_url = Settings.load(broker_url=broker_url).broker_url
-        self.task_id = self.store.resolve_task_id(optimizer_task_id)
+        self.task_id = self.store.resolve_task_id(optimizer_task_id, type=TaskType.optimizer)
         config, _state = self.store.load_optimization(self.task_id)
         self.config = OptimizerConfig.from_dict(config)
         check_broker(make_app(self.broker_url))

@@ -136,3 +136,29 @@ def test_an_unreachable_broker_leaves_the_task_created_and_says_so(hpo_env, temp
     assert "cannot reach the broker" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert open_store().get_task(clone_id).status.value == "created"
+
+
+def test_a_task_id_that_is_wrong_says_what_is_wrong_and_where_ids_are(hpo_env, monkeypatch):
+    # Given three tasks, two of whose ids share a prefix
+    from hpo.store import tasks as store_tasks
+
+    ids = iter(["abcd" + "0" * 28, "abcd" + "1" * 28, "ef01" + "2" * 28])
+    monkeypatch.setattr(store_tasks, "new_task_id", lambda: next(ids))
+    store = open_store(create=True)
+    for name in ("one", "two", "three"):
+        store.create_task("p", name)
+    cases = {
+        ("task", "show", "ab"): "task id 'ab' is too short: an id prefix needs at least 4 "
+                                "characters; `hpo task list` shows the ids",
+        ("task", "abort", "abcd"): f"task id prefix 'abcd' is ambiguous: it starts "
+                                   f"abcd{'0' * 28} (one), abcd{'1' * 28} (two); give more",
+        ("task", "show", "ffff"): "no task with id 'ffff': `hpo task list` shows the ids",
+        ("task", "logs", "nope"): "'nope' is not a task id: an id is 32 hex digits",
+    }
+    for argv, said in cases.items():
+        result = hpo(hpo_env, *argv)
+        assert result.returncode == 2, argv
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert said in result.stderr, (argv, result.stderr)
+    # And a unique prefix still names its task
+    assert "three" in ok(hpo_env, "task", "show", "ef01")

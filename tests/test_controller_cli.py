@@ -595,3 +595,34 @@ def test_a_tuned_name_the_script_never_reads_stops_the_search_at_the_first_job(
     store = open_store()
     [optimizer] = optimizer_tasks(store)
     assert len(store.find_tasks(parent=optimizer.id)) < 8
+
+
+def test_an_optimization_id_that_is_wrong_says_what_is_wrong_and_where_ids_are(
+        hpo_env, monkeypatch):
+    # Given two optimizations whose ids share a prefix, and a task that is no optimization
+    from hpo.store import tasks as store_tasks
+
+    ids = iter(["abcd" + "0" * 28, "abcd" + "1" * 28, "abce" + "2" * 28])
+    monkeypatch.setattr(store_tasks, "new_task_id", lambda: next(ids))
+    store = open_store(create=True)
+    for name in ("first", "second"):
+        store.create_task("p", name, type=TaskType.optimizer)
+    store.create_task("p", "a job")
+    cases = {
+        # too short: the rule, not "no such id"
+        ("stop", "ab"): "an id prefix needs at least 4 characters",
+        # ambiguous: the candidates, with their names
+        ("status", "abcd"): f"abcd{'0' * 28} (first), abcd{'1' * 28} (second)",
+        # a task that is no optimization, and an unknown id: where the ids are
+        ("stop", "abce"): "no optimization with id 'abce': `hpo-controller list` shows",
+        ("report", "ffff"): "no optimization with id 'ffff': `hpo-controller list` shows",
+        # not an id at all
+        ("resume", "xyz!"): "is not an optimization id",
+    }
+    for argv, said in cases.items():
+        result = ctl(hpo_env, *argv)
+        # Then each is one line, exit code 2, that says what is wrong
+        assert result.returncode == 2, argv
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert said in result.stderr, (argv, result.stderr)
+        assert "hpo task list" not in result.stderr and "hpo-controller list" in result.stderr

@@ -6,12 +6,13 @@ store."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from hpo import defaults, limits, settings
-from hpo.errors import ConfigError, HpoError
+from hpo.errors import ConfigError, HpoError, TaskNotFound
 from hpo.store import Store, open_store
 
 
@@ -61,7 +62,25 @@ def name(kind: str) -> Callable[[str], object]:
     return _arg_type(lambda text: limits.check_name(kind, text, "the " + kind), "name")
 
 
-task_id = _arg_type(limits.check_task_id, "id")
+def _id(kind: str, lister: str) -> Callable[[str], object]:
+    """An id or a prefix of one, as typed: hex digits, at most a whole id. Whether it is
+    long enough, unique and known is the store's to say (``Store.resolve_task_id``),
+    naming the same command that lists the ids of this ``kind``."""
+
+    def check(text: str) -> str:
+        cleaned = text.strip().lower()
+        if re.fullmatch(f"[0-9a-f]{{1,{defaults.TASK_ID_LEN}}}", cleaned):
+            return cleaned
+        raise TaskNotFound(
+            f"{limits.short(text)} is not {kind} id: an id is {defaults.TASK_ID_LEN} hex "
+            f"digits, or a unique prefix of at least {defaults.MIN_TASK_ID_PREFIX} of them; "
+            f"{lister} shows them")
+
+    return _arg_type(check, "id")
+
+
+task_id = _id("a task", "`hpo task list`")
+optimization_id = _id("an optimization", "`hpo-controller list`")
 broker_url = _arg_type(limits.check_broker_url, "URL")
 
 

@@ -116,7 +116,7 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
     """Progress, budget and the ``top_k`` best finished jobs of an optimization (and
     every job with ``all_jobs``). ``children``: its child tasks, when the caller has
     just read them."""
-    optimizer_id = store.resolve_task_id(optimizer_id)
+    optimizer_id = store.resolve_task_id(optimizer_id, type=TaskType.optimizer)
     config = load_config(store, optimizer_id)
     task = store.get_task(optimizer_id)
     if children is None:
