@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the interpreter that runs every script: a virtual environment or "
                    "image with the training code's dependencies (default: the one "
                    "recorded with the task when this host has it, else this agent's own)")
+    p.add_argument("--preload", action="append", metavar="MODULE[,MODULE]",
+                   type=_module_list, default=[],
+                   help="modules each slot's warm process imports once, besides hpo: each "
+                   "task is then a fork of it, so its script skips those imports (e.g. "
+                   "sklearn.ensemble,scipy.optimize); a module that starts threads or "
+                   "CUDA at import cannot be preloaded (its slot spawns, saying why)")
+    p.add_argument("--spawn", action="store_true",
+                   default=os.environ.get(defaults.ENV_AGENT_SPAWN, "") == "1",
+                   help="start every script as a new Python process, not as a fork of its "
+                   "slot's warm process (default: warm, preloading hpo; "
+                   f"${defaults.ENV_AGENT_SPAWN}=1 too)")
     p.add_argument("--grace", type=common.seconds, default=defaults.GRACE_S, metavar="SECONDS",
                    help="time between SIGTERM and SIGKILL when a task is stopped "
                    f"({defaults.GRACE_S:g})")
@@ -97,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lost_after <= args.heartbeat:
         parser.error(f"--lost-after {args.lost_after:g} must be more than --heartbeat "
                      f"{args.heartbeat:g}, else live agents are taken for lost: raise it")
+    if args.spawn and args.preload:
+        parser.error("--preload needs warm slots, and --spawn (or "
+                     f"${defaults.ENV_AGENT_SPAWN}=1) turns them off: drop one")
     common.warn_visible_passwords(parser.prog, args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
@@ -116,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             store_url=store, broker_url=broker,
             shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
             lost_after_s=args.lost_after, retries=args.retries,
+            preload=None if args.spawn else [m for ms in args.preload for m in ms],
         )
         return Agent(config).run()
     except HpoError as exc:
@@ -144,6 +159,17 @@ def _interpreter(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an executable file or a command "
                                          "on PATH: give the path of a Python interpreter")
     return found
+
+
+def _module_list(text: str) -> list[str]:
+    """``--preload``: dotted module names, comma-separated."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not all(part.isidentifier() for part in n.split("."))]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"{(bad or [text])[0]!r} is not a module name: give dotted names, comma-"
+            "separated, e.g. sklearn.ensemble,scipy.optimize")
+    return names
 
 
 def _gpu_list(text: str) -> str:

@@ -1,27 +1,72 @@
-"""Starting a task's script and stopping its whole process tree."""
+"""Starting a task's script (forked from its slot's warm process, else spawned) and
+stopping its whole process tree."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Protocol
 
 import psutil
 
-from hpo.defaults import KILL_WAIT_S
+from hpo.agent.warm.slot import WarmSlot
+from hpo.defaults import KILL_WAIT_S, UNKNOWN_EXIT
+
+log = logging.getLogger("hpo.agent")
 
 
-def start(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """The script as a child in its own session (and process group), from an argument
-    list, never a shell string. Raises OSError when it cannot start."""
+class ScriptProcess(Protocol):
+    """What the runner uses of a running script: a Popen, or a forked one's handle
+    (hpo.agent.warm.handle.WarmProcess)."""
+
+    pid: int
+    returncode: int | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+def start(argv: Sequence[str], cwd: str, env: Mapping[str, str],
+          warm: WarmSlot | None = None, preload: Sequence[str] = (),
+          note: Callable[[str], None] | None = None) -> ScriptProcess:
+    """The script in its own session (and process group), from an argument list, never
+    a shell string: forked from ``warm`` (its slot's warm process, which imports
+    ``preload`` first) when it can run there, else spawned; ``note`` gets the one line
+    saying why not (the agent's log has it once per reason). Raises OSError when it
+    cannot start."""
+    if warm is not None:
+        proc, why = warm.launch(argv, cwd, env, preload)
+        if proc is not None:
+            return proc
+        if why:
+            if _first_time(why):
+                log.info("slot %s spawns, not forks, tasks where: %s", warm.name, why)
+            if note is not None:
+                note(f"hpo-agent: spawned, not forked from the warm slot: {why}")
     return subprocess.Popen(
         list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
 
 
-def terminate_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
+_said: set[str] = set()
+
+
+def _first_time(reason: str) -> bool:
+    """True the first time this agent gives this reason (set.add is atomic)."""
+    if reason in _said:
+        return False
+    _said.add(reason)
+    return True
+
+
+def terminate_tree(proc: ScriptProcess, grace: float) -> None:
     """SIGTERM to the process group, ``grace`` seconds to exit, then SIGKILL to every
     process of the tree (including descendants that left the group)."""
     descendants = _descendants(proc.pid)
@@ -64,6 +109,9 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 def describe_exit(returncode: int) -> str:
     """``exit code 3`` or ``killed by signal SIGKILL``."""
+    if returncode == UNKNOWN_EXIT:
+        return ("exit status unknown: the warm process that forked the script died while "
+                "it ran (see the agent's log)")
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name

@@ -25,6 +25,7 @@ from hpo.agent.outbox import PendingOutcome
 from hpo.agent.recorder import Batch, Recorder
 from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot
+from hpo.agent.warm.slot import WarmSlots
 from hpo.errors import HpoError, LostOwnership, StoreError, StoreRefusedValue
 from hpo.lifecycle import Status
 from hpo.queue.messages import dropped
@@ -67,6 +68,7 @@ class RunnerConfig:
     # --pass-credentials); broker_url: the agent's, for the script (hpo.agent.script_env).
     pass_credentials: bool = False
     broker_url: str | None = None
+    warm: WarmSlots | None = None  # None: every script spawned (hpo-agent --spawn)
 
 
 class TaskRunner:
@@ -194,7 +196,11 @@ class TaskRunner:
         try:
             try:
                 argv, cwd = self._command(task)
-                proc = process.start(argv, cwd, self._environment(task, attempt, server))
+                proc = process.start(
+                    argv, cwd, self._environment(task, attempt, server),
+                    warm=self.config.warm.slot(self.slot.name) if self.config.warm else None,
+                    preload=(task.script.preload if task.script else None) or [],
+                    note=lambda line: recorder.on_output("stderr", line + "\n"))
             except (CannotStart, OSError) as exc:
                 return Status.failed, f"cannot start the script: {exc}", None, recorder.end()
             readers = [
@@ -215,7 +221,7 @@ class TaskRunner:
                                                    recorder)
         return status, message, exit_code, left if status else []
 
-    def _supervise(self, proc: subprocess.Popen[bytes], task: TaskRecord,
+    def _supervise(self, proc: process.ScriptProcess, task: TaskRecord,
                    recorder: Recorder) -> StopReason | None:
         """Wait for the script; stop it on request or at its time limit."""
         monitor = ResourceMonitor(proc.pid, self.slot.gpus)

@@ -115,7 +115,7 @@ class Agent:
             # Shutting down: the message goes back to the broker for another agent.
             raise Reject("agent shutting down", requeue=True)
         with self.pool.taken() as slot:
-            runner = TaskRunner(self.store, self.config.runner, slot, self._requeue,
+            runner = TaskRunner(self.store, self.runner_config, slot, self._requeue,
                                 self._keep, self._channel_of(slot))
             with self._lock:  # checked and taken at once: two copies may arrive together
                 duplicate = task_id in self.runners

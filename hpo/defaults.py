@@ -83,9 +83,22 @@ PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2
 PG_SESSION_OPTIONS = ("-c idle_in_transaction_session_timeout=10000 "
                       "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
                       "-c tcp_keepalives_count=3")
-# The embedded broker polls its SQLite file; this bounds the dispatch delay it adds,
-# and 50 ms of polling per agent costs next to nothing.
+# The embedded broker on a SQLite file rings a doorbell on each publish (hpo.wakeups), and
+# an idle consumer waits for that ring; it still polls this often, in case a ring is lost
+# (a full socket buffer, a folder it cannot write). A lost ring then costs one trial half
+# a second; an idle agent's poll (one short write transaction) twice a second costs
+# nothing measurable.
+EMBEDDED_FALLBACK_POLL_S = 0.5
+# ... and polls this often where there is no doorbell (the file's folder is not writable,
+# the broker is not a SQLite file): this bounds the dispatch delay it adds, and 50 ms of
+# polling per agent costs next to nothing.
 EMBEDDED_POLL_S = 0.05
+# A store on PostgreSQL announces its changes with NOTIFY (hpo.wakeups): the listening
+# connection is checked this often for a close (the thread's only wait; its waiter is
+# woken by notifications, not by this), and after losing its connection it tries to
+# connect again this often (a server restart takes seconds; the waiter polls meanwhile).
+PG_LISTEN_TICK_S = 1.0
+PG_LISTEN_RETRY_S = 1.0
 
 # ----- lost agents and the reaper -----------------------------------------------------
 
@@ -128,6 +141,18 @@ KILL_WAIT_S = 5.0
 # After the script exits, its output is read to the end for at most this long: a
 # grandchild that keeps the pipes open must not hold the slot.
 OUTPUT_DRAIN_S = 5.0
+# Warm slots (hpo.agent.warm). How long a warm process may take to import hpo and the
+# --preload modules before its slot gives up and spawns: torch takes 5-10 s on a slow
+# disk; a minute means a hung import.
+WARM_START_TIMEOUT_S = 60.0
+# Room reserved in a warm process's command line for its children's (`python script.py
+# ARGS` as ps shows it): longer command lines are cut there, in ps only.
+WARM_TITLE_BYTES = 4096
+# The exit status a forked script gets when its warm process died while it ran and took
+# the real one with it: not a signal number nor an exit code (describe_exit says so).
+UNKNOWN_EXIT = -1000
+# Set to 1: hpo-agent spawns every script (as --spawn) instead of forking warm ones.
+ENV_AGENT_SPAWN = "HPO_AGENT_SPAWN"
 # How often the runner looks at its script (exit, stop, time limit): a script that
 # exits frees its slot within this.
 RUNNER_POLL_S = 0.05
@@ -205,8 +230,15 @@ PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step"
 
 # ----- the controller -----------------------------------------------------------------
 
-# One cycle (limits, reports, launches) this often: a report is acted on within 0.1 s,
-# and a cycle reads only the active jobs, so it costs little.
+# The controller is woken when a job of its optimization ends or reports, or a stop is
+# asked (hpo.wakeups: PostgreSQL NOTIFY, a doorbell beside a SQLite store), and cycles
+# (limits, reports, launches) at least this often anyway: a wake-up that is lost (a
+# reconnect, a full socket buffer) delays a trial by at most a second, and time limits,
+# the agent watch and the reaper (periods of seconds) are checked often enough.
+CONTROLLER_FALLBACK_POLL_S = 1.0
+# Where no wake-up can be set up (an in-memory store, a folder it cannot write), one
+# cycle this often: a report is acted on within 0.1 s, and a cycle reads only the active
+# jobs, so it costs little.
 CONTROLLER_POLL_S = 0.1
 # How long the store or broker may fail before the optimization gives up: a database
 # restart, a failover or a network blip takes far less, and an outage of minutes must

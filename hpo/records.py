@@ -22,6 +22,10 @@ class ScriptInfo:
     # The repository's top folder where the task was registered: where entry_point and
     # working_dir sit in the repository, for an agent that checks the commit out elsewhere.
     root: str | None = None
+    # Modules its agent's warm slot imports before forking it (hpo.yaml's preload:), on
+    # top of the agent's own --preload list; None: none. In the script JSON, so no
+    # schema change, and a clone keeps it.
+    preload: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -30,7 +34,9 @@ class ScriptInfo:
     def from_dict(cls, data: dict[str, Any] | None) -> ScriptInfo | None:
         if not data:
             return None
-        return cls(**data)
+        # Keys a newer hpo wrote are left out: an older agent still runs the task.
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

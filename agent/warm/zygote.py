@@ -1,0 +1,115 @@
+"""The warm process of one slot: imports hpo and the preloaded modules once, then forks
+a child per task on the agent's request and reports the child's pid and exit status.
+
+Started by the agent (``slot.py``) with the agent's own interpreter as
+``python -c "...main()" FD MODULES PADDING``: FD is its end of a private socket pair,
+MODULES the comma-separated list to preload, PADDING room for the children's command
+lines (``proctitle``). One task at a time (a slot runs one), so the loop is plain:
+request, fork, pid, wait, exit status. It exits when the agent's end closes (the agent
+stopped or died), also while a child runs: the child, reparented, then sees its parent
+change and stops itself as an orphaned spawned script does (hpo.sdk.agent_backend).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import select
+import socket
+import sys
+import threading
+import traceback
+
+from hpo.agent.warm import child, proctitle, protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def main() -> None:
+    fd, modules = int(sys.argv[1]), [m for m in sys.argv[2].split(",") if m]
+    sock = socket.socket(fileno=fd)
+    # sys.path[0] is "" (from -c): a child puts its script's folder there.
+    proctitle.set_title(f"hpo-agent warm slot (preload: {','.join(['hpo', *modules])})")
+    protocol.send(sock, {"ready": True, **preload(["hpo", *modules])})
+    serve(sock)
+
+
+def preload(modules: list[str]) -> dict[str, Any]:
+    """Import ``modules``: which failed (name: one line) and, if fork is now unsafe,
+    why (the module that started a thread or initialised CUDA)."""
+    failed: dict[str, str] = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            failed[name] = "".join(traceback.format_exception_only(exc)).strip()
+            continue
+        hazard = fork_hazard()
+        if hazard:
+            return {"failed": failed, "unsafe": f"{name}: {hazard}"}
+    return {"failed": failed, "unsafe": None}
+
+
+def fork_hazard() -> str | None:
+    """Why forking this process now is unsafe, or None. A forked child gets only the
+    forking thread: a lock another thread held stays locked in it for ever, and CUDA
+    cannot be used in a child forked after it was initialised."""
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate()
+                          if t is not threading.main_thread())
+        return f"started a thread at import ({names}); fork is unsafe with threads"
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None and cuda.is_initialized():
+        return "initialised CUDA at import; a forked child cannot use CUDA"
+    return None
+
+
+def serve(sock: socket.socket) -> None:
+    while True:
+        try:
+            message, fds = protocol.receive(sock)
+        except protocol.Closed:
+            return
+        if message.get("op") == "import":
+            protocol.send(sock, preload(message["modules"]))
+            continue
+        pid = fork(sock, message, fds)
+        protocol.send(sock, {"pid": pid})
+        status = wait(sock, pid)
+        if status is None:
+            return
+        protocol.send(sock, {"exit": status})
+
+
+def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else the child would write this process's buffered output too
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child.become_script(sock, message, fds)  # ends with os._exit
+        except BaseException:  # the child must never go on in this loop
+            traceback.print_exc()
+        os._exit(1)
+    for fd in fds:
+        os.close(fd)
+    return pid
+
+
+def wait(sock: socket.socket, pid: int) -> int | None:
+    """The child's exit status as Popen.returncode has it (-N: killed by signal N);
+    None when the agent's end closed first (this process then exits; the child,
+    orphaned, stops itself). The agent sends nothing while a child runs: a stray byte
+    means a broken agent, and is taken as a close too."""
+    pidfd = os.pidfd_open(pid)  # the child is unreaped: its pid cannot be reused yet
+    try:
+        ready, _, _ = select.select([sock.fileno(), pidfd], [], [])
+        if pidfd not in ready:
+            return None
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+    finally:
+        os.close(pidfd)
