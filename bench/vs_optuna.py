@@ -74,6 +74,7 @@ from branin import FIRST_LINE_ENV, work  # noqa: E402
 
 WORKERS = 2  # concurrency of every case: 2 agents x 1 slot, or 2 Optuna workers
 PRELOAD = "sklearn.ensemble,scipy.optimize"
+WARM_LOG = ": warm, preloaded "  # an agent's log line: a slot's warm process is ready
 # Targets from issue 14 (ratios of medians from one run).
 TARGET_RATIO = {"hpo-embedded": 1.2, "hpo-redis": 0.9}  # overhead / optuna-journal's
 TARGET_UTILIZATION = 0.98
@@ -138,6 +139,9 @@ CASES = [
 ]
 GROUPS = ("trivial", "util", "heavy", "cold")
 COLD_TRIALS = 2
+# Job lines of one display refresh come together; a gap this long starts a new refresh.
+BATCH_GAP_S = 0.05
+HURRIED_STOP_S = 3.0  # after Ctrl-C: how long a process may take to stop cleanly
 
 
 def shape_of(case: Case) -> Shape:
@@ -230,6 +234,16 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[Any]] = []
         self.lock = threading.Lock()
+        self.hurry = False  # interrupted: a short grace before SIGKILL
+
+    def interrupt(self, signum: int, frame: Any) -> None:
+        """SIGINT / SIGTERM: unwind through every clean-up, quickly."""
+        self.hurry = True
+        print(f"vs_optuna: {signal.Signals(signum).name}: cleaning up", file=sys.stderr,
+              flush=True)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        sys.exit(128 + signum)
 
     def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(command, start_new_session=True, **kwargs)
@@ -241,6 +255,8 @@ class Processes:
         """SIGTERM (a clean shutdown), then SIGKILL for what is left after ``timeout``,
         descendants too; returns a note per process that had to be killed."""
         notes = []
+        if self.hurry:
+            timeout = min(timeout, HURRIED_STOP_S)
         family = {p.pid: descendants(p.pid) for p in procs}
         for proc in procs:
             if proc.poll() is None:
@@ -307,6 +323,8 @@ def children_cpu_s() -> float:
 
 
 def agent_has_preload() -> bool:
+    """Whether this hpo-agent keeps warm, preloading slots (issue 14): then each run
+    waits for them before its clock starts."""
     out = subprocess.run([*command("hpo-agent"), "--help"], capture_output=True, text=True,
                          timeout=60)
     return "--preload" in out.stdout
@@ -367,8 +385,8 @@ def hpo_setup(case: Case, args: argparse.Namespace, workdir: Path) -> Iterator[H
             redis_cleanup(args.redis_url, queue)()
 
 
-def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool
-                 ) -> list[subprocess.Popen[Any]]:
+def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool,
+                 warm_agents: bool) -> list[subprocess.Popen[Any]]:
     from hpo.store import open_store
 
     agents, names = [], []
@@ -389,8 +407,16 @@ def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool
         with contextlib.closing(open_store(setup.store_url)) as store:
             return set(names) <= {w.name for w in store.list_workers()}
 
+    def warm() -> bool:
+        # What the agent logs once a slot's warm process has imported hpo and the
+        # preloads: tasks before that wait for it, which is start-up, not per trial.
+        return all(WARM_LOG in (workdir / f"{name}.log").read_text(errors="replace")
+                   for name in names)
+
     try:
         wait_until("the agents to register", registered, timeout=90, period=0.2)
+        if warm_agents:
+            wait_until("the agents' slots to be warm", warm, timeout=90, period=0.1)
     except BaseException:
         procs.stop(agents)
         raise
@@ -414,6 +440,7 @@ class ControllerWatch:
         self.status: dict[str, int] = {}
         self.samples: list[tuple[int, float]] = []  # (jobs finished, CPU seconds)
         self.other: list[str] = []
+        self.last_line = -math.inf
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -427,13 +454,20 @@ class ControllerWatch:
                 continue
             if event.get("event") != "job":
                 continue
+            now = time.monotonic()
+            if now - self.last_line > BATCH_GAP_S:
+                # The first line of a display refresh: the CPU so far, against the jobs
+                # the earlier refreshes printed.
+                with contextlib.suppress(psutil.Error):
+                    times = self.ps.cpu_times()
+                    self.samples.append((sum(self.status.values()), times.user + times.system))
+            self.last_line = now
             status = str(event.get("status"))
             self.status[status] = self.status.get(status, 0) + 1
-            with contextlib.suppress(psutil.Error):
-                times = self.ps.cpu_times()
-                self.samples.append((sum(self.status.values()), times.user + times.system))
 
     def steady_ms_per_job(self) -> float:
+        """CPU per job from the first refresh that printed finished jobs to the last:
+        start-up and the end left out (NaN with fewer than two refreshes)."""
         if len(self.samples) < 2 or self.samples[-1][0] == self.samples[0][0]:
             return math.nan
         (jobs0, cpu0), (jobs1, cpu1) = self.samples[0], self.samples[-1]
@@ -449,7 +483,8 @@ def run_hpo(case: Case, args: argparse.Namespace, run: Run, procs: Processes) ->
         hpo_yaml(config, shape, run.trials, setup.queue)
         cold = case.group == "cold"
         first_line = workdir / "first-line"
-        agents = [] if cold else start_agents(procs, setup, workdir, case.preload)
+        agents = [] if cold else start_agents(procs, setup, workdir, case.preload,
+                                              args.warm_agents)
         stack.callback(lambda: notes_of(procs.stop(agents), run))
         local = ["--local-agents", str(WORKERS)] if cold else []
         env = setup.env(**{FIRST_LINE_ENV: str(first_line)})
@@ -726,18 +761,21 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"vs_optuna: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM unwinds through the clean-up like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    procs = Processes()
+    # Both unwind through the clean-up (SIGINT set even where a shell ignored it for a
+    # background job).
+    signal.signal(signal.SIGINT, procs.interrupt)
+    signal.signal(signal.SIGTERM, procs.interrupt)
     results = Results({shape_key(s): measure_work(s)
                        for s in dict.fromkeys(shape_of(c) for c in cases)})
-    if any(c.preload for c in cases) and not agent_has_preload():
+    args.warm_agents = agent_has_preload()
+    if any(c.preload for c in cases) and not args.warm_agents:
         cases = [c for c in cases if not c.preload]
         results.notes.append("heavy-hpo-preload skipped: this hpo-agent has no --preload")
         print(f"note: {results.notes[-1]}", flush=True)
     if not cases:
         print("vs_optuna: no case left to run", file=sys.stderr)
         return 2
-    procs = Processes()
     started = time.time()
     try:
         for round_no in range(1, args.rounds + 1):
@@ -746,7 +784,6 @@ def main(argv: list[str] | None = None) -> int:
             for case in cases:
                 run_case(case, round_no, args, procs, results)
     except KeyboardInterrupt:
-        print("vs_optuna: interrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
         procs.close()
