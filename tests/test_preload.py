@@ -1,0 +1,259 @@
+"""Warm slots (hpo-agent --preload, the default) against spawned scripts (--spawn): real
+agents, real scripts, the same probe run both ways, compared on what it saw and on what
+the store recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from hpo.lifecycle import Status
+from hpo.queue import dispatch
+from hpo.queue.app import make_app
+from hpo.records import ScriptInfo, TaskRecord
+from hpo.store import Store, open_store
+from tests.agents import JOB, AgentProcess, env_for, running_agent, wait_final, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+PROBE = Path(__file__).parent / "scripts" / "probe_job.py"
+# Different in every task by design: which task, its spec file, its report socket.
+PER_TASK = {"HPO_TASK_ID", "HPO_TASK_SPEC", "HPO_REPORT_ADDR"}
+
+
+@pytest.fixture
+def store(hpo_env: dict[str, str]) -> Store:
+    return open_store()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> str:
+    return f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+
+
+@pytest.fixture
+def env(hpo_env: dict[str, str], broker: str, tmp_path: Path) -> dict[str, str]:
+    """The agents' environment, with a fake nvidia-smi listing two GPUs (so a slot
+    hands out GPU variables on a host without GPUs) and tmp_path importable (for the
+    modules the tests preload)."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n[ \"$1\" = -L ] || exit 9\n"
+                    "echo 'GPU 0: NVIDIA H200 (UUID: GPU-aaa)'\n"
+                    "echo 'GPU 1: NVIDIA H200 (UUID: GPU-bbb)'\n")
+    fake.chmod(0o755)
+    base = env_for(hpo_env, broker)
+    base.pop("CUDA_VISIBLE_DEVICES", None)
+    base["PATH"] = f"{fake.parent}:{base['PATH']}"
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "modules"),
+                                                      base.get("PYTHONPATH")]))
+    (tmp_path / "modules").mkdir()
+    return base
+
+
+def run_probe(store: Store, broker: str, queue: str, folder: Path, mode: str = "ok",
+              **script: Any) -> tuple[TaskRecord, dict[str, Any]]:
+    """The probe as a task of its own, run to its end: the task and what it saw."""
+    out = folder / "seen.json"  # the same argv each time: argv is compared
+    out.unlink(missing_ok=True)
+    task = store.create_task("preload-tests", f"probe {mode}", script=ScriptInfo(
+        entry_point=str(PROBE), working_dir=str(folder), argv=[str(out), mode],
+        interpreter=sys.executable, **script))
+    dispatch.enqueue(store, make_app(broker), task.id, queue)
+    done = wait_final(store, task.id)
+    return done, json.loads(out.read_text()) if out.exists() else {}
+
+
+def warm_processes(agent: AgentProcess) -> list[psutil.Process]:
+    return [p for p in psutil.Process(agent.proc.pid).children()
+            if "warm slot" in " ".join(p.cmdline())]
+
+
+def log_of(store: Store, task_id: str) -> str:
+    return "\n".join(line.text for line in store.read_logs(task_id))
+
+
+def test_a_forked_trial_sees_what_a_spawned_one_sees(store, env, broker, tmp_path,
+                                                     queue_name):
+    seen = {}
+    for how in ("--spawn", "--preload=json"):
+        with running_agent(store, env, tmp_path, "--queue", queue_name, "--gpus", "1",
+                           how):
+            task, seen[how] = run_probe(store, broker, queue_name, tmp_path)
+        assert task.status is Status.completed, task.status_message
+        assert store.task_scalars(task.id, title="probe")  # its report reached the store
+        assert "probe wrote" in log_of(store, task.id)  # and its output
+    spawned, forked = seen["--spawn"], seen["--preload=json"]
+    assert not spawned["forked"] and forked["forked"]
+    for key in ("name", "file", "spec", "argv", "cwd", "path", "own_group", "cmdline",
+                "stdin"):
+        assert forked[key] == spawned[key], key
+    assert forked["name"] == "__main__" and forked["own_group"]
+    assert forked["path"][0] == str(PROBE.parent)
+    drop = PER_TASK
+    assert {k: v for k, v in forked["env"].items() if k not in drop} == \
+        {k: v for k, v in spawned["env"].items() if k not in drop}
+    assert forked["env"]["CUDA_VISIBLE_DEVICES"] == "1"
+    assert forked["env"]["NVIDIA_VISIBLE_DEVICES"] == "1"
+    assert forked["env"]["HPO_TASK_ID"] == forked["task_id"]
+
+
+@pytest.mark.parametrize("mode", ["exit3", "raise", "sigkill"])
+def test_a_failing_script_is_recorded_alike_forked_or_spawned(store, env, broker, tmp_path,
+                                                              queue_name, mode):
+    recorded = {}
+    for how in ("--spawn", "--preload=json"):
+        with running_agent(store, env, tmp_path, "--queue", queue_name, how):
+            task, seen = run_probe(store, broker, queue_name, tmp_path, mode)
+        assert seen["forked"] is (how != "--spawn")
+        # Lines of stdout and stderr interleave as their readers take them: a set.
+        recorded[how] = (task.status, task.exit_code,
+                         sorted((task.status_message or "").splitlines()))
+    assert recorded["--spawn"] == recorded["--preload=json"]
+    status, exit_code, message = recorded["--spawn"]
+    assert status is Status.failed
+    assert exit_code == {"exit3": 3, "raise": 1, "sigkill": -signal.SIGKILL}[mode]
+    if mode == "raise":
+        assert "RuntimeError: the probe raised" in message
+        # The traceback starts at the script, as Python's does.
+        assert not any("runpy" in line for line in message)
+
+
+def _job(store: Store, folder: Path, **params: Any) -> str:
+    script = ScriptInfo(entry_point=str(JOB), working_dir=str(folder),
+                        interpreter=sys.executable)
+    defaults = {"steps": 10_000, "sleep": 0.01, "exit_code": 0, "print_mb": 0,
+                "marker_dir": "", "wait_for": 0, "ignore_sigterm": False}
+    return store.create_task("preload-tests", "job", script=script, parameters={
+        f"General/{k}": v for k, v in {**defaults, **params}.items()}).id
+
+
+def _script_of(agent: AgentProcess) -> psutil.Process:
+    """The running job, found by its command line: a forked one shows the script's."""
+    def probe() -> psutil.Process | None:
+        found = [p for p in psutil.Process(agent.proc.pid).children(recursive=True)
+                 if str(JOB) in p.cmdline()]
+        return found[0] if found else None
+    return wait_for("the job's process", probe)
+
+
+def test_a_forked_trial_is_stopped_on_request_and_by_its_time_limit(
+        store, env, broker, tmp_path, queue_name):
+    app = make_app(broker)
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--grace", "5") as agent:
+        stopped = _job(store, tmp_path)
+        dispatch.enqueue(store, app, stopped, queue_name)
+        wait_for("a first report", lambda: store.task_scalars(stopped))
+        script = _script_of(agent)
+        assert any("warm slot" in " ".join(p.cmdline()) for p in script.parents())
+        dispatch.abort(store, stopped)
+        by_request = wait_final(store, stopped, timeout=15)
+        wait_for("its process group to be gone",
+                 lambda: not [p for p in psutil.process_iter()
+                              if _group(p) == script.pid], timeout=10)
+        limited = store.create_task("preload-tests", "limited",
+                                    script=store.get_task(stopped).script,
+                                    parameters=store.get_task(stopped).parameters,
+                                    time_limit=1.0)
+        dispatch.enqueue(store, app, limited.id, queue_name)
+        by_limit = wait_final(store, limited.id)
+    assert by_request.status is Status.stopped and by_request.status_message == "aborted"
+    assert by_request.exit_code == -signal.SIGTERM
+    assert by_limit.status is Status.stopped
+    assert "time limit of 1s reached" in (by_limit.status_message or "")
+
+
+def _dead(process: psutil.Process) -> bool:
+    """Ended: gone, or a zombie its parent (the agent) reaps when it next looks."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _group(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except OSError:
+        return None
+
+
+def test_a_preloaded_module_that_starts_a_thread_makes_its_slot_spawn_saying_why(
+        store, env, broker, tmp_path, queue_name):
+    (tmp_path / "modules" / "threader.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--preload",
+                       "json,threader") as agent:
+        task, seen = run_probe(store, broker, queue_name, tmp_path)
+    assert task.status is Status.completed and not seen["forked"]
+    reason = "threader: started a thread at import"
+    assert reason in log_of(store, task.id)
+    assert agent.output().count(reason) == 1
+
+
+def test_a_preload_that_does_not_import_is_said_once_and_the_rest_runs_warm(
+        store, env, broker, tmp_path, queue_name):
+    with running_agent(store, env, tmp_path, "--queue", queue_name, "--preload",
+                       "no_such_module_here,json") as agent:
+        task, seen = run_probe(store, broker, queue_name, tmp_path)
+    assert task.status is Status.completed and seen["forked"]
+    assert agent.output().count("--preload no_such_module_here does not import") == 1
+
+
+def test_a_task_preload_is_imported_into_the_warm_process_or_refused_when_unsafe(
+        store, env, broker, tmp_path, queue_name):
+    (tmp_path / "modules" / "marker_mod.py").write_text("VALUE = 1\n")
+    (tmp_path / "modules" / "threader2.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:
+        warm, warm_seen = run_probe(store, broker, queue_name, tmp_path,
+                                    preload=["marker_mod"])
+        [zygote] = warm_processes(agent)
+        refused, refused_seen = run_probe(store, broker, queue_name, tmp_path,
+                                          preload=["threader2"])
+        after, after_seen = run_probe(store, broker, queue_name, tmp_path)
+    assert warm.status is Status.completed and warm_seen["forked"]
+    assert warm_seen["parent"] == zygote.pid
+    assert refused.status is Status.completed and not refused_seen["forked"]
+    assert "threader2: started a thread at import" in log_of(store, refused.id)
+    assert after.status is Status.completed and after_seen["forked"]  # a fresh one
+
+
+def test_a_warm_process_killed_between_tasks_is_restarted(store, env, broker, tmp_path,
+                                                          queue_name):
+    with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:
+        first, first_seen = run_probe(store, broker, queue_name, tmp_path)
+        [zygote] = warm_processes(agent)
+        zygote.kill()
+        wait_for("the warm process to die", lambda: _dead(zygote))
+        second, second_seen = run_probe(store, broker, queue_name, tmp_path)
+    assert first.status is second.status is Status.completed
+    assert first_seen["forked"] and second_seen["forked"]
+    assert first_seen["parent"] == zygote.pid != second_seen["parent"]
+
+
+def test_a_warm_process_killed_while_its_task_runs_fails_the_task_honestly(
+        store, env, broker, tmp_path, queue_name):
+    with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:
+        task_id = _job(store, tmp_path, sleep=0.05)
+        dispatch.enqueue(store, make_app(broker), task_id, queue_name)
+        wait_for("a first report", lambda: store.task_scalars(task_id))
+        script = _script_of(agent)
+        [zygote] = warm_processes(agent)
+        zygote.kill()
+        task = wait_final(store, task_id, timeout=30)
+        # The agent serves on, with a new warm process.
+        after, seen = run_probe(store, broker, queue_name, tmp_path)
+    assert task.status is Status.failed
+    assert "exit status unknown" in (task.status_message or "")
+    assert not psutil.pid_exists(script.pid) or script.status() == psutil.STATUS_ZOMBIE
+    assert after.status is Status.completed and seen["forked"]
