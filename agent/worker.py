@@ -30,11 +30,12 @@ from hpo.agent.warm.slot import WarmSlots
 from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
 from hpo.queue import dispatch
-from hpo.queue.app import RUN_TASK, make_app
+from hpo.queue.app import RUN_TASK, make_app, safe_broker_url
 from hpo.queue.messages import arguments_problem, dropped
 from hpo.queue.reaper import StoreContact, reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import open_store
+from hpo.store.engine import safe_url
 
 log = logging.getLogger("hpo.agent")
 
@@ -292,6 +293,8 @@ class Agent:
         log.info("agent %s serving queues %s with %d slot(s): %s", self.config.name,
                  ", ".join(self.config.queues), len(self.config.slots),
                  ", ".join(s.name for s in self.config.slots))
+        log.info("agent %s uses store %s and broker %s", self.config.name,
+                 safe_url(self.store.url), safe_broker_url(self.app))
         worker = WorkController(
             app=self.app, hostname=f"{self.config.name}@{self.config.host}",
             queues=self.config.queues, concurrency=len(self.config.slots), pool_cls="threads",

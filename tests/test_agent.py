@@ -16,6 +16,7 @@ from hpo.queue import dispatch
 from hpo.queue.app import make_app
 from hpo.records import ScriptInfo
 from hpo.store import Store, open_store
+from hpo.store.engine import safe_url
 from tests.agents import (
     JOB,
     env_for,
@@ -319,9 +320,14 @@ def test_sigterm_is_a_warm_shutdown_that_requeues_what_does_not_finish(
         agent.signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
         assert "warm shutdown" in agent.output()
+        # It said at start where it reads and writes
+        assert f"uses store {safe_url(store.url)} and broker {broker}" in agent.output()
     task = store.get_task(task_id)
     assert task.status is Status.queued and "re-queued" in (task.status_message or "")
+    # Unregistered: gone for the reaper and `hpo workers`, kept (stopped) for `hpo ui`
     assert not store.list_workers()
+    [stopped] = store.list_workers(stopped_within=3600)
+    assert stopped.name == agent.name and stopped.stopped_at is not None
     # and another agent picks it up from the broker
     with running_agent(store, env, tmp_path, "--queue", queue_name):
         wait_status(store, task_id, Status.running)

@@ -293,6 +293,9 @@ def test_start_runs_the_example_end_to_end_with_progress_and_summary(digits_run)
     # The store: exactly n finished children with typed parameters
     store = digits_run["store"]
     assert store.get_task(optimizer_id).status is Status.completed
+    # It said which store and broker it ran on (on stderr: stdout starts with the id)
+    assert (f"hpo-controller: store {digits_run['env']['HPO_STORE_URL']}, broker sqla+sqlite:"
+            in result.stderr), result.stderr
     children = store.find_tasks(parent=optimizer_id)
     assert len(children) == n
     for child in children:

@@ -36,6 +36,7 @@ from hpo.queue.app import make_app
 from hpo.records import ScriptInfo
 from hpo.settings import STORE, Settings
 from hpo.store import Store, open_store
+from hpo.store.engine import safe_url
 from tests.agents import running_agent, wait_final, wait_for
 from tests.conftest import missing_service
 
@@ -383,8 +384,10 @@ def test_an_agent_with_its_urls_in_files_keeps_the_passwords_off_command_lines_a
         assert not [line for line in seen["command_lines"] if SECRET in line]
         # and a store read in the script said what to do instead of opening another store
         assert "start the agent with --pass-credentials" in seen["store_read"]
-        # and the agent's own log does not show it either
+        # and the agent's own log does not show it either, naming them masked
         assert SECRET not in agent.output()
+        assert (f"uses store {safe_url(pg_url_with_password)} and broker "
+                f"{limits.hide_password(redis_with_password)}") in agent.output()
     finally:
         store.close()
 
@@ -450,6 +453,9 @@ def test_the_controllers_local_agents_get_the_urls_from_files_without_a_command_
     assert not [line for line in seen["command_lines"] if SECRET in line]
     assert SECRET not in json.dumps(seen["environ"])
     assert SECRET not in result.stdout + result.stderr
+    # and it said which store and broker it used, their passwords masked
+    assert (f"hpo-controller: store {safe_url(pg_url_with_password)}, broker "
+            f"{limits.hide_password(redis_with_password)}") in result.stderr
     for log in (tmp_path / "home" / "logs").rglob("*.log"):
         assert SECRET not in log.read_text(errors="replace"), log
     store = open_store(pg_url_with_password)
