@@ -49,8 +49,7 @@ def subprocess_trial(args: argparse.Namespace, trial: Any, x1: float, x2: float)
 
 
 def inprocess_trial(args: argparse.Namespace, trial: Any, x1: float, x2: float) -> float:
-    sys.path.insert(0, str(TRIALS_DIR))
-    from branin import work
+    from branin import work  # bench/trials, on sys.path since main()
 
     return work(x1, x2, args.reports, args.seconds, trial.report)
 
@@ -72,6 +71,7 @@ def main() -> int:
 
     import optuna
 
+    sys.path.insert(0, str(TRIALS_DIR))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(args)
     if args.setup:

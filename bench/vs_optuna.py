@@ -781,7 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.rounds + 1):
             load = os.getloadavg()[0]
             print(f"[round {round_no}/{args.rounds}] load {load:.2f}", flush=True)
-            for case in cases:
+            # Each round starts one case further on: no case always follows the same one.
+            shift = (round_no - 1) % len(cases)
+            for case in cases[shift:] + cases[:shift]:
                 run_case(case, round_no, args, procs, results)
     except KeyboardInterrupt:
         return 130
