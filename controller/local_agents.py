@@ -20,7 +20,10 @@ class LocalAgents:
     """N single-slot agents serving ``queue``; their output goes to ``log_dir``."""
 
     def __init__(self, store: Store, broker_url: str, queue: str, count: int,
-                 log_dir: Path) -> None:
+                 log_dir: Path, preload: list[str] | None = None) -> None:
+        """``preload``: the agents' --preload (hpo.yaml's preload:, which the jobs carry
+        too: without it here, each agent imports them into its warm slot at its first
+        job instead of at its start)."""
         self.store = store
         self.queue = queue
         self.names = [f"local-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
@@ -37,7 +40,8 @@ class LocalAgents:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "hpo.agent.cli", "--queue", queue, "--name", name,
                      "--heartbeat", str(defaults.LOCAL_AGENT_HEARTBEAT_S),
-                     "--shutdown-timeout", str(defaults.LOCAL_AGENT_SHUTDOWN_TIMEOUT_S)],
+                     "--shutdown-timeout", str(defaults.LOCAL_AGENT_SHUTDOWN_TIMEOUT_S),
+                     *(["--preload", ",".join(preload)] if preload else [])],
                     # Own session: a Ctrl-C in the terminal is the controller's to handle;
                     # it stops the agents itself, after the jobs.
                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))

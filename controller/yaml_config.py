@@ -14,6 +14,11 @@ The fields have the names of the Python API (``max_number_of_concurrent_tasks``,
 * ``objective``: ``{title: T, series: S, sign: max}`` or a list of them.
 * ``strategy``: a registered name (``random``, ``grid``) or a dotted path to a
   ``SearchStrategy`` subclass; ``strategy_kwargs``: passed to it (``{seed: 1}``).
+* ``preload``: modules (a list, or one comma-separated string) the agents' warm slots
+  import once before forking each job (``hpo-agent --preload``), e.g.
+  ``[sklearn.ensemble, scipy.optimize]``: recorded in the base task's script, so every
+  job carries it and any agent serving one preloads them (the local agents of
+  ``--local-agents`` too) after its first job.
 
 Everything is checked before anything is created or launched; every mistake is one
 :class:`~hpo.errors.ConfigError` line naming the field and the fix.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import inspect
 import shlex
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +55,7 @@ PLAIN_FIELDS = (
     "allow_new_parameters",
 )
 KNOWN_FIELDS = ("base_task", "hyper_parameters", "objective", "strategy", "strategy_kwargs",
-                *PLAIN_FIELDS)
+                "preload", *PLAIN_FIELDS)
 
 _BASE_TASK_FORMS = ("a task id", "{id: ID}", "{project: P, name: N}",
                     "{script: train.py, project: P, name: N, args: [...], working_dir: DIR}")
@@ -81,9 +87,12 @@ def load_optimizer_arguments(path: str | Path, store: Store) -> dict[str, Any]:
             _beside(data.get("strategy", "random"), path.resolve().parent),
             data.get("strategy_kwargs"))
         _dry_run(hyper_parameters, objectives, strategy, strategy_kwargs, plain)
+        preload = _preload(data.get("preload"))
         if "base_task" not in data:
             raise ConfigError(f"base_task: missing: give one of {'; '.join(_BASE_TASK_FORMS)}")
         base_task_id = _base_task(data["base_task"], path.resolve().parent, store)
+        if preload is not None:
+            _record_preload(store, base_task_id, preload)
     except ConfigError as exc:
         raise error(str(exc)) from None
     return {
@@ -307,6 +316,30 @@ def _dry_run(hyper_parameters: list[Parameter], objectives: list[Objective], str
                           f"({exc}): fix or remove them") from None
 
 
+def _preload(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"preload: {short(value)}: give a list of module names, e.g. "
+                          "[sklearn.ensemble, scipy.optimize]")
+    names = [n.strip() for n in names if n.strip()]
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"preload: {short(name)} is not a module name: give dotted "
+                              "names, e.g. sklearn.ensemble")
+    return names
+
+
+def _record_preload(store: Store, task_id: str, preload: list[str]) -> None:
+    """The base task's script carries the list (its clones copy it)."""
+    script = store.get_task(task_id).script
+    if script is None:
+        raise ConfigError("preload: the base task has no script to preload for")
+    if (script.preload or []) != preload:
+        store.update_task(task_id, script=replace(script, preload=preload or None))
+
+
 def _base_task(value: Any, folder: Path, store: Store) -> str:
     forms = "; ".join(_BASE_TASK_FORMS)
     if isinstance(value, str) and value.strip():
@@ -391,7 +424,7 @@ def _script_task(value: Mapping[str, Any], folder: Path, store: Store) -> str:
     project, name = value["project"], value["name"]
     for task in _templates(store, project, name):
         if task.script is not None and task.script.entry_point == info.entry_point:
-            if task.script != info:  # new args, folder, interpreter or commit
+            if replace(task.script, preload=None) != info:  # new args, folder, python, commit
                 store.update_task(task.id, script=info)
             return task.id
     task = store.create_task(project, name, type=TaskType.training, script=info,

@@ -257,3 +257,37 @@ def test_a_warm_process_killed_while_its_task_runs_fails_the_task_honestly(
     assert "exit status unknown" in (task.status_message or "")
     assert not psutil.pid_exists(script.pid) or script.status() == psutil.STATUS_ZOMBIE
     assert after.status is Status.completed and seen["forked"]
+
+
+def _yaml(folder: Path, **fields: Any) -> Path:
+    import yaml
+
+    (folder / "train.py").write_text("print('training')\n")
+    path = folder / "hpo.yaml"
+    path.write_text(yaml.safe_dump({
+        "base_task": {"script": "train.py", "project": "p", "name": "train"},
+        "hyper_parameters": [{"type": "uniform", "name": "General/x", "min_value": 0,
+                              "max_value": 1}],
+        "objective": {"title": "loss", "series": "loss", "sign": "min"}, **fields}))
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_hpo_yaml_preload_is_recorded_in_the_base_tasks_script_and_its_clones(
+        store, tmp_path):
+    from hpo.controller.yaml_config import load_optimizer_arguments
+    from hpo.errors import ConfigError
+
+    arguments = load_optimizer_arguments(
+        _yaml(tmp_path, preload="sklearn.ensemble, scipy.optimize"), store)
+    base = store.get_task(arguments["base_task_id"])
+    assert base.script is not None
+    assert base.script.preload == ["sklearn.ensemble", "scipy.optimize"]
+    clone = store.clone_task(base.id)
+    assert clone.script is not None and clone.script.preload == base.script.preload
+    # Registered again with another list: the same task, the new list.
+    again = load_optimizer_arguments(_yaml(tmp_path, preload=["json"]), store)
+    assert again["base_task_id"] == base.id
+    assert store.get_task(base.id).script.preload == ["json"]  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="preload: 'not a module' is not a module name"):
+        load_optimizer_arguments(_yaml(tmp_path, preload=["not a module"]), store)
