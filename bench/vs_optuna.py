@@ -389,6 +389,9 @@ def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool
                  warm_agents: bool) -> list[subprocess.Popen[Any]]:
     from hpo.store import open_store
 
+    # Created here, before the agents: none of them races another to create it.
+    setup.home.mkdir(parents=True, exist_ok=True)
+    store = open_store(setup.store_url)
     agents, names = [], []
     for i in range(WORKERS):
         name = f"bench-{setup.queue}-{i}"
@@ -404,8 +407,7 @@ def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool
             if agent.poll() is not None:
                 raise BenchError(f"agent {name} exited at start:\n"
                                  f"{tail(workdir / f'{name}.log')}")
-        with contextlib.closing(open_store(setup.store_url)) as store:
-            return set(names) <= {w.name for w in store.list_workers()}
+        return set(names) <= {w.name for w in store.list_workers()}
 
     def warm() -> bool:
         # What the agent logs once a slot's warm process has imported hpo and the
@@ -420,6 +422,8 @@ def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool
     except BaseException:
         procs.stop(agents)
         raise
+    finally:
+        store.close()
     return agents
 
 
