@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.cli import common, output
-from hpo.cli.common import Parser, add_store_option, run_handler, store_from
+from hpo.cli.common import Parser, add_output_options, add_store_option, run_handler, store_from
 from hpo.controller.formatting import jobs_table, out, status_fields
 from hpo.lifecycle import TaskType
 from hpo.optimization.summary import finite, list_optimizations, newest_optimizer, summarize
@@ -66,12 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_store_option(parser, top=True)
+    add_output_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str,
                 description: str | None = None) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help, description=description or help)
         add_store_option(p)
+        add_output_options(p)
         p.set_defaults(handler=handler)
         return p
 
@@ -251,6 +253,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ([o.id, o.project, o.name, o.status, output.when(o.created_at),
           f"{o.launched}/{o.total_max_jobs}" if o.total_max_jobs else o.launched,
           o.objective, o.best_value, o.best_task] for o in listing),
+        compact=True, drop=("created", "project", "objective", "best task"),
     )
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hpo.optimization.ends import End, end_of
 from hpo.store import open_store
 
 DEMO = Path(__file__).parent / "scripts" / "sdk_demo.py"
@@ -34,8 +35,8 @@ def template_id(hpo_env: dict[str, str]) -> str:
 
 
 def test_a_script_run_by_hand_appears_in_task_list(hpo_env, template_id):
-    out = ok(hpo_env, "task", "list")
-    assert template_id in out and "sdk-tests" in out and "completed" in out
+    out = ok(hpo_env, "task", "list")  # piped: ids cut to a prefix to fit 100 columns
+    assert template_id[:8] in out and "sdk-tests" in out and "completed" in out
     listed = json.loads(ok(hpo_env, "task", "list", "--json", "--project", "sdk-tests"))
     assert [t["id"] for t in listed] == [template_id]
     assert json.loads(ok(hpo_env, "task", "list", "--json", "--status", "queued")) == []
@@ -126,7 +127,9 @@ def test_enqueue_dequeue_and_abort_from_the_command_line(hpo_env, template_id, t
     assert "created" in ok(env, "task", "dequeue", clone_id)
     ok(env, "task", "enqueue", clone_id)
     assert "stopped" in ok(env, "task", "abort", clone_id)
-    assert open_store().get_task(clone_id).status_message == "aborted"
+    stopped = open_store().get_task(clone_id)
+    assert stopped.status_message == "stopped by hpo task abort"
+    assert end_of(stopped, has_result=False) is End.user  # never ran: the user stopped it
 
 
 def test_an_unreachable_broker_leaves_the_task_created_and_says_so(hpo_env, template_id):
@@ -162,3 +165,12 @@ def test_a_task_id_that_is_wrong_says_what_is_wrong_and_where_ids_are(hpo_env, m
         assert said in result.stderr, (argv, result.stderr)
     # And a unique prefix still names its task
     assert "three" in ok(hpo_env, "task", "show", "ef01")
+
+
+def test_task_list_piped_fits_100_columns_and_wide_shows_whole_ids(hpo_env, template_id):
+    lines = ok(hpo_env, "task", "list").splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    assert any(template_id[:8] in line for line in lines)
+    wide = ok(hpo_env, "task", "list", "--wide")
+    assert template_id in wide and "tags" in wide
+    assert ok(hpo_env, "--wide", "task", "list") == wide  # before the command too

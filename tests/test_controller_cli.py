@@ -284,18 +284,21 @@ def test_start_runs_the_example_end_to_end_with_progress_and_summary(digits_run)
     assert all("\x1b[" not in line for line in lines)  # no terminal control codes
     # The summary table of the best jobs, then the end
     assert f"best {n} job(s)" in result.stdout
-    header = next(line for line in lines if "validation/accuracy" in line and "alpha" in line
+    header = next(line for line in lines if "validation/acc" in line and "alpha" in line
                   and "] job " not in line)
-    for column in ("iteration", "eta0", "learning_rate", "penalty", "epochs", "batch_size",
-                   "status", "duration", "agent"):
+    # Piped, it fits 100 columns: the least useful columns left out, and said so
+    for column in ("eta0", "learning_rate", "penalty", "epochs", "batch_size"):
         assert column in header
+    assert ("not shown (too narrow; --wide shows all): iteration, status, duration, agent"
+            in lines)
+    assert all(len(line) <= 100 for line in lines if line.startswith(" "))  # table rows
     assert lines[-1].startswith(f"optimization {optimizer_id} completed: ")
-    # The store: exactly n finished children with typed parameters
-    store = digits_run["store"]
-    assert store.get_task(optimizer_id).status is Status.completed
     # It said which store and broker it ran on (on stderr: stdout starts with the id)
     assert (f"hpo-controller: store {digits_run['env']['HPO_STORE_URL']}, broker sqla+sqlite:"
             in result.stderr), result.stderr
+    # The store: exactly n finished children with typed parameters
+    store = digits_run["store"]
+    assert store.get_task(optimizer_id).status is Status.completed
     children = store.find_tasks(parent=optimizer_id)
     assert len(children) == n
     for child in children:
@@ -351,9 +354,12 @@ def test_status_shows_progress_and_the_best_jobs(digits_run):
 def test_list_shows_optimizations_newest_first(digits_run):
     env = digits_run["env"]
     optimizer_id = digits_run["result"].stdout.splitlines()[0]
-    out = ok(env, "list")
+    out = ok(env, "list")  # piped: fits 100 columns, ids cut to a prefix
     n = DIGITS_JOBS
-    assert optimizer_id in out and f"{n}/{n}" in out and "validation/accuracy max" in out
+    assert optimizer_id[:8] in out and f"{n}/{n}" in out and "validation/acc" in out
+    assert all(len(line) <= 100 for line in out.splitlines())
+    wide = ok(env, "list", "--wide")
+    assert optimizer_id in wide and "validation/accuracy max" in wide
     [listed] = json.loads(ok(env, "list", "--json"))
     assert listed["id"] == optimizer_id and listed["status"] == "completed"
     assert listed["launched"] == n and listed["best_value"] > 0.5

@@ -121,6 +121,17 @@ def add_store_option(parser: argparse.ArgumentParser, *, top: bool = False) -> N
         f"${defaults.ENV_STORE_URL_FILE})")
 
 
+def add_output_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--wide``, on the top parser and each sub-command, like ``--store``."""
+    from hpo.cli import output  # rich: only the commands that print tables load it
+
+    parser.add_argument(
+        "--wide", action="store_true", default=False if top else argparse.SUPPRESS,
+        help=f"tables with every column and whole ids, however wide (default: they fit "
+        f"the terminal, or {output.PIPED_WIDTH} columns when piped, leaving out the least "
+        "useful columns first)")
+
+
 def add_broker_option(parser: argparse.ArgumentParser) -> None:
     """``--broker URL`` and ``--broker-file PATH``."""
     parser.add_argument(
@@ -161,6 +172,10 @@ def run_handler(prog: str, args: argparse.Namespace) -> int:
     """Run the chosen sub-command: an HpoError is one line on stderr and exit code 2,
     Ctrl-C exit code 130; never a traceback for either."""
     warn_visible_passwords(prog, args)
+    if getattr(args, "wide", False):
+        from hpo.cli import output
+
+        output.set_wide(True)
     try:
         return int(args.handler(args) or 0)
     except HpoError as exc:

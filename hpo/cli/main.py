@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from hpo.cli import task_cmd, ui_cmd, workers_cmd
-from hpo.cli.common import Parser, add_store_option, run_handler
+from hpo.cli.common import Parser, add_output_options, add_store_option, run_handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Data lives in HPO_STORE_URL (default: a SQLite file in HPO_HOME, ~/.hpo).",
     )
     add_store_option(parser, top=True)
+    add_output_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     task_cmd.register(commands)
     workers_cmd.register(commands)

@@ -18,8 +18,21 @@ from rich.table import Table
 
 from hpo import durations
 
-# Piped output is not folded to 80 columns: it goes to files and other programs.
-console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 250)
+# Piped output (a file, less, a mail, a CI log) is as wide as a terminal one could be: read
+# by people as often as by programs, which take --json. --wide: every column, whole.
+PIPED_WIDTH = 100
+WIDE_WIDTH = 1000  # --wide: as wide as the table is (a table wider than this folds)
+console = Console(highlight=False, soft_wrap=False,
+                  width=None if sys.stdout.isatty() else PIPED_WIDTH)
+_wide = False
+
+
+def set_wide(wide: bool) -> None:
+    """``--wide``: tables keep every column and whole cells, however wide they get."""
+    global _wide
+    _wide = wide
+    if wide:
+        console.width = WIDE_WIDTH
 
 
 def print_json(data: Any) -> None:
@@ -38,21 +51,37 @@ ID_PREFIX = 8  # characters of an id in a compact terminal table: every command 
 MAX_CELL = 14  # a compact column is at most this wide (longer cells end in "…")
 MIN_CELL = 6  # ... and at least this wide, however narrow the terminal
 MAX_HEADER = 20  # a header may make its column this wide, when the terminal has room
-# Compact tables leave these out first, in this order, when the terminal is too narrow.
+# Compact tables of jobs leave these out first, in this order, when the terminal (or
+# PIPED_WIDTH) is too narrow; other tables name their own order (``drop``).
 DROPPABLE = ("agent", "duration", "iteration", "status")
+ID_COLUMNS = ("id", "best task")  # cut to ID_PREFIX in a compact table, never narrowed
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-          compact: bool = False) -> None:
-    """A rich table. ``compact``: one line per row in a terminal, for wide tables of jobs
-    (ids cut to a prefix every command accepts, 4 significant digits, the least useful
-    columns left out when the terminal is narrow) instead of cells folded into columns
-    one character wide. Piped output is never cut."""
-    console.print(build_table(title, columns, rows, compact=compact and console.is_terminal))
+          compact: bool = False, drop: Sequence[str] = DROPPABLE) -> None:
+    """A rich table. ``compact``: one line per row, for wide tables of jobs (ids cut to a
+    prefix every command accepts, 4 significant digits, the least useful columns left
+    out when the terminal, or piped output's PIPED_WIDTH, is too narrow) instead of
+    cells folded into columns one character wide. ``--wide`` (``set_wide``): never cut.
+    """
+    show(build_table(title, columns, rows, compact=compact and not _wide, drop=drop))
+
+
+def show(renderable: Any) -> None:
+    """Print a rich renderable; piped, without the spaces rich pads each line with."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def build_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-                compact: bool = False, width: int | None = None) -> Table:
+                compact: bool = False, width: int | None = None,
+                drop: Sequence[str] = DROPPABLE) -> Table:
     if not compact:
         out = Table(title=title, title_justify="left", show_lines=False, pad_edge=False)
         for column in columns:  # ids are copied and pasted: never fold them
@@ -60,16 +89,21 @@ def build_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
         for row in rows:
             out.add_row(*(cell(v) for v in row))
         return out
-    texts = [_compact_cells(columns, row) for row in rows]
+    rows = [list(row) for row in rows]
     total = width or console.width
-    keep = _columns_that_fit(columns, texts, total)
+    texts = [_compact_cells(columns, row, cut_ids=False) for row in rows]
+    if _table_width([_natural_width(i, columns, texts) for i in range(len(columns))]) > total:
+        texts = [_compact_cells(columns, row, cut_ids=True) for row in rows]
+    keep = _columns_that_fit(columns, texts, total, drop)
     hidden = [c for i, c in enumerate(columns) if i not in keep]
+    # Whole cells where there is room, the widest narrowed first where there is not.
     widths = _shrunk_widths([columns[i] for i in keep],
-                            [_natural_width(i, columns, texts) for i in keep], total)
+                            [_natural_width(i, columns, texts, cap=None) for i in keep], total)
     # No vertical rules: 3 columns of the screen more per column of the table.
     out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                 padding=(0, 1, 0, 0),
-                caption=f"not shown (narrow terminal): {', '.join(hidden)}" if hidden else None,
+                caption=(f"not shown (too narrow; --wide shows all): {', '.join(hidden)}"
+                         if hidden else None),
                 caption_justify="left")
     for i, w in zip(keep, widths, strict=True):
         out.add_column(columns[i], no_wrap=True, overflow="ellipsis", width=w)
@@ -89,7 +123,7 @@ def _shrunk_widths(names: Sequence[str], widths: list[int], total: int) -> list[
     widths = list(widths)
     while _table_width(widths) > total:
         shrinkable = [i for i, name in enumerate(names)
-                      if name not in ("#", "id") and widths[i] > MIN_CELL]
+                      if name != "#" and name not in ID_COLUMNS and widths[i] > MIN_CELL]
         if not shrinkable:
             break
         widest = max(shrinkable, key=lambda i: widths[i])
@@ -97,22 +131,29 @@ def _shrunk_widths(names: Sequence[str], widths: list[int], total: int) -> list[
     return widths
 
 
-def _compact_cells(columns: Sequence[str], row: Sequence[Any]) -> list[str]:
+def _compact_cells(columns: Sequence[str], row: Sequence[Any], *, cut_ids: bool
+                   ) -> list[str]:
+    """A row's cells, 4 significant digits; ids whole, or cut to a prefix (``cut_ids``:
+    when the table would not fit with them whole)."""
     texts = [cell(v, digits=4) for v in row]
-    return [t[:ID_PREFIX] if c == "id" else t for c, t in zip(columns, texts, strict=True)]
+    return [t[:ID_PREFIX] if cut_ids and c in ID_COLUMNS else t
+            for c, t in zip(columns, texts, strict=True)]
 
 
-def _natural_width(i: int, columns: Sequence[str], texts: list[list[str]]) -> int:
-    """What column ``i`` needs: its widest cell (at most MAX_CELL) or its header (at most
-    MAX_HEADER), whichever is wider."""
-    cells = min(MAX_CELL, max((len(t[i]) for t in texts), default=0))
+def _natural_width(i: int, columns: Sequence[str], texts: list[list[str]],
+                   cap: int | None = MAX_CELL) -> int:
+    """What column ``i`` needs: its widest cell (at most ``cap``, an id whole) or its
+    header (at most MAX_HEADER), whichever is wider."""
+    widest = max((len(t[i]) for t in texts), default=0)
+    cells = widest if cap is None or columns[i] in ID_COLUMNS else min(cap, widest)
     return max(cells, min(MAX_HEADER, len(columns[i])))
 
 
-def _columns_that_fit(columns: Sequence[str], texts: list[list[str]], width: int
-                      ) -> list[int]:
+def _columns_that_fit(columns: Sequence[str], texts: list[list[str]], width: int,
+                      drop: Sequence[str]) -> list[int]:
+    """The columns kept: those of ``drop`` left out, in its order, until the rest fit."""
     keep = list(range(len(columns)))
-    for name in DROPPABLE:
+    for name in drop:
         needed = _table_width([_natural_width(i, columns, texts) for i in keep])
         if needed <= width or name not in columns:
             continue

@@ -13,7 +13,7 @@ from typing import Any
 from hpo import defaults, limits
 from hpo import typed_params as P
 from hpo.cli import common, output
-from hpo.cli.common import add_store_option, store_from
+from hpo.cli.common import add_output_options, add_store_option, store_from
 from hpo.errors import ConfigError
 from hpo.lifecycle import Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
@@ -32,6 +32,7 @@ def register(commands: Any) -> None:
     def action(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         add_store_option(p)
+        add_output_options(p)
         p.set_defaults(handler=handler)
         return p
 
@@ -148,6 +149,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ["id", "project", "name", "type", "status", "queue", "created", "tags"],
         ([t.id, t.project, t.name, t.type, t.status, t.queue, output.when(t.created_at),
           ", ".join(t.tags) or None] for t in tasks),
+        compact=True, drop=("tags", "queue", "type", "created", "project"),
     )
     return 0
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hpo import defaults
 from hpo.cli import common, output
-from hpo.cli.common import add_store_option, store_from
+from hpo.cli.common import add_output_options, add_store_option, store_from
 
 
 def register(commands: Any) -> None:
@@ -17,6 +17,7 @@ def register(commands: Any) -> None:
                             description="List the agents with their queues, slots, running "
                             "tasks and last heartbeat.")
     add_store_option(p)
+    add_output_options(p)
     p.add_argument("--reap", action="store_true",
                    help="re-queue (or fail) running tasks whose agent stopped heartbeating, "
                    "and publish again queued tasks whose message the broker lost")
