@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -627,65 +628,80 @@ def verdict(ok: bool) -> str:
 
 def ratio_line(label: str, value: float, target: float, *, at_most: bool = True) -> str:
     if math.isnan(value):
-        return f"{label}: n/a (a case did not run or failed)"
+        return f"{label}: n/a (a case failed or did not run, or too few jobs for it)"
     ok = value <= target if at_most else value >= target
     sign = "<=" if at_most else ">="
     return f"{label}: {value:.2f} (target {sign} {target:g}: {verdict(ok)})"
 
 
-def summary(results: Results, cases: list[Case]) -> list[str]:
-    """The table (medians over rounds) and the ratio lines, as printed."""
-    lines = ["", f"{'case':22} {'overhead ms/trial':>18} {'trials/s':>9} {'util.':>6} "
-             f"{'ctrl CPU ms/job':>16} {'first line s':>13} {'rounds':>7}"]
-    work_s = {c.name: results.work_s[shape_key(shape_of(c))] for c in cases}
+COLUMNS = ("overhead ms/trial", "trials/s", "utilization", "controller CPU ms/job (steady)",
+           "first line s")
 
-    def med(name: str, metric: Callable[[Run], float]) -> float:
-        return results.median(name, metric)
 
+def cells(results: Results, case: Case) -> list[str]:
+    """The case's medians over rounds, formatted, in COLUMNS' order ('' where n/a)."""
+    w = results.work_s[shape_key(shape_of(case))]
+    med = functools.partial(results.median, case.name)
+    if case.group == "cold":
+        return ["", "", "", "", f"{med(lambda r: r.first_line_s):.3f}"]
+    util = f"{med(lambda r: r.utilization(w)):.3f}" if case.group == "util" else ""
+    cpu = ""
+    if case.system == "hpo":
+        cpu = (f"{med(lambda r: r.controller_cpu_s / r.trials * 1000):.1f} "
+               f"({med(lambda r: r.controller_steady_ms):.1f})")
+    return [f"{med(lambda r: r.overhead_ms(w)):.1f}", f"{med(lambda r: r.trials / r.wall_s):.1f}",
+            util, cpu, ""]
+
+
+def text_table(results: Results, cases: list[Case]) -> list[str]:
+    widths = (18, 9, 11, 30, 12)
+    lines = [f"{'case':22} " + " ".join(f"{c[:w]:>{w}}" for c, w in zip(
+        COLUMNS, widths, strict=True)) + "  rounds ok"]
     for case in cases:
-        w = work_s[case.name]
         runs = [r for r in results.runs if r.case == case.name]
-        ok = len(results.of(case.name))
-        if case.group == "cold":
-            cells = ["", "", "", "", f"{med(case.name, lambda r: r.first_line_s):.3f}"]
-        else:
-            over = med(case.name, lambda r, w=w: r.overhead_ms(w))
-            rate = med(case.name, lambda r: r.trials / r.wall_s)
-            util = med(case.name, lambda r, w=w: r.utilization(w)) \
-                if case.group == "util" else math.nan
-            cpu = ""
-            if case.system == "hpo":
-                total = med(case.name, lambda r: r.controller_cpu_s / r.trials * 1000)
-                steady = med(case.name, lambda r: r.controller_steady_ms)
-                cpu = f"{total:.1f} ({steady:.1f})"
-            cells = [f"{over:.1f}", f"{rate:.1f}",
-                     "" if math.isnan(util) else f"{util:.3f}", cpu, ""]
-        lines.append(f"{case.name:22} {cells[0]:>18} {cells[1]:>9} {cells[2]:>6} "
-                     f"{cells[3]:>16} {cells[4]:>13} {ok:>3}/{len(runs):<3}")
-    lines.append("(ctrl CPU: all of the controller process / in brackets steady, between "
-                 "its first and last finished job)")
-    lines.append("")
+        lines.append(f"{case.name:22} " + " ".join(f"{c:>{w}}" for c, w in zip(
+            cells(results, case), widths, strict=True))
+            + f"  {len(results.of(case.name))}/{len(runs)}")
+    lines.append("(controller CPU: all of the hpo-controller process / in brackets steady, "
+                 "between its first and last display refresh that printed finished jobs)")
+    return lines
+
+
+def markdown_table(results: Results, cases: list[Case]) -> list[str]:
+    """The same table for bench/README.md."""
+    lines = ["| case | what | " + " | ".join(COLUMNS) + " |",
+             "|---|---|" + "---:|" * len(COLUMNS)]
+    lines += [f"| `{case.name}` | {case.label} | " + " | ".join(cells(results, case)) + " |"
+              for case in cases]
+    return lines
+
+
+def target_lines(results: Results, cases: list[Case]) -> list[str]:
+    """The ratios and values issue 14 sets targets for, each with its verdict."""
     names = {c.name for c in cases}
 
-    def overhead(name: str) -> float:
+    def med(name: str, metric: Callable[[Run, float], float]) -> float:
         if name not in names:
             return math.nan
-        w = work_s[name]
-        return med(name, lambda r: r.overhead_ms(w))
+        work_s = results.work_s[shape_key(shape_of(next(c for c in cases if c.name == name)))]
+        return results.median(name, lambda r: metric(r, work_s))
 
-    peer = overhead("optuna-journal")
-    for name, target in TARGET_RATIO.items():
-        if name in names and "optuna-journal" in names:
-            lines.append(ratio_line(f"ratio overhead {name} / optuna-journal",
-                                    overhead(name) / peer, target))
-    for name in ("util-hpo-embedded", "util-hpo-redis", "util-optuna-journal"):
+    def overhead(name: str) -> float:
+        return med(name, Run.overhead_ms)
+
+    lines = []
+    if "optuna-journal" in names:
+        for name, target in TARGET_RATIO.items():
+            if name in names:
+                lines.append(ratio_line(f"ratio overhead {name} / optuna-journal",
+                                        overhead(name) / overhead("optuna-journal"), target))
+    for name in ("util-hpo-embedded", "util-hpo-redis"):
         if name in names:
-            w = work_s[name]
-            value = med(name, lambda r, w=w: r.utilization(w))
-            target_line = ratio_line(f"utilization {name}", value, TARGET_UTILIZATION,
-                                     at_most=False)
-            lines.append(target_line if name.startswith("util-hpo") else
-                         f"utilization {name}: {value:.3f} (the peer)")
+            lines.append(ratio_line(f"utilization {name}", med(name, Run.utilization),
+                                    TARGET_UTILIZATION, at_most=False))
+    if "util-optuna-journal" in names:
+        lines.append(f"utilization util-optuna-journal (the peer): "
+                     f"{med('util-optuna-journal', Run.utilization):.3f}")
     if {"heavy-hpo", "heavy-hpo-preload"} <= names:
         lines.append(ratio_line("ratio overhead heavy-hpo-preload / heavy-hpo",
                                 overhead("heavy-hpo-preload") / overhead("heavy-hpo"),
@@ -694,20 +710,29 @@ def summary(results: Results, cases: list[Case]) -> list[str]:
         lines.append(f"ratio overhead heavy-hpo / heavy-optuna-journal: "
                      f"{overhead('heavy-hpo') / overhead('heavy-optuna-journal'):.2f}")
     if "cold-hpo-embedded" in names:
-        cold = med("cold-hpo-embedded", lambda r: r.first_line_s)
+        cold = med("cold-hpo-embedded", lambda r, w: r.first_line_s)
         lines.append(ratio_line("cold start hpo-embedded (s)", cold, TARGET_COLD_S))
         if "cold-optuna-journal" in names:
-            peer_cold = med("cold-optuna-journal", lambda r: r.first_line_s)
-            lines.append(f"cold start ratio hpo-embedded / optuna-journal: "
-                         f"{cold / peer_cold:.2f}")
+            peer = med("cold-optuna-journal", lambda r, w: r.first_line_s)
+            lines.append(f"cold start ratio hpo-embedded / optuna-journal: {cold / peer:.2f}")
     for case in cases:
         if case.system == "hpo" and case.group == "trivial":
-            steady = med(case.name, lambda r: r.controller_steady_ms)
-            lines.append(ratio_line(f"controller CPU per job {case.name} (ms, steady)",
-                                    steady, TARGET_CONTROLLER_CPU_MS))
-    lines.append("bare trial work (timed in this process): " + ", ".join(
-        f"{k} {v * 1000:.3f} ms" for k, v in results.work_s.items()))
-    lines.extend(f"note: {n}" for n in results.notes)
+            lines.append(ratio_line(
+                f"controller CPU per job {case.name} (ms, steady)",
+                med(case.name, lambda r, w: r.controller_steady_ms), TARGET_CONTROLLER_CPU_MS))
+    return lines
+
+
+def summary(results: Results, cases: list[Case]) -> list[str]:
+    """Everything printed at the end: the table (medians over rounds), the target lines,
+    the bare work and notes, and the same as Markdown for bench/README.md."""
+    targets = target_lines(results, cases)
+    lines = ["", *text_table(results, cases), "", *targets,
+             "bare trial work (timed in this process): " + ", ".join(
+                 f"{k} {v * 1000:.3f} ms" for k, v in results.work_s.items()),
+             *(f"note: {n}" for n in results.notes),
+             "", "--- for bench/README.md ---", *markdown_table(results, cases), "",
+             *(f"- {line}" for line in targets)]
     return lines
 
 
