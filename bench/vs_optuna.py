@@ -187,6 +187,7 @@ class Run:
     controller_cpu_s: float = math.nan  # hpo: the whole process, start-up included
     controller_steady_ms: float = math.nan  # hpo: per job, first to last finished job
     first_line_s: float = math.nan  # cold start
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min, at its start
     note: str = ""
 
     def overhead_ms(self, work_s: float) -> float:
