@@ -65,7 +65,7 @@ def run_probe(store: Store, broker: str, queue: str, folder: Path, mode: str = "
     out.unlink(missing_ok=True)
     task = store.create_task("preload-tests", f"probe {mode}", script=ScriptInfo(
         entry_point=str(PROBE), working_dir=str(folder), argv=[str(out), mode],
-        interpreter=sys.executable, **script))
+        **{"interpreter": sys.executable, **script}))
     dispatch.enqueue(store, make_app(broker), task.id, queue)
     done = wait_final(store, task.id)
     return done, json.loads(out.read_text()) if out.exists() else {}
@@ -291,3 +291,18 @@ def test_hpo_yaml_preload_is_recorded_in_the_base_tasks_script_and_its_clones(
     assert store.get_task(base.id).script.preload == ["json"]  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="preload: 'not a module' is not a module name"):
         load_optimizer_arguments(_yaml(tmp_path, preload=["not a module"]), store)
+
+
+def test_a_task_for_another_interpreter_is_spawned_saying_why(store, env, broker, tmp_path,
+                                                              queue_name):
+    # A link to the same interpreter in another folder: another environment (a venv's
+    # python is such a link), so not the agent's own.
+    other = tmp_path / "other-env" / "bin" / "python"
+    other.parent.mkdir(parents=True)
+    other.symlink_to(sys.executable)
+    with running_agent(store, env, tmp_path, "--queue", queue_name):
+        task, seen = run_probe(store, broker, queue_name, tmp_path, interpreter=str(other))
+    assert f"its interpreter {other} is not the agent's own" in log_of(store, task.id)
+    # Spawned there for real: that environment lacks the agent's packages.
+    assert task.status is Status.failed and not seen
+    assert "ModuleNotFoundError" in (task.status_message or "")
