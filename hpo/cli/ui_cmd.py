@@ -134,9 +134,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
           f"({login}; Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3,
                             access_log=False)
+    server = uvicorn.Server(config)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
         app.state.store.close()
+    if server.started and server.should_exit:
+        # Stopped by Ctrl-C: uvicorn raises it again once shut down, but asyncio's
+        # runner may take it as a cancel of a task that has already returned, and then
+        # the command ended 0; every hpo command ends 130 after Ctrl-C.
+        raise KeyboardInterrupt
     return 0
