@@ -57,6 +57,16 @@ from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, regist
 
 log = logging.getLogger("hpo.strategies.bohb")
 
+
+class _KdeDiagnostics(logging.LoggerAdapter):
+    """hpbandster's generator logs its KDE's state as warnings (``l(x) = inf``, ``g(x) =
+    inf``, the KDE's data) whenever a draw scores infinite: routine on a small or
+    discrete space, and no news to the user. Its warnings become debug lines of this
+    module's log (``-v`` shows them); its errors stay errors."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(level if level >= logging.ERROR else logging.DEBUG, msg, *args, **kwargs)
+
 # A budget count within this of an integer counts as that integer (log(27)/log(3)).
 _TOLERANCE = 1e-9
 
@@ -241,7 +251,8 @@ class OptimizerBOHB(SearchStrategy):
                         top_n_percent=self.top_n_percent, num_samples=self.num_samples,
                         random_fraction=self.random_fraction,
                         bandwidth_factor=self.bandwidth_factor,
-                        min_bandwidth=self.min_bandwidth)
+                        min_bandwidth=self.min_bandwidth,
+                        logger=_KdeDiagnostics(log.getChild("kde"), {}))
 
     def _parameters(self, config: dict[str, Any]) -> dict[str, Any]:
         """The ranges' values for a ConfigSpace configuration, with the ranges' types."""

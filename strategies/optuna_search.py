@@ -42,13 +42,26 @@ from hpo.space.ranges import (
 )
 from hpo.strategies.base import Decision, SearchStrategy, Suggestion, register
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger("hpo.strategies.optuna")
 
 _PLAIN = (type(None), bool, int, float, str)
 _PREFIX = "optuna-"
 #: The user attribute that marks a trial as asked by this optimization.
 OPTIMIZATION_ATTR = "hpo_optimization"
+
+
+def _route_optuna_logs() -> None:
+    """Optuna's records go where the program's own log goes (the root logger:
+    ``hpo-controller -v`` prints it, a script's logging.basicConfig too), not to the
+    stderr handler Optuna installs: they are Optuna's view of trials the controller
+    reports already. Its INFO lines (one per trial) are left out."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    logger = logging.getLogger("optuna")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        # With no handler configured, Python would print warnings on stderr anyway.
+        logger.addHandler(logging.NullHandler())
 
 
 @register
@@ -73,6 +86,7 @@ class OptimizerOptuna(SearchStrategy):
     supports_multi_objective = True
 
     def __post_init__(self) -> None:
+        _route_optuna_logs()
         # Bad sampler/pruner specs fail when the optimizer is built, before any launch.
         self._sampler = _build(self.optuna_sampler, optuna.samplers.BaseSampler, "optuna_sampler",
                                self.seed)

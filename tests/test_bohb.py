@@ -145,6 +145,42 @@ def test_failed_jobs_count_as_worst_and_never_stall_a_bracket() -> None:
     assert strategy.state()["losses"] == [[0, None]]
 
 
+KDE_CHATTER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_bohb import bohb, drive
+from hpo.automation import DiscreteParameterRange, UniformIntegerParameterRange
+space = [UniformIntegerParameterRange("a", 0, 3), DiscreteParameterRange("b", list("pqrs")),
+         DiscreteParameterRange("c", [1, 2, 3])]
+strategy = bohb(space, min_points_in_model=2, max_iteration_per_job=27)
+drive(strategy, 80, lambda s: [float(sum(map(ord, str(s.parameters)))) % 7])
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_kde_s_diagnostics_stay_out_of_the_user_s_output(caplog) -> None:
+    # Given a small discrete space, where hpbandster's KDE scores draws infinite and
+    # logs its state (l(x) = inf, g(x) = inf, its data) as warnings
+    import subprocess
+
+    tests = str(Path(__file__).parent)
+    # When a search runs in a process with logging left as it is (the user's script)
+    result = subprocess.run([sys.executable, "-c", KDE_CHATTER, tests], capture_output=True,
+                            text=True, timeout=100, check=True)
+    # Then none of it reaches the output
+    assert "l(x)" not in result.stderr + result.stdout, result.stderr[-2000:]
+    assert "g(x)" not in result.stderr and "KDE" not in result.stderr
+    # And it is in the strategy's log, as debug lines
+    caplog.set_level("DEBUG", logger="hpo.strategies.bohb")
+    space = [UniformIntegerParameterRange("a", 0, 3), DiscreteParameterRange("b", list("pqrs")),
+             DiscreteParameterRange("c", [1, 2, 3])]
+    drive(bohb(space, min_points_in_model=2, max_iteration_per_job=27), 80,
+          lambda s: [float(sum(map(ord, str(s.parameters)))) % 7])
+    said = [r for r in caplog.records if "l(x)" in r.getMessage()]
+    assert said and {r.levelname for r in said} == {"DEBUG"}
+    assert {r.name for r in said} == {"hpo.strategies.bohb.kde"}
+
+
 def test_values_have_the_ranges_types_and_grids() -> None:
     space = [
         UniformParameterRange("x", 0.0, 1.0),

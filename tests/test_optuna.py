@@ -400,3 +400,31 @@ def test_a_study_resumed_after_a_controller_sigkill_keeps_its_earlier_trials(
         [job] = [j for j in jobs if j.tags[1] == f"trial:optuna-{trial.number}"]
         assert trial.params["x"] == job.parameters["General/x"]
     assert not [t for t in study.trials if t.state is optuna.trial.TrialState.RUNNING]
+
+
+OPTUNA_WARNS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import optuna
+from test_optuna import strategy
+made = strategy(Path(sys.argv[2]))
+optuna.logging.get_logger("optuna.study.study").warning("optuna's own warning")
+made.on_result(made.suggest().trial_id, [float("nan")])  # Optuna warns of a NaN
+"""
+
+
+def test_optuna_s_logging_goes_to_the_program_s_log_not_the_user_s_output(tmp_path, caplog):
+    # Given a search whose study warns (a NaN result, and a warning of Optuna's own)
+    result = subprocess.run([sys.executable, "-c", OPTUNA_WARNS, str(Path(__file__).parent),
+                             str(tmp_path)], capture_output=True, text=True, timeout=60,
+                            check=True)
+    # Then nothing reaches the output of a program that configured no logging
+    assert "optuna's own warning" not in result.stderr and result.stderr == "", result.stderr
+    # And the program's log has it, where it configured one
+    made = strategy(tmp_path, opt_id="in-process")
+    caplog.set_level("WARNING")
+    optuna.logging.get_logger("optuna.study.study").warning("optuna's own warning")
+    made.on_result(made.suggest().trial_id, [float("nan")])
+    assert any(r.name.startswith("optuna") and "own warning" in r.getMessage()
+               for r in caplog.records)
