@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from hpo import defaults
@@ -20,10 +22,14 @@ class LocalAgents:
     """N single-slot agents serving ``queue``; their output goes to ``log_dir``."""
 
     def __init__(self, store: Store, broker_url: str, queue: str, count: int,
-                 log_dir: Path, preload: list[str] | None = None) -> None:
+                 log_dir: Path, preload: list[str] | None = None,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         """``preload``: the agents' --preload (hpo.yaml's preload:, which the jobs carry
         too: without it here, each agent imports them into its warm slot at its first
-        job instead of at its start)."""
+        job instead of at its start). ``on_failure``: returns at once, and is called
+        with why should an agent exit or not register in time (the optimization goes on
+        meanwhile: its first jobs wait queued for the agents, not for this check);
+        None: waits until they have registered, raising HpoError if they do not."""
         self.store = store
         self.queue = queue
         self.names = [f"local-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
@@ -45,17 +51,27 @@ class LocalAgents:
                     # Own session: a Ctrl-C in the terminal is the controller's to handle;
                     # it stops the agents itself, after the jobs.
                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        self._wait_registered(log_dir)
+        if on_failure is None:
+            self._wait_registered(log_dir)
+        else:
+            threading.Thread(target=self._watch_start, args=(log_dir, on_failure),
+                             name="hpo-local-agents", daemon=True).start()
+
+    def _watch_start(self, log_dir: Path, on_failure: Callable[[str], None]) -> None:
+        try:
+            self._wait_registered(log_dir)
+        except Exception as exc:
+            on_failure(str(exc))
 
     def _wait_registered(self, log_dir: Path) -> None:
         deadline = time.monotonic() + defaults.LOCAL_AGENTS_START_TIMEOUT_S
         while time.monotonic() < deadline:
-            names = {w.name for w in self.store.list_workers()}
-            if all(n in names for n in self.names):
-                return
             if any(p.poll() is not None for p in self.procs):
                 self.stop()
                 raise HpoError(f"a local agent exited at start: see its log in {log_dir}")
+            names = {w.name for w in self.store.list_workers()}
+            if all(n in names for n in self.names):
+                return
             time.sleep(defaults.WATCH_POLL_S)
         self.stop()
         raise HpoError("local agents did not start in "

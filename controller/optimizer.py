@@ -145,10 +145,16 @@ class HyperParameterOptimizer:
             self.controller.config.execution_queue = queue
             self.store.update_optimization_config(self.task_id, self.config.to_dict())
         log_dir = Settings.load().home / "logs" / self.task_id
+        # Not waited for: the first jobs are cloned and queued while the agents start
+        # (a second of imports each), and wait for them in the queue.
         self._agents = LocalAgents(self.store, self.broker_url, queue,
                                    agents or self.config.max_number_of_concurrent_tasks,
-                                   Path(log_dir))
+                                   Path(log_dir), on_failure=self._local_agents_failed)
         return self.start(job_complete_callback)
+
+    def _local_agents_failed(self, why: str) -> None:
+        """A local agent exited at start or never registered: the run ends failed."""
+        self.controller.gave_up = f"local agents did not start: {why}"
 
     def _run(self) -> None:
         try:
