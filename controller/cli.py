@@ -175,7 +175,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     check_broker(make_app(broker))  # before the yaml registers its base task
     arguments = load_optimizer_arguments(Path(args.config), store)
     optimizer = HyperParameterOptimizer(**arguments, broker_url=broker)
-    _say_where(store, broker)
     return _run(optimizer, store, args)
 
 
@@ -185,19 +184,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     broker = common.broker_from(args)
     store = store_from(args)
     optimizer = HyperParameterOptimizer.resume(args.id, store=store, broker_url=broker)
-    _say_where(store, broker)
     return _run(optimizer, store, args)
-
-
-def _say_where(store: Store, broker: str) -> None:
-    """One line, passwords masked: which store and broker this run uses (a wrong
-    HPO_STORE_URL is seen at once). On stderr, as the run starts: stdout starts with the
-    optimizer id, and an error before the run stays the one line on stderr."""
-    from hpo.limits import hide_password
-    from hpo.store.engine import safe_url
-
-    print(f"{PROG}: store {safe_url(store.url)}, broker {hide_password(broker)}",
-          file=sys.stderr)
 
 
 def _run(optimizer: HyperParameterOptimizer, store: Store, args: argparse.Namespace) -> int:

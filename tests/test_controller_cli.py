@@ -293,9 +293,9 @@ def test_start_runs_the_example_end_to_end_with_progress_and_summary(digits_run)
             in lines)
     assert all(len(line) <= 100 for line in lines if line.startswith(" "))  # table rows
     assert lines[-1].startswith(f"optimization {optimizer_id} completed: ")
-    # It said which store and broker it ran on (on stderr: stdout starts with the id)
-    assert (f"hpo-controller: store {digits_run['env']['HPO_STORE_URL']}, broker sqla+sqlite:"
-            in result.stderr), result.stderr
+    # Right after the id, it said which store and broker it ran on
+    assert re.fullmatch(rf"\[0:00:0\d\] store {re.escape(digits_run['env']['HPO_STORE_URL'])}"
+                        r", broker sqla\+sqlite:///\S+/broker\.db", lines[1]), lines[1]
     # The store: exactly n finished children with typed parameters
     store = digits_run["store"]
     assert store.get_task(optimizer_id).status is Status.completed

@@ -454,8 +454,8 @@ def test_the_controllers_local_agents_get_the_urls_from_files_without_a_command_
     assert SECRET not in json.dumps(seen["environ"])
     assert SECRET not in result.stdout + result.stderr
     # and it said which store and broker it used, their passwords masked
-    assert (f"hpo-controller: store {safe_url(pg_url_with_password)}, broker "
-            f"{limits.hide_password(redis_with_password)}") in result.stderr
+    assert (f"store {safe_url(pg_url_with_password)}, broker "
+            f"{limits.hide_password(redis_with_password)}") in result.stdout
     for log in (tmp_path / "home" / "logs").rglob("*.log"):
         assert SECRET not in log.read_text(errors="replace"), log
     store = open_store(pg_url_with_password)
