@@ -59,6 +59,15 @@ def run_session(optimizer: HyperParameterOptimizer, store: Store, display: Displ
     return 1 if summary.status == Status.failed.value else 0
 
 
+def _where(store: Store, broker_url: str) -> str:
+    """Which store and broker this run uses, passwords masked: a wrong or missing
+    HPO_STORE_URL / HPO_BROKER_URL shows at once."""
+    from hpo.limits import hide_password
+    from hpo.store.engine import safe_url
+
+    return f"store {safe_url(store.url)}, broker {hide_password(broker_url)}"
+
+
 def _start(optimizer: HyperParameterOptimizer, store: Store, display: Display,
            local_agents: int | None) -> None:
     if local_agents:
