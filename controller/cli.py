@@ -25,7 +25,13 @@ from hpo.cli import common, output
 from hpo.cli.common import Parser, add_output_options, add_store_option, run_handler, store_from
 from hpo.controller.formatting import jobs_table, out, status_fields
 from hpo.lifecycle import TaskType
-from hpo.optimization.summary import finite, list_optimizations, newest_optimizer, summarize
+from hpo.optimization.summary import (
+    finite,
+    list_optimizations,
+    newest_optimizer,
+    shown_status,
+    summarize,
+)
 from hpo.store import Store
 
 if TYPE_CHECKING:
@@ -237,7 +243,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         f"{len(listing)} optimization(s)",
         ["id", "project", "name", "status", "created", "jobs", "objective", "best",
          "best task"],
-        ([o.id, o.project, o.name, o.status, output.when(o.created_at),
+        ([o.id, o.project, o.name, shown_status(o.status, o.started), output.when(o.created_at),
           f"{o.launched}/{o.total_max_jobs}" if o.total_max_jobs else o.launched,
           o.objective, o.best_value, o.best_task] for o in listing),
         compact=True, drop=("created", "project", "objective", "best task"),

@@ -10,7 +10,13 @@ from typing import Any
 from hpo.cli import output
 from hpo.cli.common import one_line
 from hpo.optimization.ends import describe_ends
-from hpo.optimization.summary import JobRow, OptimizationSummary, finite, short_key
+from hpo.optimization.summary import (
+    JobRow,
+    OptimizationSummary,
+    finite,
+    short_key,
+    shown_status,
+)
 
 
 def launch_counts(s: OptimizationSummary) -> str:
@@ -58,6 +64,9 @@ def job_line(s: OptimizationSummary, row: JobRow) -> str:
 def end_line(s: OptimizationSummary) -> str:
     best = ("no job gave a result" if s.best_value is None else
             f"best {output.cell(s.best_value)} by task {s.best_task}")
+    if not s.started:
+        return (f"optimization {s.id} was created and never started: no job ran "
+                "(HyperParameterOptimizer.start() was not called)")
     return (f"optimization {s.id} {s.status}: {s.message or '-'} ({s.launched} job(s), "
             f"{best})")
 
@@ -67,7 +76,10 @@ def status_fields(s: OptimizationSummary) -> list[tuple[str, Any]]:
     best = (None if s.best_value is None else
             f"{output.cell(s.best_value)} (task {s.best_task})")
     return [
-        ("name", f"{s.project} / {s.name}"), ("status", s.status), ("message", s.message),
+        ("name", f"{s.project} / {s.name}"), ("status", shown_status(s.status, s.started)),
+        ("message", s.message if s.started else
+         "created, never started: no job ran (HyperParameterOptimizer.start() was not "
+         "called)"),
         ("strategy", s.strategy), ("objective", objectives),
         ("tuned", ", ".join(s.parameters)), ("jobs", launch_counts(s)),
         ("ended", describe_ends(s.ends)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
 import threading
@@ -21,6 +22,7 @@ from hpo.sdk.task import Task
 from hpo.settings import Settings
 from hpo.store import Store, open_store
 from hpo.strategies.base import SearchStrategy
+from hpo.strategies.grid_search import GridSearch
 
 log = logging.getLogger("hpo.controller")
 
@@ -29,6 +31,8 @@ class HyperParameterOptimizer:
     """Optimize a base task's hyper-parameters by cloning it, with ClearML's arguments
     and meanings. ``optimizer_class`` is a strategy class or a registered name; other
     keyword arguments go to the strategy."""
+
+    _unstarted: _Unstarted | None = None  # built here and not started yet (not a resume)
 
     def __init__(
         self,
@@ -84,6 +88,10 @@ class HyperParameterOptimizer:
         self.task_id = self._optimizer_task(auto_connect_task, always_create_task)
         self.store.create_optimization(self.task_id, saved)
         self._setup()
+        # Until start(): one that never starts is said so at exit (and reads "never
+        # started" in hpo-controller status / list), not left to look completed.
+        self._unstarted = _Unstarted(self.task_id)
+        atexit.register(self._unstarted.warn)
 
     @classmethod
     def resume(cls, optimizer_task_id: str, *, store: str | Store | None = None,
@@ -111,6 +119,11 @@ class HyperParameterOptimizer:
         self._thread: threading.Thread | None = None
         self._agents: LocalAgents | None = None
         self._time_limit_set_at: float | None = None
+        # What the user should know before it runs (a grid its budget barely covers):
+        # ``notices()`` hands them to a display, else start() logs them.
+        strategy = self.controller.strategy
+        note = strategy.coverage_note() if isinstance(strategy, GridSearch) else None
+        self._before_start: list[str] = [note] if note else []
 
     def _optimizer_task(self, auto_connect: bool | Task, always_create: bool) -> str:
         current = auto_connect if isinstance(auto_connect, Task) else (
@@ -120,8 +133,7 @@ class HyperParameterOptimizer:
         base = self.store.get_task(self.config.base_task_id)
         task = self.store.create_task(self.config.spawn_project or base.project,
                                       f"Optimization: {base.name}", type=TaskType.optimizer)
-        self.store.set_status(task.id, Status.running)
-        return task.id
+        return task.id  # created: it runs from start() on
 
     # ----- running ------------------------------------------------------------------
 
@@ -129,6 +141,12 @@ class HyperParameterOptimizer:
         """Start optimizing in a background thread; ``wait()`` blocks until the end."""
         if self._thread is not None:
             return False
+        if self._unstarted is not None:
+            self._unstarted.started = True
+        for note in self.notices_before_start():  # no display took them: the log has them
+            log.warning("%s", note)
+        if self.store.get_task(self.task_id).status is Status.created:
+            self.store.set_status(self.task_id, Status.running)
         self.controller.callback = job_complete_callback
         self._thread = threading.Thread(target=self._run, name="hpo-controller", daemon=True)
         self._thread.start()
@@ -207,10 +225,17 @@ class HyperParameterOptimizer:
         read; safe from another thread): what a live display polls."""
         return self.controller.progress()
 
+    def notices_before_start(self) -> list[str]:
+        """What the user should know before it runs (a grid ``total_max_jobs`` covers
+        a small part of), once: a display that takes them shows them, else start()
+        logs them as warnings."""
+        taken, self._before_start = self._before_start, []
+        return taken
+
     def notices(self) -> list[str]:
         """What the optimization has to tell its user since the last call (no agent
         serves the queue, ...): a display shows them as they come."""
-        taken = []
+        taken = self.notices_before_start()
         while self.controller.notices:
             taken.append(self.controller.notices.popleft())
         return taken
@@ -304,3 +329,21 @@ class HyperParameterOptimizer:
 
     def _task(self, task_id: str) -> Task:
         return Task(StoreBackend(self.store, self.store.get_task(task_id)))
+
+
+class _Unstarted:
+    """An optimizer built and not (yet) started: at exit, one never started says so
+    (a script that forgot start() would otherwise end silently, its optimization
+    recorded with no job). Held by atexit instead of the optimizer, so that an optimizer
+    dropped unstarted is still told of."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.started = False
+
+    def warn(self) -> None:
+        if not self.started:
+            log.warning("optimization %s was created but never started: no job ran. Call "
+                        "optimizer.start() (or start_locally()), then optimizer.wait(); "
+                        "`hpo-controller status %s` shows it as never started",
+                        self.task_id, self.task_id[:8])

@@ -70,6 +70,8 @@ def _where(store: Store, broker_url: str) -> str:
 
 def _start(optimizer: HyperParameterOptimizer, store: Store, display: Display,
            local_agents: int | None) -> None:
+    for notice in optimizer.notices_before_start():  # once, before the first job
+        display.note(notice)
     if local_agents:
         display.note(f"starting {local_agents} local agent(s)")
         try:

@@ -248,6 +248,10 @@ FAULT_TOLERANCE_S = 600.0
 # one bad job is bad luck, three in a row at the start are a mistake in the script or
 # the objective's name; waiting longer burns the budget, stopping sooner misfires.
 FAIL_FAST_JOBS = 3
+# A grid over N times more combinations than total_max_jobs (N above this) is said so at
+# the start: its jobs walk the grid in order and differ only in its last parameters.
+# Twice: half a grid may be a deliberate first pass; less is rarely what was meant.
+GRID_COVERAGE_WARN_RATIO = 2
 # Jobs queued this long with no live agent serving their queue: the controller says so
 # (a start takes a second or two, so 3 s is no false alarm), checks every 5 s whether
 # one came, and repeats itself once a minute while none does.

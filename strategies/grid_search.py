@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpo.defaults import GRID_COVERAGE_WARN_RATIO
 from hpo.errors import ConfigError
 from hpo.space.product import check_space, combination_at, space_fingerprint, space_size
 from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
@@ -40,6 +41,30 @@ class GridSearch(SearchStrategy):
         trial_id = f"t{self._next}"
         self._next += 1
         return Suggestion(trial_id=trial_id, parameters=config)
+
+    def coverage_note(self) -> str | None:
+        """One line when ``total_max_jobs`` covers much less of the grid than it holds
+        (GRID_COVERAGE_WARN_RATIO): how much it covers, which parameters its jobs vary
+        (the grid is walked in order, the last range fastest), and how to sample the
+        whole space instead. None when it is covered, or nearly."""
+        jobs = self.total_max_jobs
+        if jobs is None or self._size <= jobs * GRID_COVERAGE_WARN_RATIO:
+            return None
+        varied: list[str] = []
+        stride = 1  # a range varies in the first jobs when its stride is less
+        for param in reversed(self.space):
+            assert param.size is not None
+            if param.size > 1 and stride < jobs:
+                varied.insert(0, param.name)
+            stride *= param.size
+        only = (f"the {jobs} jobs differ only in {', '.join(varied)}" if varied
+                else f"the {jobs} jobs are all alike")
+        share = jobs / self._size
+        covered = f"{share:.2%}" if share >= 0.0001 else "under 0.01%"
+        return (f"grid of {self._size:,} combinations, total_max_jobs {jobs} covers "
+                f"{covered}: {only} (the grid is run in order, its last "
+                "parameter fastest); use strategy: random (or optuna) to sample the whole "
+                "space, or raise total_max_jobs")
 
     def state(self) -> dict[str, Any]:
         return {"fingerprint": space_fingerprint(self.space), "next_index": self._next}

@@ -87,6 +87,7 @@ class OptimizationSummary:
     jobs: list[JobRow] = field(default_factory=list)  # every job, newest first (all_jobs)
     # The finished jobs by how they ended (``hpo.optimization.ends``), every end's words.
     ends: dict[str, int] = field(default_factory=lambda: count_ends(()))
+    started: bool = True  # False: created, never started (``was_started``)
 
     def to_dict(self) -> dict[str, Any]:
         return finite(asdict(self))
@@ -116,8 +117,9 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
     """Progress, budget and the ``top_k`` best finished jobs of an optimization (and
     every job with ``all_jobs``). ``children``: its child tasks, when the caller has
     just read them."""
-    optimizer_id = store.resolve_task_id(optimizer_id, type=TaskType.optimizer)
-    config = load_config(store, optimizer_id)
+    optimizer_id = store.resolve_task_id(optimizer_id)
+    saved, state = store.load_optimization(optimizer_id)
+    config = OptimizerConfig.from_dict(saved)
     task = store.get_task(optimizer_id)
     if children is None:
         children = store.find_tasks(parent=optimizer_id)
@@ -145,6 +147,7 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
         running=counts[Status.running.value],
         queued=counts[Status.queued.value] + counts[Status.created.value],
         failed=ends[End.failed.value], ends=ends,
+        started=was_started(task, state, len(children)),
         best_value=ranked[0].objective if ranked else None,
         best_task=ranked[0].task_id if ranked else None,
         budget=Budget(
@@ -153,6 +156,23 @@ def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: boo
             wall_min=wall_s / 60, optimization_time_limit=config.optimization_time_limit),
         top=top, jobs=rows if all_jobs else [],
     )
+
+
+def was_started(task: TaskRecord, state: dict[str, Any] | None, launched: int) -> bool:
+    """Whether the optimization's controller ever ran. It saves its state as it launches
+    and when it ends, so no state, no job and a task not running mean it was created and
+    never started (a script that built a HyperParameterOptimizer and never called
+    start(), whose own task then completed)."""
+    return state is not None or launched > 0 or task.status is Status.running
+
+
+NEVER_STARTED = "never started"  # what the status column says of one (``was_started``)
+
+
+def shown_status(status: str, started: bool) -> str:
+    """An optimization's status as tables show it: ``never started`` for one that was
+    created and never started, rather than its task's status (``completed 0/20``)."""
+    return status if started else NEVER_STARTED
 
 
 def tuned_keys(config: OptimizerConfig) -> list[str]:
@@ -241,6 +261,7 @@ class OptimizationListing:
     best_value: float | None
     best_task: str | None
     objective: str | None  # "title/series sign"
+    started: bool = True  # False: created, never started (``was_started``)
 
 
 def list_optimizations(store: Store, limit: int | None = 50) -> list[OptimizationListing]:
@@ -254,9 +275,10 @@ def listing(store: Store, task: TaskRecord, config: OptimizerConfig | None = Non
     """One optimizer task's line in a list: its jobs launched and best objective
     (``config``: its optimization's, when the caller has just read it)."""
     try:
-        config = config or load_config(store, task.id)
+        saved, state = store.load_optimization(task.id)
+        config = config or OptimizerConfig.from_dict(saved)
     except Exception:  # an optimizer task without a saved optimization
-        config = None
+        config, state = None, None
     if config is None:
         return OptimizationListing(task.id, task.project, task.name, task.status.value,
                                    task.created_at, store.count_tasks(parent=task.id),
@@ -269,7 +291,7 @@ def listing(store: Store, task: TaskRecord, config: OptimizerConfig | None = Non
         task.id, task.project, task.name, task.status.value, task.created_at,
         len(children), config.total_max_jobs,
         ranked[0].objective if ranked else None, ranked[0].task_id if ranked else None,
-        f"{o.title}/{o.series} {o.sign}")
+        f"{o.title}/{o.series} {o.sign}", was_started(task, state, len(children)))
 
 
 def finite(value: Any) -> Any:
