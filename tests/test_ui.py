@@ -288,6 +288,11 @@ def test_optimization_page_and_its_json(ui):
     assert summary["id"] == filled.optimizer and summary["status"] == "running"
     assert (summary["launched"], summary["done"], summary["running"], summary["queued"]) == (
         4, 2, 1, 1)
+    # The ends counted in the words of the tables (hpo.optimization.ends), as rendered
+    assert summary["ends"] == {"completed": 2, "completed without objective": 0,
+                               "stopped by a limit": 0, "stopped by the user": 0, "failed": 0}
+    assert '<dt>stopped by the user</dt><dd data-field="end:stopped by the user">0' in html
+    assert [row["end"] for row in summary["top"]] == ["completed", "completed"]
     assert [row["task_id"] for row in summary["top"]] == filled.completed  # min: best first
     best = summary["top"][0]
     assert best["objective"] == pytest.approx(0.2) and best["iteration"] == 2

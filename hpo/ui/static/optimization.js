@@ -25,7 +25,9 @@
                        typeof value === "number" ? hpo.number(value) : String(value ?? "–")));
     }
     const status = hpo.el("td");
-    status.append(hpo.el("span", { class: `status status-${job.status}` }, job.status));
+    // How it ended, in the words of the counts above (hpo.optimization.ends).
+    status.append(hpo.el("span", { class: `status status-${job.status}` },
+                         job.end || job.status));
     tr.append(status);
     tr.append(hpo.el("td", { class: "num" }, hpo.duration(job.duration_s)));
     tr.append(hpo.el("td", { class: "muted" }, job.worker || "–"));
@@ -48,8 +50,11 @@
     hpo.setStatus(s.status);
     hpo.setField("message", s.message || "");
     hpo.setField("launched", hpo.limit(s.budget.jobs_launched, s.budget.total_max_jobs));
-    for (const name of ["done", "running", "queued", "failed"]) {
+    for (const name of ["done", "running", "queued"]) {
       hpo.setField(name, String(s[name]));
+    }
+    for (const [words, count] of Object.entries(s.ends)) {
+      hpo.setField(`end:${words}`, String(count));
     }
     hpo.setField("best", hpo.number(s.best_value));
     hpo.setField("compute", hpo.limit(s.budget.compute_min, s.budget.compute_time_limit, " min"));
