@@ -174,3 +174,15 @@ def test_task_list_piped_fits_100_columns_and_wide_shows_whole_ids(hpo_env, temp
     wide = ok(hpo_env, "task", "list", "--wide")
     assert template_id in wide and "tags" in wide
     assert ok(hpo_env, "--wide", "task", "list") == wide  # before the command too
+
+
+def test_a_reader_that_stops_early_is_no_error(hpo_env):
+    # Given a task whose `show` prints table after table, into `head -1`
+    store = open_store(create=True)
+    task = store.create_task("p", "many", parameters={f"General/p{n}": n for n in range(300)})
+    result = subprocess.run(f"{sys.executable} -m hpo.cli.main task show {task.id} | head -1",
+                            shell=True, env=hpo_env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    # Then the first line came, and no traceback for the tables no one reads
+    assert result.stdout == f"task {task.id}\n"
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -55,6 +55,8 @@ MAX_HEADER = 20  # a header may make its column this wide, when the terminal has
 # PIPED_WIDTH) is too narrow; other tables name their own order (``drop``).
 DROPPABLE = ("agent", "duration", "iteration", "status")
 ID_COLUMNS = ("id", "best task")  # cut to ID_PREFIX in a compact table, never narrowed
+# Never narrowed: a cut rank, id or end ("stopped b…") says nothing.
+KEPT_WHOLE = ("#", "status", *ID_COLUMNS)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
@@ -123,7 +125,7 @@ def _shrunk_widths(names: Sequence[str], widths: list[int], total: int) -> list[
     widths = list(widths)
     while _table_width(widths) > total:
         shrinkable = [i for i, name in enumerate(names)
-                      if name != "#" and name not in ID_COLUMNS and widths[i] > MIN_CELL]
+                      if name not in KEPT_WHOLE and widths[i] > MIN_CELL]
         if not shrinkable:
             break
         widest = max(shrinkable, key=lambda i: widths[i])
