@@ -46,9 +46,11 @@ class WarmSlot:
     # ----- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the warm process and wait for its preload (a refusal is remembered)."""
+        """Start the warm process and wait for its preload (a refusal is remembered),
+        unless a first task already did (it may be running from it now)."""
         with self._lock:
-            self._start()
+            if self._proc is None and self._refused is None and not self._closed:
+                self._start()
 
     def close(self) -> None:
         with self._lock:
