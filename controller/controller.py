@@ -1,11 +1,13 @@
 """The optimization loop: launch trials, watch them, enforce every limit and budget.
 
-Each cycle (every ``poll_s``, 0.1 s by default) reads only the active jobs' records and
-their new objective scalars, and saves only state the size of the active set, so a cycle
-costs the same at trial 10 and trial 10,000. Everything needed to continue is in the
-store: the config, the strategy's state, the trials being launched and the active jobs
-(saved together), and the finished jobs themselves, so ``resume`` neither repeats nor
-loses a trial.
+A cycle runs when a job of the optimization ends or reports, or a stop is asked (the
+store's wake-ups, ``hpo.wakeups``), and at least every ``CONTROLLER_FALLBACK_POLL_S``
+anyway (every ``poll_s`` where the store has no wake-ups). It reads only the active
+jobs' records and their new objective scalars, and saves only state the size of the
+active set, so a cycle costs the same at trial 10 and trial 10,000. Everything needed
+to continue is in the store: the config, the strategy's state, the trials being
+launched and the active jobs (saved together), and the finished jobs themselves, so
+``resume`` neither repeats nor loses a trial.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hpo import typed_params as P
 from hpo.controller.clock import Clock, SystemClock
 from hpo.controller.jobs import Job
 from hpo.defaults import (
+    CONTROLLER_FALLBACK_POLL_S,
     CONTROLLER_POLL_S,
     CYCLE_RETRY_S,
     FAULT_TOLERANCE_S,
@@ -54,6 +57,7 @@ from hpo.strategies.base import (
     Suggestion,
     resolve,
 )
+from hpo.wakeups import Listener, ListenerUnavailable, listen_to_store
 
 log = logging.getLogger("hpo.controller")
 
@@ -118,6 +122,9 @@ class Controller:
         self.started = self.clock.time()
         self.outcome: str | None = None
         self._stop = threading.Event()
+        # Set when a job of this optimization ends or reports, or a stop is asked: the
+        # loop's wait ends at once (cleared before each cycle, so none is missed).
+        self._wake = threading.Event()
         self._stop_reason = ""
         # Jobs a stop request (Ctrl-C, stop(), hpo-controller stop) cut short: no results;
         # they run again, as the same trials, on resume. Stopping: sent, not yet ended.
@@ -147,6 +154,7 @@ class Controller:
     def request_stop(self, reason: str = "stopped by request") -> None:
         self._stop_reason = reason
         self._stop.set()
+        self._wake.set()
 
     def elapsed_s(self) -> float:
         return self.elapsed_before + (self.clock.time() - self.started)
@@ -162,8 +170,11 @@ class Controller:
         self._restore_once()
         failing_since: float | None = None
         reason: str | None = None
+        listener = self._listen()
+        pause_s = self.poll_s if listener is None else CONTROLLER_FALLBACK_POLL_S
         try:
             while not reason:
+                self._wake.clear()  # before the cycle: a wake-up during it is kept
                 try:
                     reason = self._cycle()
                     failing_since = None
@@ -176,13 +187,32 @@ class Controller:
                         raise
                     log.warning("controller cycle failed, retrying: %s", exc)
                     self.clock.sleep(CYCLE_RETRY_S)
-                if not reason:  # a real-time pause that a stop request cuts short
-                    self._stop.wait(self.poll_s)
+                if not reason:  # a real-time pause that a wake-up cuts short
+                    self._wake.wait(pause_s)
         finally:
+            if listener is not None:
+                listener.close()
             self._save()
         self.outcome = reason
         log.info("optimization %s ended: %s", self.task_id, reason)
         return reason
+
+    def _listen(self) -> Listener | None:
+        """The store's wake-ups for this optimization's tasks; None (said once) where
+        the store has none: the loop then polls every ``poll_s``."""
+        try:
+            return listen_to_store(self.store.engine, self._on_change)
+        except ListenerUnavailable as exc:
+            log.info("no wake-ups from the store (%s): polling every %gs", exc, self.poll_s)
+            return None
+
+    def _on_change(self, task_id: str | None) -> None:
+        """On the listener's thread: wake the loop for a job of this optimization, its
+        own task (a stop asked from elsewhere), or a gap (None: anything may have
+        changed). ``in`` on the dict is one step under the GIL, safe while the loop
+        changes it."""
+        if task_id is None or task_id == self.task_id or task_id in self.active:
+            self._wake.set()
 
     def step(self) -> str | None:
         """One cycle of the loop, for a caller that drives it (a simulation): limits,

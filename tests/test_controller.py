@@ -104,6 +104,29 @@ def test_an_optimization_runs_exactly_total_max_jobs_and_ranks_them(
     assert store.get_task(opt.id).status is Status.completed
 
 
+def test_wakeups_that_never_arrive_only_delay_the_jobs_to_the_fallback_poll(
+        store, hpo_env, tmp_path, broker, queue_name, base_task, monkeypatch):
+    # Given a controller that listens to the store but never hears a thing (every
+    # wake-up lost), so that only its fallback poll (CONTROLLER_FALLBACK_POLL_S) runs
+    from hpo.controller.controller import Controller
+
+    listeners = []
+    listen = Controller._listen
+    monkeypatch.setattr(Controller, "_listen", lambda self: listeners.append(
+        listen(self)) or listeners[-1])
+    monkeypatch.setattr(Controller, "_on_change", lambda self, task_id: None)
+    with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,
+                       "--concurrency", "2"):
+        opt = optimizer(store, base_task, queue_name, total_max_jobs=3)
+        opt.start()
+        assert opt.wait(timeout=180)
+    # Then it listened (it did not poll fast instead), and nothing was lost
+    assert listeners and listeners[0] is not None
+    jobs = children(store, opt)
+    assert len(jobs) == 3 and all(j.status is Status.completed for j in jobs)
+    assert store.get_task(opt.id).status is Status.completed
+
+
 def test_queued_plus_running_never_exceed_the_concurrency_limit(
         store, hpo_env, tmp_path, broker, queue_name, base_task):
     with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,

@@ -10,6 +10,7 @@ default, kombu's SQLAlchemy transport on a SQLite file in ``HPO_HOME`` (no serve
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,12 @@ from hpo.defaults import (
     BROKER_CHECK_TIMEOUT_S,
     DEFAULT_QUEUE,
     EMBEDDED_POLL_S,
-    PUBLISH_RETRY_POLICY,
 )
 from hpo.errors import HpoError
 from hpo.queue import embedded as embedded_broker
 from hpo.queue import messages
-from hpo.queue.messages import RUN_TASK
+from hpo.queue.messages import RUN_TASK  # noqa: F401  (the agent takes it from here)
+from hpo.queue.publisher import BROKER_DOWN, Publisher
 from hpo.settings import Settings
 
 
@@ -96,22 +97,28 @@ def check_broker(app: Celery) -> None:
 
 
 def publish(app: Celery, task_id: str, queue: str) -> None:
-    """Send the message that asks an agent on ``queue`` to run ``task_id``."""
+    """Send the message that asks an agent on ``queue`` to run ``task_id``, through the
+    app's kept producer (``hpo.queue.publisher``); BrokerUnavailable when the broker
+    does not answer within the retry policy."""
     try:
-        if _is_embedded(app):
-            # kombu can leave a pooled producer of its SQLAlchemy transport on a channel
-            # it closed while retrying a failed publish ("'NoneType' object has no
-            # attribute 'client'"); a connection per publish is cheap here (the engine
-            # is shared) and never stale.
-            with app.connection_for_write() as connection:
-                _send(app, task_id, queue, connection)
-        else:
-            _send(app, task_id, queue)
-    except (KombuOperationalError, OSError) as exc:
+        _publisher(app).send(task_id, queue)
+    except BROKER_DOWN as exc:
         raise BrokerUnavailable(
             f"cannot reach the broker at {safe_broker_url(app)}: {exc}; start it or point "
             "HPO_BROKER_URL / --broker at a running one") from None
 
+
+_publishers: dict[Celery, Publisher] = {}
+_publishers_lock = threading.Lock()
+
+
+def _publisher(app: Celery) -> Publisher:
+    """The app's one publisher (apps are few: one per broker URL and process)."""
+    with _publishers_lock:
+        publisher = _publishers.get(app)
+        if publisher is None:
+            publisher = _publishers[app] = Publisher(app)
+        return publisher
 
 
 def waiting_messages(app: Celery, queue: str) -> int:
@@ -129,14 +136,6 @@ def waiting_messages(app: Celery, queue: str) -> int:
     except (KombuOperationalError, OSError) as exc:
         raise BrokerUnavailable(
             f"cannot reach the broker at {safe_broker_url(app)}: {exc}") from None
-
-def _is_embedded(app: Celery) -> bool:
-    return str(app.conf.broker_url).startswith(("sqla+", "sqlalchemy+"))
-
-
-def _send(app: Celery, task_id: str, queue: str, connection: Any = None) -> None:
-    app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True, connection=connection,
-                  retry_policy=dict(PUBLISH_RETRY_POLICY))
 
 
 def safe_broker_url(app: Celery) -> str:

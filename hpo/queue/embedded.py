@@ -1,7 +1,7 @@
 """The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned for several
 agent processes on one machine.
 
-Six fixes over the stock transport, installed under its own ``sqla`` alias so that
+Fixes over the stock transport, installed under its own ``sqla`` alias so that
 ``sqla+sqlite:///PATH`` URLs use them:
 
 * ``polling_interval`` is taken as the transport option it is (the stock channel passes
@@ -13,13 +13,22 @@ Six fixes over the stock transport, installed under its own ``sqla`` alias so th
 * a delivered message is deleted rather than kept invisible forever (every poll of an
   empty queue scanned them all);
 * an entry that is not a kombu message is logged and dropped (``hpo.queue.messages``)
-  instead of stopping the consumer.
+  instead of stopping the consumer;
+* no poll on a message's way: a publish rings the doorbell beside the broker file
+  (``hpo.wakeups``, folder ``<file>.bell``) once committed, and an idle consumer waits
+  for that ring (or an ack that frees room for one more message) instead of sleeping
+  between polls; it still polls every ``EMBEDDED_FALLBACK_POLL_S``, so a lost ring
+  costs that much time, no message. Without a doorbell (the folder is not writable, the
+  broker is not a SQLite file) it polls every ``EMBEDDED_POLL_S`` as before.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from json import loads
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -27,10 +36,17 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
-from hpo.defaults import SQLITE_BUSY_TIMEOUT_MS
+from hpo.defaults import EMBEDDED_FALLBACK_POLL_S, SQLITE_BUSY_TIMEOUT_MS
 from hpo.queue.messages import dropped, envelope_is_sound, preview
+from hpo.wakeups import Doorbell, DoorbellListener, Listener, ListenerUnavailable, bell_folder
+
+log = logging.getLogger("hpo.queue")
+
+# The doorbell folder beside the broker's SQLite file.
+BELL_SUFFIX = ".bell"
 
 # Options the virtual transport reads itself; never engine arguments.
 _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "callback",
@@ -55,6 +71,19 @@ class Channel(kombu_sqla.Channel):
         except IntegrityError:
             self.session.rollback()
             return super()._get_or_create(queue)
+
+    # (kombu's own classes name the second argument differently: mypy sees a conflict)
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super()._put(queue, payload, **kwargs)
+        self.connection.ring(queue)  # committed: a consumer that looks now finds it
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple=multiple)
+        self.connection.wake()  # room for one more message under the prefetch limit
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self.connection.wake()
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         # The stock channel marks a delivered message invisible and keeps it forever,
@@ -98,15 +127,105 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # As the store's: no fsync per commit (a publish waited on the disk for most of its
+    # time). A crashed process loses nothing; a power cut may lose the last messages,
+    # whose tasks stay queued in the store and are published again by the reaper.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
 class Transport(kombu_sqla.Transport):
     Channel = Channel
 
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        path = _sqlite_file(client.hostname)
+        self._folder = None if path is None else bell_folder(path, BELL_SUFFIX)
+        self._woken = threading.Event()
+        self._listener: Listener | None = None
+        self._listen_tried = False
+
+    def ring(self, queue: str) -> None:
+        """Wake the consumers of this broker file: a message was committed to ``queue``."""
+        if self._folder is not None:
+            _doorbell(self._folder).ring(queue)
+
+    def wake(self) -> None:
+        """Wake this connection's own wait (an ack made room for another message)."""
+        self._woken.set()
+
+    def drain_events(self, connection: Any, timeout: float | None = None,
+                     **kwargs: Any) -> None:
+        """kombu's loop, waiting for a ring instead of sleeping between empty polls.
+        As kombu's: one message delivered, or socket.timeout after ``timeout``."""
+        if self._doorbell_listener() is None:
+            super().drain_events(connection, timeout=timeout, **kwargs)
+            return
+        cycle: Any = self.cycle  # kombu's FairCycle over the channels
+        started = time.monotonic()
+        while True:
+            self._woken.clear()  # before the poll: a ring during it is kept
+            try:
+                cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                pass
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                raise TimeoutError()  # socket.timeout, which Celery's loop expects
+            pause = EMBEDDED_FALLBACK_POLL_S
+            if timeout is not None:
+                pause = min(pause, timeout - waited)
+            self._woken.wait(pause)
+
+    def close_connection(self, connection: Any) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        super().close_connection(connection)
+
+    def _doorbell_listener(self) -> Listener | None:
+        """This connection's listener, bound at its first wait (a connection that only
+        publishes never binds one); None where there is no doorbell (said once)."""
+        if not self._listen_tried and self._folder is not None:
+            self._listen_tried = True
+            try:
+                self._listener = DoorbellListener(self._folder, self._on_ring)
+            except ListenerUnavailable as exc:
+                log.info("embedded broker: no doorbell (%s); polling every %gs", exc,
+                         self.polling_interval)
+        return self._listener
+
+    def _on_ring(self, _queue: str | None) -> None:
+        self._woken.set()
+
     def _deliver(self, message: Any, queue: str) -> None:
         if envelope_is_sound(message):
             super()._deliver(message, queue)
+
+
+# One doorbell per folder in a process: its cached listing serves every connection.
+_doorbells: dict[Path, Doorbell] = {}
+_doorbells_lock = threading.Lock()
+
+
+def _doorbell(folder: Path) -> Doorbell:
+    with _doorbells_lock:
+        bell = _doorbells.get(folder)
+        if bell is None:
+            bell = _doorbells[folder] = Doorbell(folder)
+        return bell
+
+
+def _sqlite_file(hostname: str | None) -> Path | None:
+    """The broker's SQLite file, from the URL after ``sqla+``; None for another database."""
+    try:
+        url = make_url(hostname or "")
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
 
 
 def create_tables(url: str, attempts: int = 10) -> None:

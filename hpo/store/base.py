@@ -12,6 +12,7 @@ from hpo.errors import LostOwnership, TaskNotFound
 from hpo.lifecycle import Status
 from hpo.store import engine as engines
 from hpo.store import schema
+from hpo.wakeups import announcer_for
 
 
 class StoreBase:
@@ -24,6 +25,7 @@ class StoreBase:
         self.url = url
         self.engine = engines.create(url, must_exist=not create)
         engines.ensure_schema(self.engine, url, create=create)
+        self._announcer = announcer_for(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -38,8 +40,22 @@ class StoreBase:
     def _write(self) -> Iterator[Connection]:
         with engines.translated(self.url):
             conn = self.engine.connect().execution_options(hpo_write=True)
-            with conn, conn.begin():
-                yield conn
+            with conn:
+                committed = False
+                try:
+                    with conn.begin():
+                        yield conn
+                    committed = True
+                finally:
+                    self._announcer.settle(conn, committed)
+
+    def _changed(self, conn: Connection, task_id: str) -> None:
+        """Wake whoever waits on task ``task_id`` (a controller watching its jobs): call
+        it inside ``_write`` for a change a waiter acts on (the task ended, was asked to
+        stop, reported). Heard once the transaction commits, never if it rolls back
+        (hpo.wakeups: a PostgreSQL NOTIFY in this transaction, or a ring of the doorbell
+        beside a SQLite file after it)."""
+        self._announcer.announce(conn, task_id)
 
     def _check_owner(self, conn: Connection, task_id: str, attempt: int | None, *,
                      exclusive: bool = False) -> None:

@@ -53,6 +53,7 @@ class MetricsMixin(StoreBase):
             with self._write() as conn:
                 self._check_owner(conn, task_id, attempt)
                 conn.execute(S.insert(), rows)
+                self._changed(conn, task_id)
         return len(rows)
 
     def drop_earlier_attempts(self, task_id: str, attempt: int) -> int:
@@ -234,6 +235,7 @@ class MetricsMixin(StoreBase):
             write_fields(conn, task_id, fields, now=self.now())
         if scalar_rows:
             conn.execute(S.insert(), scalar_rows)
+            self._changed(conn, task_id)
         if log_rows:
             conn.execute(L.insert(), log_rows)
         if reported:
@@ -257,7 +259,10 @@ class MetricsMixin(StoreBase):
         with self._write() as conn:
             for batch in batches:
                 self._write_batch(conn, task_id, attempt=attempt, **batch)
-            return conn.execute(statement).rowcount == 1
+            ended = conn.execute(statement).rowcount == 1
+            if ended:
+                self._changed(conn, task_id)
+            return ended
 
     def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
         """Log lines of a task after a cursor (a line id), oldest first."""

@@ -117,7 +117,8 @@ class TasksMixin(StoreBase):
             named = ", ".join(f"{row.id} ({row.name})" for row in found[:shown])
             more = ", and more" if len(found) > shown else ""
             raise TaskNotFound(f"{kind} id prefix {text!r} is ambiguous: it starts "
-                               f"{named}{more}; give more of the id")
+                               f"{named}{more}; give more of the id ({lister} shows "
+                               "the ids)")
         raise TaskNotFound(f"no {kind} with id {text!r}: {lister} shows the ids")
 
     def find_tasks(
@@ -324,7 +325,10 @@ class TasksMixin(StoreBase):
         stmt = finish_statement(task_id, attempt, status, exit_code=exit_code,
                                 message=message, now=self.now())
         with self._write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            ended = conn.execute(stmt).rowcount == 1
+            if ended:
+                self._changed(conn, task_id)
+            return ended
 
     def requeue(self, task_id: str, attempt: int, message: str | None = None
                 ) -> Status | None:
@@ -349,6 +353,8 @@ class TasksMixin(StoreBase):
         )
         with self._write() as conn:
             moved = conn.execute(stmt).scalar_one_or_none()
+            if moved == Status.stopped.value:
+                self._changed(conn, task_id)
         return None if moved is None else Status(moved)
 
     def queued_before(self, cutoff: float) -> list[TaskRecord]:
@@ -399,6 +405,7 @@ class TasksMixin(StoreBase):
                 flagged = self._move(conn, task_id, {Status.running}, {
                     "stop_requested": True, "status_message": message, "updated_at": now})
                 if flagged is not None:
+                    self._changed(conn, task_id)
                     return flagged
                 task = self._get(conn, task_id)
                 if task.status not in (Status.queued, Status.running):
@@ -461,7 +468,11 @@ class TasksMixin(StoreBase):
             .values(**values)
             .returning(*T.c)
         ).first()
-        return None if row is None else _record(row)
+        if row is None:
+            return None
+        if Status(row.status).is_final:
+            self._changed(conn, task_id)
+        return _record(row)
 
     def _move_or_raise(self, conn: Connection, task_id: str, leaving: Collection[Status],
                        values: Mapping[str, Any], to: Status) -> TaskRecord:
