@@ -1,0 +1,74 @@
+"""Publishing through a kept producer (hpo.queue.publisher): one connection for many
+publishes, a failed producer never reused, a broker that is down still one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from hpo.queue import publisher
+from hpo.queue.app import BrokerUnavailable, make_app, publish, waiting_messages
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def count_connections(app: Celery, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    made: list[Any] = []
+    connect = app.connection_for_write
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(connect(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(app, "connection_for_write", counted)
+    return made
+
+
+def test_many_publishes_go_through_one_kept_connection(
+        broker_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(broker_url)
+    publish(app, "f" * 32, queue_name)  # the first makes the producer (and Celery its own)
+    made = count_connections(app, monkeypatch)
+    for n in range(5):
+        publish(app, f"{n:032x}", queue_name)
+    assert made == []
+    assert waiting_messages(app, queue_name) == 6
+
+
+def test_a_producer_that_failed_is_dropped_and_the_message_sent_on_a_fresh_connection(
+        broker_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(broker_url)
+    publish(app, "0" * 32, queue_name)  # a kept producer exists
+    made = count_connections(app, monkeypatch)
+    send = app.send_task
+    failures = ["'NoneType' object has no attribute 'client'"]
+
+    def stale_once(*args: Any, **kwargs: Any) -> Any:
+        # kombu's failure mode: a producer left on a channel it closed while retrying
+        if failures:
+            raise AttributeError(failures.pop())
+        return send(*args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", stale_once)
+    publish(app, "1" * 32, queue_name)
+    assert not failures and len(made) == 1  # a fresh connection, once
+    publish(app, "2" * 32, queue_name)
+    assert len(made) == 1  # and kept after that
+    assert waiting_messages(app, queue_name) == 3
+
+
+def test_a_broker_that_is_down_is_broker_unavailable_without_a_second_try(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publisher, "PUBLISH_RETRY_POLICY", {"max_retries": 0})
+    app = Celery("down", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.broker_connection_timeout = 1
+    tries: list[object] = []
+    send = app.send_task
+    monkeypatch.setattr(app, "send_task", lambda *a, **k: tries.append(a) or send(*a, **k))
+    with pytest.raises(BrokerUnavailable, match="cannot reach the broker"):
+        publish(app, "3" * 32, "q")
+    assert len(tries) == 1
+
