@@ -622,8 +622,9 @@ def test_an_optimization_id_that_is_wrong_says_what_is_wrong_and_where_ids_are(
         ("stop", "ab"): "an id prefix needs at least 4 characters",
         # ambiguous: the candidates, with their names
         ("status", "abcd"): f"abcd{'0' * 28} (first), abcd{'1' * 28} (second)",
-        # a task that is no optimization, and an unknown id: where the ids are
-        ("stop", "abce"): "no optimization with id 'abce': `hpo-controller list` shows",
+        # a task that is no optimization (a job), and an unknown id: where the ids are
+        ("stop", "abce"): "'abce' is a training task, not an optimization: "
+                          "`hpo-controller list` shows",
         ("report", "ffff"): "no optimization with id 'ffff': `hpo-controller list` shows",
         # not an id at all
         ("resume", "xyz!"): "is not an optimization id",

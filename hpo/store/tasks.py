@@ -111,6 +111,10 @@ class TasksMixin(StoreBase):
             shown = 5  # candidates named in the error; more are counted
             found = conn.execute(query.where(T.c.id.startswith(text, autoescape=True))
                                  .order_by(T.c.id).limit(shown + 1)).all()
+            other = None
+            if not found and type is not None:  # a task of another kind: say which
+                other = conn.execute(select(T.c.id, T.c.type).where(
+                    T.c.id.startswith(text, autoescape=True)).limit(2)).all()
         if len(found) == 1:
             return str(found[0].id)
         if found:
@@ -119,6 +123,10 @@ class TasksMixin(StoreBase):
             raise TaskNotFound(f"{kind} id prefix {text!r} is ambiguous: it starts "
                                f"{named}{more}; give more of the id ({lister} shows "
                                "the ids)")
+        if other is not None and len(other) == 1:
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise TaskNotFound(f"{text!r} is a {other[0].type} task, not {article} {kind}: "
+                               f"{lister} shows the ids")
         raise TaskNotFound(f"no {kind} with id {text!r}: {lister} shows the ids")
 
     def find_tasks(
