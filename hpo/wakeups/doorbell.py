@@ -141,7 +141,10 @@ class DoorbellAnnouncer(Announcer):
         conn.info.setdefault(self._KEY, set()).add(task_id)
 
     def settle(self, conn: Connection, committed: bool) -> None:
-        announced = conn.info.pop(self._KEY, None)
+        try:
+            announced = conn.info.pop(self._KEY, None)
+        except Exception:  # an invalidated connection: nothing of it committed
+            return  # (and the write's own error, not this, is the one raised)
         if committed and announced:
             for task_id in announced:
                 self.doorbell.ring(task_id)
