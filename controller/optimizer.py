@@ -165,9 +165,11 @@ class HyperParameterOptimizer:
         log_dir = Settings.load().home / "logs" / self.task_id
         # Not waited for: the first jobs are cloned and queued while the agents start
         # (a second of imports each), and wait for them in the queue.
+        script = self.store.get_task(self.config.base_task_id).script
         self._agents = LocalAgents(self.store, self.broker_url, queue,
                                    agents or self.config.max_number_of_concurrent_tasks,
-                                   Path(log_dir), on_failure=self._local_agents_failed)
+                                   Path(log_dir), preload=script.preload if script else None,
+                                   on_failure=self._local_agents_failed)
         return self.start(job_complete_callback)
 
     def _local_agents_failed(self, why: str) -> None:
