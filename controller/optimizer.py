@@ -141,12 +141,7 @@ class HyperParameterOptimizer:
         """Start optimizing in a background thread; ``wait()`` blocks until the end."""
         if self._thread is not None:
             return False
-        if self._unstarted is not None:
-            self._unstarted.started = True
-        for note in self.notices_before_start():  # no display took them: the log has them
-            log.warning("%s", note)
-        if self.store.get_task(self.task_id).status is Status.created:
-            self.store.set_status(self.task_id, Status.running)
+        self._begin()
         self.controller.callback = job_complete_callback
         self._thread = threading.Thread(target=self._run, name="hpo-controller", daemon=True)
         self._thread.start()
@@ -157,6 +152,7 @@ class HyperParameterOptimizer:
         """Like ``start()``, with ``agents`` agents (default: one per concurrent job)
         started on this machine, serving a queue of this optimization's own (the same
         one after a resume, so jobs queued before a crash still run)."""
+        self._begin()  # running from here: agents that fail to start fail it
         queue = f"local-{self.task_id}"
         if self.config.execution_queue != queue:
             self.config.execution_queue = queue
@@ -175,6 +171,16 @@ class HyperParameterOptimizer:
     def _local_agents_failed(self, why: str) -> None:
         """A local agent exited at start or never registered: the run ends failed."""
         self.controller.gave_up = f"local agents did not start: {why}"
+
+    def _begin(self) -> None:
+        """The optimization starts: its task runs (it was created), and what no display
+        took before the start is logged, once."""
+        if self._unstarted is not None:
+            self._unstarted.started = True
+        for note in self.notices_before_start():
+            log.warning("%s", note)
+        if self.store.get_task(self.task_id).status is Status.created:
+            self.store.set_status(self.task_id, Status.running)
 
     def _run(self) -> None:
         try:
