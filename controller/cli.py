@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.cli import common, output
 from hpo.cli.common import Parser, add_output_options, add_store_option, run_handler, store_from
 from hpo.controller.formatting import jobs_table, out, status_fields
-from hpo.lifecycle import TaskType
+from hpo.lifecycle import Status, TaskType
 from hpo.optimization.summary import (
     finite,
     list_optimizations,
@@ -227,6 +227,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
     task = store.get_task(optimizer_id)
     if task.status.is_final:
         print(f"{optimizer_id} already {task.status.value}")
+        return 0
+    if task.status is Status.created:  # built, never started: nothing runs
+        print(f"{optimizer_id} never started: nothing to stop")
         return 0
     store.request_stop(optimizer_id, "stopped by hpo-controller stop")
     print(f"{optimizer_id} stop requested: its controller stops every job")

@@ -94,6 +94,10 @@ def test_an_optimizer_never_started_says_so_at_exit_and_reads_never_started(made
     assert dict(status_fields(summary))["status"] == "never started"
     [listed] = list_optimizations(store)
     assert listed.id == optimizer_id and not listed.started
+    # And stopping it says there is nothing to stop
+    stop = subprocess.run([sys.executable, "-m", "hpo.controller.cli", "stop", optimizer_id[:8]],
+                          env=made, capture_output=True, text=True, timeout=60, check=True)
+    assert stop.stdout == f"{optimizer_id} never started: nothing to stop\n"
 
 
 def test_the_grid_note_is_a_display_s_to_show_else_start_logs_it_once(made, monkeypatch, caplog):
