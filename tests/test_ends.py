@@ -1,9 +1,8 @@
 """How a job ended (``hpo.optimization.ends``): one vocabulary, read from what the store
-recorded, the same in the summary's counts, its rows and the tables."""
+recorded, the same in the summary's counts, its rows and the tables. On SQLite and
+PostgreSQL (the ``store`` fixture)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +14,9 @@ from hpo.optimization.objective import Objective
 from hpo.optimization.summary import summarize
 from hpo.report.tables import rows
 from hpo.space.ranges import UniformParameterRange
-from hpo.store import Store, open_store
+from hpo.store import Store
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return open_store(f"sqlite:///{tmp_path / 'store.db'}")
 
 
 def running(store: Store, parent: str | None = None) -> tuple[str, int]:
