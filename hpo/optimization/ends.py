@@ -86,7 +86,7 @@ def stop_job(store: Store, task_id: str, cause: StopCause, message: str) -> Task
     """Stop a queued or running task (``dispatch.abort``), recording who asked first, so
     that the stopped task is never read without its cause. Raises as ``abort`` does (the
     task ended meanwhile)."""
-    from hpo.queue import dispatch
+    from hpo.queue import dispatch  # here: the summaries that read ends need no queue
 
     task = store.get_task(task_id)
     tag = relations.tag(relations.STOPPED_BY, f"{cause.value}:{task.attempt}")
