@@ -5,5 +5,6 @@ that reads one (the controller, ``hpo-controller status``/``report``, the web vi
 ``hpo.yaml``; ``objective``: the objectives and the rule that scores a job; ``ranking``:
 which job is best (``hpo.relations`` holds the tags that tie a clone to its optimization);
 ``summary``: progress, budget and the best jobs read from
-the store alone.
+the store alone; ``ends``: how each job ended, in the one vocabulary every line and
+table uses.
 """
