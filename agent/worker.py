@@ -54,6 +54,7 @@ class AgentConfig:
     retries: int = defaults.LOST_TASK_RETRIES
     host: str = field(default_factory=socket.gethostname)
     outbox_dir: Path | None = None  # None: outbox_folder(), $HPO_HOME/outbox
+    exit_with: int | None = None  # the parent whose end stops this agent (--exit-with)
     # Modules each slot's warm process preloads besides hpo (hpo-agent --preload); None:
     # no warm processes, every script spawned (hpo-agent --spawn; hpo-agent's default
     # is warm, with [] when no --preload is given).
@@ -217,6 +218,11 @@ class Agent:
         next_reap = 0.0
         while not self._closed.wait(self.config.heartbeat_s):
             self._heartbeat()
+            if self.config.exit_with is not None and os.getppid() != self.config.exit_with:
+                log.warning("process %d, which started this agent, has ended: stopping",
+                            self.config.exit_with)
+                self.config.exit_with = None  # once
+                os.kill(os.getpid(), signal.SIGTERM)  # the warm shutdown, on the main thread
             if time.monotonic() >= next_reap:
                 next_reap = time.monotonic() + defaults.REAP_PERIOD_S
                 self._reap()

@@ -47,6 +47,8 @@ class LocalAgents:
                     [sys.executable, "-m", "hpo.agent.cli", "--queue", queue, "--name", name,
                      "--heartbeat", str(defaults.LOCAL_AGENT_HEARTBEAT_S),
                      "--shutdown-timeout", str(defaults.LOCAL_AGENT_SHUTDOWN_TIMEOUT_S),
+                     # A controller that dies (SIGKILL, a crash) must not leave them.
+                     "--exit-with", str(os.getpid()),
                      *(["--preload", ",".join(preload)] if preload else [])],
                     # Own session: a Ctrl-C in the terminal is the controller's to handle;
                     # it stops the agents itself, after the jobs.

@@ -42,3 +42,39 @@ def test_without_a_callback_the_start_waits_and_raises(tmp_path: Path, hpo_env,
     with pytest.raises(HpoError, match="exited at start"):
         LocalAgents(open_store(), f"sqla+sqlite:///{tmp_path / 'b.db'}", "q", 1,
                     tmp_path / "logs")
+
+
+@pytest.mark.slow
+def test_an_agent_started_with_exit_with_stops_when_its_parent_is_killed(
+        tmp_path: Path, hpo_env):
+    # Given an agent started by a parent that names itself with --exit-with
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.agents import env_for, wait_for
+
+    env = env_for(hpo_env, f"sqla+sqlite:///{tmp_path / 'b.db'}")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "agent = subprocess.Popen([sys.executable, '-m', 'hpo.agent.cli', '--queue', 'q',"
+        " '--name', 'orphan', '--heartbeat', '0.2', '--exit-with', str(os.getpid())])\n"
+        "print(agent.pid, flush=True)\n"
+        "time.sleep(600)\n")], env=env, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    agent = psutil.Process(int(parent.stdout.readline()))
+    store = open_store()
+    wait_for("the agent to register", lambda: any(
+        w.name == "orphan" for w in store.list_workers()), timeout=30)
+    # When the parent dies without a word (a controller SIGKILLed)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    # Then the agent stops by itself, unregistered as on a SIGTERM
+    try:
+        agent.wait(timeout=30)
+    finally:
+        if agent.is_running():
+            agent.kill()
+    assert not any(w.name == "orphan" for w in store.list_workers())
