@@ -26,7 +26,7 @@ from hpo.agent.recorder import Batch, Recorder
 from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot
 from hpo.agent.warm.slot import WarmSlots
-from hpo.errors import HpoError, LostOwnership, StoreError, StoreRefusedValue
+from hpo.errors import HpoError, LostOwnership, StoreError, StoreRefusedValue, TaskNotFound
 from hpo.lifecycle import Status
 from hpo.queue.messages import dropped
 from hpo.records import TaskRecord
@@ -102,7 +102,7 @@ class TaskRunner:
 
     def run(self, task_id: str) -> Status | None:
         """Claim and run the task; None when the claim fails (a stale message)."""
-        claimed = self.store.claim_task(task_id, self.config.worker)
+        claimed = self._claim(task_id)
         if claimed is None:
             # Only to choose the log line: a store that fails now must not send the stale
             # message back to the broker (it would come back, again and again).
@@ -132,6 +132,35 @@ class TaskRunner:
         log.info("task %s %s (%s) in %.1fs%s", task_id, status.value, message,
                  time.monotonic() - started, _OUTCOME_NOTES[recorded])
         return status
+
+    def _claim(self, task_id: str) -> TaskRecord | None:
+        """The claim. A store that fails it is waited for, backing off, up to
+        START_WAIT_S, then asked what became of the task: still queued, it is claimed
+        now; running under this agent's name, the claim went through and only its reply
+        was lost: it is this run's, adopted (given back to the broker instead, it would
+        be re-queued as an orphan and run as a second attempt). StoreError past the
+        wait, or on a stop (a shutdown): the worker gives the message back."""
+        try:
+            return self.store.claim_task(task_id, self.config.worker)
+        except StoreError as exc:
+            failure = exc
+        delay, deadline = defaults.OUTBOX_RETRY_FIRST_S, time.monotonic() + defaults.START_WAIT_S
+        while time.monotonic() + delay <= deadline and not self._stop_event.wait(delay):
+            delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
+            try:
+                task = self.store.get_task(task_id)
+                if task.status is Status.queued:
+                    return self.store.claim_task(task_id, self.config.worker)
+                if task.status is Status.running and task.worker == self.config.worker:
+                    log.warning("task %s: its claim went through though the store's reply "
+                                "was lost; running it (attempt %d)", task_id, task.attempt)
+                    return task
+                return None
+            except TaskNotFound:
+                return None
+            except StoreError as exc:
+                failure = exc
+        raise failure
 
     def _prepare(self, task_id: str, attempt: int) -> bool:
         """A re-run's earlier attempts' reports dropped (a first attempt has none). A

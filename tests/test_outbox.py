@@ -327,6 +327,41 @@ def test_a_claim_the_store_cannot_follow_up_waits_for_it_rather_than_run_twice(
     assert runner._prepare(task_id, 2) is True and kept == []
 
 
+class LostClaimReply:
+    """The store, whose first claim commits but answers as a cut connection would
+    (``went_through``), or fails before committing."""
+
+    def __init__(self, store: Store, went_through: bool) -> None:
+        self.store, self.went_through, self.failed = store, went_through, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def claim_task(self, task_id: str, worker: str) -> Any:
+        if not self.failed:
+            self.failed = True
+            if self.went_through:
+                self.store.claim_task(task_id, worker)
+            raise StoreUnavailable("cannot reach the store: server closed the connection")
+        return self.store.claim_task(task_id, worker)
+
+
+@pytest.mark.parametrize("went_through", [True, False])
+def test_a_claim_whose_reply_is_lost_runs_its_task_once_as_its_first_attempt(
+        store: Store, went_through: bool) -> None:
+    # Given a queued task whose claim fails as the connection is cut, after (or
+    # before) its commit
+    task_id = store.create_task("proj", "job").id
+    store.enqueue(task_id, "q")
+    runner = runner_over(LostClaimReply(store, went_through), [])
+    # When the runner claims it
+    task = runner._claim(task_id)
+    # Then it is this run's first attempt either way: never given back to be re-queued
+    # as an orphan and run again as attempt 2
+    assert task is not None and task.attempt == 1 and task.worker == "me"
+    assert store.get_task(task_id).attempt == 1
+
+
 def test_a_claim_given_back_when_the_agent_stops_during_the_wait(store: Store) -> None:
     task_id = claimed(store)
     kept: list[PendingOutcome] = []
