@@ -1,8 +1,9 @@
 """The optimization loop: launch trials, watch them, enforce every limit and budget.
 
-A cycle runs when a job of the optimization ends or reports, or a stop is asked (the
-store's wake-ups, ``hpo.wakeups``), and at least every ``CONTROLLER_FALLBACK_POLL_S``
-anyway (every ``poll_s`` where the store has no wake-ups). It reads only the active
+A cycle runs as soon as a job of the optimization ends or a stop is asked, within
+``poll_s`` (0.1 s) of a job's new reports (the store's wake-ups, ``hpo.wakeups``), and
+at least every ``CONTROLLER_FALLBACK_POLL_S`` anyway (every ``poll_s`` where the store
+has no wake-ups). It reads only the active
 jobs' records and their new objective scalars, and saves only state the size of the
 active set, so a cycle costs the same at trial 10 and trial 10,000. Everything needed
 to continue is in the store: the config, the strategy's state, the trials being
@@ -57,7 +58,7 @@ from hpo.strategies.base import (
     Suggestion,
     resolve,
 )
-from hpo.wakeups import Listener, ListenerUnavailable, listen_to_store
+from hpo.wakeups import Listener, ListenerUnavailable, StoreChange, listen_to_store
 
 log = logging.getLogger("hpo.controller")
 
@@ -122,9 +123,12 @@ class Controller:
         self.started = self.clock.time()
         self.outcome: str | None = None
         self._stop = threading.Event()
-        # Set when a job of this optimization ends or reports, or a stop is asked: the
-        # loop's wait ends at once (cleared before each cycle, so none is missed).
+        # Set when a job of this optimization ends or reports, or a stop is asked, with
+        # the flag that says which (cleared before each cycle, so none is missed):
+        # ``_urgent`` ends the loop's wait at once, ``_reports_waiting`` within poll_s.
         self._wake = threading.Event()
+        self._urgent = False
+        self._reports_waiting = False
         self._stop_reason = ""
         # Jobs a stop request (Ctrl-C, stop(), hpo-controller stop) cut short: no results;
         # they run again, as the same trials, on resume. Stopping: sent, not yet ended.
@@ -154,6 +158,7 @@ class Controller:
     def request_stop(self, reason: str = "stopped by request") -> None:
         self._stop_reason = reason
         self._stop.set()
+        self._urgent = True
         self._wake.set()
 
     def elapsed_s(self) -> float:
@@ -174,7 +179,10 @@ class Controller:
         pause_s = self.poll_s if listener is None else CONTROLLER_FALLBACK_POLL_S
         try:
             while not reason:
-                self._wake.clear()  # before the cycle: a wake-up during it is kept
+                cycle_started = self.clock.monotonic()
+                # Before the cycle: a wake-up during it is kept for the pause after it.
+                self._urgent = self._reports_waiting = False
+                self._wake.clear()
                 try:
                     reason = self._cycle()
                     failing_since = None
@@ -187,8 +195,8 @@ class Controller:
                         raise
                     log.warning("controller cycle failed, retrying: %s", exc)
                     self.clock.sleep(CYCLE_RETRY_S)
-                if not reason:  # a real-time pause that a wake-up cuts short
-                    self._wake.wait(pause_s)
+                if not reason:
+                    self._pause(cycle_started, pause_s)
         finally:
             if listener is not None:
                 listener.close()
@@ -196,6 +204,21 @@ class Controller:
         self.outcome = reason
         log.info("optimization %s ended: %s", self.task_id, reason)
         return reason
+
+    def _pause(self, since: float, longest_s: float) -> None:
+        """A real-time pause after the cycle begun at ``since``, at most ``longest_s``
+        from then: an end, a stop or a gap in the wake-ups ends it at once; reports not
+        before ``poll_s`` from then (jobs reporting fast cost a cycle per poll_s, not
+        one per report)."""
+        deadline = since + longest_s
+        while not self._urgent:
+            if self._reports_waiting:
+                deadline = min(deadline, since + self.poll_s)
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.wait(remaining)
+            self._wake.clear()  # the flags, set before the event, say why
 
     def _listen(self) -> Listener | None:
         """The store's wake-ups for this optimization's tasks; None (said once) where
@@ -206,13 +229,21 @@ class Controller:
             log.info("no wake-ups from the store (%s): polling every %gs", exc, self.poll_s)
             return None
 
-    def _on_change(self, task_id: str | None) -> None:
+    def _on_change(self, change: StoreChange | None) -> None:
         """On the listener's thread: wake the loop for a job of this optimization, its
         own task (a stop asked from elsewhere), or a gap (None: anything may have
         changed). ``in`` on the dict is one step under the GIL, safe while the loop
         changes it."""
-        if task_id is None or task_id == self.task_id or task_id in self.active:
-            self._wake.set()
+        if change is None:
+            self._urgent = True
+        elif change.task_id == self.task_id or change.task_id in self.active:
+            if change.reported:
+                self._reports_waiting = True
+            else:
+                self._urgent = True
+        else:
+            return
+        self._wake.set()
 
     def step(self) -> str | None:
         """One cycle of the loop, for a caller that drives it (a simulation): limits,

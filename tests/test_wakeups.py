@@ -21,7 +21,7 @@ from sqlalchemy import text
 from hpo.queue import embedded
 from hpo.queue.app import make_app
 from hpo.store import Store, open_store
-from hpo.wakeups import Doorbell, DoorbellListener, bell_folder, listen_to_store
+from hpo.wakeups import Doorbell, DoorbellListener, StoreChange, bell_folder, listen_to_store
 from tests.agents import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,7 +107,7 @@ def running_task(store: Store) -> tuple[str, int]:
 
 def test_a_store_announces_reports_and_ends_on_commit_never_on_rollback(
         store: Store) -> None:
-    heard: queue.Queue[str | None] = queue.Queue()
+    heard: queue.Queue[StoreChange | None] = queue.Queue()
     with listen_to_store(store.engine, heard.put):
         rolled_back, _ = running_task(store)
         committed, attempt = running_task(store)
@@ -119,16 +119,17 @@ def test_a_store_announces_reports_and_ends_on_commit_never_on_rollback(
         store.append_scalars(committed, [("loss", "total", 0, 1.0, 0.0)], attempt=attempt)
         store.finish(committed, attempt, "completed")
         # Then the commits are heard, in order, and the rollback never is
-        assert [heard.get(timeout=DEADLINE_S) for _ in range(2)] == [committed, committed]
+        assert [heard.get(timeout=DEADLINE_S) for _ in range(2)] == [
+            StoreChange(committed, reported=True), StoreChange(committed)]
         store.set_status(rolled_back, "failed")  # a final status: announced
-        assert heard.get(timeout=DEADLINE_S) == rolled_back
+        assert heard.get(timeout=DEADLINE_S) == StoreChange(rolled_back)
 
 
 @pytest.mark.postgres
 def test_a_postgres_listener_survives_its_connection_being_cut_and_wakes_its_waiter(
         pg_database_url: str) -> None:
     store = open_store(pg_database_url)
-    heard: queue.Queue[str | None] = queue.Queue()
+    heard: queue.Queue[StoreChange | None] = queue.Queue()
     try:
         with listen_to_store(store.engine, heard.put) as listener:
             # Given the server ends the listening connection
@@ -141,9 +142,55 @@ def test_a_postgres_listener_survives_its_connection_being_cut_and_wakes_its_wai
             # And it hears what is committed after that
             task_id, attempt = running_task(store)
             store.finish(task_id, attempt, "completed")
-            assert heard.get(timeout=DEADLINE_S) == task_id
+            assert heard.get(timeout=DEADLINE_S) == StoreChange(task_id)
     finally:
         store.close()
+
+
+# ----- the controller's pause ----------------------------------------------------------
+
+
+def launched_controller(tmp_path: Path) -> Any:
+    """A real controller whose first cycle launched two jobs (on the in-memory broker)."""
+    from hpo.automation import UniformParameterRange
+    from hpo.controller.controller import Controller
+    from hpo.lifecycle import Status
+    from hpo.optimization.config import OptimizerConfig
+    from hpo.strategies.base import Objective
+
+    store = open_store(f"sqlite:///{tmp_path / 'hpo.db'}")
+    base = store.create_task("wakeups", "base", parameters={"General/x": 0.0})
+    config = OptimizerConfig(
+        base_task_id=base.id, hyper_parameters=[UniformParameterRange("x", 0.0, 1.0)],
+        objectives=[Objective("loss", "total", "min")], strategy="random",
+        max_number_of_concurrent_tasks=2, total_max_jobs=4, execution_queue="wakeups")
+    optimizer = store.create_task("wakeups", "optimizer")
+    store.set_status(optimizer.id, Status.running)
+    store.create_optimization(optimizer.id, config.to_dict())
+    ctrl = Controller(store, make_app("memory://"), config, optimizer.id)
+    ctrl.step()
+    assert len(ctrl.active) == 2
+    return ctrl
+
+
+def test_the_controller_takes_reports_in_batches_but_wakes_at_once_for_an_end(
+        tmp_path: Path) -> None:
+    ctrl = launched_controller(tmp_path)
+    ctrl.poll_s = 3600.0  # a report alone would end the pause only in an hour
+    job = next(iter(ctrl.active))
+    events: list[str] = []
+    pausing = threading.Thread(target=lambda: (
+        ctrl._pause(ctrl.clock.monotonic(), 3600.0), events.append("woke")))
+    pausing.start()
+    # Given reports of its job and an end of a task not its own
+    ctrl._on_change(StoreChange(job, reported=True))
+    ctrl._on_change(StoreChange("f" * 32))
+    events.append("end sent")
+    # When its job ends, the pause ends
+    ctrl._on_change(StoreChange(job))
+    pausing.join(DEADLINE_S)
+    assert events == ["end sent", "woke"]
+    ctrl.store.close()
 
 
 # ----- the embedded broker -------------------------------------------------------------

@@ -182,6 +182,7 @@ class Transport(kombu_sqla.Transport):
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        self._listen_tried = False  # kombu reconnects through this same transport
         super().close_connection(connection)
 
     def _doorbell_listener(self) -> Listener | None:

@@ -12,7 +12,7 @@ from hpo.errors import LostOwnership, TaskNotFound
 from hpo.lifecycle import Status
 from hpo.store import engine as engines
 from hpo.store import schema
-from hpo.wakeups import announcer_for
+from hpo.wakeups import StoreChange, announcer_for
 
 
 class StoreBase:
@@ -51,11 +51,16 @@ class StoreBase:
 
     def _changed(self, conn: Connection, task_id: str) -> None:
         """Wake whoever waits on task ``task_id`` (a controller watching its jobs): call
-        it inside ``_write`` for a change a waiter acts on (the task ended, was asked to
-        stop, reported). Heard once the transaction commits, never if it rolls back
+        it inside ``_write`` for a change a waiter acts on at once (the task ended, or
+        was asked to stop). Heard once the transaction commits, never if it rolls back
         (hpo.wakeups: a PostgreSQL NOTIFY in this transaction, or a ring of the doorbell
         beside a SQLite file after it)."""
-        self._announcer.announce(conn, task_id)
+        self._announcer.announce(conn, StoreChange(task_id).payload())
+
+    def _reported(self, conn: Connection, task_id: str) -> None:
+        """As ``_changed``, for new scalar reports of ``task_id``: a waiter may take
+        these in batches rather than one by one."""
+        self._announcer.announce(conn, StoreChange(task_id, reported=True).payload())
 
     def _check_owner(self, conn: Connection, task_id: str, attempt: int | None, *,
                      exclusive: bool = False) -> None:

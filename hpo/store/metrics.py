@@ -53,7 +53,7 @@ class MetricsMixin(StoreBase):
             with self._write() as conn:
                 self._check_owner(conn, task_id, attempt)
                 conn.execute(S.insert(), rows)
-                self._changed(conn, task_id)
+                self._reported(conn, task_id)
         return len(rows)
 
     def drop_earlier_attempts(self, task_id: str, attempt: int) -> int:
@@ -235,7 +235,7 @@ class MetricsMixin(StoreBase):
             write_fields(conn, task_id, fields, now=self.now())
         if scalar_rows:
             conn.execute(S.insert(), scalar_rows)
-            self._changed(conn, task_id)
+            self._reported(conn, task_id)
         if log_rows:
             conn.execute(L.insert(), log_rows)
         if reported:

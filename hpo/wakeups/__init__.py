@@ -15,7 +15,8 @@ socket buffer, a connection lost and reconnected) costs a delay, never a result.
 
 from hpo.wakeups.base import Announcer, Listener, ListenerUnavailable, OnChange
 from hpo.wakeups.doorbell import Doorbell, DoorbellListener, bell_folder
-from hpo.wakeups.store import announcer_for, listen_to_store
+from hpo.wakeups.store import OnStoreChange, StoreChange, announcer_for, listen_to_store
 
 __all__ = ["Announcer", "Doorbell", "DoorbellListener", "Listener", "ListenerUnavailable",
-           "OnChange", "announcer_for", "bell_folder", "listen_to_store"]
+           "OnChange", "OnStoreChange", "StoreChange", "announcer_for", "bell_folder",
+           "listen_to_store"]

@@ -44,9 +44,9 @@ class Announcer(abc.ABC):
     one costs a waiter its fallback period."""
 
     @abc.abstractmethod
-    def announce(self, conn: Connection, task_id: str) -> None:
-        """Task ``task_id`` changed, in the transaction of ``conn``: heard once (and
-        only if) it commits."""
+    def announce(self, conn: Connection, payload: str) -> None:
+        """``payload`` (what changed: ``StoreChange.payload``), in the transaction of
+        ``conn``: heard once (and only if) it commits."""
 
     @abc.abstractmethod
     def settle(self, conn: Connection, committed: bool) -> None:
@@ -57,7 +57,7 @@ class Announcer(abc.ABC):
 class SilentAnnouncer(Announcer):
     """A store no one can listen to (an in-memory SQLite database): nothing to send."""
 
-    def announce(self, conn: Connection, task_id: str) -> None:
+    def announce(self, conn: Connection, payload: str) -> None:
         pass
 
     def settle(self, conn: Connection, committed: bool) -> None:

@@ -128,7 +128,7 @@ class Doorbell:
 
 
 class DoorbellAnnouncer(Announcer):
-    """A SQLite store's announcer: the task ids a transaction announced are kept on its
+    """A SQLite store's announcer: what a transaction announced is kept on its
     connection and rung once it has committed (a ring before the commit would wake a
     listener that reads the old rows)."""
 
@@ -137,8 +137,8 @@ class DoorbellAnnouncer(Announcer):
     def __init__(self, doorbell: Doorbell) -> None:
         self.doorbell = doorbell
 
-    def announce(self, conn: Connection, task_id: str) -> None:
-        conn.info.setdefault(self._KEY, set()).add(task_id)
+    def announce(self, conn: Connection, payload: str) -> None:
+        conn.info.setdefault(self._KEY, set()).add(payload)
 
     def settle(self, conn: Connection, committed: bool) -> None:
         try:
@@ -146,8 +146,8 @@ class DoorbellAnnouncer(Announcer):
         except Exception:  # an invalidated connection: nothing of it committed
             return  # (and the write's own error, not this, is the one raised)
         if committed and announced:
-            for task_id in announced:
-                self.doorbell.ring(task_id)
+            for payload in announced:
+                self.doorbell.ring(payload)
 
 
 class DoorbellListener(Listener):

@@ -28,8 +28,8 @@ class PgAnnouncer(Announcer):
     """``SELECT pg_notify(...)`` in the write's own transaction: one statement more,
     and the server does the rest on commit (nothing is sent on a rollback)."""
 
-    def announce(self, conn: Connection, task_id: str) -> None:
-        conn.execute(select(func.pg_notify(CHANNEL, task_id)))
+    def announce(self, conn: Connection, payload: str) -> None:
+        conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
     def settle(self, conn: Connection, committed: bool) -> None:
         pass  # the server delivers on commit, drops on rollback

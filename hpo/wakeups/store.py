@@ -1,14 +1,18 @@
 """A store's wake-ups, by its dialect: PostgreSQL ``NOTIFY``/``LISTEN``; a SQLite file
 the doorbell folder ``<file>.events`` beside it.
 
-What is announced (``StoreBase._changed``, with the task id): a task's end (finish, a
-re-queue that ends it stopped, any move to a final status), a stop request, and new
-scalar reports. A listener hears every task's: it filters by the ids it watches.
+What is announced, with the task id: a change a waiter acts on at once
+(``StoreBase._changed``: a task's end, by finish, a re-queue that ends it stopped or any
+move to a final status; a stop request), and new scalar reports (``StoreBase._reported``),
+which a waiter may take in batches. A listener hears every task's: it filters by the ids
+it watches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 
@@ -18,6 +22,29 @@ from hpo.wakeups.postgres import PgAnnouncer, PgListener
 
 # The doorbell folder beside a SQLite store file.
 STORE_BELL_SUFFIX = ".events"
+# A report's payload: the task id and this (an end's is the task id alone).
+_REPORTED = " reported"
+
+
+class StoreChange(NamedTuple):
+    """What a store announced: a task changed (``reported`` False: it ended, or a stop
+    was asked), or reported new scalars (``reported`` True)."""
+
+    task_id: str
+    reported: bool = False
+
+    def payload(self) -> str:
+        return self.task_id + (_REPORTED if self.reported else "")
+
+    @classmethod
+    def parse(cls, payload: str) -> StoreChange:
+        if payload.endswith(_REPORTED):
+            return cls(payload[:-len(_REPORTED)], reported=True)
+        return cls(payload)
+
+
+# Called on the listener's thread; None: changes may have been missed (look at all).
+OnStoreChange = Callable[[StoreChange | None], None]
 
 
 def announcer_for(engine: Engine) -> Announcer:
@@ -30,9 +57,17 @@ def announcer_for(engine: Engine) -> Announcer:
     return DoorbellAnnouncer(Doorbell(bell_folder(path, STORE_BELL_SUFFIX)))
 
 
-def listen_to_store(engine: Engine, on_change: OnChange) -> Listener:
+def listen_to_store(engine: Engine, on_change: OnStoreChange) -> Listener:
     """A listener of the store on ``engine``; ListenerUnavailable (saying why) when none
     can be set up: the caller polls."""
+
+    def heard(payload: str | None) -> None:
+        on_change(None if payload is None else StoreChange.parse(payload))
+
+    return _listener(engine, heard)
+
+
+def _listener(engine: Engine, on_change: OnChange) -> Listener:
     if engine.dialect.name == "postgresql":
         return PgListener(engine, on_change)
     path = _sqlite_file(engine)
