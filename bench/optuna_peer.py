@@ -3,7 +3,8 @@
 
 * ``--mode subprocess``: each trial runs ``python SCRIPT --x1 .. --x2 ..`` (a fresh
   interpreter per trial, like an hpo agent's spawn); the script prints one
-  ``REPORT iteration value`` line per report, passed on to ``trial.report``.
+  ``REPORT iteration value`` line per report, passed on to ``trial.report`` (stored, as
+  hpo stores every report), or with ``--final-only`` only the last one, to ``tell``.
 * ``--mode inprocess``: the same work called in this process, reporting through
   ``trial.report``.
 
@@ -44,7 +45,8 @@ def subprocess_trial(args: argparse.Namespace, trial: Any, x1: float, x2: float)
         if line.startswith("REPORT "):
             _, step, text = line.split()
             value = float(text)
-            trial.report(value, int(step))
+            if not args.final_only:
+                trial.report(value, int(step))
     return value
 
 
@@ -63,6 +65,8 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=1, help="trials this worker runs")
     p.add_argument("--seed", type=int, default=0, help="RandomSampler seed")
     p.add_argument("--mode", choices=["subprocess", "inprocess"], default="subprocess")
+    p.add_argument("--final-only", action="store_true",
+                   help="subprocess mode: tell the last value, no trial.report per report")
     p.add_argument("--reports", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--script", nargs="+", default=[str(TRIALS_DIR / "optuna_trial.py")],

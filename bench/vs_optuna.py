@@ -12,8 +12,10 @@ random search, 2 trials at a time:
   and a scratch PostgreSQL database.
 * Optuna: 2 worker processes, each looping ask -> run the trial -> tell for half the
   trials (``bench/optuna_peer.py``). ``optuna-journal``: a subprocess per trial
-  (``python trial.py``), JournalStorage on a file; ``optuna-pg``: the same on a
-  PostgreSQL RDBStorage; ``optuna-inproc``: the trial called in the worker, PostgreSQL.
+  (``python trial.py``), JournalStorage on a file, every report passed to
+  ``trial.report`` (stored, as hpo stores them); ``optuna-journal-final``: the same
+  telling only the final value; ``optuna-pg``: a subprocess per trial on a PostgreSQL
+  RDBStorage; ``optuna-inproc``: the trial called in the worker, PostgreSQL.
 
 Wall time: from launching the controller (hpo) or the two workers (Optuna) to their exit.
 Overhead per trial = wall x 2 workers / trials - the trial's own work time (the same
@@ -21,7 +23,8 @@ function loop timed in this process: ~0 for the trivial trial, 1 s for the 1 s t
 
 Groups of cases (``--only`` takes case or group names):
 
-* ``trivial``: the five cases above, ``--trials`` each; ratios hpo / optuna-journal.
+* ``trivial``: the six cases above, ``--trials`` each; ratios hpo / optuna-journal and
+  hpo / optuna-journal-final.
 * ``util``: 1 s trials (10 reports, 0.1 s apart), ``--util-trials``: utilization =
   trials x 1 s / (wall x 2 workers), for hpo-embedded, hpo-redis and optuna-journal.
 * ``heavy``: a trial that imports sklearn.ensemble and scipy.optimize first
@@ -110,6 +113,7 @@ class Case:
     label: str
     inprocess: bool = False
     preload: bool = False
+    final_only: bool = False  # Optuna: no trial.report, only the last value told
 
     @property
     def needs_postgres(self) -> bool:
@@ -121,6 +125,9 @@ CASES = [
     Case("hpo-redis", "trivial", "hpo", "redis", "hpo, Redis + PostgreSQL"),
     Case("optuna-journal", "trivial", "optuna", "journal",
          "Optuna, a subprocess per trial, journal file"),
+    Case("optuna-journal-final", "trivial", "optuna", "journal",
+         "Optuna, a subprocess per trial, journal file, only the final value told",
+         final_only=True),
     Case("optuna-pg", "trivial", "optuna", "pg", "Optuna, a subprocess per trial, PostgreSQL"),
     Case("optuna-inproc", "trivial", "optuna", "pg", "Optuna, in-process, PostgreSQL",
          inprocess=True),
@@ -572,6 +579,7 @@ def run_optuna(case: Case, args: argparse.Namespace, run: Run, procs: Processes)
                     [sys.executable, str(HERE / "optuna_peer.py"), *where, "--trials", str(n),
                      "--seed", str(i), "--reports", str(shape.reports), "--seconds",
                      str(shape.seconds), *(["--mode", "inprocess"] if case.inprocess else []),
+                     *(["--final-only"] if case.final_only else []),
                      "--script", *script], env=env, stderr=err))
         try:
             if case.group == "cold":
@@ -691,11 +699,11 @@ def target_lines(results: Results, cases: list[Case]) -> list[str]:
         return med(name, Run.overhead_ms)
 
     lines = []
-    if "optuna-journal" in names:
+    for peer in ("optuna-journal", "optuna-journal-final"):
         for name, target in TARGET_RATIO.items():
-            if name in names:
-                lines.append(ratio_line(f"ratio overhead {name} / optuna-journal",
-                                        overhead(name) / overhead("optuna-journal"), target))
+            if {name, peer} <= names:
+                lines.append(ratio_line(f"ratio overhead {name} / {peer}",
+                                        overhead(name) / overhead(peer), target))
     for name in ("util-hpo-embedded", "util-hpo-redis"):
         if name in names:
             lines.append(ratio_line(f"utilization {name}", med(name, Run.utilization),
