@@ -251,6 +251,27 @@ def test_a_finished_optimization_offers_no_stop_button(tmp_path):
         store.close()
 
 
+def test_an_optimization_never_started_reads_so_on_the_front_page(tmp_path):
+    # Given an optimizer created and never started (its task completed by the script
+    # that built it, no state, no job)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    opt = store.create_task("p", "never", type="optimizer")
+    store.create_optimization(opt.id, {"objectives": [], "hyper_parameters": []})
+    store.set_status(opt.id, Status.running)
+    store.set_status(opt.id, Status.completed)
+    server = start_ui(url, tmp_path / "ui.log")
+    try:
+        # Then the front page says so, as `hpo-controller list` does, not "completed"
+        page = http(f"{server.url}/").text()
+        row = page[page.index(opt.id[:8]):]
+        row = row[:row.index("</tr>")]
+        assert "never started" in row and "completed" not in row
+    finally:
+        stop_ui(server.proc)
+        store.close()
+
+
 def test_front_page_lines_are_read_again_only_when_their_optimization_changed(tmp_path):
     from hpo.ui.caches import ListingCache
 

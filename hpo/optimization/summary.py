@@ -263,6 +263,10 @@ class OptimizationListing:
     objective: str | None  # "title/series sign"
     started: bool = True  # False: created, never started (``was_started``)
 
+    @property
+    def shown_status(self) -> str:
+        return shown_status(self.status, self.started)
+
 
 def list_optimizations(store: Store, limit: int | None = 50) -> list[OptimizationListing]:
     """Optimizer tasks, newest first, with their jobs launched and best objective."""
@@ -280,9 +284,10 @@ def listing(store: Store, task: TaskRecord, config: OptimizerConfig | None = Non
     except Exception:  # an optimizer task without a saved optimization
         config, state = None, None
     if config is None:
+        launched = store.count_tasks(parent=task.id)
         return OptimizationListing(task.id, task.project, task.name, task.status.value,
-                                   task.created_at, store.count_tasks(parent=task.id),
-                                   None, None, None, None)
+                                   task.created_at, launched, None, None, None, None,
+                                   was_started(task, state, launched))
     children = store.find_tasks(parent=task.id)
     ranked = best_rows(job_rows(store, config, children), config.objectives[0],
                        config.max_iteration_per_job)

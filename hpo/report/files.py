@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from hpo.defaults import hpo_home
 from hpo.errors import ConfigError
+from hpo.optimization.ends import describe_ends
 from hpo.report import tables
 from hpo.report.data import ReportData, load_report
 from hpo.store import Store
@@ -219,7 +220,7 @@ def write_index(data: ReportData, pngs: dict[str, Path], path: Path) -> Path:
         f"<title>hpo report {e(s.id)}</title>", f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(s.project)} / {e(s.name)}</h1>",
         f"<p class=meta>{e(s.id)} &middot; {e(s.status)} &middot; strategy {e(s.strategy)}"
-        f" &middot; {s.launched} job(s), {s.done} done, {s.failed} failed &middot; "
+        f" &middot; {s.launched} job(s) launched, ended: {e(describe_ends(s.ends))} &middot; "
         f"best {e(data.objective_label)}: {e(best)}</p>",
         '<p class=meta>Files: <a href="summary.csv">summary.csv</a>, '
         '<a href="summary.json">summary.json</a></p>',
