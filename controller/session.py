@@ -23,7 +23,7 @@ from hpo.defaults import (
 )
 from hpo.errors import HpoError
 from hpo.lifecycle import Status
-from hpo.optimization.summary import OptimizationSummary, summarize
+from hpo.optimization.summary import OptimizationSummary, RowCache, summarize
 from hpo.store import Store
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
     """Refresh the display until the optimization ends; the first interrupt stops it."""
     stop_sent = False
     changes = Changes(optimizer.progress)
+    rows = RowCache()  # each refresh reads the jobs still going, not every job again
     summary: OptimizationSummary | None = None
     while True:
         done = optimizer.wait(DISPLAY_POLL_S)
@@ -105,7 +106,7 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
         # Reading the store costs in proportion to the jobs so far: read it when the
         # controller's own counts change, and now and then for the clocks.
         if changes.seen() or done or summary is None:
-            summary = changes.timed(lambda: _summary(store, optimizer.id, top))
+            summary = changes.timed(lambda: _summary(store, optimizer.id, top, rows))
         display.refresh(summary, final=done)
         if done:
             return
@@ -170,9 +171,10 @@ class Changes:
             self.read_s = time.monotonic() - start
 
 
-def _summary(store: Store, optimizer_id: str, top_k: int) -> OptimizationSummary | None:
+def _summary(store: Store, optimizer_id: str, top_k: int, rows: RowCache | None = None
+             ) -> OptimizationSummary | None:
     try:
-        return summarize(store, optimizer_id, top_k=top_k, all_jobs=True)
+        return summarize(store, optimizer_id, top_k=top_k, all_jobs=True, cache=rows)
     except HpoError as exc:  # the store is busy or away a moment: show the next one
         logging.getLogger("hpo.controller").warning("progress not read: %s", exc)
         return None

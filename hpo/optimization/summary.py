@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hpo import relations
 from hpo import typed_params as P
 from hpo.lifecycle import FINAL_STATUSES, Status, TaskType
 from hpo.optimization.config import OptimizerConfig
@@ -113,17 +114,18 @@ def load_config(store: Store, optimizer_id: str) -> OptimizerConfig:
 
 
 def summarize(store: Store, optimizer_id: str, top_k: int = 10, *, all_jobs: bool = False,
-              children: list[TaskRecord] | None = None) -> OptimizationSummary:
+              children: list[TaskRecord] | None = None, cache: RowCache | None = None
+              ) -> OptimizationSummary:
     """Progress, budget and the ``top_k`` best finished jobs of an optimization (and
     every job with ``all_jobs``). ``children``: its child tasks, when the caller has
-    just read them."""
+    just read them; ``cache``: finished jobs' rows of an earlier read (``RowCache``)."""
     optimizer_id = store.resolve_task_id(optimizer_id)
     saved, state = store.load_optimization(optimizer_id)
     config = OptimizerConfig.from_dict(saved)
     task = store.get_task(optimizer_id)
     if children is None:
         children = store.find_tasks(parent=optimizer_id)
-    rows = job_rows(store, config, children)
+    rows = job_rows(store, config, children, cache)
     now = time.time()
     counts = {s.value: 0 for s in Status}
     for child in children:
@@ -186,16 +188,41 @@ def tuned_keys(config: OptimizerConfig) -> list[str]:
     return keys
 
 
-def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
-             ) -> list[JobRow]:
+class RowCache:
+    """The rows of finished jobs, kept between reads of one optimization (a display
+    refreshed while it runs): a finished job's row does not change, so each read
+    computes only the rows of jobs still going, and a read costs in proportion to them,
+    not to every job so far. A task changed since (its ``updated_at``) is read again."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[float, JobRow]] = {}
+
+    def get(self, child: TaskRecord) -> JobRow | None:
+        kept = self.rows.get(child.id)
+        return kept[1] if kept is not None and kept[0] == child.updated_at else None
+
+    def keep(self, child: TaskRecord, row: JobRow) -> None:
+        if child.status in FINAL_STATUSES:
+            self.rows[child.id] = (child.updated_at, row)
+
+
+def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord],
+             cache: RowCache | None = None) -> list[JobRow]:
     """One row per child task, with its objective values (newest child first), from
     the reports the controller counts (``hpo.optimization.tally``: up to the job's
-    iteration budget, after those of the job it continues)."""
-    tallies = stored_tallies(store, config.objectives, children, config.max_iteration_per_job)
+    iteration budget, after those of the job it continues). ``cache``: rows of finished
+    jobs from an earlier read, used and filled."""
+    cached = {c.id: row for c in children
+              if cache is not None and (row := cache.get(c)) is not None}
+    fresh = _with_ancestors([c for c in children if c.id not in cached], children)
+    tallies = stored_tallies(store, config.objectives, fresh, config.max_iteration_per_job)
     keys = tuned_keys(config)
     now = time.time()
     rows = []
     for child in children:
+        if child.id in cached:
+            rows.append(cached[child.id])
+            continue
         scored = tallies[child.id].scored()
         values: list[float | None] = [t.value() for t in scored]
         if child.status is Status.failed:  # its reports do not count (as in the controller)
@@ -216,7 +243,23 @@ def job_rows(store: Store, config: OptimizerConfig, children: list[TaskRecord]
             reached=primary.last_iteration if primary.count else None,
             end=_end_words(child, objective is not None),
         ))
+        if cache is not None:
+            cache.keep(child, rows[-1])
     return rows
+
+
+def _with_ancestors(tasks: list[TaskRecord], children: list[TaskRecord]) -> list[TaskRecord]:
+    """``tasks`` and the children they continue (``resume:``), transitively: a job's
+    tally counts its parent's reports first."""
+    by_id = {c.id: c for c in children}
+    chosen = {t.id: t for t in tasks}
+    todo = list(tasks)
+    while todo:
+        parent = by_id.get(relations.tag_value(todo.pop().tags, relations.RESUME) or "")
+        if parent is not None and parent.id not in chosen:
+            chosen[parent.id] = parent
+            todo.append(parent)
+    return list(chosen.values())
 
 
 def _end_words(task: TaskRecord, has_result: bool) -> str | None:
