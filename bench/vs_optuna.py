@@ -74,7 +74,7 @@ from scratch_db import postgres_database
 HERE = Path(__file__).resolve().parent
 TRIALS = HERE / "trials"
 sys.path.insert(0, str(TRIALS))
-from branin import FIRST_LINE_ENV, work  # noqa: E402
+from branin import FIRST_LINE_ENV, LAST_LINE_ENV, work  # noqa: E402
 
 WORKERS = 2  # concurrency of every case: 2 agents x 1 slot, or 2 Optuna workers
 PRELOAD = "sklearn.ensemble,scipy.optimize"
@@ -194,6 +194,9 @@ class Run:
     controller_cpu_s: float = math.nan  # hpo: the whole process, start-up included
     controller_steady_ms: float = math.nan  # hpo: per job, first to last finished job
     first_line_s: float = math.nan  # cold start
+    # From the first trial's first line to the last trial's end: the run without its
+    # start-up (launch, imports, agents) and its end (summary), for steady utilization.
+    steady_s: float = math.nan
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min, at its start
     note: str = ""
 
@@ -202,6 +205,11 @@ class Run:
 
     def utilization(self, work_s: float) -> float:
         return self.trials * work_s / (self.wall_s * WORKERS)
+
+    def steady_utilization(self, work_s: float) -> float:
+        """Utilization between the first trial's first line and the last trial's end:
+        the hand-offs between trials alone, start-up and shutdown left out."""
+        return self.trials * work_s / (self.steady_s * WORKERS)
 
 
 @dataclass
@@ -395,7 +403,8 @@ def hpo_setup(case: Case, args: argparse.Namespace, workdir: Path) -> Iterator[H
 
 
 def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool,
-                 warm_agents: bool) -> list[subprocess.Popen[Any]]:
+                 warm_agents: bool, env: dict[str, str]) -> list[subprocess.Popen[Any]]:
+    """``env``: set for the agents, so their trials have it (where trials note times)."""
     from hpo.store import open_store
 
     # Created here, before the agents: none of them races another to create it.
@@ -408,7 +417,7 @@ def start_agents(procs: Processes, setup: HpoSetup, workdir: Path, preload: bool
         with (workdir / f"{name}.log").open("wb") as log:
             agents.append(procs.start(
                 [*command("hpo-agent"), "--queue", setup.queue, "--name", name, *extra],
-                env=setup.env(), stdout=log, stderr=subprocess.STDOUT))
+                env=setup.env(**env), stdout=log, stderr=subprocess.STDOUT))
         names.append(name)
 
     def registered() -> bool:
@@ -495,12 +504,13 @@ def run_hpo(case: Case, args: argparse.Namespace, run: Run, procs: Processes) ->
         config = workdir / "hpo.yaml"
         hpo_yaml(config, shape, run.trials, setup.queue)
         cold = case.group == "cold"
-        first_line = workdir / "first-line"
+        first_line, last_line = workdir / "first-line", workdir / "last-line"
+        lines = {FIRST_LINE_ENV: str(first_line), LAST_LINE_ENV: str(last_line)}
         agents = [] if cold else start_agents(procs, setup, workdir, case.preload,
-                                              args.warm_agents)
+                                              args.warm_agents, lines)
         stack.callback(lambda: notes_of(procs.stop(agents), run))
         local = ["--local-agents", str(WORKERS)] if cold else []
-        env = setup.env(**{FIRST_LINE_ENV: str(first_line)})
+        env = setup.env(**lines)
         cpu_before = children_cpu_s()
         start = time.time()
         with (workdir / "controller.err").open("w") as err:
@@ -516,6 +526,7 @@ def run_hpo(case: Case, args: argparse.Namespace, run: Run, procs: Processes) ->
             notes_of(procs.stop([ctrl]), run)
             raise
         run.wall_s = time.time() - start
+        run.steady_s = steady_span(first_line, last_line)
         run.controller_cpu_s = children_cpu_s() - cpu_before
         procs.stop([ctrl])  # already gone: only forgets it
         watch.thread.join(timeout=10)
@@ -526,6 +537,17 @@ def run_hpo(case: Case, args: argparse.Namespace, run: Run, procs: Processes) ->
             logs = "".join(f"\n--- {p.name} ---\n{tail(p)}" for p in workdir.glob("*.log"))
             run.note = (f"hpo-controller exited {ctrl.returncode}, jobs by status "
                         f"{watch.status}; stderr: {tail(workdir / 'controller.err')}{logs}")
+
+
+def steady_span(first_lines: Path, last_lines: Path) -> float:
+    """The last trial's end minus the first trial's first line; nan when the trials
+    noted none (the in-process peer runs no trial script)."""
+    try:
+        first = min(float(x) for x in first_lines.read_text().split())
+        last = max(float(x) for x in last_lines.read_text().split())
+    except (OSError, ValueError):
+        return math.nan
+    return last - first
 
 
 def first_line_time(path: Path, proc: subprocess.Popen[Any], timeout: float) -> float:
@@ -568,7 +590,9 @@ def run_optuna(case: Case, args: argparse.Namespace, run: Run, procs: Processes)
         script = [str(TRIALS / "heavy_trial.py"), "optuna_trial.py"] if shape.heavy \
             else [str(TRIALS / "optuna_trial.py")]
         first_line = workdir / "first-line"
-        env = {**os.environ, FIRST_LINE_ENV: str(first_line), "PYTHONUNBUFFERED": "1"}
+        last_line = workdir / "last-line"
+        env = {**os.environ, FIRST_LINE_ENV: str(first_line), LAST_LINE_ENV: str(last_line),
+               "PYTHONUNBUFFERED": "1"}
         shares = [run.trials // WORKERS + (i < run.trials % WORKERS) for i in range(WORKERS)]
         logs = [workdir / f"worker-{i}.err" for i in range(WORKERS)]
         start = time.time()
@@ -591,6 +615,7 @@ def run_optuna(case: Case, args: argparse.Namespace, run: Run, procs: Processes)
             notes_of(procs.stop(workers), run)
             raise
         run.wall_s = time.time() - start
+        run.steady_s = steady_span(first_line, last_line)
         procs.stop(workers)
         run.completed = run.trials if all(w.returncode == 0 for w in workers) else 0
         run.ok = run.completed == run.trials
@@ -618,7 +643,8 @@ def run_case(case: Case, round_no: int, args: argparse.Namespace, procs: Process
     else:
         extra = ""
         if case.group == "util":
-            extra = f", utilization {run.utilization(work_s):.3f}"
+            extra = (f", utilization {run.utilization(work_s):.3f} "
+                     f"({run.steady_utilization(work_s):.3f} steady)")
         if case.system == "hpo":
             extra += (f", controller CPU {run.controller_cpu_s / run.trials * 1000:.1f} "
                       f"ms/job ({run.controller_steady_ms:.1f} steady)")
@@ -653,7 +679,9 @@ def cells(results: Results, case: Case) -> list[str]:
     med = functools.partial(results.median, case.name)
     if case.group == "cold":
         return ["", "", "", "", f"{med(lambda r: r.first_line_s):.3f}"]
-    util = f"{med(lambda r: r.utilization(w)):.3f}" if case.group == "util" else ""
+    util = (f"{med(lambda r: r.utilization(w)):.3f} "
+            f"({med(lambda r: r.steady_utilization(w)):.3f} steady)"
+            if case.group == "util" else "")
     cpu = ""
     if case.system == "hpo":
         cpu = (f"{med(lambda r: r.controller_cpu_s / r.trials * 1000):.1f} "
@@ -711,6 +739,10 @@ def target_lines(results: Results, cases: list[Case]) -> list[str]:
     if "util-optuna-journal" in names:
         lines.append(f"utilization util-optuna-journal (the peer): "
                      f"{med('util-optuna-journal', Run.utilization):.3f}")
+    for name in ("util-hpo-embedded", "util-hpo-redis", "util-optuna-journal"):
+        if name in names:
+            lines.append(f"steady utilization {name} (first trial's first line to last "
+                         f"trial's end): {med(name, Run.steady_utilization):.3f}")
     if {"heavy-hpo", "heavy-hpo-preload"} <= names:
         lines.append(ratio_line("ratio overhead heavy-hpo-preload / heavy-hpo",
                                 overhead("heavy-hpo-preload") / overhead("heavy-hpo"),

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 # Where a trial script writes the time of its first line (the cold start measurement).
 FIRST_LINE_ENV = "BENCH_FIRST_LINE_FILE"
+# Where it writes the time its work ended (with the first lines: the steady span).
+LAST_LINE_ENV = "BENCH_LAST_LINE_FILE"
 
 
 def branin(x1: float, x2: float) -> float:
@@ -31,12 +33,17 @@ def work(x1: float, x2: float, reports: int, seconds: float,
         # A value that moves towards the final one, like a training curve.
         value = branin(x1, x2) + 1.0 / (1 + i)
         report(value, i)
+    _note(LAST_LINE_ENV, time.time())
     return value
 
 
 def note_first_line(t0: float) -> None:
     """Appends ``t0`` to the file the bench named, if it named one."""
-    path = os.environ.get(FIRST_LINE_ENV)
+    _note(FIRST_LINE_ENV, t0)
+
+
+def _note(variable: str, t: float) -> None:
+    path = os.environ.get(variable)
     if path:
         with open(path, "a") as out:
-            out.write(f"{t0!r}\n")
+            out.write(f"{t!r}\n")
