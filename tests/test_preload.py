@@ -306,3 +306,33 @@ def test_a_task_for_another_interpreter_is_spawned_saying_why(store, env, broker
     # Spawned there for real: that environment lacks the agent's packages.
     assert task.status is Status.failed and not seen
     assert "ModuleNotFoundError" in (task.status_message or "")
+
+
+@pytest.mark.timeout(60)
+def test_a_task_preload_that_hangs_at_import_spawns_the_task_and_is_not_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WarmSlot driven directly: the import op has the start's timeout, so a module
+    that never finishes importing cannot hold the task where no stop reaches it."""
+    from hpo import defaults
+    from hpo.agent.warm.slot import WarmSlot
+
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "hangs.py").write_text("import time\ntime.sleep(3600)\n")
+    script = tmp_path / "job.py"
+    script.write_text("print('ran')\n")
+    env = {**os.environ, "PYTHONPATH": str(modules)}
+    monkeypatch.setattr(defaults, "WARM_START_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(defaults, "KILL_WAIT_S", 1.0)
+    slot = WarmSlot("t", [], env)
+    try:
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env,
+                                preload=["hangs"])
+        assert proc is None and why is not None and "hangs" in why and "import" in why
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env,
+                                preload=["hangs"])  # forked from a fresh one, no import
+        assert why is None and proc is not None
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None and proc.stdout.read() == b"ran\n"
+    finally:
+        slot.close()

@@ -162,7 +162,20 @@ class WarmSlot:
         if not missing or self._sock is None:
             return None
         protocol.send(self._sock, {"op": "import", "modules": missing})
-        answer, _ = protocol.receive(self._sock)
+        # A module that hangs at import must not hold the task (and its slot's lock)
+        # where no stop or time limit reaches it: past the timeout the warm process is
+        # replaced without it and the task spawned, where a stop or time limit works.
+        self._sock.settimeout(defaults.WARM_START_TIMEOUT_S)
+        try:
+            answer, _ = protocol.receive(self._sock)
+        except TimeoutError:
+            why = f"its import took over {defaults.WARM_START_TIMEOUT_S:g}s"
+            self._failed.update(dict.fromkeys(missing, why))  # not tried again
+            self._stop()
+            return f"preload {','.join(missing)}: {why}"
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(None)
         self._failed.update(answer["failed"])
         for module, why in answer["failed"].items():
             log.warning("slot %s: a task's preload %s does not import (%s)", self.name,
