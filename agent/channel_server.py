@@ -11,6 +11,7 @@ current task's record.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from hpo.sdk import channel
+
+log = logging.getLogger("hpo.agent")
 
 # One JSON line longer than this is a broken client, not a report.
 _MAX_LINE = 1 << 20
@@ -219,7 +222,7 @@ class ChannelServer:
             return True
         try:
             message = channel.decode(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             self.bad_lines += 1
             return True
         first, conn.greeted = not conn.greeted, True
@@ -233,7 +236,10 @@ class ChannelServer:
         if route is None:
             self.refused += 1
             return False
-        route.on_message(message)
+        try:
+            route.on_message(message)
+        except Exception:  # one run's bug must not end the thread that serves the slot
+            log.exception("task %s: a report could not be taken", route.task_id)
         return True
 
     def _drop(self, conn: _Connection) -> None:

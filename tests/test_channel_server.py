@@ -161,3 +161,34 @@ def test_an_agent_runs_many_scripts_that_exit_at_once_all_completed_with_their_r
     assert [t.status for t in tasks] == [Status.completed] * 40
     for task in tasks:
         assert [s.iteration for s in store.task_scalars(task.id, title="metric")] == [0]
+
+
+def test_a_line_that_breaks_the_decoder_or_the_route_leaves_the_slot_serving():
+    # Given a slot's channel, and a run whose script sends a line nested too deep for
+    # the JSON decoder (RecursionError, not ValueError) and whose recorder fails once
+    server = ChannelServer()
+    try:
+        calls: list[dict[str, Any]] = []
+
+        def fails_once(message: dict[str, Any]) -> None:
+            calls.append(message)
+            if len(calls) == 1:
+                raise RuntimeError("a recorder bug")
+
+        server.open_route("t1", 1, fails_once)
+        sock = channel.connect(server.address)
+        with sock:
+            sock.sendall(channel.hello("t1", 1) + b"[" * 100_000 + b"\n"
+                         + channel.encode(scalar(1)) + channel.encode(scalar(2)))
+        server.end_route()
+        # Then the bad line is counted, the failing call skipped, the next line taken
+        assert server.bad_lines == 1
+        assert [m["iteration"] for m in calls] == [1, 2]
+        # And the slot's next run is served
+        inbox = Inbox()
+        server.open_route("t2", 1, inbox)
+        client(server, "t2", 1, scalar(3))
+        server.end_route()
+        assert [m["iteration"] for m in inbox.messages] == [3]
+    finally:
+        server.close()
