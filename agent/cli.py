@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lost_after <= args.heartbeat:
         parser.error(f"--lost-after {args.lost_after:g} must be more than --heartbeat "
                      f"{args.heartbeat:g}, else live agents are taken for lost: raise it")
+    if args.exit_with is not None and args.exit_with != os.getppid():
+        # The agent watches its parent only (os.getppid): another pid would read as
+        # ended at the first heartbeat, stopping the agent at once.
+        parser.error(f"--exit-with {args.exit_with} is not this agent's parent process "
+                     f"({os.getppid()}): give the pid of the process that starts it")
     if args.spawn and args.preload:
         parser.error("--preload needs warm slots, and --spawn (or "
                      f"${defaults.ENV_AGENT_SPAWN}=1) turns them off: drop one")

@@ -333,7 +333,8 @@ def cli_cases(script: str) -> dict[str, tuple[str, list[str]]]:
         add("hpo-agent", [f"--gpus={value}"])
     for argv in (["--gpus=0", "--cpu-only"], ["--gpus-per-task=2"], ["--gpus=0,1",
                  "--gpus-per-task=3"], ["--lost-after=1", "--heartbeat=5"],
-                 ["--gpus=0", "--concurrency=2"], ["--nope"], ["stray"]):
+                 ["--gpus=0", "--concurrency=2"], ["--nope"], ["stray"],
+                 [f"--exit-with={os.getpid()}"]):  # not its parent: it would stop at once
         add("hpo-agent", argv)
 
     for value in ["-5", "-1", "nan", "inf", "1e400", "text", ""]:
