@@ -336,3 +336,30 @@ def test_a_task_preload_that_hangs_at_import_spawns_the_task_and_is_not_tried_ag
         assert proc.stdout is not None and proc.stdout.read() == b"ran\n"
     finally:
         slot.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_whose_pid_never_comes_leaves_no_descriptor_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpo.agent.warm import protocol
+    from hpo.agent.warm.slot import WarmSlot
+
+    script = tmp_path / "job.py"
+    script.write_text("pass\n")
+    env = dict(os.environ)
+    before = set(os.listdir("/proc/self/fd"))
+    slot = WarmSlot("t", [], env)
+    try:
+        slot.start()
+        real = protocol.receive
+
+        def lost(sock: Any) -> Any:  # the warm process dies after the fork request
+            raise protocol.Closed()
+
+        monkeypatch.setattr(protocol, "receive", lost)
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
+        monkeypatch.setattr(protocol, "receive", real)
+        assert proc is None and why is not None and "failed to fork" in why
+        assert set(os.listdir("/proc/self/fd")) <= before
+    finally:
+        slot.close()

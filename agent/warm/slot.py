@@ -204,9 +204,14 @@ class WarmSlot:
         finally:
             for fd in (null, out_w, err_w):
                 os.close(fd)
-        answer, _ = protocol.receive(self._sock)
-        self._last = WarmProcess(self._sock, int(answer["pid"]), list(argv),
-                                 os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
+        try:
+            pid = int(protocol.receive(self._sock)[0]["pid"])
+        except BaseException:  # no script to read from: the read ends are ours to close
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        self._last = WarmProcess(self._sock, pid, list(argv), os.fdopen(out_r, "rb"),
+                                 os.fdopen(err_r, "rb"))
         return self._last
 
 
