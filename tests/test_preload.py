@@ -363,3 +363,18 @@ def test_a_fork_whose_pid_never_comes_leaves_no_descriptor_open(
         assert set(os.listdir("/proc/self/fd")) <= before
     finally:
         slot.close()
+
+
+def test_a_forked_trial_stops_itself_when_its_agent_is_killed(
+        store, env, broker, tmp_path, queue_name):
+    # The script's parent is the warm process, not the agent: the warm process leaves
+    # when the agent's end of its socket closes, and the script sees its parent change.
+    with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:
+        task_id = _job(store, tmp_path, sleep=0.05)
+        dispatch.enqueue(store, make_app(broker), task_id, queue_name)
+        wait_for("a first report", lambda: store.task_scalars(task_id))
+        script = _script_of(agent)
+        [zygote] = warm_processes(agent)
+        agent.kill()
+        wait_for("the warm process to leave", lambda: _dead(zygote), timeout=15)
+        wait_for("the script to stop itself", lambda: _dead(script), timeout=15)
