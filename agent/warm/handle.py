@@ -69,11 +69,6 @@ class WarmProcess:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    @property
-    def finished(self) -> bool:
-        """Its exit status is known (so the warm process is free for the next task)."""
-        return self.returncode is not None and self._sock is None
-
     def _collect(self, timeout: float | None) -> None:
         """Take the exit status if it comes within ``timeout``."""
         if self.returncode is not None:

@@ -222,8 +222,6 @@ class WarmSlots:
     def __init__(self, slots: Mapping[str, Mapping[str, str]], modules: Sequence[str]
                  ) -> None:
         self.slots = {name: WarmSlot(name, modules, env) for name, env in slots.items()}
-        self._said: set[str] = set()
-        self._said_lock = threading.Lock()
 
     def start(self) -> None:
         for slot in self.slots.values():
