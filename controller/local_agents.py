@@ -40,6 +40,8 @@ class LocalAgents:
         env = {key: value for key, value in os.environ.items()
                if key not in (defaults.ENV_STORE_URL_FILE, defaults.ENV_BROKER_URL_FILE)}
         env.update({defaults.ENV_STORE_URL: store.url, defaults.ENV_BROKER_URL: broker_url})
+        if env.get(defaults.ENV_AGENT_SPAWN) == "1":
+            preload = None  # every script spawned: hpo-agent refuses a --preload then
         self.procs: list[subprocess.Popen[bytes]] = []
         for name in self.names:
             with (log_dir / f"{name}.log").open("ab") as log:

@@ -78,3 +78,17 @@ def test_an_agent_started_with_exit_with_stops_when_its_parent_is_killed(
         if agent.is_running():
             agent.kill()
     assert not any(w.name == "orphan" for w in store.list_workers())
+
+
+@pytest.mark.slow
+def test_local_agents_with_a_preload_start_where_hpo_agent_spawn_is_set(
+        tmp_path: Path, hpo_env, monkeypatch):
+    # Given HPO_AGENT_SPAWN=1 in the controller's environment (every script spawned)
+    # and an optimization whose hpo.yaml has a preload: list
+    monkeypatch.setenv("HPO_AGENT_SPAWN", "1")
+    store = open_store()
+    # When its local agents start, Then they do (hpo-agent refuses --preload with
+    # spawning on, so it must not be given one)
+    agents = LocalAgents(store, f"sqla+sqlite:///{tmp_path / 'b.db'}", "q", 1,
+                         tmp_path / "logs", preload=["json"])
+    agents.stop()
