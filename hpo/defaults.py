@@ -99,6 +99,11 @@ EMBEDDED_POLL_S = 0.05
 # connect again this often (a server restart takes seconds; the waiter polls meanwhile).
 PG_LISTEN_TICK_S = 1.0
 PG_LISTEN_RETRY_S = 1.0
+# A pooled PostgreSQL connection idle for longer than this is pinged before it is used
+# (one that was cut is replaced, not handed out); one used more recently is not: a ping
+# per transaction was a round trip on every write of a trial's path. A connection cut
+# within that second fails its next statement, which every caller retries.
+PG_PING_IDLE_S = 1.0
 
 # ----- lost agents and the reaper -----------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.exc import (
     ArgumentError,
     DataError,
     DBAPIError,
+    DisconnectionError,
     NoSuchModuleError,
     SQLAlchemyError,
 )
@@ -23,6 +25,7 @@ from hpo import limits
 from hpo.defaults import (
     PG_CONNECT_TIMEOUT_S,
     PG_KEEPALIVES,
+    PG_PING_IDLE_S,
     PG_SESSION_OPTIONS,
     SQLITE_BUSY_TIMEOUT_MS,
 )
@@ -54,8 +57,10 @@ def create(url: str, *, must_exist: bool = False) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _create_sqlite(url, parsed.database, must_exist=must_exist)
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                             connect_args=_network_timeouts(parsed.query))
+        engine = create_engine(url, pool_size=5, max_overflow=10,
+                               connect_args=_network_timeouts(parsed.query))
+        _ping_when_idle(engine)
+        return engine
     except ArgumentError as exc:  # parsed, but not usable (sqlite://user:pw@/x.db)
         raise StoreUnavailable(
             f"bad store URL {safe_url(url)}: {_first_line(exc)}; use sqlite:///PATH or "
@@ -65,6 +70,28 @@ def create(url: str, *, must_exist: bool = False) -> Engine:
             f"no driver for store URL {safe_url(url)} ({exc}): use sqlite:/// or "
             "postgresql+psycopg://"
         ) from None
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pre-ping, only for a connection idle for PG_PING_IDLE_S or more (see
+    there): a dead one is discarded and the pool hands out another."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used_at", 0.0) < PG_PING_IDLE_S:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc
+        finally:
+            if not dbapi_connection.closed:
+                dbapi_connection.rollback()  # the ping's transaction, not the caller's
 
 
 def _network_timeouts(query: Any) -> dict[str, Any]:

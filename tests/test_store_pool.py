@@ -1,0 +1,54 @@
+"""PostgreSQL connections: pinged only after they sat idle, and a dead one is replaced
+rather than handed out."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from hpo.errors import StoreError
+from hpo.store import open_store
+from tests.conftest import PG_ADMIN_URL
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+
+def kill_connections_of(database_url: str) -> int:
+    """Terminate every server session on the store's database, as a restart would."""
+    name = database_url.rsplit("/", 1)[-1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return len(conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).all())
+    finally:
+        admin.dispose()
+
+
+def test_an_idle_connection_cut_by_the_server_is_replaced_before_use(
+        pg_database_url, monkeypatch):
+    # Given a store whose pooled connection was used, then cut by the server while idle
+    monkeypatch.setattr("hpo.store.engine.PG_PING_IDLE_S", 0.0)  # every one counts idle
+    store = open_store(pg_database_url)
+    task = store.create_task("p", "t")
+    assert kill_connections_of(pg_database_url) >= 1
+    # When the store is used again: Then the ping found it dead and another served
+    assert store.get_task(task.id).id == task.id
+    store.close()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_cut_fails_once(
+        pg_database_url, monkeypatch):
+    # Given a store whose connection was used just now (no ping: a round trip saved on
+    # every transaction), cut by the server
+    monkeypatch.setattr("hpo.store.engine.PG_PING_IDLE_S", 3600.0)
+    store = open_store(pg_database_url)
+    task = store.create_task("p", "t")
+    assert kill_connections_of(pg_database_url) >= 1
+    # Then its next use fails as a store error (which every caller retries), and the
+    # one after that works on a fresh connection
+    with pytest.raises(StoreError):
+        store.get_task(task.id)
+    assert store.get_task(task.id).id == task.id
+    store.close()
