@@ -378,3 +378,24 @@ def test_a_forked_trial_stops_itself_when_its_agent_is_killed(
         agent.kill()
         wait_for("the warm process to leave", lambda: _dead(zygote), timeout=15)
         wait_for("the script to stop itself", lambda: _dead(script), timeout=15)
+
+
+@pytest.mark.timeout(60)
+def test_a_warm_process_that_dies_at_import_makes_the_task_spawn_not_fail(
+        tmp_path: Path) -> None:
+    from hpo.agent.warm.slot import WarmSlot
+
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "dies.py").write_text("import os\nos._exit(3)\n")
+    script = tmp_path / "job.py"
+    script.write_text("pass\n")
+    env = {**os.environ, "PYTHONPATH": str(modules)}
+    before = set(os.listdir("/proc/self/fd"))
+    slot = WarmSlot("t", ["dies"], env)
+    try:
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
+        assert proc is None and why is not None and "exited while importing" in why
+        assert set(os.listdir("/proc/self/fd")) <= before
+    finally:
+        slot.close()

@@ -68,6 +68,7 @@ class WarmSlot:
                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno(), start_new_session=True)
         except OSError as exc:
+            ours.close()
             self._refused = f"the warm process cannot start: {exc}"
             return
         finally:
@@ -76,13 +77,17 @@ class WarmSlot:
         ours.settimeout(defaults.WARM_START_TIMEOUT_S)
         try:
             ready, _ = protocol.receive(ours)
+        except TimeoutError:
+            self._refused = (f"the warm process took over "
+                             f"{defaults.WARM_START_TIMEOUT_S:g}s to import {self._listed()}")
+            self._stop()
+            return
         except (protocol.Closed, OSError, ValueError):
             self._refused = (f"the warm process exited while importing {self._listed()} "
                              "(see the agent's log)")
-            self._stop()
+            self._stop()  # closes ours: no settimeout on it after this
             return
-        finally:
-            ours.settimeout(None)
+        ours.settimeout(None)
         self._failed.update(ready["failed"])
         for module, why in ready["failed"].items():
             log.warning("slot %s: --preload %s does not import (%s): its tasks import it "
