@@ -57,12 +57,26 @@ class TasksMixin(StoreBase):
         cloned_from: str | None = None,
     ) -> TaskRecord:
         """A new task in status ``created`` (``cloned_from``: set by ``clone_task``)."""
+        values = self._new_task_values(
+            project, name, type=type, script=script, parameters=parameters, tags=tags,
+            parent=parent, queue=queue, time_limit=time_limit, comment=comment,
+            cloned_from=cloned_from)
+        with self._write() as conn:
+            return self._insert(conn, values)
+
+    def _new_task_values(
+        self, project: str, name: str, *, type: str | TaskType = TaskType.training,
+        script: ScriptInfo | None = None, parameters: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (), parent: str | None = None, queue: str | None = None,
+        time_limit: float | None = None, comment: str | None = None,
+        cloned_from: str | None = None,
+    ) -> dict[str, Any]:
+        """The row of a new ``created`` task (``create_task``'s arguments, checked)."""
         if not project or not name:
             raise ConfigError("a task needs a project and a name: pass --project and --name")
         now = self.now()
-        task_id = new_task_id()
-        values = {
-            "id": task_id, "project": project, "name": name,
+        return {
+            "id": new_task_id(), "project": project, "name": name,
             "type": TaskType(type).value, "status": Status.created.value, "parent": parent,
             "tags": list(tags), "queue": queue,
             "script": script.to_dict() if script else None,
@@ -70,9 +84,11 @@ class TasksMixin(StoreBase):
             "worker": None, "attempt": 0, "stop_requested": False, "comment": comment,
             "cloned_from": cloned_from, "created_at": now, "updated_at": now,
         }
-        with self._write() as conn:
-            conn.execute(T.insert().values(**values))
-            return self._get(conn, task_id)
+
+    @staticmethod
+    def _insert(conn: Connection, values: dict[str, Any]) -> TaskRecord:
+        """Insert a task row, returning it as stored (one round trip)."""
+        return _record(conn.execute(T.insert().values(**values).returning(*T.c)).one())
 
     def get_task(self, task_id: str) -> TaskRecord:
         with self._read() as conn:
@@ -210,22 +226,23 @@ class TasksMixin(StoreBase):
         """A new ``created`` task with the source's script and parameters; the given
         parameters override the source's and take the type of the value they replace.
         The clone's ``cloned_from`` is the source's id; its comment is left to the user."""
-        with self._read() as conn:
+        with self._write() as conn:  # the source read and the clone written at once
             source = self._get(conn, source_id)
-        merged = dict(source.parameters)
-        for key, value in _qualified(parameters or {}).items():
-            merged[key] = P.coerce(value, merged.get(key)) if isinstance(value, str) else value
-        return self.create_task(
-            project or source.project,
-            name or f"{source.name} (clone)",
-            type=source.type,
-            script=source.script,
-            parameters=merged,
-            tags=list(tags) if tags is not None else list(source.tags),
-            parent=parent,
-            time_limit=time_limit if time_limit is not None else source.time_limit,
-            cloned_from=source.id,
-        )
+            merged = dict(source.parameters)
+            for key, value in _qualified(parameters or {}).items():
+                merged[key] = (P.coerce(value, merged.get(key)) if isinstance(value, str)
+                               else value)
+            return self._insert(conn, self._new_task_values(
+                project or source.project,
+                name or f"{source.name} (clone)",
+                type=source.type,
+                script=source.script,
+                parameters=merged,
+                tags=list(tags) if tags is not None else list(source.tags),
+                parent=parent,
+                time_limit=time_limit if time_limit is not None else source.time_limit,
+                cloned_from=source.id,
+            ))
 
     # ----- life cycle -------------------------------------------------------------
     # Every status write is one conditional UPDATE whose WHERE names the states it may
