@@ -14,8 +14,6 @@ import logging
 import threading
 from pathlib import Path
 
-import hpo
-
 log = logging.getLogger("hpo.agent")
 
 
@@ -27,12 +25,22 @@ def write_cache_in_background() -> threading.Thread:
 
 
 def write_cache() -> bool:
-    """Write the missing or stale ``.pyc`` files of hpo's package; False when its folder
-    is not writable (an install owned by another user: tasks compile as before)."""
-    folder = Path(hpo.__file__).parent
-    try:
-        done = compileall.compile_dir(folder, quiet=2)
-    except OSError as exc:
-        done = False
-        log.debug("cannot write hpo's bytecode cache in %s: %s", folder, exc)
-    return bool(done)
+    """Write the missing or stale ``.pyc`` files of hpo's packages (``hpo``, and the
+    agent's own, which the warm processes import: an editable install maps them from
+    folders of their own); False when one is not writable (an install owned by another
+    user: tasks compile as before)."""
+    import hpo.agent
+    import hpo.controller
+    import hpo.strategies
+
+    folders = {Path(package.__file__).parent
+               for package in (hpo, hpo.agent, hpo.controller, hpo.strategies)
+               if package.__file__}
+    done = True
+    for folder in sorted(folders):
+        try:
+            done = bool(compileall.compile_dir(folder, quiet=2)) and done
+        except OSError as exc:
+            done = False
+            log.debug("cannot write hpo's bytecode cache in %s: %s", folder, exc)
+    return done

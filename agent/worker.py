@@ -317,10 +317,23 @@ class Agent:
         finally:
             self._closed.set()
             self._requeue_running()
+            # A heartbeat still in flight would register the agent again after it left.
+            threads[0].join(defaults.KILL_WAIT_S)
             self._leave()
             for server in self._channels.values():
                 server.close()
+            self._close_warm_slots()
         return int(worker.exitcode or 0)
+
+    def _close_warm_slots(self) -> None:
+        """Stop the warm processes (they would also end at this process's exit, when
+        their socket closes). Not waited for past KILL_WAIT_S: one still importing its
+        preloads holds its slot until it is done."""
+        if self.warm is None:
+            return
+        closer = threading.Thread(target=self.warm.close, name="hpo-warm-close", daemon=True)
+        closer.start()
+        closer.join(defaults.KILL_WAIT_S)
 
     def _leave(self) -> None:
         """Write what is kept (one last try), then unregister. Outcomes still kept stay

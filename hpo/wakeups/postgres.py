@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -78,6 +79,7 @@ class PgListener(Listener):
         return pooled, conn
 
     def _serve(self) -> None:
+        connected = time.monotonic()
         while not self._closed.is_set():
             try:
                 for notice in self._conn.notifies(timeout=PG_LISTEN_TICK_S):
@@ -88,8 +90,15 @@ class PgListener(Listener):
                 log.info("store wake-ups: connection lost (%s); connecting again",
                          str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
                 self._drop()
+                # One that failed at once again (a server that accepts and then drops
+                # us) is retried after a pause, not in a loop that wakes the waiter
+                # (a controller cycle) each time.
+                if (time.monotonic() - connected < PG_LISTEN_TICK_S
+                        and self._closed.wait(PG_LISTEN_RETRY_S)):
+                    return
                 if not self._reconnect():
                     return
+                connected = time.monotonic()
                 self._deliver(None)  # what was sent meanwhile is lost: look at all
         self._drop()
 
