@@ -10,6 +10,7 @@ it once at start; explicit compilation is not held back by that variable.
 from __future__ import annotations
 
 import compileall
+import importlib.util
 import logging
 import threading
 from pathlib import Path
@@ -29,13 +30,10 @@ def write_cache() -> bool:
     agent's own, which the warm processes import: an editable install maps them from
     folders of their own); False when one is not writable (an install owned by another
     user: tasks compile as before)."""
-    import hpo.agent
-    import hpo.controller
-    import hpo.strategies
-
-    folders = {Path(package.__file__).parent
-               for package in (hpo, hpo.agent, hpo.controller, hpo.strategies)
-               if package.__file__}
+    folders = {Path(folder) for name in ("hpo", "hpo.agent", "hpo.controller",
+                                          "hpo.strategies")
+               if (spec := importlib.util.find_spec(name)) is not None
+               for folder in spec.submodule_search_locations or ()}
     done = True
     for folder in sorted(folders):
         try:

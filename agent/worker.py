@@ -36,6 +36,7 @@ from hpo.queue.reaper import StoreContact, reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import open_store
 from hpo.store.engine import safe_url
+from hpo.wakeups import Listener, ListenerUnavailable, StoreChange, listen_to_store
 
 log = logging.getLogger("hpo.agent")
 
@@ -259,7 +260,32 @@ class Agent:
             log.warning("republishing lost messages failed: %s", exc)
 
     def _stop_request_loop(self) -> None:
-        while not self._closed.wait(defaults.STOP_POLL_S):
+        """Every STOP_POLL_S, and at once when the store announces a change to a task
+        running here (a stop request: ``hpo.wakeups``), act on stop requests and losses."""
+        wake = threading.Event()
+
+        def on_change(change: StoreChange | None) -> None:
+            if change is None or (not change.reported and change.task_id in self.runners):
+                wake.set()
+
+        try:
+            listener: Listener | None = listen_to_store(self.store.engine, on_change)
+        except ListenerUnavailable as exc:
+            log.info("no wake-ups from the store (%s): stop requests are polled every "
+                     "%gs", exc, defaults.STOP_POLL_S)
+            listener = None
+        try:
+            self._serve_stop_requests(wake)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _serve_stop_requests(self, wake: threading.Event) -> None:
+        while not self._closed.is_set():
+            wake.wait(defaults.STOP_POLL_S)
+            wake.clear()
+            if self._closed.is_set():
+                return
             # The attempts are taken BEFORE the read: a claim that commits between the
             # two must not make the read's older state (still queued) look like a loss.
             with self._lock:

@@ -291,7 +291,11 @@ def test_a_frozen_agent_that_wakes_after_its_task_ran_elsewhere_records_nothing_
             wait_for("the agent to log the lost attempt",
                      lambda: "attempt 1 no longer owns it" in frozen.output(), timeout=15)
             refused = "its write was refused" in frozen.output()
-            assert refused is (script == "reports"), frozen.output()
+            # A stale attempt's reports are refused if its recorder writes them before
+            # the stop poll stops it; once stopped, they are dropped unwritten (the
+            # outcome of a lost attempt writes nothing). A silent one has none to write.
+            if script == "is silent":
+                assert not refused, frozen.output()
             assert frozen.proc.poll() is None
         finally:
             if not gone(stale_script):
