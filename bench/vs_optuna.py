@@ -68,7 +68,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from dispatch import check_redis, redis_cleanup  # bench/ is on sys.path: run as a script
+from dispatch import (  # bench/ is on sys.path: run as a script
+    BenchError,
+    check_redis,
+    redis_cleanup,
+    wait_until,
+)
 from scratch_db import postgres_database
 
 HERE = Path(__file__).resolve().parent
@@ -85,10 +90,6 @@ TARGET_UTILIZATION = 0.98
 TARGET_PRELOAD_RATIO = 0.1  # overhead with --preload / without
 TARGET_COLD_S = 0.5  # embedded, launch -> first trial's first line
 TARGET_CONTROLLER_CPU_MS = 3.0
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed or ran past its deadline."""
 
 
 # ----- cases -------------------------------------------------------------------------
@@ -309,19 +310,6 @@ def descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float, period: float = 0.05
-               ) -> Any:
-    """Poll ``probe`` until it returns something truthy; BenchError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(period)
 
 
 def command(name: str) -> list[str]:
