@@ -157,12 +157,16 @@ class Transport(kombu_sqla.Transport):
     def drain_events(self, connection: Any, timeout: float | None = None,
                      **kwargs: Any) -> None:
         """kombu's loop, waiting for a ring instead of sleeping between empty polls.
-        As kombu's: one message delivered, or socket.timeout after ``timeout``."""
+        As kombu's: one message delivered, or socket.timeout; that comes after one wait
+        at most (a ring, an ack or the fallback poll, then one more look), not after the
+        whole ``timeout``: the caller's loop looks at its own state between two calls (a
+        worker's warm shutdown waited up to Celery's 2 s timeout)."""
         if self._doorbell_listener() is None:
             super().drain_events(connection, timeout=timeout, **kwargs)
             return
         cycle: Any = self.cycle  # kombu's FairCycle over the channels
         started = time.monotonic()
+        waited_once = False
         while True:
             self._woken.clear()  # before the poll: a ring during it is kept
             try:
@@ -171,12 +175,13 @@ class Transport(kombu_sqla.Transport):
             except Empty:
                 pass
             waited = time.monotonic() - started
-            if timeout is not None and waited >= timeout:
+            if waited_once or (timeout is not None and waited >= timeout):
                 raise TimeoutError()  # socket.timeout, which Celery's loop expects
             pause = EMBEDDED_FALLBACK_POLL_S
             if timeout is not None:
                 pause = min(pause, timeout - waited)
             self._woken.wait(pause)
+            waited_once = True
 
     def close_connection(self, connection: Any) -> None:
         if self._listener is not None:
