@@ -254,8 +254,11 @@ class ChannelServer:
             self._settle(conn.route)
 
     def _settle(self, route: _Route) -> None:
+        """End ``route`` once its run has ended and none of its connections is open; not
+        while its accept sweep is still due (``_on_wake``): a connection still in the
+        backlog would be missed."""
         with self._lock:
-            done = route.closing and not route.open
+            done = route.closing and not route.open and route not in self._drain
         if done:
             route.ended.set()
 
