@@ -10,7 +10,6 @@ default, kombu's SQLAlchemy transport on a SQLite file in ``HPO_HOME`` (no serve
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +107,10 @@ def publish(app: Celery, task_id: str, queue: str) -> None:
             "HPO_BROKER_URL / --broker at a running one") from None
 
 
-_publishers: dict[Celery, Publisher] = {}
-_publishers_lock = threading.Lock()
-
-
+@functools.cache
 def _publisher(app: Celery) -> Publisher:
     """The app's one publisher (apps are few: one per broker URL and process)."""
-    with _publishers_lock:
-        publisher = _publishers.get(app)
-        if publisher is None:
-            publisher = _publishers[app] = Publisher(app)
-        return publisher
+    return Publisher(app)
 
 
 def waiting_messages(app: Celery, queue: str) -> int:
