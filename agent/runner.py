@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -144,9 +144,7 @@ class TaskRunner:
             return self.store.claim_task(task_id, self.config.worker)
         except StoreError as exc:
             failure = exc
-        delay, deadline = defaults.OUTBOX_RETRY_FIRST_S, time.monotonic() + defaults.START_WAIT_S
-        while time.monotonic() + delay <= deadline and not self._stop_event.wait(delay):
-            delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
+        for _ in self._store_waits():
             try:
                 task = self.store.get_task(task_id)
                 if task.status is Status.queued:
@@ -170,18 +168,26 @@ class TaskRunner:
         back through the outbox (False)."""
         if attempt <= 1:
             return True
-        delay, deadline = defaults.OUTBOX_RETRY_FIRST_S, time.monotonic() + defaults.START_WAIT_S
+        waits = self._store_waits()
         while True:
             try:
                 self.store.drop_earlier_attempts(task_id, attempt)
                 return True
             except StoreError as exc:
-                if time.monotonic() + delay > deadline or self._stop_event.wait(delay):
+                if next(waits, 0.0) == 0.0:
                     self._keep(PendingOutcome(task_id, attempt, None,
                                               f"the store failed before the script "
                                               f"started ({exc}); re-queued"))
                     return False
-                delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
+
+    def _store_waits(self) -> Iterator[float]:
+        """The pauses before each retry of a store that failed as the run starts (each
+        yielded once waited), backing off from OUTBOX_RETRY_FIRST_S to
+        OUTBOX_RETRY_MAX_S; none past START_WAIT_S, or once the run is stopped."""
+        delay, deadline = defaults.OUTBOX_RETRY_FIRST_S, time.monotonic() + defaults.START_WAIT_S
+        while time.monotonic() + delay <= deadline and not self._stop_event.wait(delay):
+            yield delay
+            delay = min(delay * 2, defaults.OUTBOX_RETRY_MAX_S)
 
     def _record(self, outcome: PendingOutcome) -> str:
         """The run's last reports and its end in one transaction, unless the store fails
