@@ -24,6 +24,7 @@ Fixes over the stock transport, installed under its own ``sqla`` alias so that
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -157,16 +158,14 @@ class Transport(kombu_sqla.Transport):
     def drain_events(self, connection: Any, timeout: float | None = None,
                      **kwargs: Any) -> None:
         """kombu's loop, waiting for a ring instead of sleeping between empty polls.
-        As kombu's: one message delivered, or socket.timeout; that comes after one wait
-        at most (a ring, an ack or the fallback poll, then one more look), not after the
-        whole ``timeout``: the caller's loop looks at its own state between two calls (a
-        worker's warm shutdown waited up to Celery's 2 s timeout)."""
+        As kombu's: one message delivered, or socket.timeout after ``timeout``; sooner
+        once the Celery worker consuming here is shutting down (its warm shutdown looks at
+        its flags only between two calls, and waited out Celery's 2 s timeout)."""
         if self._doorbell_listener() is None:
             super().drain_events(connection, timeout=timeout, **kwargs)
             return
         cycle: Any = self.cycle  # kombu's FairCycle over the channels
         started = time.monotonic()
-        waited_once = False
         while True:
             self._woken.clear()  # before the poll: a ring during it is kept
             try:
@@ -175,13 +174,12 @@ class Transport(kombu_sqla.Transport):
             except Empty:
                 pass
             waited = time.monotonic() - started
-            if waited_once or (timeout is not None and waited >= timeout):
+            if (timeout is not None and waited >= timeout) or _worker_stopping():
                 raise TimeoutError()  # socket.timeout, which Celery's loop expects
             pause = EMBEDDED_FALLBACK_POLL_S
             if timeout is not None:
                 pause = min(pause, timeout - waited)
             self._woken.wait(pause)
-            waited_once = True
 
     def close_connection(self, connection: Any) -> None:
         if self._listener is not None:
@@ -210,17 +208,18 @@ class Transport(kombu_sqla.Transport):
             super()._deliver(message, queue)
 
 
-# One doorbell per folder in a process: its cached listing serves every connection.
-_doorbells: dict[Path, Doorbell] = {}
-_doorbells_lock = threading.Lock()
+def _worker_stopping() -> bool:
+    """Whether the Celery worker of this process is shutting down (a signal set its
+    flags: hpo's agent sets ``should_stop`` on SIGTERM)."""
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None
 
 
+@functools.cache
 def _doorbell(folder: Path) -> Doorbell:
-    with _doorbells_lock:
-        bell = _doorbells.get(folder)
-        if bell is None:
-            bell = _doorbells[folder] = Doorbell(folder)
-        return bell
+    """One doorbell per folder in a process: its cached listing serves every connection."""
+    return Doorbell(folder)
 
 
 def _sqlite_file(hostname: str | None) -> Path | None:
