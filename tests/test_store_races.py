@@ -16,6 +16,8 @@ UPDATE per change.
 
 from __future__ import annotations
 
+import random
+import time
 import traceback
 from collections import Counter
 from typing import Any
@@ -30,6 +32,13 @@ from tests.processes import run_together
 ROUNDS = 200
 BARRIER_TIMEOUT_S = 60
 REPORT_TIMEOUT_S = 150
+# After the barrier each process waits a random time below the round's spread, the
+# spreads taking turns by round. The barrier alone releases its processes in an order that
+# the scheduler makes regular (the last to arrive runs first; on a loaded machine the
+# others wake milliseconds later, far longer than one write), so without a spread one
+# order can win all rounds and the other interleavings go untested. Spread 0 keeps the
+# tightest race; the widest outlasts any wake-up delay, so every order is played.
+SPREADS_S = (0.0, 0.0005, 0.002, 0.008, 0.032)
 
 # An outcome of one call: ("ok", what it returned) or ("refused", the error's message).
 Outcome = tuple[str, Any]
@@ -67,8 +76,11 @@ def _play(url: str, task_ids: list[str], role: str, barrier: Any, results: Any) 
         store = open_store(url)
         outcomes: list[Outcome] = []
         try:
-            for task_id in task_ids:
+            for round_number, task_id in enumerate(task_ids):
                 barrier.wait(BARRIER_TIMEOUT_S)
+                spread = SPREADS_S[round_number % len(SPREADS_S)]
+                if spread:
+                    time.sleep(random.uniform(0, spread))
                 try:
                     outcomes.append(("ok", _act(store, role, task_id)))
                 except InvalidTransition as exc:
