@@ -83,6 +83,16 @@ PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2
 PG_SESSION_OPTIONS = ("-c idle_in_transaction_session_timeout=10000 "
                       "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
                       "-c tcp_keepalives_count=3")
+# hpo's connections name themselves so (where the URL sets no application_name): how a
+# reaper tells hpo's sessions from other clients of a shared database.
+PG_APPLICATION_NAME = "hpo"
+# A session of hpo's still inside a transaction (or still sending a statement) this long
+# after its last change is a cut-off or frozen client: hpo's transactions last
+# milliseconds. The server's timeout above normally ends it at 10 s, but not always: in a
+# CI run of the multi-host test a session cut off inside a report write stayed "idle in
+# transaction", holding its task's row lock, for over 35 s (so no reaper could re-queue
+# the task). Every reaper round ends such sessions itself (pg_terminate_backend).
+PG_STUCK_SESSION_S = 12.0
 # The embedded broker on a SQLite file rings a doorbell on each publish (hpo.wakeups), and
 # an idle consumer waits for that ring; it still polls this often, in case a ring is lost
 # (a full socket buffer, a folder it cannot write). A lost ring then costs one trial half

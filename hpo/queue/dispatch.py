@@ -28,18 +28,19 @@ def enqueue(store: Store, app: Celery, task_id: str, queue: str) -> TaskRecord:
     return record
 
 
-def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: str
-            ) -> Status | None:
+def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: str,
+            *, skip_locked: bool = False) -> Status | None:
     """running -> queued for ``attempt`` (a lost agent's task, or one its agent gave back
     at shutdown), then publish it again to its queue; ``stopped`` instead, unpublished,
     when a stop was requested on it (``Store.requeue``). None when the store refused: the
-    task is not running that attempt any more (it ended, or another reaper was first).
+    task is not running that attempt any more (it ended, or another reaper was first);
+    with ``skip_locked`` (a reaper's) also when another session holds the task's row.
 
     The one place for this order: the store first, so an agent that receives the message
     can claim it (a message for a task still marked running would be dropped at the
     claim). A broker that is down raises BrokerUnavailable and leaves the task queued
     with no message; a controller publishes its queued jobs again when it resumes."""
-    moved = store.requeue(task.id, attempt, message)
+    moved = store.requeue(task.id, attempt, message, skip_locked=skip_locked)
     if moved is Status.queued:
         publish(app, task.id, task.queue or DEFAULT_QUEUE)
     return moved

@@ -7,17 +7,21 @@ Runs with every controller, periodically inside every agent, and with
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from celery import Celery
 
 from hpo import defaults, settings
+from hpo.errors import StoreError
 from hpo.lifecycle import Status
 from hpo.queue.app import waiting_messages
 from hpo.queue.dispatch import republish, requeue
 from hpo.records import TaskRecord
 from hpo.store import Store
+
+log = logging.getLogger("hpo.queue")
 
 
 class StoreContact:
@@ -57,14 +61,21 @@ def reap(
     retries: int = defaults.LOST_TASK_RETRIES,
 ) -> list[tuple[TaskRecord, Status]]:
     """Re-queue lost tasks with retries left, fail the others. Returns what it did.
-    ``lost_after_s``: None is ``$HPO_LOST_AFTER_S``, else ``defaults.LOST_AFTER_S``."""
+    ``lost_after_s``: None is ``$HPO_LOST_AFTER_S``, else ``defaults.LOST_AFTER_S``.
+
+    First it ends the store sessions a cut-off client left inside a transaction: one may
+    hold a lost task's row lock. The re-queue never waits for a lock (a reaper runs in
+    an agent's heartbeat thread, and a wait there would make that agent look lost too):
+    a task still locked is tried again next round."""
     if lost_after_s is None:
         lost_after_s = settings.lost_after_s()
+    end_stuck_sessions(store)
     done: list[tuple[TaskRecord, Status]] = []
     for task in store.lost_tasks(lost_after_s):
         if task.attempt <= retries:
             moved = requeue(store, app, task, task.attempt,
-                            f"agent {task.worker} lost; re-queued (attempt {task.attempt})")
+                            f"agent {task.worker} lost; re-queued (attempt {task.attempt})",
+                            skip_locked=True)
             if moved is not None:
                 done.append((task, moved))
         elif store.finish(task.id, task.attempt, Status.failed,
@@ -72,6 +83,22 @@ def reap(
                           f"(attempt {task.attempt}, no retries left)"):
             done.append((task, Status.failed))
     return done
+
+
+def end_stuck_sessions(store: Store) -> None:
+    """End the store's sessions stuck inside a transaction (``defaults.
+    PG_STUCK_SESSION_S``), saying so; a store that refuses (a role that may not end
+    them) is said once per round and leaves the reaping to go on."""
+    try:
+        ended = store.end_stuck_sessions(defaults.PG_STUCK_SESSION_S)
+    except StoreError as exc:
+        log.warning("could not end store sessions stuck inside a transaction: %s", exc)
+        return
+    if ended:
+        log.warning("ended %d store session(s) stuck inside a transaction for over %.0fs "
+                    "(a cut-off or frozen client; server pids %s): their row locks are "
+                    "free", len(ended), defaults.PG_STUCK_SESSION_S,
+                    ", ".join(map(str, ended)))
 
 
 def republish_lost(

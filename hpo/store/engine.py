@@ -23,6 +23,7 @@ from sqlalchemy.exc import (
 
 from hpo import limits
 from hpo.defaults import (
+    PG_APPLICATION_NAME,
     PG_CONNECT_TIMEOUT_S,
     PG_KEEPALIVES,
     PG_PING_IDLE_S,
@@ -100,9 +101,10 @@ def _network_timeouts(query: Any) -> dict[str, Any]:
     cut link (a partition, a dead host) then fails a connect or a query in seconds
     instead of hanging its caller until the kernel gives up (many minutes), the server
     frees a cut-off client's locks as soon, and the agent's retry policy takes over
-    (docs/reliability.md)."""
+    (docs/reliability.md). The application name marks the session as hpo's (for
+    ``end_stuck_sessions``)."""
     options = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES,
-               "options": PG_SESSION_OPTIONS}
+               "options": PG_SESSION_OPTIONS, "application_name": PG_APPLICATION_NAME}
     return {key: value for key, value in options.items() if key not in query}
 
 

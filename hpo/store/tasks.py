@@ -355,20 +355,26 @@ class TasksMixin(StoreBase):
                 self._changed(conn, task_id)
             return ended
 
-    def requeue(self, task_id: str, attempt: int, message: str | None = None
-                ) -> Status | None:
+    def requeue(self, task_id: str, attempt: int, message: str | None = None, *,
+                skip_locked: bool = False) -> Status | None:
         """Put a running ``attempt`` back in its queue (its agent was lost or shut down):
         returns ``queued``; or, when a stop was requested on it, end it ``stopped`` (the
         user asked: running it again would be unseen) and return ``stopped``. None when
-        that attempt no longer owns the task.
+        that attempt no longer owns the task. ``skip_locked``: None, at once, also while
+        another session holds the task's row (PostgreSQL; a reaper's, which must not
+        wait on a cut-off client's lock: its next round tries again).
 
         Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: None."""
         now = self.now()
         flagged = T.c.stop_requested.is_(True)
+        owned = [T.c.id == task_id, T.c.status == Status.running.value,
+                 T.c.attempt == attempt]
+        if skip_locked:  # SQLite renders no FOR UPDATE: its writers never wait on a row
+            owned.append(T.c.id.in_(select(T.c.id).where(T.c.id == task_id)
+                                    .with_for_update(skip_locked=True)))
         stmt = (
             update(T)
-            .where(T.c.id == task_id, T.c.status == Status.running.value,
-                   T.c.attempt == attempt)
+            .where(*owned)
             .values(status=case((flagged, Status.stopped.value), else_=Status.queued.value),
                     status_message=case((flagged, T.c.status_message), else_=message),
                     ended_at=case((flagged, now), else_=None),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, text, update
 
-from hpo.defaults import STOPPED_WORKERS_KEPT_S
+from hpo.defaults import PG_APPLICATION_NAME, STOPPED_WORKERS_KEPT_S
 from hpo.errors import StoreError
 from hpo.lifecycle import Status
 from hpo.records import TaskRecord, WorkerRecord
@@ -21,6 +21,22 @@ from hpo.store.tasks import _record
 
 W = schema.workers
 T = schema.tasks
+
+# hpo's sessions on this database, under this role, but this one, that have sat inside a
+# transaction (or half-way through receiving a statement) since before the cutoff; each
+# ended. MATERIALIZED: the sessions are chosen first, then ended, whatever the planner's
+# order of the conditions.
+_END_STUCK_SESSIONS = text("""
+WITH stuck AS MATERIALIZED (
+    SELECT pid FROM pg_stat_activity
+    WHERE datname = current_database() AND usename = current_user
+      AND pid <> pg_backend_pid() AND application_name = :application
+      AND (state LIKE 'idle in transaction%'
+           OR (state = 'active' AND wait_event = 'ClientRead'))
+      AND state_change < clock_timestamp() - make_interval(secs => :older_than_s)
+)
+SELECT pid FROM stuck WHERE pg_terminate_backend(pid)
+""")
 
 
 class WorkersMixin(StoreBase):
@@ -72,6 +88,16 @@ class WorkersMixin(StoreBase):
             conn.execute(update(W).where(W.c.name == name, W.c.stopped_at.is_(None))
                          .values(stopped_at=now, running=[]))
             conn.execute(delete(W).where(W.c.stopped_at < now - STOPPED_WORKERS_KEPT_S))
+
+    def end_stuck_sessions(self, older_than_s: float) -> list[int]:
+        """End hpo's PostgreSQL sessions stuck inside a transaction for ``older_than_s``
+        (``defaults.PG_STUCK_SESSION_S`` says why); the server pids ended. They free
+        their row locks as they go. SQLite: none (a transaction ends with its process)."""
+        if self.dialect != "postgresql":
+            return []
+        with self._write() as conn:
+            return list(conn.execute(_END_STUCK_SESSIONS, {
+                "application": PG_APPLICATION_NAME, "older_than_s": older_than_s}).scalars())
 
     def lost_tasks(self, timeout: float) -> list[TaskRecord]:
         """Running tasks whose worker has not sent a heartbeat for ``timeout`` seconds
