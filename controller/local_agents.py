@@ -1,8 +1,13 @@
 """Agents started on this machine for one optimization (``start_locally``,
-``hpo-controller start --local-agents N``): the embedded quick start."""
+``hpo-controller start --local-agents N``): the embedded quick start.
+
+hpo-controller forks them early (``prepare_forks``, see ``agent_forks``): LocalAgents
+starts those forks; without them (the Python API, or where fork is unsafe) it spawns
+``python -m hpo.agent.cli`` processes, which behave the same."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,8 +19,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpo import defaults
+from hpo.controller.agent_forks import ForkedAgent, fork_agents, fork_unsafe
 from hpo.errors import HpoError
 from hpo.store import Store
+
+log = logging.getLogger("hpo.controller")
+
+# Agents forked by prepare_forks, waiting for the LocalAgents of this process that takes
+# them; and why none were forked (their logs say it when they are spawned instead).
+_forks: list[ForkedAgent] = []
+_not_forked: list[str] = []
+
+
+def prepare_forks(count: int) -> None:
+    """Fork ``count`` agents for the LocalAgents this process makes next: call it before
+    opening the store or the broker and before any thread starts (hpo-controller start
+    and resume do, after their imports). Where fork is unsafe, nothing is forked and the
+    agents are spawned later, each log saying why."""
+    why = fork_unsafe()
+    if why:
+        log.info("local agents will be spawned, not forked: %s", why)
+        _not_forked[:] = [why]
+        return
+    _forks.extend(fork_agents(count))
+
+
+def _take_forks(count: int) -> list[ForkedAgent]:
+    """Up to ``count`` prepared forks; the others are let go (they leave)."""
+    taken, rest = _forks[:count], _forks[count:]
+    _forks.clear()
+    for fork in rest:
+        fork.discard()
+    return taken
 
 
 class LocalAgents:
@@ -42,24 +77,40 @@ class LocalAgents:
         env.update({defaults.ENV_STORE_URL: store.url, defaults.ENV_BROKER_URL: broker_url})
         if env.get(defaults.ENV_AGENT_SPAWN) == "1":
             preload = None  # every script spawned: hpo-agent refuses a --preload then
-        self.procs: list[subprocess.Popen[bytes]] = []
-        for name in self.names:
-            with (log_dir / f"{name}.log").open("ab") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "hpo.agent.cli", "--queue", queue, "--name", name,
-                     "--heartbeat", str(defaults.LOCAL_AGENT_HEARTBEAT_S),
-                     "--shutdown-timeout", str(defaults.LOCAL_AGENT_SHUTDOWN_TIMEOUT_S),
-                     # A controller that dies (SIGKILL, a crash) must not leave them.
-                     "--exit-with", str(os.getpid()),
-                     *(["--preload", ",".join(preload)] if preload else [])],
-                    # Own session: a Ctrl-C in the terminal is the controller's to handle;
-                    # it stops the agents itself, after the jobs.
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        forks = _take_forks(count)
+        self.procs: list[subprocess.Popen[bytes] | ForkedAgent] = []
+        for i, name in enumerate(self.names):
+            argv = ["--name", name, "--queue", queue,
+                    "--heartbeat", str(defaults.LOCAL_AGENT_HEARTBEAT_S),
+                    "--shutdown-timeout", str(defaults.LOCAL_AGENT_SHUTDOWN_TIMEOUT_S),
+                    # A controller that dies (SIGKILL, a crash) must not leave them.
+                    "--exit-with", str(os.getpid()),
+                    *(["--preload", ",".join(preload)] if preload else [])]
+            log_file = log_dir / f"{name}.log"
+            if i < len(forks):
+                forks[i].start(argv, env, log_file)
+                self.procs.append(forks[i])
+            else:
+                self.procs.append(self._spawn(argv, env, log_file))
         if on_failure is None:
             self._wait_registered(log_dir)
         else:
             threading.Thread(target=self._watch_start, args=(log_dir, on_failure),
                              name="hpo-local-agents", daemon=True).start()
+
+    @staticmethod
+    def _spawn(argv: list[str], env: dict[str, str], log_file: Path
+               ) -> subprocess.Popen[bytes]:
+        with log_file.open("ab") as log_out:
+            if _not_forked:
+                log_out.write(f"hpo-controller: agent spawned, not forked: "
+                              f"{_not_forked[0]}\n".encode())
+                log_out.flush()
+            # Own session: a Ctrl-C in the terminal is the controller's to handle;
+            # it stops the agents itself, after the jobs.
+            return subprocess.Popen([sys.executable, "-m", "hpo.agent.cli", *argv], env=env,
+                                    stdout=log_out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def _watch_start(self, log_dir: Path, on_failure: Callable[[str], None]) -> None:
         try:

@@ -293,6 +293,10 @@ LOCAL_AGENTS_STOP_TIMEOUT_S = 30.0
 # After a second Ctrl-C the user wants out: local agents get this long to stop (the
 # optimization stays running in the store; `resume` continues it).
 LOCAL_AGENTS_QUIT_TIMEOUT_S = 5.0
+# Waiting with a timeout for a local agent forked from the controller (no Popen to do
+# it): polled, as Popen.wait polls, from this delay doubling up to the second.
+FORKED_AGENT_WAIT_FIRST_S = 0.001
+FORKED_AGENT_WAIT_MAX_S = 0.05
 
 # ----- hpo-controller's display (start, resume) ----------------------------------------
 

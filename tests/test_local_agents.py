@@ -3,6 +3,7 @@ for them to start, and hears it when one cannot."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from hpo.controller.local_agents import LocalAgents
 from hpo.errors import HpoError
+from hpo.lifecycle import Status
 from hpo.store import open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,3 +94,119 @@ def test_local_agents_with_a_preload_start_where_hpo_agent_spawn_is_set(
     agents = LocalAgents(store, f"sqla+sqlite:///{tmp_path / 'b.db'}", "q", 1,
                          tmp_path / "logs", preload=["json"])
     agents.stop()
+
+
+def test_where_threads_run_the_agents_are_spawned_and_their_logs_say_why(
+        tmp_path: Path, hpo_env, monkeypatch):
+    # Given a controller process where a thread already runs (fork would copy only the
+    # forking thread, and a lock the other one held would stay locked in the agent)
+    from hpo.controller import local_agents
+
+    monkeypatch.setattr(local_agents, "_not_forked", [])
+    monkeypatch.setattr("sys.executable", shutil.which("false"))
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name="busy-thread", daemon=True)
+    thread.start()
+    try:
+        # When agents are prepared for forking, Then none is forked
+        local_agents.prepare_forks(1)
+        assert local_agents._forks == []
+    finally:
+        release.set()
+        thread.join()
+    # and the agent is spawned (here: an interpreter that exits at once), its log
+    # saying in one line why it was not forked
+    with pytest.raises(HpoError, match="exited at start"):
+        LocalAgents(open_store(), f"sqla+sqlite:///{tmp_path / 'b.db'}", "q", 1,
+                    tmp_path / "logs")
+    [log] = (tmp_path / "logs").glob("*.log")
+    first = log.read_text().splitlines()[0]
+    assert first.startswith("hpo-controller: agent spawned, not forked: threads already "
+                            "run in the controller (busy-thread"), first
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_controllers_forked_agents_run_its_jobs_and_leave_when_it_is_killed(
+        tmp_path: Path, hpo_env):
+    # Given hpo-controller start --local-agents 2 running two jobs that wait for a file
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.agents import wait_for
+    from tests.test_controller_cli import slow_config
+
+    config = slow_config(tmp_path / "cfg", total=4)
+    store = open_store()
+    with (tmp_path / "controller.log").open("wb") as out:
+        ctl = subprocess.Popen([sys.executable, "-m", "hpo.controller.cli", "start",
+                                str(config), "--local-agents", "2", "--plain"], env=hpo_env,
+                               stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for("2 running jobs on 2 agents", lambda: len(
+            {t.worker for t in store.find_tasks(status=[Status.running]) if t.worker}) == 2 or (
+                ctl.poll() is not None and (tmp_path / "controller.log").read_text()),
+            timeout=90)
+        assert ctl.poll() is None, (tmp_path / "controller.log").read_text()
+        # Then its agents are forks of it (no new interpreter), registered by name, their
+        # output in their own log files, shown by ps as hpo-agent is
+        workers = store.list_workers()
+        assert len(workers) == 2
+        agents = [psutil.Process(w.pid) for w in workers]
+        for agent, worker in zip(agents, workers, strict=True):
+            assert agent.ppid() == ctl.pid
+            assert os.getsid(agent.pid) == agent.pid  # its own session
+            assert "hpo.agent.cli" in " ".join(agent.cmdline())
+            log = next((tmp_path / "hpo-home" / "logs").rglob(f"{worker.name}.log"))
+            assert f"agent {worker.name} serving queues" in log.read_text()
+        # When the controller is SIGKILLed
+        ctl.send_signal(signal.SIGKILL)
+        ctl.wait(timeout=10)
+        # Then its agents stop by themselves and unregister, as on a SIGTERM
+        _, alive = psutil.wait_procs(agents, timeout=60)
+        assert not alive, [a.pid for a in alive]
+        wait_for("the agents to unregister", lambda: not store.list_workers(), timeout=30)
+    finally:
+        (tmp_path / "cfg" / "hold").unlink(missing_ok=True)
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_forks_never_started_leave_with_a_controller_that_fails_first(tmp_path: Path,
+                                                                       hpo_env):
+    # Given an hpo.yaml the controller refuses after it has forked its agents
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.agents import wait_for
+
+    config = tmp_path / "hpo.yaml"
+    config.write_text("base_task: {script: missing.py}\nno_such_field: 1\n")
+    # When it is started with --local-agents
+    result = subprocess.run([sys.executable, "-m", "hpo.controller.cli", "start",
+                             str(config), "--local-agents", "2"], env=hpo_env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    # Then it fails in one line, and no fork of it is left behind
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("hpo-controller: error:"), result.stderr
+
+    def of_this_test() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if (proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE
+                        and proc.environ().get("HPO_HOME") == hpo_env["HPO_HOME"]):
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                pass
+        return found
+
+    wait_for("the forks to leave", lambda: not of_this_test(), timeout=30)

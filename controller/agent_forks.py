@@ -1,0 +1,215 @@
+"""Local agents forked from the controller's own process (``hpo-controller start
+--local-agents N``), not started as new interpreters: a new one pays about 0.5 s of
+imports (SQLAlchemy, Celery, hpo) that the controller has already paid, and on a small
+machine the agents' imports and the controller's start-up share the same cores.
+
+``fork_agents`` forks once the CLI has imported what an agent needs and before it opens
+the store or the broker or starts a thread: a forked child gets only the forking thread
+and must not share a connection with its parent (SQLite's and the broker's included).
+Each fork finishes the agent's own imports while the controller creates the
+optimization, then waits on a pipe for its start: the ``LocalAgents`` that takes it sends
+the agent's command line, environment and log file once the optimization has its queue.
+From there it is what a spawned ``python -m hpo.agent.cli ...`` would be: its own
+session, its output in its log file, the store and broker URLs in its environment,
+``--exit-with`` the controller (its parent), stopped by SIGTERM. A fork whose pipe
+closes without a start (the controller failed before it needed agents, or died) leaves
+at once, silently."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hpo import defaults
+
+
+class ForkedAgent:
+    """The controller's handle on one forked agent: the part of ``subprocess.Popen``
+    that ``LocalAgents`` uses (poll, wait, send_signal, kill, returncode)."""
+
+    def __init__(self, pid: int, start_fd: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._start_fd: int | None = start_fd
+        self._lock = threading.Lock()  # one waitpid at a time: the watcher and stop()
+
+    def start(self, argv: list[str], env: dict[str, str], log_file: Path) -> None:
+        """Let the fork become ``hpo-agent ARGV``: sent once, then its pipe is closed.
+        A fork that has already died is not an error here: poll() says it has ended."""
+        if self._start_fd is None:
+            return
+        data = json.dumps({"argv": argv, "env": env, "log": str(log_file)}).encode()
+        try:
+            with open(self._start_fd, "wb", closefd=True) as pipe:
+                pipe.write(data)
+        except OSError:  # EPIPE: the fork is gone, and will be reaped as ended
+            pass
+        self._start_fd = None
+
+    def discard(self) -> None:
+        """Never started: the fork sees its pipe close and leaves."""
+        if self._start_fd is not None:
+            os.close(self._start_fd)
+            self._start_fd = None
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            code = self._reap(0)
+            assert code is not None
+            return code
+        # As Popen.wait: no blocking wait with a timeout for a pid, so a short poll.
+        deadline = time.monotonic() + timeout
+        delay = defaults.FORKED_AGENT_WAIT_FIRST_S
+        while (code := self.poll()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(f"agent pid {self.pid}", timeout)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, defaults.FORKED_AGENT_WAIT_MAX_S)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # never a signal to a reaped pid (it may be reused)
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _reap(self, flags: int) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, flags)
+                except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): status lost
+                    self.returncode = 255
+                else:
+                    if pid == self.pid:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+
+def fork_unsafe() -> str | None:
+    """Why agents cannot be forked from this process now (spawned instead), or None."""
+    if not hasattr(os, "fork"):
+        return "this platform has no fork"
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate()
+                          if t is not threading.main_thread())
+        return f"threads already run in the controller ({names})"
+    return None
+
+
+def fork_agents(count: int) -> list[ForkedAgent]:
+    """``count`` forks waiting for their start. Call before this process opens any
+    connection or starts any thread (``fork_unsafe`` says whether it has)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else each fork would write this process's buffered output too
+    forks: list[ForkedAgent] = []
+    for _ in range(count):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_fd)
+            _fork_main(read_fd, [f._start_fd for f in forks if f._start_fd is not None])
+        os.close(read_fd)
+        forks.append(ForkedAgent(pid, write_fd))
+    return forks
+
+
+# ----- in the fork ----------------------------------------------------------------------
+
+
+def _fork_main(start_fd: int, siblings: list[int]) -> NoReturn:
+    """Never returns into the controller's code: the fork ends with os._exit."""
+    code = 1
+    try:
+        for fd in siblings:  # else a sibling's pipe would not close when the controller dies
+            os.close(fd)
+        os.setsid()  # a Ctrl-C in the terminal is the controller's, not its agents'
+        try:
+            import hpo.agent.cli  # noqa: F401 - the agent's own imports, while it waits
+            failed: BaseException | None = None
+        except BaseException as exc:  # told in the agent's log, once there is one
+            failed = exc
+        start = _read_start(start_fd)
+        if start is None:
+            code = 0
+        else:
+            _redirect(start)
+            if failed is not None:
+                raise failed
+            code = _run_agent(start["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:
+        traceback.print_exc()
+    _finish()
+    os._exit(code)
+
+
+def _read_start(fd: int) -> dict[str, Any] | None:
+    with open(fd, "rb", closefd=True) as pipe:
+        data = pipe.read()
+    return json.loads(data) if data else None
+
+
+def _redirect(start: dict[str, Any]) -> None:
+    """The agent's output into its log file, its environment the one it was given."""
+    log_fd = os.open(start["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for target in (1, 2):
+        os.dup2(log_fd, target)
+    os.close(log_fd)
+    _set_environment(start["env"])
+
+
+def _run_agent(argv: list[str]) -> int:
+    """``hpo-agent ARGV``, as LocalAgents would have spawned it."""
+    from hpo.agent.cli import main
+    from hpo.agent.warm.proctitle import set_title
+
+    # The controller's -v logging set-up is not the agent's: it configures its own.
+    for handler in list(logging.root.handlers):
+        logging.root.removeHandler(handler)
+    sys.argv = ["hpo-agent", *argv]
+    # What ps shows: the spawned agent's command line, as much as the controller's fits.
+    set_title(" ".join([sys.executable, "-m", "hpo.agent.cli", *argv]))
+    return main(argv)
+
+
+def _set_environment(env: dict[str, str]) -> None:
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _finish() -> None:
+    """End as Python ends a program (non-daemon threads joined, exit handlers run,
+    output flushed) without unwinding into the controller's frames the fork began in."""
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]
+    except BaseException:
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
