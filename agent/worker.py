@@ -306,6 +306,11 @@ class Agent:
 
     def run(self) -> int:
         """Serve until a signal; returns the exit code after the warm shutdown."""
+        if self.warm is not None:
+            # First, in the background: a new interpreter's start-up and its preloads
+            # then go on while this one registers and starts consuming (a slot's first
+            # task waits for its warm process).
+            self.warm.start()
         bytecode.write_cache_in_background()  # tasks import hpo without compiling it
         self.outbox.deliver()  # what a previous process kept, before anything else
         self._requeue_orphans()
@@ -318,8 +323,6 @@ class Agent:
                                     daemon=True)]
         for thread in threads:
             thread.start()
-        if self.warm is not None:
-            self.warm.start()  # in the background: a slot's first task waits for it
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("agent %s serving queues %s with %d slot(s): %s", self.config.name,
@@ -427,6 +430,30 @@ class Agent:
             runners = list(self.runners.values())
         for runner in runners:
             runner.stop(StopReason.requeue)
+
+
+def warm_up(broker_url: str) -> None:
+    """What an agent does at its start that needs neither its options nor its store,
+    done ahead by a process that becomes an agent later (hpo-controller's forked local
+    agents, while they wait for their queue): the Celery app of ``broker_url`` (the
+    embedded broker's tables created), the parts of it Celery makes at a worker's start,
+    and the modules of the worker's start-up steps. Best effort: what fails here is done
+    again, and reported, by the agent itself."""
+    from celery.concurrency import get_implementation
+    from celery.utils.imports import symbol_by_name
+    from celery.worker.consumer import Consumer
+
+    try:
+        app = make_app(broker_url)
+        for part in ("loader", "backend", "amqp", "control", "events"):
+            getattr(app, part)  # cached on the app, which make_app caches per URL
+        for step in (*WorkController.Blueprint.default_steps,
+                     *Consumer.Blueprint.default_steps):
+            symbol_by_name(step)
+        get_implementation("threads")
+        import celery.worker.strategy  # noqa: F401 - at the first task's registration
+    except Exception as exc:
+        log.debug("warm-up left off: %s", exc)
 
 
 def stop_decisions(owned: Mapping[str, int], tasks: Iterable[TaskRecord]

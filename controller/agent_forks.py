@@ -112,9 +112,10 @@ def fork_unsafe() -> str | None:
     return None
 
 
-def fork_agents(count: int) -> list[ForkedAgent]:
-    """``count`` forks waiting for their start. Call before this process opens any
-    connection or starts any thread (``fork_unsafe`` says whether it has)."""
+def fork_agents(count: int, broker_url: str) -> list[ForkedAgent]:
+    """``count`` forks waiting for their start, as agents on ``broker_url``. Call before
+    this process opens any connection or starts any thread (``fork_unsafe`` says
+    whether it has)."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # else each fork would write this process's buffered output too
     forks: list[ForkedAgent] = []
@@ -123,7 +124,8 @@ def fork_agents(count: int) -> list[ForkedAgent]:
         pid = os.fork()
         if pid == 0:
             os.close(write_fd)
-            _fork_main(read_fd, [f._start_fd for f in forks if f._start_fd is not None])
+            _fork_main(read_fd, [f._start_fd for f in forks if f._start_fd is not None],
+                       broker_url)
         os.close(read_fd)
         forks.append(ForkedAgent(pid, write_fd))
     return forks
@@ -132,15 +134,18 @@ def fork_agents(count: int) -> list[ForkedAgent]:
 # ----- in the fork ----------------------------------------------------------------------
 
 
-def _fork_main(start_fd: int, siblings: list[int]) -> NoReturn:
+def _fork_main(start_fd: int, siblings: list[int], broker_url: str) -> NoReturn:
     """Never returns into the controller's code: the fork ends with os._exit."""
     code = 1
     try:
         for fd in siblings:  # else a sibling's pipe would not close when the controller dies
             os.close(fd)
         os.setsid()  # a Ctrl-C in the terminal is the controller's, not its agents'
-        try:
-            import hpo.agent.cli  # noqa: F401 - the agent's own imports, while it waits
+        try:  # what the agent can do before its start, while it waits for it
+            import hpo.agent.cli  # noqa: F401
+            from hpo.agent.worker import warm_up
+
+            warm_up(broker_url)
             failed: BaseException | None = None
         except BaseException as exc:  # told in the agent's log, once there is one
             failed = exc

@@ -176,8 +176,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     from hpo.controller.yaml_config import load_optimizer_arguments
     from hpo.queue.app import check_broker, make_app
 
-    _fork_local_agents(args)
     broker = common.broker_from(args)
+    _fork_local_agents(args, broker)
     store = store_from(args, create=True)
     check_broker(make_app(broker))  # before the yaml registers its base task
     arguments = load_optimizer_arguments(Path(args.config), store)
@@ -188,21 +188,21 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from hpo.controller.optimizer import HyperParameterOptimizer
 
-    _fork_local_agents(args)
     broker = common.broker_from(args)
+    _fork_local_agents(args, broker)
     store = store_from(args)
     optimizer = HyperParameterOptimizer.resume(args.id, store=store, broker_url=broker)
     return _run(optimizer, store, args)
 
 
-def _fork_local_agents(args: argparse.Namespace) -> None:
+def _fork_local_agents(args: argparse.Namespace, broker: str) -> None:
     """With --local-agents: the agents are forked now, once what they import is imported
     and before the store or the broker is opened (``agent_forks``); they start when the
     optimization has its queue."""
     if args.local_agents:
         from hpo.controller.local_agents import prepare_forks
 
-        prepare_forks(args.local_agents)
+        prepare_forks(args.local_agents, broker)
 
 
 def _run(optimizer: HyperParameterOptimizer, store: Store, args: argparse.Namespace) -> int:

@@ -31,8 +31,9 @@ _forks: list[ForkedAgent] = []
 _not_forked: list[str] = []
 
 
-def prepare_forks(count: int) -> None:
-    """Fork ``count`` agents for the LocalAgents this process makes next: call it before
+def prepare_forks(count: int, broker_url: str) -> None:
+    """Fork ``count`` agents on ``broker_url`` for the LocalAgents this process makes
+    next (with the same broker: they make its Celery app while they wait): call it before
     opening the store or the broker and before any thread starts (hpo-controller start
     and resume do, after their imports). Where fork is unsafe, nothing is forked and the
     agents are spawned later, each log saying why."""
@@ -41,7 +42,7 @@ def prepare_forks(count: int) -> None:
         log.info("local agents will be spawned, not forked: %s", why)
         _not_forked[:] = [why]
         return
-    _forks.extend(fork_agents(count))
+    _forks.extend(fork_agents(count, broker_url))
 
 
 def _take_forks(count: int) -> list[ForkedAgent]:
