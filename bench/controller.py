@@ -87,16 +87,19 @@ class Meter:
         self.cpu: dict[str, float] = {}
         self.calls: dict[str, int] = {}
 
-    def wrap(self, obj: Any, name: str) -> None:
+    def wrap(self, obj: Any, name: str, label: str | None = None) -> None:
+        """Meter ``obj.name`` (under ``label``, when given: another method that does
+        the same work, counted in the same column)."""
         inner = getattr(obj, name)
+        label = label or name
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.thread_time()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.cpu[name] = self.cpu.get(name, 0.0) + time.thread_time() - start
-                self.calls[name] = self.calls.get(name, 0) + 1
+                self.cpu[label] = self.cpu.get(label, 0.0) + time.thread_time() - start
+                self.calls[label] = self.calls.get(label, 0) + 1
 
         setattr(obj, name, timed)
 
@@ -131,6 +134,11 @@ def role_controller(args: argparse.Namespace) -> int:
     meter.wrap(ctrl.store, "clone_task")
     meter.wrap(dispatch, "enqueue")
     meter.wrap(dispatch, "publish")
+    # Where a launch's clones are made queued with the state saved, in one transaction
+    # (Store.launch_clones), and then published: the same columns.
+    if hasattr(ctrl.store, "launch_clones"):
+        meter.wrap(ctrl.store, "launch_clones", label="clone_task")
+        meter.wrap(dispatch, "publish_queued", label="enqueue")
 
     edges = set(window_edges(args.jobs))
     snapshots: list[dict[str, Any]] = []
@@ -496,7 +504,9 @@ def report(args: argparse.Namespace, hpo: dict[str, Any] | None,
         print_table("hpo controller (its process only). CPU ms per job: all, then inside "
                     "_observe, _launch, every _save wherever called\n (it may be inside "
                     "_observe or _launch too), of which strategy.state() and the store "
-                    "write; in _launch: clone_task,\n dispatch.enqueue (store + publish), "
+                    "write; in _launch: clone_task (or launch_clones: clones made\n "
+                    "queued, with the state's write), dispatch.enqueue (store + publish; "
+                    "or publish_queued), "
                     "publish (broker only); outside: not in _cycle", rows, HPO_COLUMNS)
         sizes = hpo["agent"]["state_chars"]
         if sizes:

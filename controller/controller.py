@@ -7,7 +7,8 @@ has no wake-ups). It reads only the active
 jobs' records and their new objective scalars, and saves only state the size of the
 active set, so a cycle costs the same at trial 10 and trial 10,000. Everything needed
 to continue is in the store: the config, the strategy's state, the trials being
-launched and the active jobs (saved together), and the finished jobs themselves, so
+launched and the active jobs (saved together, and with the launched trials' clones in
+one transaction), and the finished jobs themselves, so
 ``resume`` neither repeats nor loses a trial.
 """
 
@@ -50,7 +51,7 @@ from hpo.queue import dispatch
 from hpo.queue.app import publish
 from hpo.queue.reaper import StoreContact, reap, republish_lost
 from hpo.records import TaskRecord
-from hpo.store import Store
+from hpo.store import NewClone, Store
 from hpo.strategies.base import (
     Decision,
     NoSuggestion,
@@ -456,8 +457,8 @@ class Controller:
             self.best = job
 
     def _launch(self) -> None:
-        """Fill the free slots: suggestions are saved before their clones exist, so a
-        crash in between re-launches them on resume instead of asking again."""
+        """Fill the free slots: suggestions are saved with their clones, in one
+        transaction, so resume neither asks for them again nor loses one."""
         free = self.config.max_number_of_concurrent_tasks - len(self.active)
         total = self.config.total_max_jobs
         if total is not None:
@@ -475,20 +476,36 @@ class Controller:
                 self.pending.append(suggestion)
                 continue
             break
-        if not self.pending:
-            return
-        self._save()
-        while self.pending:
-            job = self._start_job(self.pending[0])
-            # Tracked: the suggestion is a job now, whatever the broker does next. A
-            # publish that fails leaves the job created, and _observe enqueues it again
-            # (a suggestion kept pending would be cloned twice).
-            self.pending.pop(0)
-            self._dirty = True
-            self._enqueue(job)
+        if self.pending:
+            self._start_jobs()
 
-    def _start_job(self, suggestion: Suggestion) -> Job:
-        """Clone the base task for ``suggestion`` and track the clone (not enqueued)."""
+    def _start_jobs(self) -> None:
+        """Clone the base task for every pending suggestion, queued, in the store's one
+        transaction that saves the state with them (``Store.launch_clones``: a suggestion
+        is never saved after its clone exists, and the state names them pending, which
+        resume takes for launched), then publish their messages. Tracked before the
+        publish: the suggestions are jobs now, whatever the broker does next. A broker
+        that is down sends the unpublished ones back to created, and _observe enqueues
+        them again (a suggestion kept pending would be cloned twice)."""
+        queue = self.config.execution_queue
+        suggestions = list(self.pending)
+        clones = self.store.launch_clones(
+            self.task_id, self._state(), self.base.id,
+            [self._clone_of(s) for s in suggestions], queue=queue, parent=self.task_id,
+            project=self.config.spawn_project)
+        # Saved above: the state in memory differs only in naming these jobs active.
+        self.pending.clear()
+        self._dirty = False
+        for suggestion, clone in zip(suggestions, clones, strict=True):
+            job = self._track(clone.id, suggestion)
+            job.status = Status.queued
+            continued = self.task_of_trial.get(suggestion.resume_from or "")
+            if continued:
+                job.inherit(self.jobs[continued])
+        dispatch.publish_queued(self.store, self.app, [c.id for c in clones], queue)
+
+    def _clone_of(self, suggestion: Suggestion) -> NewClone:
+        """The clone of the base task that runs ``suggestion``."""
         overrides = {P.qualify(k): v for k, v in suggestion.parameters.items()}
         described = " ".join(f"{k}={_short(v)}" for k, v in suggestion.parameters.items())
         limit = self.config.time_limit_per_job
@@ -499,14 +516,8 @@ class Controller:
             tags.append(relations.tag(relations.RESUME, continued))
         if suggestion.max_iteration is not None:  # ranked by it, also from the store
             tags.append(relations.tag(relations.BUDGET, suggestion.max_iteration))
-        clone = self.store.clone_task(
-            self.base.id, name=_clone_name(self.base.name, described), parent=self.task_id,
-            project=self.config.spawn_project, parameters=overrides, tags=tags,
-            time_limit=limit * 60 if limit else None)
-        job = self._track(clone.id, suggestion)
-        if continued:
-            job.inherit(self.jobs[continued])
-        return job
+        return NewClone(name=_clone_name(self.base.name, described), parameters=overrides,
+                        tags=tags, time_limit=limit * 60 if limit else None)
 
     def _enqueue(self, job: Job) -> None:
         dispatch.enqueue(self.store, self.app, job.task_id, self.config.execution_queue)
@@ -619,10 +630,15 @@ class Controller:
     # ----- persistence --------------------------------------------------------------
 
     def _save(self) -> None:
-        """Strategy state, pending suggestions and the active jobs, in one write. The
-        controller's part is bounded by the concurrency; the strategy's is its own
-        (grid: an index; random: the configurations seen; BOHB: its results)."""
-        self.store.save_optimization_state(self.task_id, {
+        """Strategy state, pending suggestions and the active jobs, in one write."""
+        self.store.save_optimization_state(self.task_id, self._state())
+        self._dirty = False
+
+    def _state(self) -> dict[str, Any]:
+        """What resume needs, saved whole each time. The controller's part is bounded by
+        the concurrency; the strategy's is its own (grid: an index; random: the
+        configurations seen; BOHB: its results)."""
+        return {
             "strategy": self.strategy.state(),
             "pending": [_suggestion_dict(s) for s in self.pending],
             "active": {j.task_id: _suggestion_dict(_suggestion_of(j))
@@ -632,8 +648,7 @@ class Controller:
             "interrupted": sorted(self.interrupted | self._interrupting),
             "strategy_done": self.strategy_done,
             "elapsed_s": self.elapsed_s(),
-        })
-        self._dirty = False
+        }
 
     def _restore_once(self) -> None:
         if not self._restored:

@@ -33,7 +33,7 @@ from hpo.errors import (
 )
 from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo
-from hpo.store import ScalarReport, Store, open_store, schema
+from hpo.store import NewClone, ScalarReport, Store, open_store, schema
 from hpo.store.engine import safe_url
 from tests.processes import run_together
 
@@ -459,6 +459,63 @@ def test_clone_takes_a_new_name_project_tags_and_time_limit(store: Store) -> Non
                              time_limit=5.0)
     assert (clone.name, clone.project, clone.tags, clone.time_limit) == (
         "trial 1", "other", [], 5.0)
+
+
+def test_a_clone_made_queued_is_the_clone_an_enqueue_would_leave(store: Store) -> None:
+    source = store.create_task("proj", "base", parameters={"lr": 0.1}, tags=["t1"])
+    parent = store.create_task("proj", "optimizer").id
+    made = store.clone_task(source.id, parent=parent, parameters={"lr": 0.5}, queue="q")
+    enqueued = store.enqueue(store.clone_task(source.id, parent=parent,
+                                              parameters={"lr": 0.5}).id, "q")
+
+    def fields(t: Any) -> tuple[Any, ...]:
+        return (t.status, t.queue, t.attempt, t.worker, t.stop_requested,
+                t.status_message, t.parameters, t.tags, t.parent, t.cloned_from)
+
+    assert fields(made) == fields(enqueued) == fields(store.get_task(made.id))
+    assert made.status is Status.queued
+    claimed = store.claim_task(made.id, "w1")
+    assert claimed is not None and claimed.attempt == 1
+
+
+def test_a_clone_queued_without_a_queue_name_is_a_config_error(store: Store) -> None:
+    source = store.create_task("proj", "base")
+    with pytest.raises(ConfigError):
+        store.clone_task(source.id, queue="")
+    assert store.count_tasks() == 1
+
+
+def test_a_launch_saves_the_state_and_makes_its_clones_queued_in_order(
+        store: Store) -> None:
+    source = store.create_task("proj", "base", parameters={"x": 0.0}, time_limit=30.0)
+    optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
+    store.create_optimization(optimizer, {"c": 1})
+    clones = store.launch_clones(optimizer, {"step": 1}, source.id, [
+        NewClone("a", {"x": 1.0}, ["trial:a"]),
+        NewClone("b", {"x": 2.0}, ["trial:b"], time_limit=5.0),
+    ], queue="q", parent=optimizer, project="spawned")
+
+    assert [(c.name, c.parameters["General/x"], c.tags, c.time_limit) for c in clones] == [
+        ("a", 1.0, ["trial:a"], 30.0), ("b", 2.0, ["trial:b"], 5.0)]
+    assert all((c.status, c.queue, c.parent, c.project, c.cloned_from) ==
+               (Status.queued, "q", optimizer, "spawned", source.id) for c in clones)
+    assert [t.id for t in store.get_tasks([c.id for c in clones])] == [c.id for c in clones]
+    assert store.load_optimization(optimizer) == ({"c": 1}, {"step": 1})
+
+
+def test_a_launch_that_fails_stores_neither_its_state_nor_a_clone(store: Store) -> None:
+    source = store.create_task("proj", "base")
+    optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
+    store.create_optimization(optimizer, {"c": 1})
+    store.save_optimization_state(optimizer, {"step": 1})
+    with pytest.raises(TaskNotFound):  # the source is unknown: after the state's write
+        store.launch_clones(optimizer, {"step": 2}, UNKNOWN, [NewClone("a")], queue="q",
+                            parent=optimizer)
+    assert store.load_optimization(optimizer)[1] == {"step": 1}
+    with pytest.raises(TaskNotFound):  # no such optimization
+        store.launch_clones(UNKNOWN, {"step": 2}, source.id, [NewClone("a")], queue="q",
+                            parent=optimizer)
+    assert store.count_tasks(parent=optimizer) == 0
 
 
 def test_set_parameters_merges_or_replaces(store: Store) -> None:

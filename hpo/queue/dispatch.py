@@ -3,11 +3,14 @@ together, in the one order that never leaves a task without its message."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
 
 from celery import Celery
 
 from hpo.defaults import DEFAULT_QUEUE
+from hpo.errors import InvalidTransition
 from hpo.lifecycle import Status
 from hpo.queue.app import BrokerUnavailable, publish
 from hpo.records import TaskRecord
@@ -20,12 +23,32 @@ def enqueue(store: Store, app: Celery, task_id: str, queue: str) -> TaskRecord:
     """created -> queued, then publish. If the broker is down the task goes back to
     created, so nothing is left queued without a message."""
     record = store.enqueue(task_id, queue)
-    try:
-        publish(app, task_id, queue)
-    except BrokerUnavailable:
-        store.dequeue(task_id)
-        raise
+    publish_queued(store, app, [task_id], queue)
     return record
+
+
+def publish_queued(store: Store, app: Celery, task_ids: Sequence[str], queue: str) -> None:
+    """Publish the messages of tasks the store has just made queued on ``queue`` (by
+    ``enqueue``, or created queued: ``Store.clone_task(queue=)``, ``launch_clones``),
+    in order. The one rule: the store first, then the message; a broker that is down
+    sends every task not yet published back to created (BrokerUnavailable raises), so
+    none is left queued without a message and its owner enqueues it again.
+
+    A crash between the store's commit and the publish does leave a task queued with no
+    message: a controller publishes its queued jobs again when it resumes, and the
+    republish sweep (``hpo.queue.reaper.republish_lost``, in every controller and agent)
+    publishes any task queued for REPUBLISH_AFTER_S on a queue holding fewer messages
+    than queued tasks."""
+    for i, task_id in enumerate(task_ids):
+        try:
+            publish(app, task_id, queue)
+        except BrokerUnavailable:
+            # The rest too, unpublished: each would wait out the retry policy again.
+            for unsent in task_ids[i:]:
+                # One that left the queue meanwhile (stopped) needs no message.
+                with contextlib.suppress(InvalidTransition):
+                    store.dequeue(unsent)
+            raise
 
 
 def requeue(store: Store, app: Celery, task: TaskRecord, attempt: int, message: str,

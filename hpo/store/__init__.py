@@ -3,7 +3,8 @@
 Open one with :func:`open_store`; the API, grouped by what it holds:
 
 * tasks: ``create_task``, ``get_task``, ``get_tasks``, ``find_tasks``, ``resolve_task_id``,
-  ``update_task``, ``set_parameters``, ``clone_task``, ``count_tasks``;
+  ``update_task``, ``set_parameters``, ``clone_task`` (``queue=``: made queued),
+  ``count_tasks``;
 * life cycle (checked, see ``hpo.lifecycle.TRANSITIONS``): ``set_status``, ``enqueue``,
   ``dequeue``, ``claim`` (atomic, exactly one winner), ``finish`` and ``requeue`` (only
   by the attempt that owns the task), ``request_stop``, ``reset``;
@@ -17,7 +18,8 @@ Open one with :func:`open_store`; the API, grouped by what it holds:
   ``get_artifact`` (fenced likewise); ``append_batch`` writes all of a run's kinds at once;
 * workers: ``heartbeat``, ``list_workers``, ``remove_worker``, ``lost_tasks``;
 * optimizations: ``create_optimization``, ``save_optimization_state``,
-  ``load_optimization`` (config and controller state, for resume).
+  ``load_optimization`` (config and controller state, for resume); ``launch_clones``
+  saves the state and creates a cycle's clones, queued, in one transaction.
 
 SQLite runs in WAL mode with a busy timeout, so several processes share one file;
 PostgreSQL is the choice for clusters. Every failure is an ``hpo.errors.StoreError``.
@@ -26,6 +28,7 @@ PostgreSQL is the choice for clusters. Every failure is an ``hpo.errors.StoreErr
 from __future__ import annotations
 
 from hpo.settings import Settings
+from hpo.store.launches import LaunchesMixin, NewClone
 from hpo.store.metrics import MetricsMixin, ScalarReport, scalar_from_message
 from hpo.store.optimizations import OptimizationsMixin
 from hpo.store.reports import (
@@ -40,12 +43,13 @@ from hpo.store.reports import (
 from hpo.store.tasks import TasksMixin, new_task_id, script_fields
 from hpo.store.workers import WorkersMixin
 
-__all__ = ["ArtifactEntry", "ArtifactRecord", "Report", "ReportRecord", "ScalarReport", "Store",
-           "artifact_from_message", "new_task_id", "open_store", "report_from_message",
-           "scalar_from_message", "script_fields"]
+__all__ = ["ArtifactEntry", "ArtifactRecord", "NewClone", "Report", "ReportRecord",
+           "ScalarReport", "Store", "artifact_from_message", "new_task_id", "open_store",
+           "report_from_message", "scalar_from_message", "script_fields"]
 
 
-class Store(TasksMixin, MetricsMixin, ReportsMixin, WorkersMixin, OptimizationsMixin):
+class Store(LaunchesMixin, TasksMixin, MetricsMixin, ReportsMixin, WorkersMixin,
+            OptimizationsMixin):
     """One database; safe to share between threads, open one per process."""
 
 

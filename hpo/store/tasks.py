@@ -222,27 +222,49 @@ class TasksMixin(StoreBase):
         parameters: Mapping[str, Any] | None = None,
         tags: Iterable[str] | None = None,
         time_limit: float | None = None,
+        queue: str | None = None,
     ) -> TaskRecord:
         """A new ``created`` task with the source's script and parameters; the given
         parameters override the source's and take the type of the value they replace.
-        The clone's ``cloned_from`` is the source's id; its comment is left to the user."""
+        The clone's ``cloned_from`` is the source's id; its comment is left to the user.
+
+        ``queue``: the clone is made already ``queued`` there, what ``clone_task`` and
+        ``enqueue`` would write, in one transaction (one commit, not two); publishing its
+        message is the caller's (``hpo.queue.dispatch.publish_queued``)."""
         with self._write() as conn:  # the source read and the clone written at once
             source = self._get(conn, source_id)
-            merged = dict(source.parameters)
-            for key, value in _qualified(parameters or {}).items():
-                merged[key] = (P.coerce(value, merged.get(key)) if isinstance(value, str)
-                               else value)
-            return self._insert(conn, self._new_task_values(
-                project or source.project,
-                name or f"{source.name} (clone)",
-                type=source.type,
-                script=source.script,
-                parameters=merged,
-                tags=list(tags) if tags is not None else list(source.tags),
-                parent=parent,
-                time_limit=time_limit if time_limit is not None else source.time_limit,
-                cloned_from=source.id,
-            ))
+            return self._insert(conn, self._clone_values(
+                source, name=name, parent=parent, project=project, parameters=parameters,
+                tags=tags, time_limit=time_limit, queue=queue))
+
+    def _clone_values(
+        self, source: TaskRecord, *, name: str | None = None, parent: str | None = None,
+        project: str | None = None, parameters: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None, time_limit: float | None = None,
+        queue: str | None = None,
+    ) -> dict[str, Any]:
+        """The row of a clone of ``source`` (``clone_task``'s arguments)."""
+        if queue is not None and not queue:
+            raise ConfigError("enqueue needs a queue name: pass --queue NAME")
+        merged = dict(source.parameters)
+        for key, value in _qualified(parameters or {}).items():
+            merged[key] = (P.coerce(value, merged.get(key)) if isinstance(value, str)
+                           else value)
+        values = self._new_task_values(
+            project or source.project,
+            name or f"{source.name} (clone)",
+            type=source.type,
+            script=source.script,
+            parameters=merged,
+            tags=list(tags) if tags is not None else list(source.tags),
+            parent=parent,
+            queue=queue,
+            time_limit=time_limit if time_limit is not None else source.time_limit,
+            cloned_from=source.id,
+        )
+        if queue is not None:  # as enqueue() would leave it
+            values["status"] = Status.queued.value
+        return values
 
     # ----- life cycle -------------------------------------------------------------
     # Every status write is one conditional UPDATE whose WHERE names the states it may

@@ -1,0 +1,52 @@
+"""An optimization's launch: the controller's saved state and the trials' clones, queued,
+written in one transaction.
+
+A launch used to be three commits per trial (the state, the clone, its enqueue), each
+waiting on PostgreSQL's WAL flush; here a cycle's launches are one. The controller's
+crash guarantee holds as before, tighter: a suggestion is saved atomically with its
+clone, never after it (``hpo.controller.controller``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import update
+
+from hpo.errors import TaskNotFound
+from hpo.records import TaskRecord
+from hpo.store.optimizations import OPT, OptimizationsMixin
+from hpo.store.tasks import TasksMixin
+
+
+@dataclass(frozen=True)
+class NewClone:
+    """What differs between the clones of one launch."""
+
+    name: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+    time_limit: float | None = None
+
+
+class LaunchesMixin(TasksMixin, OptimizationsMixin):
+    def launch_clones(self, optimization_id: str, state: dict[str, Any], source_id: str,
+                      clones: Sequence[NewClone], *, queue: str, parent: str | None = None,
+                      project: str | None = None) -> list[TaskRecord]:
+        """Replace the optimization's saved state with ``state`` and create ``clones``
+        of ``source_id`` (as ``clone_task``), already queued on ``queue``, in one
+        transaction: all of it is stored, or none. Returns the clones, in order; their
+        messages are the caller's to publish (``hpo.queue.dispatch.publish_queued``)."""
+        with self._write() as conn:
+            updated = conn.execute(update(OPT).where(OPT.c.task_id == optimization_id)
+                                   .values(state=state, updated_at=self.now())).rowcount
+            if not updated:
+                raise TaskNotFound(f"no optimization {optimization_id}: `hpo-controller "
+                                   "list` shows them")
+            source = self._get(conn, source_id)
+            return [self._insert(conn, self._clone_values(
+                source, name=c.name, parent=parent, project=project,
+                parameters=c.parameters, tags=list(c.tags), time_limit=c.time_limit,
+                queue=queue)) for c in clones]
