@@ -23,6 +23,7 @@ class RandomSearch(SearchStrategy):
     name = "random"
     supports_multi_objective = True  # it ignores the objectives altogether
 
+    _start: int = field(init=False, repr=False)  # the seed every draw follows from
     _rng: random.Random = field(init=False, repr=False)
     _seen: list[str] = field(init=False, repr=False)  # canonical JSON, in order
     _seen_set: set[str] = field(init=False, repr=False)
@@ -30,7 +31,10 @@ class RandomSearch(SearchStrategy):
 
     def __post_init__(self) -> None:
         self.space = check_space(self.space)
-        self._rng = random.Random(self.seed)
+        # Without a seed, one of its own (as random.Random would draw): the state names it.
+        self._start = (self.seed if self.seed is not None
+                       else random.SystemRandom().randrange(2 ** 63))
+        self._rng = random.Random(self._start)
         self._seen = []
         self._seen_set = set()
         self._size = space_size(self.space)
@@ -68,29 +72,56 @@ class RandomSearch(SearchStrategy):
         return None
 
     def state(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
-        return {
-            "fingerprint": space_fingerprint(self.space),
-            "seen": list(self._seen),
-            "rng": [version, list(internal), gauss],
-        }
+        """The seed and how many configurations were suggested: a few numbers however
+        many there were, so that the controller's save costs the same at trial 10 and
+        trial 10,000 (the list of the configurations seen grew with each). ``restore``
+        draws them again from the seed."""
+        return {"fingerprint": space_fingerprint(self.space), "start": self._start,
+                "suggested": len(self._seen)}
 
     def restore(self, state: dict[str, Any]) -> None:
+        if "seen" in state:  # saved by an earlier version: the configurations themselves
+            self._restore_seen(state)
+            return
+        try:
+            fingerprint = state["fingerprint"]
+            start = state["start"]
+            suggested = int(state["suggested"])
+            if not isinstance(start, int | str) or isinstance(start, bool) or suggested < 0:
+                raise TypeError(start)
+        except (KeyError, TypeError, ValueError):
+            raise _malformed() from None
+        self._check_space(fingerprint)
+        self._start, self._rng = start, random.Random(start)
+        self._seen, self._seen_set = [], set()
+        # The same draws from the same seed, in the same order (the code that draws is
+        # deterministic; the fingerprint says the space is the same).
+        for _ in range(suggested):
+            if not isinstance(self.suggest(), Suggestion):
+                raise _malformed()
+
+    def _restore_seen(self, state: dict[str, Any]) -> None:
+        """An earlier version's state: the configurations seen and the generator's state."""
         try:
             fingerprint = state["fingerprint"]
             seen = [str(s) for s in state["seen"]]
             version, internal, gauss = state["rng"]
             rng_state = (int(version), tuple(int(x) for x in internal), gauss)
         except (KeyError, TypeError, ValueError):
-            raise ConfigError("the saved random-search state is malformed: start a new "
-                              "optimization") from None
-        if fingerprint != space_fingerprint(self.space):
-            raise ConfigError("the saved random search was over a different parameter space: "
-                              "resume with the same hyper_parameters or start a new one")
+            raise _malformed() from None
+        self._check_space(fingerprint)
         try:
             self._rng.setstate(rng_state)
         except (TypeError, ValueError):
-            raise ConfigError("the saved random-search state is malformed: start a new "
-                              "optimization") from None
+            raise _malformed() from None
         self._seen = seen
         self._seen_set = set(seen)
+
+    def _check_space(self, fingerprint: object) -> None:
+        if fingerprint != space_fingerprint(self.space):
+            raise ConfigError("the saved random search was over a different parameter space: "
+                              "resume with the same hyper_parameters or start a new one")
+
+
+def _malformed() -> ConfigError:
+    return ConfigError("the saved random-search state is malformed: start a new optimization")

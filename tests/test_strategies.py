@@ -118,7 +118,40 @@ def test_random_restore_rejects_other_spaces_and_garbage():
     with pytest.raises(ConfigError, match="malformed"):
         RandomSearch(small_space(), OBJECTIVES).restore({"seen": []})
     with pytest.raises(ConfigError, match="malformed"):
-        RandomSearch(small_space(), OBJECTIVES).restore({**state, "rng": [3, [1, 2], None]})
+        RandomSearch(small_space(), OBJECTIVES).restore({**state, "suggested": "many"})
+    with pytest.raises(ConfigError, match="malformed"):
+        RandomSearch(small_space(), OBJECTIVES).restore({**state, "start": [1]})
+    legacy = {"fingerprint": state["fingerprint"], "seen": [], "rng": [3, [1, 2], None]}
+    with pytest.raises(ConfigError, match="malformed"):
+        RandomSearch(small_space(), OBJECTIVES).restore(legacy)
+
+
+def test_random_state_stays_small_and_restores_the_same_draws():
+    space = [UniformParameterRange("x", 0.0, 1.0), DiscreteParameterRange("y", [1, 2, 3])]
+    for seed in (7, None):
+        search = RandomSearch(space, OBJECTIVES, seed=seed)
+        drawn = [search.suggest() for _ in range(50)]
+        state = search.state()
+        assert len(json.dumps(state)) < 200  # not the configurations seen
+        again = RandomSearch(space, OBJECTIVES, seed=seed)
+        again.restore(json.loads(json.dumps(state)))
+        assert [search.suggest() for _ in range(20)] == [again.suggest() for _ in range(20)]
+        assert again.state() == search.state() and len(drawn) == 50
+
+
+def test_random_restores_a_state_saved_with_the_configurations_seen():
+    # The format before the seed and count: every configuration seen, and the generator.
+    space = [DiscreteParameterRange("x", [1, 2, 3, 4])]
+    search = RandomSearch(space, OBJECTIVES, seed=3)
+    first = search.suggest()
+    assert isinstance(first, Suggestion)
+    version, internal, gauss = search._rng.getstate()
+    legacy = {"fingerprint": search.state()["fingerprint"], "seen": list(search._seen),
+              "rng": [version, list(internal), gauss]}
+    restored = RandomSearch(space, OBJECTIVES, seed=3)
+    restored.restore(json.loads(json.dumps(legacy)))
+    rest = [s.parameters["x"] for s in drain(restored)]
+    assert sorted([first.parameters["x"], *rest]) == [1, 2, 3, 4]
 
 
 def test_space_errors_at_construction():
