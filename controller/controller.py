@@ -153,6 +153,12 @@ class Controller:
         self._contact = StoreContact(self.clock.monotonic)
         self._dirty = False
         self._restored = False
+        # The optimizer task's own row (a stop asked from elsewhere) is read when the
+        # store's wake-ups say it changed, and every CONTROLLER_FALLBACK_POLL_S anyway;
+        # every cycle where there are no wake-ups (``_listening`` False).
+        self._listening = False
+        self._own_changed = True
+        self._own_read_at = -math.inf
 
     # ----- public -------------------------------------------------------------------
 
@@ -177,6 +183,7 @@ class Controller:
         failing_since: float | None = None
         reason: str | None = None
         listener = self._listen()
+        self._listening = listener is not None
         pause_s = self.poll_s if listener is None else CONTROLLER_FALLBACK_POLL_S
         try:
             while not reason:
@@ -199,6 +206,7 @@ class Controller:
                 if not reason:
                     self._pause(cycle_started, pause_s)
         finally:
+            self._listening = False
             if listener is not None:
                 listener.close()
             self._save()
@@ -236,8 +244,10 @@ class Controller:
         changed). ``in`` on the dict is one step under the GIL, safe while the loop
         changes it."""
         if change is None:
-            self._urgent = True
+            self._own_changed = self._urgent = True
         elif change.task_id == self.task_id or change.task_id in self.active:
+            if change.task_id == self.task_id:
+                self._own_changed = True
             if change.reported:
                 self._reports_waiting = True
             else:
@@ -319,7 +329,7 @@ class Controller:
             return self.gave_up
         if self._stop.is_set():
             return self._stop_reason or "stopped"
-        if self.store.get_task(self.task_id).stop_requested:
+        if self._own_task_due() and self.store.get_task(self.task_id).stop_requested:
             return "stopped by request"
         limit = self.config.optimization_time_limit
         if limit is not None and self.elapsed_s() >= limit * 60:
@@ -328,6 +338,19 @@ class Controller:
         if limit is not None and self.compute_s() >= limit * 60:
             return f"compute_time_limit of {limit:g} min reached"
         return None
+
+    def _own_task_due(self) -> bool:
+        """Whether to read the optimizer's own task this cycle (a stop asked with
+        ``hpo-controller stop``): a read per cycle is a third of an idle cycle's queries,
+        and with wake-ups its change wakes the loop, so it is read then, and at least
+        every CONTROLLER_FALLBACK_POLL_S in case a wake-up was lost."""
+        now = self.clock.monotonic()
+        if (self._listening and not self._own_changed
+                and now - self._own_read_at < CONTROLLER_FALLBACK_POLL_S):
+            return False
+        self._own_changed = False  # before the read: a change during it is read next time
+        self._own_read_at = now
+        return True
 
     def _observe(self) -> None:
         """Read the active jobs' state and new objective reports; act on them."""
@@ -489,20 +512,20 @@ class Controller:
         them again (a suggestion kept pending would be cloned twice)."""
         queue = self.config.execution_queue
         suggestions = list(self.pending)
-        clones = self.store.launch_clones(
+        ids = self.store.launch_clones(
             self.task_id, self._state(), self.base.id,
             [self._clone_of(s) for s in suggestions], queue=queue, parent=self.task_id,
             project=self.config.spawn_project)
         # Saved above: the state in memory differs only in naming these jobs active.
         self.pending.clear()
         self._dirty = False
-        for suggestion, clone in zip(suggestions, clones, strict=True):
-            job = self._track(clone.id, suggestion)
+        for suggestion, task_id in zip(suggestions, ids, strict=True):
+            job = self._track(task_id, suggestion)
             job.status = Status.queued
             continued = self.task_of_trial.get(suggestion.resume_from or "")
             if continued:
                 job.inherit(self.jobs[continued])
-        dispatch.publish_queued(self.store, self.app, [c.id for c in clones], queue)
+        dispatch.publish_queued(self.store, self.app, ids, queue)
 
     def _clone_of(self, suggestion: Suggestion) -> NewClone:
         """The clone of the base task that runs ``suggestion``."""

@@ -127,6 +127,25 @@ def test_wakeups_that_never_arrive_only_delay_the_jobs_to_the_fallback_poll(
     assert store.get_task(opt.id).status is Status.completed
 
 
+def test_a_stop_asked_in_the_store_whose_wake_up_is_lost_still_ends_the_optimization(
+        store, base_task, queue_name, monkeypatch):
+    # Given a controller that listens to the store but hears nothing (the optimizer's
+    # own row is then read only at its fallback poll), and no agent: its jobs wait queued
+    from hpo.controller.controller import Controller
+
+    monkeypatch.setattr(Controller, "_on_change", lambda self, change: None)
+    opt = optimizer(store, base_task, queue_name, total_max_jobs=10)
+    opt.start()
+    wait_for("the first two jobs", lambda: len(children(store, opt)) == 2, timeout=60)
+    # When a stop is asked from elsewhere, as `hpo-controller stop` asks it
+    store.request_stop(opt.id, "stopped by hpo-controller stop")
+    # Then the run ends as stopped, its queued jobs stopped, none launched after
+    assert opt.wait(timeout=60)
+    assert opt.controller.outcome is not None and "stopped by request" in opt.controller.outcome
+    jobs = children(store, opt)
+    assert len(jobs) == 2 and all(j.status is Status.stopped for j in jobs)
+
+
 def test_queued_plus_running_never_exceed_the_concurrency_limit(
         store, hpo_env, tmp_path, broker, queue_name, base_task):
     with running_agent(store, env_for(hpo_env, broker), tmp_path, "--queue", queue_name,

@@ -490,16 +490,20 @@ def test_a_launch_saves_the_state_and_makes_its_clones_queued_in_order(
     source = store.create_task("proj", "base", parameters={"x": 0.0}, time_limit=30.0)
     optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
     store.create_optimization(optimizer, {"c": 1})
-    clones = store.launch_clones(optimizer, {"step": 1}, source.id, [
+    ids = store.launch_clones(optimizer, {"step": 1}, source.id, [
         NewClone("a", {"x": 1.0}, ["trial:a"]),
         NewClone("b", {"x": 2.0}, ["trial:b"], time_limit=5.0),
     ], queue="q", parent=optimizer, project="spawned")
+    clones = store.get_tasks(ids)
 
     assert [(c.name, c.parameters["General/x"], c.tags, c.time_limit) for c in clones] == [
         ("a", 1.0, ["trial:a"], 30.0), ("b", 2.0, ["trial:b"], 5.0)]
     assert all((c.status, c.queue, c.parent, c.project, c.cloned_from) ==
                (Status.queued, "q", optimizer, "spawned", source.id) for c in clones)
-    assert [t.id for t in store.get_tasks([c.id for c in clones])] == [c.id for c in clones]
+    assert [c.id for c in clones] == ids
+    assert store.launch_clones(optimizer, {"step": 2}, source.id, [], queue="q") == []
+    assert store.load_optimization(optimizer)[1] == {"step": 2}
+    store.save_optimization_state(optimizer, {"step": 1})
     assert store.load_optimization(optimizer) == ({"c": 1}, {"step": 1})
 
 

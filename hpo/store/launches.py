@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import update
 
 from hpo.errors import TaskNotFound
-from hpo.records import TaskRecord
+from hpo.store import schema
 from hpo.store.optimizations import OPT, OptimizationsMixin
 from hpo.store.tasks import TasksMixin
 
@@ -34,11 +34,12 @@ class NewClone:
 class LaunchesMixin(TasksMixin, OptimizationsMixin):
     def launch_clones(self, optimization_id: str, state: dict[str, Any], source_id: str,
                       clones: Sequence[NewClone], *, queue: str, parent: str | None = None,
-                      project: str | None = None) -> list[TaskRecord]:
+                      project: str | None = None) -> list[str]:
         """Replace the optimization's saved state with ``state`` and create ``clones``
         of ``source_id`` (as ``clone_task``), already queued on ``queue``, in one
-        transaction: all of it is stored, or none. Returns the clones, in order; their
-        messages are the caller's to publish (``hpo.queue.dispatch.publish_queued``)."""
+        transaction: all of it is stored, or none. Returns the clones' ids, in order
+        (one INSERT for all, nothing read back: the caller knows what it asked for);
+        their messages are the caller's to publish (``hpo.queue.dispatch.publish_queued``)."""
         with self._write() as conn:
             updated = conn.execute(update(OPT).where(OPT.c.task_id == optimization_id)
                                    .values(state=state, updated_at=self.now())).rowcount
@@ -46,7 +47,10 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
                 raise TaskNotFound(f"no optimization {optimization_id}: `hpo-controller "
                                    "list` shows them")
             source = self._get(conn, source_id)
-            return [self._insert(conn, self._clone_values(
-                source, name=c.name, parent=parent, project=project,
-                parameters=c.parameters, tags=list(c.tags), time_limit=c.time_limit,
-                queue=queue)) for c in clones]
+            rows = [self._clone_values(source, name=c.name, parent=parent, project=project,
+                                       parameters=c.parameters, tags=list(c.tags),
+                                       time_limit=c.time_limit, queue=queue)
+                    for c in clones]
+            if rows:
+                conn.execute(schema.tasks.insert(), rows)
+        return [row["id"] for row in rows]
