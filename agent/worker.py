@@ -452,6 +452,9 @@ def warm_up(broker_url: str) -> None:
             symbol_by_name(step)
         get_implementation("threads")
         import celery.worker.strategy  # noqa: F401 - at the first task's registration
+        from sqlalchemy.orm import configure_mappers
+
+        configure_mappers()  # the embedded broker's models, at its first query otherwise
     except Exception as exc:
         log.debug("warm-up left off: %s", exc)
 

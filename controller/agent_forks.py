@@ -112,6 +112,23 @@ def fork_unsafe() -> str | None:
     return None
 
 
+def import_drivers(urls: list[str]) -> None:
+    """The SQLAlchemy dialects and drivers of the store and of an SQL broker at ``urls``:
+    the controller and each agent load them at their first connection; imported before
+    the fork, once. kombu's broker tables name a MySQL option, for which SQLAlchemy loads
+    its MySQL dialect too. Best effort: a URL that names none is skipped."""
+    from sqlalchemy.engine import make_url
+
+    for url in urls:
+        sql = url.split("+", 1)[1] if url.startswith(("sqla+", "sqlalchemy+")) else url
+        try:
+            make_url(sql).get_dialect().import_dbapi()
+            if sql is not url:
+                import sqlalchemy.dialects.mysql  # noqa: F401
+        except Exception:  # not an SQL URL (redis://), or a driver that is missing
+            continue
+
+
 def fork_agents(count: int, broker_url: str) -> list[ForkedAgent]:
     """``count`` forks waiting for their start, as agents on ``broker_url``. Call before
     this process opens any connection or starts any thread (``fork_unsafe`` says

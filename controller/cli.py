@@ -202,7 +202,7 @@ def _fork_local_agents(args: argparse.Namespace, broker: str) -> None:
     if args.local_agents:
         from hpo.controller.local_agents import prepare_forks
 
-        prepare_forks(args.local_agents, broker)
+        prepare_forks(args.local_agents, common.store_url(args), broker)
 
 
 def _run(optimizer: HyperParameterOptimizer, store: Store, args: argparse.Namespace) -> int:

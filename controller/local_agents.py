@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpo import defaults
-from hpo.controller.agent_forks import ForkedAgent, fork_agents, fork_unsafe
+from hpo.controller.agent_forks import ForkedAgent, fork_agents, fork_unsafe, import_drivers
 from hpo.errors import HpoError
 from hpo.store import Store
 
@@ -31,9 +31,10 @@ _forks: list[ForkedAgent] = []
 _not_forked: list[str] = []
 
 
-def prepare_forks(count: int, broker_url: str) -> None:
+def prepare_forks(count: int, store_url: str, broker_url: str) -> None:
     """Fork ``count`` agents on ``broker_url`` for the LocalAgents this process makes
-    next (with the same broker: they make its Celery app while they wait): call it before
+    next (with the same store and broker: their drivers are imported before the fork, and
+    the forks make the broker's Celery app while they wait): call it before
     opening the store or the broker and before any thread starts (hpo-controller start
     and resume do, after their imports). Where fork is unsafe, nothing is forked and the
     agents are spawned later, each log saying why."""
@@ -42,6 +43,7 @@ def prepare_forks(count: int, broker_url: str) -> None:
         log.info("local agents will be spawned, not forked: %s", why)
         _not_forked[:] = [why]
         return
+    import_drivers([store_url, broker_url])
     _forks.extend(fork_agents(count, broker_url))
 
 

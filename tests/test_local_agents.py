@@ -109,7 +109,7 @@ def test_where_threads_run_the_agents_are_spawned_and_their_logs_say_why(
     thread.start()
     try:
         # When agents are prepared for forking, Then none is forked
-        local_agents.prepare_forks(1, f"sqla+sqlite:///{tmp_path / 'b.db'}")
+        local_agents.prepare_forks(1, "sqlite://", f"sqla+sqlite:///{tmp_path / 'b.db'}")
         assert local_agents._forks == []
     finally:
         release.set()
