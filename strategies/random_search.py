@@ -23,7 +23,7 @@ class RandomSearch(SearchStrategy):
     name = "random"
     supports_multi_objective = True  # it ignores the objectives altogether
 
-    _start: int = field(init=False, repr=False)  # the seed every draw follows from
+    _start: int | str = field(init=False, repr=False)  # the seed every draw follows from
     _rng: random.Random = field(init=False, repr=False)
     _seen: list[str] = field(init=False, repr=False)  # canonical JSON, in order
     _seen_set: set[str] = field(init=False, repr=False)
