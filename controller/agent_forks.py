@@ -105,6 +105,8 @@ def fork_unsafe() -> str | None:
     """Why agents cannot be forked from this process now (spawned instead), or None."""
     if not hasattr(os, "fork"):
         return "this platform has no fork"
+    if sys.platform == "darwin":  # as Python's multiprocessing, which spawns there too
+        return "on macOS a fork that does not exec is unsafe with the system's libraries"
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate()
                           if t is not threading.main_thread())
