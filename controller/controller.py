@@ -357,12 +357,15 @@ class Controller:
         if not self.active:
             return
         active = list(self.active.values())
-        records = {t.id: t for t in self.store.get_tasks([j.task_id for j in active])}
-        # Scalars after the records: an agent stores a job's last reports before it
-        # marks the job finished, so a finished record's reports are all read here.
+        # Scalars after the records, in one transaction: an agent stores a job's last
+        # reports before it marks the job finished, so a finished record's reports are
+        # all read here.
         titles = sorted({o.title for o in self.config.objectives})
-        for scalar in self.store.read_scalars({j.task_id: j.cursor for j in active},
-                                              titles=titles):
+        found, scalars = self.store.read_jobs(
+            [j.task_id for j in active], {j.task_id: j.cursor for j in active},
+            titles=titles)
+        records = {t.id: t for t in found}
+        for scalar in scalars:
             job = self.active[scalar.task_id]
             job.cursor = max(job.cursor, scalar.id)
             index = job.objective_index(scalar.title, scalar.series)

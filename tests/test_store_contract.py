@@ -864,6 +864,24 @@ def test_read_scalars_takes_a_different_cursor_for_each_task_in_one_call(
     assert store.read_scalars({}) == []
 
 
+def test_read_jobs_is_get_tasks_and_read_scalars_in_one_call(store: Store) -> None:
+    a, b = (task_in(store, Status.running, n) for n in "ab")
+    store.append_scalars(a, reports("loss", "a", [1.0, 2.0]))
+    store.append_scalars(b, reports("acc", "b", [0.5]))
+    store.append_scalars(b, reports("loss", "b", [10.0]))
+    cursor_a = store.read_scalars({a: 0})[0].id
+
+    records, scalars = store.read_jobs([b, UNKNOWN, a], {a: cursor_a, b: 0},
+                                       titles=["loss"])
+
+    assert [t.id for t in records] == [b, a]  # in the order asked, the unknown left out
+    assert records == store.get_tasks([b, a])
+    assert scalars == store.read_scalars({a: cursor_a, b: 0}, titles=["loss"])
+    assert [(s.task_id, s.value) for s in scalars] == [(a, 2.0), (b, 10.0)]
+    assert store.read_jobs([], {}) == ([], [])
+    assert store.read_jobs([a], {}) == (store.get_tasks([a]), [])
+
+
 def test_read_scalars_honours_a_limit_and_the_cursor_picks_up_the_rest(
         store: Store) -> None:
     task_id = task_in(store, Status.running)

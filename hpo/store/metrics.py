@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Integer, and_, case, delete, func, literal, or_, select, update
 
 from hpo.lifecycle import Status
-from hpo.records import LogLine, MetricSummary, Scalar
+from hpo.records import LogLine, MetricSummary, Scalar, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
 from hpo.store.reports import (
@@ -21,6 +21,7 @@ from hpo.store.reports import (
     report_rows,
     write_artifacts,
 )
+from hpo.store.tasks import _record as task_record
 from hpo.store.tasks import finish_statement, write_fields, write_parameters
 
 S = schema.scalars
@@ -73,14 +74,23 @@ class MetricsMixin(StoreBase):
         task back in as its cursor."""
         if not cursors:
             return []
-        condition = or_(*(and_(S.c.task_id == t, S.c.id > c) for t, c in cursors.items()))
-        query = select(S).where(condition).order_by(S.c.id)
-        if titles is not None:
-            query = query.where(S.c.title.in_(list(titles)))
-        if limit is not None:
-            query = query.limit(limit)
         with self._read() as conn:
-            return [_scalar(row._mapping) for row in conn.execute(query)]
+            return _scalars_after(conn, cursors, titles, limit)
+
+    def read_jobs(self, task_ids: Sequence[str], cursors: Mapping[str, int], *,
+                  titles: Sequence[str] | None = None
+                  ) -> tuple[list[TaskRecord], list[Scalar]]:
+        """``get_tasks(task_ids)``, then ``read_scalars(cursors, titles=titles)``, in one
+        transaction (a controller's look at its active jobs each cycle: one BEGIN and
+        COMMIT fewer). The scalars are read after the records, so a record seen
+        finished comes with every report its agent stored before finishing it."""
+        if not task_ids:
+            return [], []
+        with self._read() as conn:
+            rows = conn.execute(select(T).where(T.c.id.in_(list(task_ids)))).all()
+            scalars = _scalars_after(conn, cursors, titles, None) if cursors else []
+        by_id = {row.id: task_record(row) for row in rows}
+        return [by_id[i] for i in task_ids if i in by_id], scalars
 
     def task_scalars(
         self, task_id: str, *, title: str | None = None, series: str | None = None
@@ -383,6 +393,18 @@ def _counted_by_window(task_ids: Sequence[str], title: str | None, series: str |
 
 def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+def _scalars_after(conn: Connection, cursors: Mapping[str, int],
+                   titles: Sequence[str] | None, limit: int | None) -> list[Scalar]:
+    """``read_scalars``' query, in the caller's transaction."""
+    condition = or_(*(and_(S.c.task_id == t, S.c.id > c) for t, c in cursors.items()))
+    query = select(S).where(condition).order_by(S.c.id)
+    if titles is not None:
+        query = query.where(S.c.title.in_(list(titles)))
+    if limit is not None:
+        query = query.limit(limit)
+    return [_scalar(row._mapping) for row in conn.execute(query)]
 
 
 def _scalar(m: Any) -> Scalar:
