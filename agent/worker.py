@@ -383,7 +383,9 @@ class Agent:
         """Tasks the store shows running under this agent's name that it does not vouch
         for: left by a previous process of it that died, or claimed by a commit whose
         reply the store never sent (a cut connection). Re-queued (failed when out of
-        retries); fenced by attempt, so a task that ended meanwhile is left alone."""
+        retries); fenced by attempt, so a task that ended meanwhile is left alone. Run
+        in the heartbeat thread, like the reaper: a row another session holds is skipped
+        (next round), never waited for."""
         tasks = self.store.find_tasks(status=Status.running, worker=self.config.name)
         owned = self._owned()  # read after the tasks: a claim registers its runner first
         for task in tasks:
@@ -391,12 +393,13 @@ class Agent:
                 continue
             if task.attempt <= self.config.retries:
                 if dispatch.requeue(self.store, self.app, task, task.attempt,
-                                    f"agent {self.config.name} no longer ran it; re-queued"):
+                                    f"agent {self.config.name} no longer ran it; re-queued",
+                                    skip_locked=True):
                     log.warning("task %s ran under this agent's name but not here; "
                                 "re-queued", task.id)
             elif self.store.finish(task.id, task.attempt, Status.failed,
                                    message=f"agent lost: {self.config.name} no longer ran "
-                                           "it (no retries left)"):
+                                           "it (no retries left)", skip_locked=True):
                 log.warning("task %s ran under this agent's name but not here; failed "
                             "(no retries left)", task.id)
 

@@ -78,11 +78,13 @@ PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2
 # ... and the server's side of it: a client cut off inside a transaction keeps its row
 # locks (a task's, which every re-queue of that task then waits for) until the server
 # sees it gone. These session settings make the server drop such a session within about
-# 10 s; hpo's transactions last milliseconds. A URL's own ?options=... replaces them (a
-# pooler such as PgBouncer refuses startup options: give options= empty there).
+# 10-15 s (tcp_user_timeout: also while the server's data for the client goes
+# unacknowledged, when no keepalive is sent); hpo's transactions last milliseconds. A
+# URL's own ?options=... replaces them (a pooler such as PgBouncer refuses startup
+# options: give options= empty there).
 PG_SESSION_OPTIONS = ("-c idle_in_transaction_session_timeout=10000 "
                       "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
-                      "-c tcp_keepalives_count=3")
+                      "-c tcp_keepalives_count=3 -c tcp_user_timeout=15000")
 # hpo's connections name themselves so (where the URL sets no application_name): how a
 # reaper tells hpo's sessions from other clients of a shared database.
 PG_APPLICATION_NAME = "hpo"

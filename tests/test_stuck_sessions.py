@@ -104,3 +104,20 @@ def test_a_lost_task_locked_by_a_stuck_session_is_requeued_once_the_session_is_e
         assert not alive(store, stuck)
     task = store.get_task(task_id)
     assert (task.status, task.attempt, task.worker) == (Status.queued, 1, None)
+
+
+def test_a_lost_task_out_of_retries_locked_by_a_stuck_session_fails_without_a_wait(
+        store: Store, hpo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    task_id = claimed_task(store)
+    app = make_app()
+    with row_held(store, task_id):
+        # No retries left: the reaper fails the task, but not while another session
+        # holds its row (it returns at once), and then once the session is ended
+        monkeypatch.setattr(defaults, "PG_STUCK_SESSION_S", 3600.0)
+        assert reap(store, app, lost_after_s=0.0, retries=0) == []
+        assert store.get_task(task_id).status is Status.running
+        monkeypatch.setattr(defaults, "PG_STUCK_SESSION_S", 0.2)
+        wait_for("the lost task to be failed",
+                 lambda: bool(reap(store, app, lost_after_s=0.0, retries=0)), timeout=30,
+                 period=0.1)
+    assert store.get_task(task_id).status is Status.failed

@@ -64,9 +64,9 @@ def reap(
     ``lost_after_s``: None is ``$HPO_LOST_AFTER_S``, else ``defaults.LOST_AFTER_S``.
 
     First it ends the store sessions a cut-off client left inside a transaction: one may
-    hold a lost task's row lock. The re-queue never waits for a lock (a reaper runs in
-    an agent's heartbeat thread, and a wait there would make that agent look lost too):
-    a task still locked is tried again next round."""
+    hold a lost task's row lock. Its writes never wait for a lock (a reaper runs in an
+    agent's heartbeat thread, and a wait there would make that agent look lost too): a
+    task still locked is tried again next round."""
     if lost_after_s is None:
         lost_after_s = settings.lost_after_s()
     end_stuck_sessions(store)
@@ -80,7 +80,7 @@ def reap(
                 done.append((task, moved))
         elif store.finish(task.id, task.attempt, Status.failed,
                           message=f"agent lost: {task.worker} stopped sending heartbeats "
-                          f"(attempt {task.attempt}, no retries left)"):
+                          f"(attempt {task.attempt}, no retries left)", skip_locked=True):
             done.append((task, Status.failed))
     return done
 

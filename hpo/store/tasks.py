@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
     Text,
@@ -364,13 +365,17 @@ class TasksMixin(StoreBase):
         *,
         exit_code: int | None = None,
         message: str | None = None,
+        skip_locked: bool = False,
     ) -> bool:
         """End the running ``attempt`` as completed, failed or stopped. False when that
-        attempt no longer owns the task (it was re-queued or ended meanwhile).
+        attempt no longer owns the task (it was re-queued or ended meanwhile);
+        ``skip_locked`` as ``requeue``'s.
 
         Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: False."""
         stmt = finish_statement(task_id, attempt, status, exit_code=exit_code,
                                 message=message, now=self.now())
+        if skip_locked:
+            stmt = stmt.where(_unlocked(task_id))
         with self._write() as conn:
             ended = conn.execute(stmt).rowcount == 1
             if ended:
@@ -391,9 +396,8 @@ class TasksMixin(StoreBase):
         flagged = T.c.stop_requested.is_(True)
         owned = [T.c.id == task_id, T.c.status == Status.running.value,
                  T.c.attempt == attempt]
-        if skip_locked:  # SQLite renders no FOR UPDATE: its writers never wait on a row
-            owned.append(T.c.id.in_(select(T.c.id).where(T.c.id == task_id)
-                                    .with_for_update(skip_locked=True)))
+        if skip_locked:
+            owned.append(_unlocked(task_id))
         stmt = (
             update(T)
             .where(*owned)
@@ -640,6 +644,15 @@ def _kept_changing(task_id: str, change: str) -> StoreError:
     return StoreError(
         f"task {task_id} changed status {_TRIES} times while this {change} was being "
         "written (other writers are moving it): read it again and retry")
+
+
+def _unlocked(task_id: str) -> ColumnElement[bool]:
+    """A condition true only while no other session holds the task's row: it locks the
+    row itself, or skips it at once (PostgreSQL's FOR UPDATE SKIP LOCKED). For a reaper's
+    writes, which must never wait on a cut-off client's lock. SQLite renders no FOR
+    UPDATE: its writers hold the whole database and never wait on a row."""
+    return T.c.id.in_(select(T.c.id).where(T.c.id == task_id)
+                      .with_for_update(skip_locked=True))
 
 
 def finish_statement(task_id: str, attempt: int, status: Status | str, *,

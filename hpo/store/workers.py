@@ -23,16 +23,17 @@ W = schema.workers
 T = schema.tasks
 
 # hpo's sessions on this database, under this role, but this one, that have sat inside a
-# transaction (or half-way through receiving a statement) since before the cutoff; each
-# ended. MATERIALIZED: the sessions are chosen first, then ended, whatever the planner's
-# order of the conditions.
+# transaction (or half-way through receiving a statement, or blocked sending a reply)
+# since before the cutoff; each ended (a backend blocked on its client obeys the signal).
+# MATERIALIZED (PostgreSQL 12 and later): the sessions are chosen first, then ended,
+# whatever the planner's order of the conditions.
 _END_STUCK_SESSIONS = text("""
 WITH stuck AS MATERIALIZED (
     SELECT pid FROM pg_stat_activity
     WHERE datname = current_database() AND usename = current_user
       AND pid <> pg_backend_pid() AND application_name = :application
       AND (state LIKE 'idle in transaction%'
-           OR (state = 'active' AND wait_event = 'ClientRead'))
+           OR (state = 'active' AND wait_event IN ('ClientRead', 'ClientWrite')))
       AND state_change < clock_timestamp() - make_interval(secs => :older_than_s)
 )
 SELECT pid FROM stuck WHERE pg_terminate_backend(pid)
