@@ -28,6 +28,9 @@ class RandomSearch(SearchStrategy):
     _seen: list[str] = field(init=False, repr=False)  # canonical JSON, in order
     _seen_set: set[str] = field(init=False, repr=False)
     _size: int | None = field(init=False, repr=False)
+    # Restored from a state that listed the configurations seen: its draws did not follow
+    # from ``_start``, so it keeps saving that list (a seed and count would redraw others).
+    _saves_seen: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.space = check_space(self.space)
@@ -38,6 +41,7 @@ class RandomSearch(SearchStrategy):
         self._seen = []
         self._seen_set = set()
         self._size = space_size(self.space)
+        self._saves_seen = False
 
     def suggest(self) -> Suggestion | NoSuggestion:
         if self._size is not None and len(self._seen) >= self._size:
@@ -75,9 +79,18 @@ class RandomSearch(SearchStrategy):
         """The seed and how many configurations were suggested: a few numbers however
         many there were, so that the controller's save costs the same at trial 10 and
         trial 10,000 (the list of the configurations seen grew with each). ``restore``
-        draws them again from the seed."""
+        draws them again from the seed. A run restored from a state that listed the
+        configurations seen saves that list still (``_saves_seen``)."""
+        if self._saves_seen:
+            return self._seen_state()
         return {"fingerprint": space_fingerprint(self.space), "start": self._start,
                 "suggested": len(self._seen)}
+
+    def _seen_state(self) -> dict[str, Any]:
+        """The earlier format: every configuration seen, and the generator's state."""
+        version, internal, gauss = self._rng.getstate()
+        return {"fingerprint": space_fingerprint(self.space), "seen": list(self._seen),
+                "rng": [version, list(internal), gauss]}
 
     def restore(self, state: dict[str, Any]) -> None:
         if "seen" in state:  # saved by an earlier version: the configurations themselves
@@ -93,7 +106,7 @@ class RandomSearch(SearchStrategy):
             raise _malformed() from None
         self._check_space(fingerprint)
         self._start, self._rng = start, random.Random(start)
-        self._seen, self._seen_set = [], set()
+        self._seen, self._seen_set, self._saves_seen = [], set(), False
         # The same draws from the same seed, in the same order (the code that draws is
         # deterministic; the fingerprint says the space is the same).
         for _ in range(suggested):
@@ -116,6 +129,7 @@ class RandomSearch(SearchStrategy):
             raise _malformed() from None
         self._seen = seen
         self._seen_set = set(seen)
+        self._saves_seen = True
 
     def _check_space(self, fingerprint: object) -> None:
         if fingerprint != space_fingerprint(self.space):

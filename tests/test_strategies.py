@@ -145,13 +145,34 @@ def test_random_restores_a_state_saved_with_the_configurations_seen():
     search = RandomSearch(space, OBJECTIVES, seed=3)
     first = search.suggest()
     assert isinstance(first, Suggestion)
-    version, internal, gauss = search._rng.getstate()
-    legacy = {"fingerprint": search.state()["fingerprint"], "seen": list(search._seen),
-              "rng": [version, list(internal), gauss]}
+    legacy = legacy_state(search)
     restored = RandomSearch(space, OBJECTIVES, seed=3)
     restored.restore(json.loads(json.dumps(legacy)))
     rest = [s.parameters["x"] for s in drain(restored)]
     assert sorted([first.parameters["x"], *rest]) == [1, 2, 3, 4]
+
+
+def legacy_state(search: RandomSearch) -> dict:
+    """``search``'s state in the format before the seed and count: every configuration
+    seen, and the generator."""
+    version, internal, gauss = search._rng.getstate()
+    return {"fingerprint": search.state()["fingerprint"], "seen": list(search._seen),
+            "rng": [version, list(internal), gauss]}
+
+
+def test_random_restored_from_the_seen_list_never_repeats_over_later_resumes():
+    # Its draws did not follow from any seed it holds: were it to save a seed and a
+    # count, the next restore would redraw other configurations than those that ran.
+    space = [DiscreteParameterRange("x", list(range(20)))]
+    first = RandomSearch(space, OBJECTIVES)  # no seed
+    ran = [s.parameters["x"] for s in take(first, 5)]
+    second = RandomSearch(space, OBJECTIVES)
+    second.restore(json.loads(json.dumps(legacy_state(first))))
+    ran += [s.parameters["x"] for s in take(second, 5)]
+    third = RandomSearch(space, OBJECTIVES)
+    third.restore(json.loads(json.dumps(second.state())))
+    ran += [s.parameters["x"] for s in drain(third)]
+    assert sorted(ran) == list(range(20))
 
 
 def test_space_errors_at_construction():
