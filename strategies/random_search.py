@@ -3,6 +3,7 @@ configuration twice (ClearML's ``RandomSearch``)."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,10 @@ class RandomSearch(SearchStrategy):
     _seen: list[str] = field(init=False, repr=False)  # canonical JSON, in order
     _seen_set: set[str] = field(init=False, repr=False)
     _size: int | None = field(init=False, repr=False)
+    # A hash chain over the configurations suggested, in order: restore compares the one
+    # it redraws with the one saved, since the space's fingerprint does not cover the code
+    # that draws (get_value, _MAX_DRAWS, canonical, the grid walk).
+    _digest: str = field(init=False, repr=False)
     # Restored from a state that listed the configurations seen: its draws did not follow
     # from ``_start``, so it keeps saving that list (a seed and count would redraw others).
     _saves_seen: bool = field(init=False, repr=False)
@@ -42,6 +47,7 @@ class RandomSearch(SearchStrategy):
         self._seen_set = set()
         self._size = space_size(self.space)
         self._saves_seen = False
+        self._digest = ""
 
     def suggest(self) -> Suggestion | NoSuggestion:
         if self._size is not None and len(self._seen) >= self._size:
@@ -55,6 +61,7 @@ class RandomSearch(SearchStrategy):
         trial_id = f"t{len(self._seen)}"
         self._seen.append(text)
         self._seen_set.add(text)
+        self._digest = _chain(self._digest, text)
         return Suggestion(trial_id=trial_id, parameters=config)
 
     def _draw_unseen(self) -> dict[str, Any] | None:
@@ -84,7 +91,7 @@ class RandomSearch(SearchStrategy):
         if self._saves_seen:
             return self._seen_state()
         return {"fingerprint": space_fingerprint(self.space), "start": self._start,
-                "suggested": len(self._seen)}
+                "suggested": len(self._seen), "digest": self._digest}
 
     def _seen_state(self) -> dict[str, Any]:
         """The earlier format: every configuration seen, and the generator's state."""
@@ -100,18 +107,22 @@ class RandomSearch(SearchStrategy):
             fingerprint = state["fingerprint"]
             start = state["start"]
             suggested = int(state["suggested"])
+            digest = state["digest"]
             if not isinstance(start, int | str) or isinstance(start, bool) or suggested < 0:
                 raise TypeError(start)
         except (KeyError, TypeError, ValueError):
             raise _malformed() from None
         self._check_space(fingerprint)
         self._start, self._rng = start, random.Random(start)
-        self._seen, self._seen_set, self._saves_seen = [], set(), False
+        self._seen, self._seen_set, self._saves_seen, self._digest = [], set(), False, ""
         # The same draws from the same seed, in the same order (the code that draws is
-        # deterministic; the fingerprint says the space is the same).
+        # deterministic; the fingerprint says the space is the same, the digest that the
+        # drawing code is).
         for _ in range(suggested):
             if not isinstance(self.suggest(), Suggestion):
-                raise _malformed()
+                raise _redrawn_otherwise()
+        if digest != self._digest:
+            raise _redrawn_otherwise()
 
     def _restore_seen(self, state: dict[str, Any]) -> None:
         """An earlier version's state: the configurations seen and the generator's state."""
@@ -130,11 +141,25 @@ class RandomSearch(SearchStrategy):
         self._seen = seen
         self._seen_set = set(seen)
         self._saves_seen = True
+        self._digest = ""
+        for text in seen:
+            self._digest = _chain(self._digest, text)
 
     def _check_space(self, fingerprint: object) -> None:
         if fingerprint != space_fingerprint(self.space):
             raise ConfigError("the saved random search was over a different parameter space: "
                               "resume with the same hyper_parameters or start a new one")
+
+
+def _chain(digest: str, text: str) -> str:
+    """The digest of the configurations suggested, one more (canonical JSON) added."""
+    return hashlib.sha256(f"{digest}\n{text}".encode()).hexdigest()
+
+
+def _redrawn_otherwise() -> ConfigError:
+    return ConfigError("the saved random search cannot be resumed: this hpo version draws "
+                       "other configurations from its seed than the version that saved it; "
+                       "resume it with that version, or start a new optimization")
 
 
 def _malformed() -> ConfigError:

@@ -175,6 +175,27 @@ def test_random_restored_from_the_seen_list_never_repeats_over_later_resumes():
     assert sorted(ran) == list(range(20))
 
 
+def test_random_restore_refuses_a_state_it_would_redraw_otherwise(monkeypatch):
+    # The fingerprint covers the space, not the code that draws: the digest does.
+    space = [DiscreteParameterRange("x", list(range(20))), DiscreteParameterRange("y", [1, 2])]
+    search = RandomSearch(space, OBJECTIVES, seed=5)
+    take(search, 5)
+    state = json.loads(json.dumps(search.state()))
+    with pytest.raises(ConfigError, match="draws other configurations from its seed"):
+        RandomSearch(space, OBJECTIVES, seed=5).restore({**state, "digest": "0" * 64})
+    # Drawing code that changed: every draw a walk of the grid instead.
+    with monkeypatch.context() as patched:
+        patched.setattr("hpo.strategies.random_search._MAX_DRAWS", 0)
+        with pytest.raises(ConfigError, match="draws other configurations from its seed"):
+            RandomSearch(space, OBJECTIVES, seed=5).restore(state)
+    again = RandomSearch(space, OBJECTIVES, seed=5)
+    again.restore(state)
+    assert again.state() == state
+    with pytest.raises(ConfigError, match="malformed"):
+        RandomSearch(space, OBJECTIVES).restore({k: v for k, v in state.items()
+                                                 if k != "digest"})
+
+
 def test_space_errors_at_construction():
     with pytest.raises(ConfigError, match="set by two ranges"):
         RandomSearch([DiscreteParameterRange("lr", [1]), DiscreteParameterRange("lr", [2])],
