@@ -32,7 +32,13 @@ from typing import Any
 
 from hpo.errors import ConfigError
 from hpo.space.product import check_space
-from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
+from hpo.strategies.base import (
+    NoSuggestion,
+    SearchStrategy,
+    Suggestion,
+    check_seed,
+    register,
+)
 from hpo.strategies.random_search import RandomSearch
 
 _DEFAULT_MAX_RUNGS = 4
@@ -107,6 +113,7 @@ class ASHA(SearchStrategy):
         self.budgets = rung_budgets(self.max_iteration_per_job, self.eta,
                                     self.min_iteration_per_job or None, self.num_rungs)
         self.space = check_space(self.space)
+        check_seed("ASHA", self.seed, text=True)
         self._sampler = RandomSearch(space=self.space, objectives=self.objectives,
                                      seed=self.seed)
         self._configs = []

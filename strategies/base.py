@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hpo.errors import ConfigError
 from hpo.optimization.objective import Objective
 
 if TYPE_CHECKING:
@@ -91,6 +92,17 @@ class SearchStrategy(abc.ABC):
 
     @abc.abstractmethod
     def restore(self, state: dict[str, Any]) -> None: ...
+
+
+def check_seed(strategy: str, seed: object, *, text: bool = False) -> None:
+    """Refuse a seed the strategy could start from but not restore alike: an integer
+    (not a bool), or None for one of its own; with ``text``, a string too (random.Random
+    takes one). A float or a bool would run, then be saved as another seed or refused."""
+    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)) or (
+            text and isinstance(seed, str)):
+        return
+    kinds = "an integer or a string" if text else "an integer"
+    raise ConfigError(f"{strategy}: seed must be {kinds}, not {seed!r}: e.g. seed: 7")
 
 
 @dataclass

@@ -53,7 +53,13 @@ from hpo.space.ranges import (
     ParameterSet,
     canonical,
 )
-from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
+from hpo.strategies.base import (
+    NoSuggestion,
+    SearchStrategy,
+    Suggestion,
+    check_seed,
+    register,
+)
 
 log = logging.getLogger("hpo.strategies.bohb")
 
@@ -135,6 +141,7 @@ class OptimizerBOHB(SearchStrategy):
         self._budgets = self._hyperband_budgets()
         self._check_kwargs()
         self._dims = self._map_space()
+        check_seed("OptimizerBOHB", self.seed)
         self._base_seed = (self.seed if self.seed is not None
                            else random.SystemRandom().randrange(2**31))
         self._generator = self._new_generator()

@@ -11,7 +11,13 @@ from typing import Any
 from hpo.errors import ConfigError
 from hpo.space.product import check_space, combination_at, space_fingerprint, space_size
 from hpo.space.ranges import canonical
-from hpo.strategies.base import NoSuggestion, SearchStrategy, Suggestion, register
+from hpo.strategies.base import (
+    NoSuggestion,
+    SearchStrategy,
+    Suggestion,
+    check_seed,
+    register,
+)
 
 # Draws before falling back to a scan for an unseen configuration. A collision is rare
 # until a finite space is nearly used up; then the scan finds one in bounded time.
@@ -39,6 +45,7 @@ class RandomSearch(SearchStrategy):
 
     def __post_init__(self) -> None:
         self.space = check_space(self.space)
+        check_seed("random search", self.seed, text=True)
         # Without a seed, one of its own (as random.Random would draw): the state names it.
         self._start = (self.seed if self.seed is not None
                        else random.SystemRandom().randrange(2 ** 63))

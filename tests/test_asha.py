@@ -86,6 +86,8 @@ def test_asha_is_registered_and_checks_its_arguments() -> None:
         asha(num_rungs=3)
     with pytest.raises(ConfigError, match="num_rungs"):
         asha(min_iteration_per_job=None, num_rungs=0)
+    with pytest.raises(ConfigError, match="ASHA: seed must be an integer or a string"):
+        asha(seed=0.5)
 
 
 def test_hpo_yaml_selects_asha_and_a_missing_max_iteration_is_one_clear_line(

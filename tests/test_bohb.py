@@ -257,6 +257,9 @@ def test_settings_are_checked() -> None:
         bohb(min_iteration_per_job=10)
     with pytest.raises(ConfigError, match="random_fraction"):
         bohb(random_fraction=2)
+    for seed in (2.5, True, "lr-sweep"):  # it would start, then restore another seed
+        with pytest.raises(ConfigError, match="OptimizerBOHB: seed must be an integer, not"):
+            bohb(seed=seed)
     assert resolve("bohb") is OptimizerBOHB
     assert not OptimizerBOHB.supports_multi_objective
 

@@ -196,6 +196,22 @@ def test_random_restore_refuses_a_state_it_would_redraw_otherwise(monkeypatch):
                                                  if k != "digest"})
 
 
+@pytest.mark.parametrize("seed", [1.5, True, b"7", [7]])
+def test_random_refuses_a_seed_it_could_not_restore(seed):
+    with pytest.raises(ConfigError, match=r"random search: seed must be an integer or a "
+                                          r"string, not .*: e\.g\. seed: 7"):
+        RandomSearch(small_space(), OBJECTIVES, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [7, "lr-sweep"])
+def test_random_restores_each_seed_it_takes(seed):
+    search = RandomSearch(small_space(), OBJECTIVES, seed=seed)
+    take(search, 3)
+    again = RandomSearch(small_space(), OBJECTIVES, seed=seed)
+    again.restore(json.loads(json.dumps(search.state())))
+    assert [s.parameters for s in drain(again)] == [s.parameters for s in drain(search)]
+
+
 def test_space_errors_at_construction():
     with pytest.raises(ConfigError, match="set by two ranges"):
         RandomSearch([DiscreteParameterRange("lr", [1]), DiscreteParameterRange("lr", [2])],
