@@ -662,8 +662,8 @@ class Controller:
 
     def _state(self) -> dict[str, Any]:
         """What resume needs, saved whole each time. The controller's part is bounded by
-        the concurrency; the strategy's is its own (grid: an index; random: the
-        configurations seen; BOHB: its results)."""
+        the concurrency; the strategy's is its own (grid: an index; random: its seed, a
+        count and a digest of what it drew; BOHB: its results)."""
         return {
             "strategy": self.strategy.state(),
             "pending": [_suggestion_dict(s) for s in self.pending],
