@@ -335,3 +335,54 @@ def test_a_job_whose_stop_lands_after_the_session_ended_runs_again_on_resume(
     assert len(jobs) == 4 and {j.status for j in jobs} == {Status.completed}
     assert all(len(store.task_scalars(t)) == 200 for t in cut)
     assert len([j for j in resumed.jobs.values() if j.result is not None]) == 4
+
+
+def test_a_crash_between_the_launch_commit_and_the_publish_runs_each_trial_once(
+        store, monkeypatch):
+    from hpo.controller import controller as controller_module
+    from hpo.controller.controller import Controller
+    from hpo.queue import dispatch
+    from hpo.queue.app import make_app
+    from hpo.testing.simulation import run_simulation
+
+    class Crash(Exception):
+        """The controller's process dies: nothing after this point runs."""
+
+    # Given a controller that dies right after its first launch committed (the state
+    # naming the suggestions pending, their clones queued) and before any publish
+    sim = simulation(store, total_max_jobs=4, max_number_of_concurrent_tasks=2,
+                     iterations=3)
+
+    def crash(*args: Any) -> None:
+        raise Crash
+
+    with monkeypatch.context() as dying:
+        dying.setattr(dispatch, "publish_queued", crash)
+        with pytest.raises(Crash):
+            sim.controller.step()
+    launched = children(sim)
+    assert len(launched) == 2 and {c.status for c in launched} == {Status.queued}
+    _config, state = store.load_optimization(sim.optimizer_task_id)
+    assert len(state["pending"]) == 2 and state["strategy"]["suggested"] == 2
+
+    # When a new controller resumes from the store
+    published: list[str] = []
+    real_publish = controller_module.publish
+
+    def recording_publish(app: Any, task_id: str, queue: str) -> None:
+        published.append(task_id)
+        real_publish(app, task_id, queue)
+
+    monkeypatch.setattr(controller_module, "publish", recording_publish)
+    resumed = Controller(store, make_app("memory://"), sim.controller.config,
+                         sim.optimizer_task_id, clock=sim.clock)
+    assert run_simulation(resumed, sim.agent).reason == "all jobs finished"
+
+    # Then it cloned them not again but published them, and each trial ran once
+    assert sorted(published) == sorted(c.id for c in launched)
+    jobs = children(sim)
+    trials = [relations.tag_value(j.tags, relations.TRIAL) for j in jobs]
+    assert len(jobs) == 4 and sorted(trials) == ["t0", "t1", "t2", "t3"]
+    assert {j.status for j in jobs} == {Status.completed}
+    assert {j.attempt for j in jobs} == {1} and sim.agent.iterations_run == 4 * 3
+    assert len([j for j in resumed.jobs.values() if j.result is not None]) == 4
