@@ -41,7 +41,7 @@ from hpo.defaults import (
     REAP_PERIOD_S,
     STOP_WAIT_S,
 )
-from hpo.errors import ConfigError, HpoError
+from hpo.errors import ConfigError, HpoError, StoreError
 from hpo.lifecycle import FINAL_STATUSES, Status
 from hpo.optimization.config import OptimizerConfig, close_names
 from hpo.optimization.ends import StopCause, stop_job
@@ -116,6 +116,10 @@ class Controller:
         self.task_of_trial: dict[str, str] = {}
         self.active: dict[str, Job] = {}  # jobs the strategy has not heard the end of
         self.pending: list[Suggestion] = []  # suggested, maybe cloned, not yet tracked
+        # Each pending trial's clone, its id fixed once: a launch retried after one that
+        # raised makes the same clones (its commit may have landed, unacknowledged).
+        self._clones: dict[str, NewClone] = {}
+        self._launch_unsure = False  # the last launch raised: some clones may be stored
         self.strategy_done = False
         self.finished_compute_s = 0.0
         self.failed = 0  # finished jobs without a valid objective
@@ -512,15 +516,27 @@ class Controller:
         resume takes for launched), then publish their messages. Tracked before the
         publish: the suggestions are jobs now, whatever the broker does next. A broker
         that is down sends the unpublished ones back to created, and _observe enqueues
-        them again (a suggestion kept pending would be cloned twice)."""
+        them again (a suggestion kept pending would be cloned twice). A launch that
+        raised may have committed all the same (its acknowledgement lost): the next one
+        makes the same clones, by their fixed ids, and inserts only those missing."""
         queue = self.config.execution_queue
         suggestions = list(self.pending)
-        ids = self.store.launch_clones(
-            self.task_id, self._state(), self.base.id,
-            [self._clone_of(s) for s in suggestions], queue=queue, parent=self.task_id,
-            project=self.config.spawn_project)
+        for suggestion in suggestions:
+            if suggestion.trial_id not in self._clones:
+                self._clones[suggestion.trial_id] = self._clone_of(suggestion)
+        try:
+            ids = self.store.launch_clones(
+                self.task_id, self._state(), self.base.id,
+                [self._clones[s.trial_id] for s in suggestions], queue=queue,
+                parent=self.task_id, project=self.config.spawn_project,
+                only_missing=self._launch_unsure)
+        except StoreError:
+            self._launch_unsure = True
+            raise
         # Saved above: the state in memory differs only in naming these jobs active.
         self.pending.clear()
+        self._clones.clear()
+        self._launch_unsure = False
         self._dirty = False
         for suggestion, task_id in zip(suggestions, ids, strict=True):
             job = self._track(task_id, suggestion)

@@ -386,3 +386,33 @@ def test_a_crash_between_the_launch_commit_and_the_publish_runs_each_trial_once(
     assert {j.status for j in jobs} == {Status.completed}
     assert {j.attempt for j in jobs} == {1} and sim.agent.iterations_run == 4 * 3
     assert len([j for j in resumed.jobs.values() if j.result is not None]) == 4
+
+
+def test_a_launch_whose_commit_is_not_acknowledged_clones_no_suggestion_twice(
+        store, monkeypatch):
+    from hpo.errors import StoreError
+
+    # Given a store whose first launch commits but whose answer is lost (the connection
+    # drops after the COMMIT reached the server)
+    sim = simulation(store, total_max_jobs=4, max_number_of_concurrent_tasks=2,
+                     iterations=2)
+    real_launch = store.launch_clones
+    lost = iter([True])
+
+    def unacknowledged(*args: Any, **kwargs: Any) -> list[str]:
+        ids = real_launch(*args, **kwargs)
+        if next(lost, False):
+            raise StoreError("store error: server closed the connection unexpectedly")
+        return ids
+
+    monkeypatch.setattr(store, "launch_clones", unacknowledged)
+    # When the controller's cycles fail and are retried, as run() retries them
+    with pytest.raises(StoreError):
+        sim.controller.step()
+    assert len(children(sim)) == 2
+    assert sim.run().reason == "all jobs finished"
+    # Then the retry made the same two clones, not two more: each trial ran once
+    jobs = children(sim)
+    trials = [relations.tag_value(j.tags, relations.TRIAL) for j in jobs]
+    assert len(jobs) == 4 and sorted(trials) == ["t0", "t1", "t2", "t3"]
+    assert {j.status for j in jobs} == {Status.completed} and {j.attempt for j in jobs} == {1}

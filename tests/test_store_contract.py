@@ -522,6 +522,31 @@ def test_a_launch_that_fails_stores_neither_its_state_nor_a_clone(store: Store) 
     assert store.count_tasks(parent=optimizer) == 0
 
 
+def test_a_launch_retried_after_an_unacknowledged_commit_inserts_only_what_is_missing(
+        store: Store) -> None:
+    source = store.create_task("proj", "base")
+    optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
+    store.create_optimization(optimizer, {"c": 1})
+    first, second = NewClone("a", tags=["trial:a"]), NewClone("b", tags=["trial:b"])
+    # Given a launch that committed, though its caller heard an error
+    assert store.launch_clones(optimizer, {"step": 1}, source.id, [first], queue="q",
+                               parent=optimizer) == [first.id]
+    # When the caller retries it (with one more clone), only what is missing is inserted
+    ids = store.launch_clones(optimizer, {"step": 2}, source.id, [first, second],
+                              queue="q", parent=optimizer, only_missing=True)
+    assert ids == [first.id, second.id]
+    clones = store.find_tasks(parent=optimizer)
+    assert sorted((c.id, c.name) for c in clones) == sorted([(first.id, "a"),
+                                                             (second.id, "b")])
+    assert store.load_optimization(optimizer)[1] == {"step": 2}
+    # Without only_missing, the same id again is refused, and nothing is stored
+    with pytest.raises(StoreError):
+        store.launch_clones(optimizer, {"step": 3}, source.id, [first], queue="q",
+                            parent=optimizer)
+    assert store.load_optimization(optimizer)[1] == {"step": 2}
+    assert store.count_tasks(parent=optimizer) == 2
+
+
 def test_set_parameters_merges_or_replaces(store: Store) -> None:
     task = store.create_task("proj", "t", parameters={"a": 1, "b": 2})
 
