@@ -17,7 +17,6 @@ at once, silently."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hpo import defaults
+from hpo.agent.warm import program
 
 
 class ForkedAgent:
@@ -177,10 +177,10 @@ def _fork_main(start_fd: int, siblings: list[int], broker_url: str) -> NoReturn:
                 raise failed
             code = _run_agent(start["argv"])
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        code = program.exit_code(exc.code)
     except BaseException:
         traceback.print_exc()
-    _finish()
+    program.finish()
     os._exit(code)
 
 
@@ -196,7 +196,10 @@ def _redirect(start: dict[str, Any]) -> None:
     for target in (1, 2):
         os.dup2(log_fd, target)
     os.close(log_fd)
-    _set_environment(start["env"])
+    # Python's own streams on those descriptors, whatever the controller put in their
+    # place (a test runner's capture): what the agent prints goes to its log.
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    program.set_environment(start["env"])
 
 
 def _run_agent(argv: list[str]) -> int:
@@ -211,29 +214,3 @@ def _run_agent(argv: list[str]) -> int:
     # What ps shows: the spawned agent's command line, as much as the controller's fits.
     set_title(" ".join([sys.executable, "-m", "hpo.agent.cli", *argv]))
     return main(argv)
-
-
-def _set_environment(env: dict[str, str]) -> None:
-    for name in [n for n in os.environ if n not in env]:
-        del os.environ[name]
-    for name, value in env.items():
-        if os.environ.get(name) != value:
-            os.environ[name] = value
-
-
-def _finish() -> None:
-    """End as Python ends a program (non-daemon threads joined, exit handlers run,
-    output flushed) without unwinding into the controller's frames the fork began in."""
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]
-    except BaseException:
-        pass
-    try:
-        atexit._run_exitfuncs()
-    except BaseException:
-        pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass

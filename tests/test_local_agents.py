@@ -212,3 +212,45 @@ def test_forks_never_started_leave_with_a_controller_that_fails_first(tmp_path: 
         return found
 
     wait_for("the forks to leave", lambda: not of_this_test(), timeout=30)
+
+
+# ----- the forks themselves, made from this test's process -----------------------------
+
+
+@pytest.fixture
+def forks(tmp_path: Path, hpo_env):
+    """Forks of this process made as hpo-controller makes its agents; let go (and
+    reaped) at the end of the test."""
+    from hpo.controller.agent_forks import fork_agents
+
+    made = []
+
+    def fork(count: int = 1) -> list:
+        made.extend(fork_agents(count, f"sqla+sqlite:///{tmp_path / 'broker' / 'b.db'}"))
+        return made[-count:]
+
+    yield fork
+    for agent in made:
+        agent.discard()
+        try:
+            agent.wait(timeout=30)
+        except Exception:
+            agent.kill()
+            agent.wait()
+
+
+def test_a_forked_agent_that_exits_with_a_message_says_it_in_its_log(
+        tmp_path: Path, forks, monkeypatch):
+    # Given an agent that exits as sys.exit("text") does
+    import hpo.agent.cli
+
+    def refuse(argv: list[str]) -> int:
+        raise SystemExit("hpo-agent: no queue to serve")
+
+    monkeypatch.setattr(hpo.agent.cli, "main", refuse)
+    [agent] = forks(1)
+    # When it starts, Then it ends with status 1, the text in its log (as Python does)
+    agent.start(["--queue", "q"], dict(os.environ), tmp_path / "agent.log")
+    assert agent.wait(timeout=60) == 1
+    assert "hpo-agent: no queue to serve" in (tmp_path / "agent.log").read_text()
+

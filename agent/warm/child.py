@@ -5,7 +5,6 @@ would be: its own session, the task's descriptors, environment, working director
 
 from __future__ import annotations
 
-import atexit
 import io
 import os
 import pkgutil  # noqa: F401 - runpy.run_path imports it: once here, not in every task
@@ -13,19 +12,14 @@ import runpy
 import signal
 import socket
 import sys
-import threading
 from typing import Any, NoReturn
 
 from hpo.agent.warm import proctitle
+from hpo.agent.warm.program import exit_code, finish, reset_signals, set_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
-
-# Python's own start-up handlers (Python/pylifecycle.c): SIGINT raises
-# KeyboardInterrupt, SIGPIPE and SIGXFSZ are ignored; every other signal is default.
-_PYTHON_HANDLERS: dict[signal.Signals, Any] = {signal.SIGINT: signal.default_int_handler,
-                    signal.SIGPIPE: signal.SIG_IGN, signal.SIGXFSZ: signal.SIG_IGN}
 
 
 def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> NoReturn:
@@ -37,9 +31,9 @@ def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int]) 
     for fd in fds:
         if fd > 2:
             os.close(fd)
-    _reset_signals()
+    reset_signals()
     # Before anything else runs: the GPU variables are in it (CUDA reads them once).
-    _set_environment(message["env"])
+    set_environment(message["env"])
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
     argv = list(message["argv"])  # [script, *args], as sys.argv of `python script.py`
     proctitle.set_title(" ".join([message["python"], *argv]))
@@ -55,30 +49,6 @@ def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int]) 
     sys.path[0] = os.path.dirname(os.path.realpath(script))
     _reseed()
     _run(script)
-
-
-def _set_environment(env: dict[str, str]) -> None:
-    """os.environ (and the C environment under it) becomes ``env``; only what differs
-    is changed: a task's environment is mostly its warm process's."""
-    for name in [n for n in os.environ if n not in env]:
-        del os.environ[name]
-    for name, value in env.items():
-        if os.environ.get(name) != value:
-            os.environ[name] = value
-
-
-def _reset_signals() -> None:
-    signal.set_wakeup_fd(-1)
-    for sig in signal.Signals:
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        wanted = _PYTHON_HANDLERS.get(sig, signal.SIG_DFL)
-        try:
-            if signal.getsignal(sig) is not wanted:
-                signal.signal(sig, wanted)
-        except (OSError, ValueError):
-            pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def _reseed() -> None:
@@ -103,7 +73,7 @@ def _run(script: str) -> NoReturn:
         code = 0
     except SystemExit as exc:
         script_globals = _globals_of(exc.__traceback__, script)
-        code = _exit_code(exc.code)
+        code = exit_code(exc.code)
     except BaseException as exc:
         script_globals = _globals_of(exc.__traceback__, script)
         # A syntax error in the script: Python shows where, with no traceback.
@@ -118,38 +88,11 @@ def _run(script: str) -> NoReturn:
     os._exit(code)
 
 
-def _exit_code(code: object) -> int:
-    """SystemExit's code as Python turns it into an exit status."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    try:
-        print(code, file=sys.stderr)
-    except Exception:
-        pass
-    return 1
-
-
 def _finish(script_globals: dict[str, Any] | None) -> None:
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads
-    except BaseException:
-        pass
-    atexit._run_exitfuncs()
     # A file the script left open in a global is flushed by Python's teardown; here
     # by hand (files elsewhere are their module's: logging's atexit handler closes its).
-    for value in (script_globals or {}).values():
-        if isinstance(value, io.IOBase):
-            try:
-                value.flush()
-            except Exception:
-                pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    finish([value for value in (script_globals or {}).values()
+            if isinstance(value, io.IOBase)])
 
 
 def _globals_of(tb: TracebackType | None, script: str) -> dict[str, Any] | None:
