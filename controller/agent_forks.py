@@ -140,25 +140,34 @@ def fork_agents(count: int, broker_url: str) -> list[ForkedAgent]:
     forks: list[ForkedAgent] = []
     for _ in range(count):
         read_fd, write_fd = os.pipe()
+        inherited = _open_fds()  # listed here: the fork closes them (siblings' pipes too)
         pid = os.fork()
         if pid == 0:
-            os.close(write_fd)
-            _fork_main(read_fd, [f._start_fd for f in forks if f._start_fd is not None],
-                       broker_url)
+            _fork_main(read_fd, inherited, broker_url)
         os.close(read_fd)
         forks.append(ForkedAgent(pid, write_fd))
     return forks
 
 
+def _open_fds() -> list[int] | None:
+    """This process's open descriptors, or None where /proc cannot say."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return None
+
+
 # ----- in the fork ----------------------------------------------------------------------
 
 
-def _fork_main(start_fd: int, siblings: list[int], broker_url: str) -> NoReturn:
+def _fork_main(start_fd: int, inherited: list[int] | None, broker_url: str) -> NoReturn:
     """Never returns into the controller's code: the fork ends with os._exit."""
     code = 1
     try:
-        for fd in siblings:  # else a sibling's pipe would not close when the controller dies
-            os.close(fd)
+        # A fork that never execs keeps every descriptor the controller had: whoever
+        # waits for their end (a pipe's reader, an flock's next holder, a sibling's
+        # start pipe) would wait for the agents too. Only the start pipe stays.
+        _close_inherited(start_fd, inherited)
         os.setsid()  # a Ctrl-C in the terminal is the controller's, not its agents'
         try:  # what the agent can do before its start, while it waits for it
             import hpo.agent.cli  # noqa: F401
@@ -182,6 +191,19 @@ def _fork_main(start_fd: int, siblings: list[int], broker_url: str) -> NoReturn:
         traceback.print_exc()
     program.finish()
     os._exit(code)
+
+
+def _close_inherited(keep: int, inherited: list[int] | None) -> None:
+    if inherited is None:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in inherited:
+        if fd >= 3 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:  # the listing's own descriptor, closed since
+                pass
 
 
 def _read_start(fd: int) -> dict[str, Any] | None:

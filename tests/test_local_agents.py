@@ -239,6 +239,30 @@ def forks(tmp_path: Path, hpo_env):
             agent.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_fork_waiting_for_its_start_holds_none_of_the_controllers_descriptors(forks):
+    import select
+
+    from tests.agents import wait_for
+
+    # Given a pipe whose write end the controller has (as a CI runner's, or an flock)
+    read_end, write_end = os.pipe()
+    try:
+        # When an agent is forked, and the controller closes its own copy
+        [agent] = forks(1)
+        os.close(write_end)
+        write_end = -1
+        # Then the pipe ends (the fork did not keep it), while the fork still waits
+        wait_for("the pipe's end", lambda: select.select([read_end], [], [], 0.05)[0],
+                 timeout=30)
+        assert os.read(read_end, 1) == b""
+        assert agent.poll() is None
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
 def test_a_forked_agent_that_exits_with_a_message_says_it_in_its_log(
         tmp_path: Path, forks, monkeypatch):
     # Given an agent that exits as sys.exit("text") does
