@@ -164,11 +164,7 @@ def _fork_main(start_fd: int, inherited: list[int] | None, broker_url: str) -> N
     """Never returns into the controller's code: the fork ends with os._exit."""
     code = 1
     try:
-        # A fork that never execs keeps every descriptor the controller had: whoever
-        # waits for their end (a pipe's reader, an flock's next holder, a sibling's
-        # start pipe) would wait for the agents too. Only the start pipe stays.
-        _close_inherited(start_fd, inherited)
-        os.setsid()  # a Ctrl-C in the terminal is the controller's, not its agents'
+        _detach(start_fd, inherited)
         try:  # what the agent can do before its start, while it waits for it
             import hpo.agent.cli  # noqa: F401
             from hpo.agent.worker import warm_up
@@ -191,6 +187,22 @@ def _fork_main(start_fd: int, inherited: list[int] | None, broker_url: str) -> N
         traceback.print_exc()
     program.finish()
     os._exit(code)
+
+
+def _detach(start_fd: int, inherited: list[int] | None) -> None:
+    """Let go of all the controller's: its descriptors (a fork that never execs keeps
+    every one, and whoever waits for their end, a pipe's reader or an flock's next
+    holder, would wait for the agents too: only the start pipe stays), its stdin and
+    output (until the start gives its log: the controller's output must not wait for a
+    fork), and its session (a Ctrl-C in the terminal is the controller's, not its
+    agents')."""
+    _close_inherited(start_fd, inherited)
+    null = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    if null > 2:
+        os.close(null)
+    os.setsid()
 
 
 def _close_inherited(keep: int, inherited: list[int] | None) -> None:

@@ -239,6 +239,13 @@ def forks(tmp_path: Path, hpo_env):
             agent.wait()
 
 
+def _link(pid: int, fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_a_fork_waiting_for_its_start_holds_none_of_the_controllers_descriptors(forks):
     import select
@@ -257,6 +264,9 @@ def test_a_fork_waiting_for_its_start_holds_none_of_the_controllers_descriptors(
                  timeout=30)
         assert os.read(read_end, 1) == b""
         assert agent.poll() is None
+        # and its stdin and output are /dev/null until its start gives it its log
+        wait_for("stdio on /dev/null", lambda: all(
+            _link(agent.pid, fd) == os.devnull for fd in (0, 1, 2)), timeout=30)
     finally:
         os.close(read_end)
         if write_end >= 0:
