@@ -131,6 +131,10 @@ def import_drivers(urls: list[str]) -> None:
             continue
 
 
+# Held around each fork, and in the fork until it has its own session and handlers.
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def fork_agents(count: int, broker_url: str) -> list[ForkedAgent]:
     """``count`` forks waiting for their start, as agents on ``broker_url``. Call before
     this process opens any connection or starts any thread (``fork_unsafe`` says
@@ -141,11 +145,17 @@ def fork_agents(count: int, broker_url: str) -> list[ForkedAgent]:
     for _ in range(count):
         read_fd, write_fd = os.pipe()
         inherited = _open_fds()  # listed here: the fork closes them (siblings' pipes too)
-        pid = os.fork()
-        if pid == 0:
-            _fork_main(read_fd, inherited, broker_url)
-        os.close(read_fd)
-        forks.append(ForkedAgent(pid, write_fd))
+        # A Ctrl-C or a SIGTERM waits until the fork is made: in the fork until it is in
+        # a session of its own (before it, the controller's would have run in it).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _fork_main(read_fd, inherited, broker_url)
+            os.close(read_fd)
+            forks.append(ForkedAgent(pid, write_fd))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return forks
 
 
@@ -194,8 +204,9 @@ def _detach(start_fd: int, inherited: list[int] | None) -> None:
     every one, and whoever waits for their end, a pipe's reader or an flock's next
     holder, would wait for the agents too: only the start pipe stays), its stdin and
     output (until the start gives its log: the controller's output must not wait for a
-    fork), and its session (a Ctrl-C in the terminal is the controller's, not its
-    agents')."""
+    fork), its session (a Ctrl-C in the terminal is the controller's, not its agents'),
+    and its signal handlers (Python's, as a spawned agent starts with; the signals
+    blocked around the fork unblocked)."""
     _close_inherited(start_fd, inherited)
     null = os.open(os.devnull, os.O_RDWR)
     for target in (0, 1, 2):
@@ -203,6 +214,9 @@ def _detach(start_fd: int, inherited: list[int] | None) -> None:
     if null > 2:
         os.close(null)
     os.setsid()
+    for signum in _HELD_SIGNALS:  # one sent to the controller's group before setsid
+        signal.signal(signum, signal.SIG_IGN)  # is discarded, not delivered here
+    program.reset_signals()
 
 
 def _close_inherited(keep: int, inherited: list[int] | None) -> None:

@@ -273,6 +273,31 @@ def test_a_fork_waiting_for_its_start_holds_none_of_the_controllers_descriptors(
             os.close(write_end)
 
 
+def test_a_fork_has_an_agents_signal_handlers_not_the_controllers(forks):
+    import signal
+
+    from tests.agents import wait_for
+
+    # Given a controller with a SIGTERM handler of its own
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        [agent] = forks(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    def status(field: str) -> int:
+        text = Path(f"/proc/{agent.pid}/status").read_text()
+        return int(next(line.split()[1] for line in text.splitlines()
+                        if line.startswith(field + ":")), 16)
+
+    # When it waits for its start, Then none is blocked and SIGTERM is not caught
+    wait_for("Python's handlers", lambda: status("SigBlk") == 0 and not (
+        status("SigCgt") >> (signal.SIGTERM - 1)) & 1, timeout=30)
+    # so that a SIGTERM ends it (the controller's handler would have kept it)
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == -signal.SIGTERM
+
+
 def test_a_forked_agent_that_exits_with_a_message_says_it_in_its_log(
         tmp_path: Path, forks, monkeypatch):
     # Given an agent that exits as sys.exit("text") does
