@@ -66,9 +66,14 @@ class ForkedAgent:
         return self._reap(os.WNOHANG)
 
     def wait(self, timeout: float | None = None) -> int:
+        """Its exit status once it has ended. Without a timeout it blocks without
+        holding the lock (a poll() meanwhile, from the watcher, answers at once)."""
         if timeout is None:
-            code = self._reap(0)
-            assert code is not None
+            while (code := self.poll()) is None:
+                try:  # until it has ended, leaving it to be reaped under the lock
+                    os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+                except ChildProcessError:  # reaped meanwhile: poll() has its status
+                    pass
             return code
         # As Popen.wait: no blocking wait with a timeout for a pid, so a short poll.
         deadline = time.monotonic() + timeout

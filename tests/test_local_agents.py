@@ -313,3 +313,23 @@ def test_a_forked_agent_that_exits_with_a_message_says_it_in_its_log(
     assert agent.wait(timeout=60) == 1
     assert "hpo-agent: no queue to serve" in (tmp_path / "agent.log").read_text()
 
+
+def test_a_poll_does_not_wait_behind_a_blocking_wait(forks):
+    import sys
+
+    from tests.agents import wait_for
+
+    # Given a thread blocked in wait() on a fork that waits for its start
+    [agent] = forks(1)
+    codes: list[int] = []
+    waiter = threading.Thread(target=lambda: codes.append(agent.wait()), daemon=True)
+    waiter.start()
+    wait_for("the waiter to block", lambda: sys._current_frames()[
+        waiter.ident].f_code.co_name in ("wait", "_reap"))
+    # When another thread polls, Then it hears at once that the fork runs
+    assert agent.poll() is None
+    # and the waiter has its status once the fork leaves
+    agent.discard()
+    waiter.join(30)
+    assert codes == [0]
+
