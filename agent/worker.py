@@ -436,20 +436,24 @@ class Agent:
 
 
 def warm_up(broker_url: str) -> None:
-    """What an agent does at its start that needs neither its options nor its store,
-    done ahead by a process that becomes an agent later (hpo-controller's forked local
-    agents, while they wait for their queue): the Celery app of ``broker_url`` (the
-    embedded broker's tables created), the parts of it Celery makes at a worker's start,
-    and the modules of the worker's start-up steps. Best effort: what fails here is done
-    again, and reported, by the agent itself."""
+    """What an agent does at its start that needs neither its options, its store nor
+    any I/O, done ahead by a process that becomes an agent later (hpo-controller's forked
+    local agents, while they wait for their queue): the modules of a Celery app and of the
+    parts Celery makes at a worker's start (on a throwaway app), and those of the worker's
+    start-up steps. It opens no connection and creates nothing: the controller checks
+    the same broker meanwhile (two processes creating a new database's tables at once can
+    fail), and a broker that does not answer must not hold a fork. The agent's own app
+    (make_app, at its start) creates the embedded broker's tables. Best effort: what
+    fails here is done again, and reported, by the agent itself."""
+    from celery import Celery
     from celery.concurrency import get_implementation
     from celery.utils.imports import symbol_by_name
     from celery.worker.consumer import Consumer
 
     try:
-        app = make_app(broker_url)
+        app = Celery("hpo", broker=broker_url, set_as_current=False)
         for part in ("loader", "backend", "amqp", "control", "events"):
-            getattr(app, part)  # cached on the app, which make_app caches per URL
+            getattr(app, part)
         for step in (*WorkController.Blueprint.default_steps,
                      *Consumer.Blueprint.default_steps):
             symbol_by_name(step)

@@ -333,3 +333,13 @@ def test_a_poll_does_not_wait_behind_a_blocking_wait(forks):
     waiter.join(30)
     assert codes == [0]
 
+
+def test_the_warm_up_opens_no_connection_and_creates_nothing(tmp_path: Path):
+    from hpo.agent.worker import warm_up
+
+    # Given an embedded broker's URL whose folder does not exist yet
+    folder = tmp_path / "broker"
+    # When a fork warms up for it, Then nothing is created (the agent does that)
+    warm_up(f"sqla+sqlite:///{folder / 'b.db'}")
+    assert not folder.exists()
+
