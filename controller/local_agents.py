@@ -38,12 +38,12 @@ def prepare_forks(count: int, store_url: str, broker_url: str) -> None:
     opening the store or the broker and before any thread starts (hpo-controller start
     and resume do, after their imports). Where fork is unsafe, nothing is forked and the
     agents are spawned later, each log saying why."""
-    why = fork_unsafe()
+    import_drivers([store_url, broker_url])
+    why = fork_unsafe()  # after the imports: one of them may have started a thread
     if why:
         log.info("local agents will be spawned, not forked: %s", why)
         _not_forked[:] = [why]
         return
-    import_drivers([store_url, broker_url])
     _forks.extend(fork_agents(count, broker_url))
 
 

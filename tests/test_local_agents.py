@@ -343,3 +343,29 @@ def test_the_warm_up_opens_no_connection_and_creates_nothing(tmp_path: Path):
     warm_up(f"sqla+sqlite:///{folder / 'b.db'}")
     assert not folder.exists()
 
+
+def test_a_thread_started_by_the_drivers_imports_is_seen(tmp_path: Path, hpo_env,
+                                                          monkeypatch):
+    from hpo.controller import local_agents
+
+    # Given a driver whose import starts a thread
+    release = threading.Event()
+    started: list[threading.Thread] = []
+
+    def import_drivers(urls: list[str]) -> None:
+        started.append(threading.Thread(target=release.wait, name="driver-thread",
+                                        daemon=True))
+        started[0].start()
+
+    monkeypatch.setattr(local_agents, "import_drivers", import_drivers)
+    monkeypatch.setattr(local_agents, "_not_forked", [])
+    try:
+        # When agents are prepared, Then none is forked, and the thread is named why
+        local_agents.prepare_forks(1, "sqlite://", f"sqla+sqlite:///{tmp_path / 'b.db'}")
+        assert local_agents._forks == []
+        assert "driver-thread" in local_agents._not_forked[0]
+    finally:
+        release.set()
+        for thread in started:
+            thread.join()
+
