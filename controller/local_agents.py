@@ -29,6 +29,8 @@ log = logging.getLogger("hpo.controller")
 # them; and why none were forked (their logs say it when they are spawned instead).
 _forks: list[ForkedAgent] = []
 _not_forked: list[str] = []
+# Forks let go unstarted: reaped once they have left (else zombies until the end).
+_dropped: list[ForkedAgent] = []
 
 
 def prepare_forks(count: int, store_url: str, broker_url: str) -> None:
@@ -53,7 +55,25 @@ def _take_forks(count: int) -> list[ForkedAgent]:
     _forks.clear()
     for fork in rest:
         fork.discard()
+    _dropped.extend(rest)
+    reap_dropped(timeout=0)
     return taken
+
+
+def reap_dropped(timeout: float) -> None:
+    """Reap the forks let go unstarted: those that have left by now, and the others
+    after at most ``timeout`` seconds (then killed: their pipe has closed, so they are
+    leaving anyway)."""
+    deadline = time.monotonic() + timeout
+    for fork in list(_dropped):
+        try:
+            fork.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            if timeout == 0:
+                continue  # still leaving: reaped at a later call
+            fork.kill()
+            fork.wait()
+        _dropped.remove(fork)
 
 
 class LocalAgents:
@@ -147,3 +167,4 @@ class LocalAgents:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        reap_dropped(timeout=max(0.1, deadline - time.monotonic()))

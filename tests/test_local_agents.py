@@ -369,3 +369,22 @@ def test_a_thread_started_by_the_drivers_imports_is_seen(tmp_path: Path, hpo_env
         for thread in started:
             thread.join()
 
+
+def test_forks_let_go_unstarted_are_reaped(tmp_path: Path, hpo_env, monkeypatch):
+    from hpo.controller import local_agents
+    from hpo.controller.agent_forks import fork_agents
+
+    # Given two prepared forks (made whatever threads earlier tests left), of which the
+    # run takes one
+    prepared = fork_agents(2, f"sqla+sqlite:///{tmp_path / 'b.db'}")
+    monkeypatch.setattr(local_agents, "_forks", list(prepared))
+    monkeypatch.setattr(local_agents, "_dropped", [])
+    pids = [fork.pid for fork in prepared]
+    [taken] = local_agents._take_forks(1)
+    taken.discard()
+    taken.wait(timeout=30)
+    # When the agents stop, Then the other is reaped too: no zombie is left
+    local_agents.reap_dropped(timeout=30)
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
