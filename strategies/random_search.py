@@ -147,10 +147,7 @@ class RandomSearch(SearchStrategy):
             raise _malformed() from None
         self._seen = seen
         self._seen_set = set(seen)
-        self._saves_seen = True
-        self._digest = ""
-        for text in seen:
-            self._digest = _chain(self._digest, text)
+        self._saves_seen = True  # its state() is the list again: no digest is saved
 
     def _check_space(self, fingerprint: object) -> None:
         if fingerprint != space_fingerprint(self.space):

@@ -21,8 +21,7 @@ from hpo.store.reports import (
     report_rows,
     write_artifacts,
 )
-from hpo.store.tasks import _record as task_record
-from hpo.store.tasks import finish_statement, write_fields, write_parameters
+from hpo.store.tasks import finish_statement, read_tasks, write_fields, write_parameters
 
 S = schema.scalars
 L = schema.logs
@@ -87,10 +86,9 @@ class MetricsMixin(StoreBase):
         if not task_ids:
             return [], []
         with self._read() as conn:
-            rows = conn.execute(select(T).where(T.c.id.in_(list(task_ids)))).all()
+            tasks = read_tasks(conn, task_ids)
             scalars = _scalars_after(conn, cursors, titles, None) if cursors else []
-        by_id = {row.id: task_record(row) for row in rows}
-        return [by_id[i] for i in task_ids if i in by_id], scalars
+        return tasks, scalars
 
     def task_scalars(
         self, task_id: str, *, title: str | None = None, series: str | None = None

@@ -100,9 +100,7 @@ class TasksMixin(StoreBase):
         if not task_ids:
             return []
         with self._read() as conn:
-            rows = conn.execute(select(T).where(T.c.id.in_(list(task_ids)))).all()
-        by_id = {row.id: _record(row) for row in rows}
-        return [by_id[i] for i in task_ids if i in by_id]
+            return read_tasks(conn, task_ids)
 
     def resolve_task_id(self, text: str, *, type: str | TaskType | None = None) -> str:
         """A full id, or the id that a unique prefix of at least MIN_TASK_ID_PREFIX
@@ -653,6 +651,13 @@ def _unlocked(task_id: str) -> ColumnElement[bool]:
     UPDATE: its writers hold the whole database and never wait on a row."""
     return T.c.id.in_(select(T.c.id).where(T.c.id == task_id)
                       .with_for_update(skip_locked=True))
+
+
+def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
+    """``get_tasks``' query, in the caller's transaction."""
+    rows = conn.execute(select(T).where(T.c.id.in_(list(task_ids)))).all()
+    by_id = {row.id: _record(row) for row in rows}
+    return [by_id[i] for i in task_ids if i in by_id]
 
 
 def finish_statement(task_id: str, attempt: int, status: Status | str, *,
