@@ -32,7 +32,7 @@ from hpo.lifecycle import Status
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app, safe_broker_url
 from hpo.queue.messages import arguments_problem, dropped
-from hpo.queue.reaper import StoreContact, reap, republish_lost
+from hpo.queue.reaper import StoreContact, end_stuck_sessions, reap, republish_lost
 from hpo.records import TaskRecord
 from hpo.store import open_store
 from hpo.store.engine import safe_url
@@ -388,9 +388,10 @@ class Agent:
         (next round), never waited for."""
         tasks = self.store.find_tasks(status=Status.running, worker=self.config.name)
         owned = self._owned()  # read after the tasks: a claim registers its runner first
-        for task in tasks:
-            if task.id in owned:
-                continue
+        orphans = [task for task in tasks if task.id not in owned]
+        if orphans:  # a previous process's session may still hold one's row lock
+            end_stuck_sessions(self.store)
+        for task in orphans:
             if task.attempt <= self.config.retries:
                 if dispatch.requeue(self.store, self.app, task, task.attempt,
                                     f"agent {self.config.name} no longer ran it; re-queued",

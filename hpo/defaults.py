@@ -93,7 +93,8 @@ PG_APPLICATION_NAME = "hpo"
 # milliseconds. The server's timeout above normally ends it at 10 s, but not always: in a
 # CI run of the multi-host test a session cut off inside a report write stayed "idle in
 # transaction", holding its task's row lock, for over 35 s (so no reaper could re-queue
-# the task). Every reaper round ends such sessions itself (pg_terminate_backend).
+# the task). A reaper round that finds lost tasks ends such sessions itself
+# (pg_terminate_backend).
 PG_STUCK_SESSION_S = 12.0
 # The embedded broker on a SQLite file rings a doorbell on each publish (hpo.wakeups), and
 # an idle consumer waits for that ring; it still polls this often, in case a ring is lost

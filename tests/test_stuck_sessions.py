@@ -121,3 +121,20 @@ def test_a_lost_task_out_of_retries_locked_by_a_stuck_session_fails_without_a_wa
                  lambda: bool(reap(store, app, lost_after_s=0.0, retries=0)), timeout=30,
                  period=0.1)
     assert store.get_task(task_id).status is Status.failed
+
+
+def test_a_reaper_round_with_no_lost_task_looks_for_no_stuck_session(
+        store: Store, hpo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a store with a running task whose agent is alive (nothing lost)
+    task_id = store.create_task("stuck", "t").id
+    store.enqueue(task_id, "default")
+    store.claim(task_id, "live-worker")
+    store.heartbeat("live-worker")
+    swept: list[float] = []
+    monkeypatch.setattr(store, "end_stuck_sessions", lambda s: swept.append(s) or [])
+    # When a reaper round runs, Then it sweeps nothing (no query on the server's sessions)
+    assert reap(store, make_app(), lost_after_s=60.0) == []
+    assert swept == []
+    # and a round that finds a lost task does
+    assert reap(store, make_app(), lost_after_s=0.0, retries=1)
+    assert swept == [defaults.PG_STUCK_SESSION_S]

@@ -63,15 +63,17 @@ def reap(
     """Re-queue lost tasks with retries left, fail the others. Returns what it did.
     ``lost_after_s``: None is ``$HPO_LOST_AFTER_S``, else ``defaults.LOST_AFTER_S``.
 
-    First it ends the store sessions a cut-off client left inside a transaction: one may
-    hold a lost task's row lock. Its writes never wait for a lock (a reaper runs in an
-    agent's heartbeat thread, and a wait there would make that agent look lost too): a
-    task still locked is tried again next round."""
+    When there are lost tasks it first ends the store sessions a cut-off client left
+    inside a transaction: one may hold a lost task's row lock. Its writes never wait for
+    a lock (a reaper runs in an agent's heartbeat thread, and a wait there would make
+    that agent look lost too): a task still locked is tried again next round."""
     if lost_after_s is None:
         lost_after_s = settings.lost_after_s()
-    end_stuck_sessions(store)
+    lost = store.lost_tasks(lost_after_s)
+    if lost:  # else no lock of a stuck session stands in a reaper's way: no query
+        end_stuck_sessions(store)
     done: list[tuple[TaskRecord, Status]] = []
-    for task in store.lost_tasks(lost_after_s):
+    for task in lost:
         if task.attempt <= retries:
             moved = requeue(store, app, task, task.attempt,
                             f"agent {task.worker} lost; re-queued (attempt {task.attempt})",
