@@ -93,9 +93,10 @@ def test_a_forked_trial_sees_what_a_spawned_one_sees(store, env, broker, tmp_pat
     spawned, forked = seen["--spawn"], seen["--preload=json"]
     assert not spawned["forked"] and forked["forked"]
     for key in ("name", "file", "spec", "argv", "cwd", "path", "own_group", "cmdline",
-                "stdin"):
+                "stdin", "annotations"):
         assert forked[key] == spawned[key], key
     assert forked["name"] == "__main__" and forked["own_group"]
+    assert forked["annotations"] == "{'marker': <class 'int'>}"
     assert forked["path"][0] == str(PROBE.parent)
     drop = PER_TASK
     assert {k: v for k, v in forked["env"].items() if k not in drop} == \
@@ -124,6 +125,25 @@ def test_a_failing_script_is_recorded_alike_forked_or_spawned(store, env, broker
         assert "RuntimeError: the probe raised" in message
         # The traceback starts at the script, as Python's does.
         assert not any("runpy" in line for line in message)
+
+
+def test_a_script_edited_between_tasks_runs_as_edited(store, env, broker, tmp_path,
+                                                       queue_name):
+    """The warm process keeps each script's compiled code: an edit (same size, same
+    file) is run, not the code kept from before it."""
+    script = tmp_path / "edited.py"
+    app = make_app(broker)
+    with running_agent(store, env, tmp_path, "--queue", queue_name):
+        logs = []
+        for version in ("1", "2"):
+            script.write_text(f"print('version {version}')\n")
+            task = store.create_task("preload-tests", f"edited {version}", script=ScriptInfo(
+                entry_point=str(script), working_dir=str(tmp_path),
+                interpreter=sys.executable))
+            dispatch.enqueue(store, app, task.id, queue_name)
+            assert wait_final(store, task.id).status is Status.completed
+            logs.append(log_of(store, task.id))
+    assert "version 1" in logs[0] and "version 2" in logs[1]
 
 
 def _job(store: Store, folder: Path, **params: Any) -> str:

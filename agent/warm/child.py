@@ -12,18 +12,21 @@ import runpy
 import signal
 import socket
 import sys
+import types
 from typing import Any, NoReturn
 
-from hpo.agent.warm import proctitle
+from hpo.agent.warm import proctitle, scripts
 from hpo.agent.warm.program import exit_code, finish, reset_signals, set_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import TracebackType
+    from types import CodeType, TracebackType
 
 
-def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> NoReturn:
-    """Never returns: the child ends with os._exit (or a signal)."""
+def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int],
+                  code: CodeType | None = None) -> NoReturn:
+    """Never returns: the child ends with os._exit (or a signal). ``code``: the
+    script's, compiled by the warm process (``scripts``); None: read here."""
     sock.close()
     os.setsid()  # own session and process group: the agent kills the group
     for target, fd in enumerate(fds):
@@ -48,7 +51,7 @@ def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int]) 
     # `python script.py` puts the script's folder, links resolved, first on sys.path.
     sys.path[0] = os.path.dirname(os.path.realpath(script))
     _reseed()
-    _run(script)
+    _run(script, code)
 
 
 def _reseed() -> None:
@@ -62,14 +65,14 @@ def _reseed() -> None:
             pass
 
 
-def _run(script: str) -> NoReturn:
+def _run(script: str, compiled: CodeType | None) -> NoReturn:
     """Run the script and end as Python ends after it, without tearing the interpreter
     down (tens of milliseconds with preloaded modules): non-daemon threads joined,
     atexit handlers run, the script's open files and stdio flushed, os._exit."""
     script_globals: dict[str, Any] | None = None
     interrupted = False
     try:
-        script_globals = runpy.run_path(script, run_name="__main__")
+        script_globals = _run_main(script, compiled)
         code = 0
     except SystemExit as exc:
         script_globals = _globals_of(exc.__traceback__, script)
@@ -86,6 +89,23 @@ def _run(script: str) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
+
+
+def _run_main(script: str, code: CodeType | None) -> dict[str, Any]:
+    """Run the script as ``__main__`` as runpy.run_path(script, run_name="__main__")
+    does (a fresh module, ``__spec__`` and ``__loader__`` None), from the warm process's
+    compiled code, or from the file when there is none; the script's globals. A
+    bytecode file is left to runpy."""
+    if code is None:
+        code = scripts.read_code(script, script)
+        if code is None:
+            return runpy.run_path(script, run_name="__main__")
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=script, __cached__=None, __loader__=None,
+                           __package__="", __spec__=None)
+    sys.modules["__main__"] = module  # as in `python script.py`, also for atexit handlers
+    exec(code, module.__dict__)
+    return module.__dict__
 
 
 def _finish(script_globals: dict[str, Any] | None) -> None:

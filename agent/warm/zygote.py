@@ -12,6 +12,7 @@ change and stops itself as an orphaned spawned script does (hpo.sdk.agent_backen
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import select
@@ -21,10 +22,18 @@ import threading
 import traceback
 
 from hpo.agent.warm import child, proctitle, protocol
+from hpo.agent.warm.scripts import CompiledScripts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+# Imported with hpo, besides the --preload list: what every task's Task.init imports under
+# an agent, and what nearly every training script's argparse imports (shutil and locale on
+# its first parser), each a few milliseconds per task otherwise, C extensions included.
+WARM_MODULES = ("hpo.sdk.agent_backend", "argparse", "shutil", "locale")
+
+_scripts = CompiledScripts()
 
 
 def main() -> None:
@@ -32,7 +41,9 @@ def main() -> None:
     sock = socket.socket(fileno=fd)
     # sys.path[0] is "" (from -c): a child puts its script's folder there.
     proctitle.set_title(f"hpo-agent warm slot (preload: {','.join(['hpo', *modules])})")
-    protocol.send(sock, {"ready": True, **preload(["hpo", *modules])})
+    loaded = preload(["hpo", *WARM_MODULES, *modules])
+    warm_up()
+    protocol.send(sock, {"ready": True, **loaded})
     serve(sock)
 
 
@@ -50,6 +61,19 @@ def preload(modules: list[str]) -> dict[str, Any]:
         if hazard:
             return {"failed": failed, "unsafe": f"{name}: {hazard}"}
     return {"failed": failed, "unsafe": None}
+
+
+def warm_up() -> None:
+    """What a script's first argument parser compiles (regular expressions, kept in
+    ``re``'s cache) done here once, inherited by every child. Best effort."""
+    try:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="warm-up")
+        parser.add_argument("--value", type=float, default=0.0)
+        parser.parse_args(["--value", "-1.5"])
+    except BaseException:
+        pass
 
 
 def fork_hazard() -> str | None:
@@ -85,12 +109,16 @@ def serve(sock: socket.socket) -> None:
 
 
 def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
+    code = _scripts.get(message["argv"][0], message["cwd"])
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # else the child would write this process's buffered output too
+    # What is here now is never collected in the child: its collections then skip these
+    # objects instead of writing to each one's page (a copy of the page per write).
+    gc.freeze()
     pid = os.fork()
     if pid == 0:
         try:
-            child.become_script(sock, message, fds)  # ends with os._exit
+            child.become_script(sock, message, fds, code)  # ends with os._exit
         except BaseException:  # the child must never go on in this loop
             traceback.print_exc()
         os._exit(1)

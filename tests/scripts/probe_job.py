@@ -11,6 +11,8 @@ import psutil
 
 from hpo import Task
 
+marker: int = 1  # compiled with the script's own __future__ imports, not hpo's
+
 task = Task.init(project_name="preload-tests", task_name="probe")
 task.get_logger().report_scalar("probe", "value", 1.0, 0)
 parent = psutil.Process(os.getppid()).cmdline()
@@ -20,6 +22,7 @@ seen = {
     "own_group": os.getpgrp() == os.getpid() and os.getsid(0) == os.getpid(),
     "cmdline": psutil.Process().cmdline(), "forked": "warm slot" in " ".join(parent),
     "parent": os.getppid(), "stdin": sys.stdin.read(), "task_id": task.id,
+    "annotations": repr(__annotations__),
 }
 with open(sys.argv[1], "w", encoding="utf-8") as f:
     json.dump(seen, f)
