@@ -72,3 +72,27 @@ def test_a_broker_that_is_down_is_broker_unavailable_without_a_second_try(
         publish(app, "3" * 32, "q")
     assert len(tries) == 1
 
+
+
+def test_on_redis_one_kept_client_serves_every_publish(queue_name: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu would make a redis.Redis (and its table of reply callbacks) per message:
+    hpo's transport keeps one per channel, over the channel's pool."""
+    import redis
+
+    from tests.conftest import server_broker_url
+
+    app = make_app(server_broker_url("redis"))
+    publish(app, "a" * 32, queue_name)  # the kept producer and its channel's client
+    made: list[Any] = []
+    init = redis.Redis.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counted)
+    for n in range(5):
+        publish(app, f"{n:032x}", queue_name)
+    assert made == []
+    assert waiting_messages(app, queue_name) == 6
