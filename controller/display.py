@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import asdict, fields
 from typing import Any
 
 from hpo import durations
@@ -31,10 +33,14 @@ class Display:
     def note(self, text: str) -> None:
         fmt.out(f"{self._clock()} {text}")
 
-    def refresh(self, summary: OptimizationSummary | None, final: bool = False) -> None:
+    def refresh(self, summary: OptimizationSummary | None, final: bool = False,
+                ended: list[JobRow] | None = None) -> None:
+        """Show ``summary``; ``ended``: the rows that ended since the last one, oldest
+        first, when the caller knows them (``LiveSummary.ended``), else found among
+        its jobs."""
         if summary is None:
             return
-        ended = self._new_ends(summary)
+        ended = self._new_ends(summary, ended)
         for row in ended:
             fmt.out(f"{self._clock()} {fmt.job_line(summary, row)}")
         line = fmt.progress_line(summary)
@@ -45,8 +51,11 @@ class Display:
             fmt.out(f"{self._clock()} {line}")
             self.last_line, self.last_at = line, now
 
-    def _new_ends(self, summary: OptimizationSummary) -> list[JobRow]:
-        ended = [r for r in reversed(summary.jobs)
+    def _new_ends(self, summary: OptimizationSummary, ended: list[JobRow] | None
+                  ) -> list[JobRow]:
+        """The rows ended and not shown yet, oldest first."""
+        rows: Iterable[JobRow] = reversed(summary.jobs) if ended is None else ended
+        ended = [r for r in rows
                  if Status(r.status) in FINAL_STATUSES and r.task_id not in self.seen]
         self.seen.update(r.task_id for r in ended)
         return ended
@@ -71,18 +80,17 @@ class JsonDisplay(Display):
     def note(self, text: str) -> None:
         fmt.json_line({"event": "note", "text": text})
 
-    def refresh(self, summary: OptimizationSummary | None, final: bool = False) -> None:
+    def refresh(self, summary: OptimizationSummary | None, final: bool = False,
+                ended: list[JobRow] | None = None) -> None:
         if summary is None:
             return
-        ended = self._new_ends(summary)
+        ended = self._new_ends(summary, ended)
         for row in ended:
             fmt.json_line({"event": "job", **finite(vars(row))})
         now = time.monotonic()
         line = fmt.progress_line(summary)
         if ended or final or (line != self.last_line and now - self.last_at >= PLAIN_LINE_PERIOD_S):
-            data = summary.to_dict()
-            data.pop("jobs"), data.pop("top")
-            fmt.json_line({"event": "progress", **data})
+            fmt.json_line({"event": "progress", **progress_fields(summary)})
             self.last_line, self.last_at = line, now
 
     def finished(self, summary: OptimizationSummary) -> None:
@@ -105,7 +113,8 @@ class LiveDisplay(Display):
         if not self.live_started:
             output.console.print(f"{self._clock()} {text}")
 
-    def refresh(self, summary: OptimizationSummary | None, final: bool = False) -> None:
+    def refresh(self, summary: OptimizationSummary | None, final: bool = False,
+                ended: list[JobRow] | None = None) -> None:
         if summary is None:
             return
         if not self.live_started:
@@ -141,6 +150,15 @@ class LiveDisplay(Display):
         if self.live_started:
             self.live.stop()
             self.live_started = False
+
+
+def progress_fields(summary: OptimizationSummary) -> dict[str, Any]:
+    """``summary.to_dict()`` without its jobs and top rows, built without them: a
+    progress event costs the same at job 10 and job 10,000."""
+    data = {f.name: getattr(summary, f.name) for f in fields(summary)
+            if f.name not in ("jobs", "top")}
+    data["budget"] = asdict(summary.budget)
+    return finite(data)
 
 
 def make_display(optimizer_id: str, *, json: bool, plain: bool) -> Display:

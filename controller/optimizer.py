@@ -228,6 +228,11 @@ class HyperParameterOptimizer:
         if self._agents is not None:
             self._agents.stop(timeout=timeout)
 
+    def job_ids(self) -> tuple[list[str], list[str]]:
+        """Every job's task id, in the order launched, and those of the jobs still going
+        (safe from another thread: list() copies a dict in one step, under the GIL)."""
+        return list(self.controller.jobs), list(self.controller.active)
+
     def progress(self) -> Progress:
         """Counts, best value and times so far, from the running loop's memory (no store
         read; safe from another thread): what a live display polls."""

@@ -4,6 +4,7 @@ start it (with local agents or without), show its progress, turn the first Ctrl-
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -23,7 +24,7 @@ from hpo.defaults import (
 )
 from hpo.errors import HpoError
 from hpo.lifecycle import Status
-from hpo.optimization.summary import OptimizationSummary, RowCache, summarize
+from hpo.optimization.summary import LiveSummary, OptimizationSummary, summarize
 from hpo.store import Store
 
 if TYPE_CHECKING:
@@ -93,7 +94,9 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
     """Refresh the display until the optimization ends; the first interrupt stops it."""
     stop_sent = False
     changes = Changes(optimizer.progress)
-    rows = RowCache()  # each refresh reads the jobs still going, not every job again
+    # Each refresh reads the jobs new or going, named by the controller, not every job
+    live = LiveSummary(optimizer.id, top)
+    launched = 0  # the controller's jobs named to it so far
     summary: OptimizationSummary | None = None
     while True:
         done = optimizer.wait(DISPLAY_POLL_S)
@@ -103,11 +106,14 @@ def _watch(optimizer: HyperParameterOptimizer, store: Store, display: Display,
             stop_sent = True
             display.note("stopping: every job is stopped (Ctrl-C again to quit at once)")
             optimizer.stop(timeout=0)
-        # Reading the store costs in proportion to the jobs so far: read it when the
-        # controller's own counts change, and now and then for the clocks.
+        # Read the store when the controller's own counts change, and now and then for
+        # the clocks.
         if changes.seen() or done or summary is None:
-            summary = changes.timed(lambda: _summary(store, optimizer.id, top, rows))
-        display.refresh(summary, final=done)
+            jobs, active = optimizer.job_ids()
+            check = [*jobs[launched:], *active]
+            launched = len(jobs)
+            summary = changes.timed(functools.partial(_summary, store, live, check))
+        display.refresh(summary, final=done, ended=live.ended)
         if done:
             return
 
@@ -142,8 +148,8 @@ class Changes:
     started or ended, from the controller's memory), or DISPLAY_REREAD_S passed; and never
     sooner than DISPLAY_READ_SHARE times the last read's duration after it, so that on a large
     optimization whose jobs end every moment the display's reads (in proportion to the
-    jobs) take at most 1/(DISPLAY_READ_SHARE+1) of the time from the controller sharing the
-    process."""
+    jobs that changed) take at most 1/(DISPLAY_READ_SHARE+1) of the time from the
+    controller sharing the process."""
 
     def __init__(self, progress: Callable[[], Progress]) -> None:
         self.progress = progress
@@ -171,10 +177,9 @@ class Changes:
             self.read_s = time.monotonic() - start
 
 
-def _summary(store: Store, optimizer_id: str, top_k: int, rows: RowCache | None = None
-             ) -> OptimizationSummary | None:
+def _summary(store: Store, live: LiveSummary, check: list[str]) -> OptimizationSummary | None:
     try:
-        return summarize(store, optimizer_id, top_k=top_k, all_jobs=True, cache=rows)
+        return live.read(store, check)
     except HpoError as exc:  # the store is busy or away a moment: show the next one
         logging.getLogger("hpo.controller").warning("progress not read: %s", exc)
         return None
