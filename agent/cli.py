@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every script as a new Python process, not as a fork of its "
                    "slot's warm process (default: warm, preloading hpo; "
                    f"${defaults.ENV_AGENT_SPAWN}=1 too)")
+    p.add_argument("--events", action="store_true",
+                   help="send Celery's task events (received, started, succeeded) for "
+                   "Flower's Tasks page; off, Flower's Workers page still lists the agent, "
+                   "and each task costs the agent three broker messages less")
     p.add_argument("--exit-with", type=int, metavar="PID", default=None,
                    help="stop (as on SIGTERM) once the process PID, this agent's parent, "
                         "has ended: hpo-controller --local-agents sets it, so that its "
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_timeout_s=args.shutdown_timeout, heartbeat_s=args.heartbeat,
             lost_after_s=args.lost_after, retries=args.retries,
             preload=None if args.spawn else [m for ms in args.preload for m in ms],
-            exit_with=args.exit_with,
+            exit_with=args.exit_with, events=args.events,
         )
         return Agent(config).run()
     except HpoError as exc:

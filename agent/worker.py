@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
+from celery import Celery
 from celery.exceptions import Reject
 from celery.worker import WorkController
 from celery.worker import state as celery_state
@@ -60,6 +61,9 @@ class AgentConfig:
     # no warm processes, every script spawned (hpo-agent --spawn; hpo-agent's default
     # is warm, with [] when no --preload is given).
     preload: list[str] | None = None
+    # Celery's task events, for Flower's Tasks page (hpo-agent --events); off: only the
+    # worker events (Flower's Workers page) are sent.
+    events: bool = False
 
 
 class Agent:
@@ -330,17 +334,7 @@ class Agent:
                  ", ".join(s.name for s in self.config.slots))
         log.info("agent %s uses store %s and broker %s", self.config.name,
                  safe_url(self.store.url), safe_broker_url(self.app))
-        worker = WorkController(
-            app=self.app, hostname=f"{self.config.name}@{self.config.host}",
-            queues=self.config.queues, concurrency=len(self.config.slots), pool_cls="threads",
-            prefetch_multiplier=1, without_mingle=True, without_gossip=True,
-            # Celery's event heartbeat (a worker-heartbeat event every 2 s; the store
-            # heartbeat above is hpo's own) is what Flower's Workers page lists and
-            # calls online: without it an idle agent is not there at all.
-            without_heartbeat=False, loglevel=logging.WARNING,
-            # Bad messages are dropped in one line, never stop the loop (consumer.py).
-            consumer_cls=AgentConsumer,
-        )
+        worker = celery_worker(self.app, self.config)
         try:
             worker.start()
         finally:
@@ -446,7 +440,6 @@ def warm_up(broker_url: str) -> None:
     fail), and a broker that does not answer must not hold a fork. The agent's own app
     (make_app, at its start) creates the embedded broker's tables. Best effort: what
     fails here is done again, and reported, by the agent itself."""
-    from celery import Celery
     from celery.concurrency import get_implementation
     from celery.utils.imports import symbol_by_name
     from celery.worker.consumer import Consumer
@@ -465,6 +458,23 @@ def warm_up(broker_url: str) -> None:
         configure_mappers()  # the embedded broker's models, at its first query otherwise
     except Exception as exc:
         log.debug("warm-up left off: %s", exc)
+
+
+def celery_worker(app: Celery, config: AgentConfig) -> WorkController:
+    """The Celery worker of an agent (not started): one thread per slot, a message at a
+    time per slot, task events only with ``config.events``."""
+    return WorkController(
+        app=app, hostname=f"{config.name}@{config.host}",
+        queues=config.queues, concurrency=len(config.slots), pool_cls="threads",
+        prefetch_multiplier=1, without_mingle=True, without_gossip=True,
+        # Celery's event heartbeat (a worker-heartbeat event every 2 s; the store
+        # heartbeat is hpo's own) is what Flower's Workers page lists and calls online:
+        # without it an idle agent is not there at all. It is sent with task events off
+        # too (Celery's Events step then enables only the "worker" group).
+        without_heartbeat=False, task_events=config.events, loglevel=logging.WARNING,
+        # Bad messages are dropped in one line, never stop the loop (consumer.py).
+        consumer_cls=AgentConsumer,
+    )
 
 
 def stop_decisions(owned: Mapping[str, int], tasks: Iterable[TaskRecord]

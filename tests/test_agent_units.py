@@ -331,3 +331,34 @@ def test_the_agent_writes_hpos_bytecode_cache_even_where_python_would_not(monkey
         source = Path(hpo.__file__).parent / module
         cached = Path(importlib.util.cache_from_source(str(source)))
         assert cached.is_file() and cached.stat().st_mtime >= source.stat().st_mtime
+
+
+# ----- Celery's events -----------------------------------------------------------------
+
+def _events_step(events_flag: list[str]) -> tuple[bool, Any, bool]:
+    """(task events on, the Events step's (sending, groups), heartbeat on) of the Celery
+    worker an ``hpo-agent`` with these options builds (not started: no broker)."""
+    from celery import Celery
+
+    from hpo.agent import cli, worker
+    from hpo.agent.slots import make_slots
+    from hpo.queue.app import make_app
+
+    args = cli.build_parser().parse_args(events_flag)
+    # The app hpo's agents use, on a broker that needs no server
+    assert make_app("memory://").conf.worker_send_task_events is False
+    app = Celery("hpo-test", broker="memory://", set_as_current=False)
+    config = worker.AgentConfig(name="a", queues=["q"], slots=make_slots(None, None, True, 1),
+                                runner=RunnerConfig(worker="a"), events=args.events)
+    steps = worker.celery_worker(app, config).consumer.blueprint.steps
+    events = steps["celery.worker.consumer.events.Events"]
+    heart = steps["celery.worker.consumer.heart.Heart"]
+    return config.events, (events.send_events, events.groups), heart.enabled
+
+
+def test_task_events_are_off_unless_asked_and_the_worker_heartbeat_stays_on() -> None:
+    # Without --events: no task events, but worker events (the heartbeat Flower's Workers
+    # page lists an agent by) are still sent
+    assert _events_step([]) == (False, (True, ["worker"]), True)
+    # With --events: every group, task events included (Flower's Tasks page)
+    assert _events_step(["--events"]) == (True, (True, None), True)

@@ -147,12 +147,20 @@ def test_flower_shows_the_agent_its_queue_and_the_messages_waiting_in_it(
 
     env = env_for(hpo_env, server_broker)
     try:
-        # One slot (the default): a long task holds it, so later messages wait.
-        with running_agent(store, env, tmp_path, "--queue", queue_name, "--grace", "1"
-                           ) as agent, serving(flower, log) as proc:
+        # One slot (the default): a long task holds it, so later messages wait. With
+        # --events, for the Tasks page; a second agent without them, for the Workers page.
+        with running_agent(store, env, tmp_path, "--queue", queue_name, "--grace", "1",
+                           "--events") as agent, \
+                running_agent(store, env, tmp_path, "--queue", f"{queue_name}-quiet"
+                              ) as quiet, serving(flower, log) as proc:
             hostname = f"{agent.name}@{socket.gethostname()}"
             wait_for(f"Flower's Workers page to show {hostname} online", online,
                      timeout=60, period=0.2)
+            # An agent without --events is there too: its worker heartbeat is sent
+            hostname = f"{quiet.name}@{socket.gethostname()}"
+            wait_for(f"Flower's Workers page to show {hostname} online", online,
+                     timeout=60, period=0.2)
+            hostname = f"{agent.name}@{socket.gethostname()}"
             info = wait_for(f"Flower to inspect {hostname}", inspected, timeout=60,
                             period=0.2)
             assert [q["name"] for q in info["active_queues"]] == [queue_name]

@@ -59,7 +59,11 @@ def _app_for(url: str) -> Celery:
         broker_connection_retry=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
+        # Celery's task events (received, started, succeeded: one broker publish each,
+        # about a fifth of an agent's CPU per short task) feed only Flower's Tasks page:
+        # off, as in Celery itself, and on with ``hpo-agent --events``. The worker
+        # events (the heartbeat Flower's Workers page lists) are sent either way.
+        worker_send_task_events=False,
         broker_transport_options=transport_options(url),
     )
     if url.startswith(("sqla+", "sqlalchemy+")):
