@@ -1765,9 +1765,41 @@ def test_a_numbered_batch_sent_again_is_stored_once_and_a_new_attempt_counts_ane
     assert store.requeue(task_id, 1)
     assert store.claim(task_id, "w2") == 2
     assert store.append_batch(task_id, attempt=2, scalars=report, seq=1) == 1
-    # A stale attempt's resend is refused, not skipped
+    # A stale attempt's resend is refused, not skipped: with a number the new attempt has
+    # not reached, and with one it has (not taken for the new attempt's resend)
     with pytest.raises(LostOwnership):
         store.append_batch(task_id, attempt=1, scalars=report, seq=3)
+    with pytest.raises(LostOwnership):
+        store.append_batch(task_id, attempt=1, scalars=report, seq=1)
+    # And once the owner has ended the task, its own resend is refused too
+    assert store.finish(task_id, 2, Status.completed)
+    with pytest.raises(LostOwnership):
+        store.append_batch(task_id, attempt=2, scalars=report, seq=1)
+    assert [s.attempt for s in store.task_scalars(task_id)] == [1, 1, 2]
+
+
+def test_a_batch_writes_parameters_only_when_they_change_what_the_row_holds(
+        store: Store, clock: Clock) -> None:
+    # Given a claimed task holding Args/lr 0.1 and Args/n 1 (an int)
+    task_id = store.create_task("proj", "job", parameters={"Args/lr": 0.1, "Args/n": 1}).id
+    store.enqueue(task_id, "default")
+    assert store.claim(task_id, "w1") == 1
+    claimed_at = store.get_task(task_id).updated_at
+    # When its script sends the same values (an argparse hook does, every run)
+    clock.advance(10)
+    store.append_batch(task_id, attempt=1, parameters={"Args/lr": 0.1, "Args/n": 1}, seq=1)
+    store.set_parameters(task_id, {"Args/lr": 0.1}, attempt=1)
+    # Then the row is not written
+    assert store.get_task(task_id).updated_at == claimed_at
+    # When a value equal in Python but not as stored (1.0 for 1) comes, with a new one
+    clock.advance(10)
+    store.append_batch(task_id, attempt=1, parameters={"Args/n": 1.0, "Args/new": "x"},
+                       seq=2)
+    # Then both are written, the first with its new type
+    task = store.get_task(task_id)
+    assert task.updated_at == clock.t
+    assert task.parameters == {"Args/lr": 0.1, "Args/n": 1.0, "Args/new": "x"}
+    assert type(task.parameters["Args/n"]) is float
 
 
 # ----- reports and artifacts (schema 5) -------------------------------------------------

@@ -125,6 +125,23 @@ def test_a_store_announces_reports_and_ends_on_commit_never_on_rollback(
         assert heard.get(timeout=DEADLINE_S) == StoreChange(rolled_back)
 
 
+def test_a_runs_last_batch_and_its_end_are_announced_once(store: Store) -> None:
+    heard: queue.Queue[StoreChange | None] = queue.Queue()
+    with listen_to_store(store.engine, heard.put):
+        task_id, attempt = running_task(store)
+        other, other_attempt = running_task(store)
+        # When a run's last batch (new scalars) and its end are written together, then
+        # another task ends
+        assert store.finish_with_batches(task_id, attempt, "completed", batches=[
+            {"scalars": [("loss", "total", 0, 1.0, 0.0)], "seq": 1}])
+        store.finish(other, other_attempt, "completed")
+        # Then the end is heard, with no announcement of its reports before it (heard
+        # in commit order), and its reports are there for whoever it wakes
+        assert [heard.get(timeout=DEADLINE_S) for _ in range(2)] == [
+            StoreChange(task_id), StoreChange(other)]
+        assert [s.value for s in store.task_scalars(task_id)] == [1.0]
+
+
 @pytest.mark.postgres
 def test_a_postgres_listener_survives_its_connection_being_cut_and_wakes_its_waiter(
         pg_database_url: str) -> None:

@@ -71,7 +71,8 @@ class StoreBase:
         The task row stays locked until the write commits (PostgreSQL: FOR SHARE, or
         FOR UPDATE when ``exclusive``, for a write that updates the row itself; SQLite:
         BEGIN IMMEDIATE already serialises writers), so a re-queue or a claim lands
-        before the write or after it, never in between."""
+        before the write or after it, never in between. (A numbered batch fences with
+        its UPDATE of the row instead, which holds the same lock: ``_fence_batch``.)"""
         if attempt is None:
             return
         tasks = schema.tasks

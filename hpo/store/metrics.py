@@ -221,29 +221,35 @@ class MetricsMixin(StoreBase):
         reports: Iterable[Report | Sequence[Any]] = (),
         artifacts: Iterable[ArtifactEntry | Sequence[Any]] = (),
         fields: Mapping[str, Any] | None = None,
+        announce: bool = True,
     ) -> int:
         """``append_batch`` inside the caller's transaction (``finish`` writes a run's
-        last batches and its end in one)."""
+        last batches and its end in one). ``announce`` False: new scalars are not
+        announced (the caller announces what its transaction did)."""
         scalar_rows = [_scalar_row(task_id, ScalarReport(*r), attempt or 0) for r in scalars]
         log_rows = _log_rows(task_id, logs)
         reported = report_rows(task_id, reports, attempt)
         uploaded = [ArtifactEntry(*a) for a in artifacts]
         if not (scalar_rows or log_rows or parameters or reported or uploaded or fields):
             return 0
-        numbered = seq is not None and attempt is not None
-        self._check_owner(conn, task_id, attempt,
-                          exclusive=bool(parameters) or bool(fields) or numbered)
-        if numbered and not conn.execute(
-                update(T).where(T.c.id == task_id, T.c.batch_seq < seq)
-                .values(batch_seq=seq)).rowcount:
-            return 0
+        current: dict[str, Any] | None = None  # the row's parameters, when read already
+        if seq is not None and attempt is not None:
+            fenced = self._fence_batch(conn, task_id, attempt, seq,
+                                       parameters=bool(parameters))
+            if fenced is None:
+                return 0
+            current = fenced
+        else:
+            self._check_owner(conn, task_id, attempt,
+                              exclusive=bool(parameters) or bool(fields))
         if parameters:
-            write_parameters(conn, task_id, parameters, now=self.now())
+            write_parameters(conn, task_id, parameters, now=self.now(), current=current)
         if fields:
             write_fields(conn, task_id, fields, now=self.now())
         if scalar_rows:
             conn.execute(S.insert(), scalar_rows)
-            self._reported(conn, task_id)
+            if announce:
+                self._reported(conn, task_id)
         if log_rows:
             conn.execute(L.insert(), log_rows)
         if reported:
@@ -251,6 +257,30 @@ class MetricsMixin(StoreBase):
         if uploaded:
             write_artifacts(conn, task_id, uploaded, attempt)
         return len(scalar_rows)
+
+    def _fence_batch(self, conn: Connection, task_id: str, attempt: int, seq: int, *,
+                     parameters: bool) -> dict[str, Any] | None:
+        """The fence of numbered batch ``seq`` of ``attempt`` and its number recorded, in
+        ONE statement: an UPDATE of the task's ``batch_seq`` only while ``attempt`` owns
+        the task (running, that attempt) and the number is new. It locks the row until
+        commit, as ``_check_owner``'s FOR UPDATE would (PostgreSQL; SQLite's BEGIN
+        IMMEDIATE already serialises writers), so a re-queue or a claim lands before
+        the batch or after it. The row's parameters when ``parameters`` (read by the same
+        statement, for the merge), else {}; None for a resend of a batch already stored
+        (nothing to write). When it matches no row, a second look tells a lost owner
+        (LostOwnership; TaskNotFound) from a resend: an attempt that has lost the task
+        never owns it again (a claim makes a new attempt)."""
+        returned = T.c.parameters if parameters else T.c.id
+        row = conn.execute(
+            update(T)
+            .where(T.c.id == task_id, T.c.status == Status.running.value,
+                   T.c.attempt == attempt, T.c.batch_seq < seq)
+            .values(batch_seq=seq)
+            .returning(returned)).first()
+        if row is None:
+            self._check_owner(conn, task_id, attempt)
+            return None
+        return dict(row[0] or {}) if parameters else {}
 
     def finish_with_batches(
         self, task_id: str, attempt: int, status: Status | str, *,
@@ -265,8 +295,13 @@ class MetricsMixin(StoreBase):
         statement = finish_statement(task_id, attempt, status, exit_code=exit_code,
                                      message=message, now=self.now())
         with self._write() as conn:
+            # The batches' new scalars are not announced: a batch that stores any has
+            # found ``attempt`` owning the task and locked its row, so the end below
+            # matches and its one wake-up covers them (a waiter woken by an end reads
+            # the task's scalars with it: the controller's _observe reads every active
+            # job's scalars after their records, whatever woke it).
             for batch in batches:
-                self._write_batch(conn, task_id, attempt=attempt, **batch)
+                self._write_batch(conn, task_id, attempt=attempt, announce=False, **batch)
             ended = conn.execute(statement).rowcount == 1
             if ended:
                 self._changed(conn, task_id)

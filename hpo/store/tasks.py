@@ -550,14 +550,25 @@ def _status(value: Status | str) -> Status:
 
 
 def write_parameters(conn: Connection, task_id: str, values: Mapping[str, Any], *,
-                     now: float, replace: bool = False) -> dict[str, Any]:
+                     now: float, replace: bool = False,
+                     current: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge ``values`` into the task's parameters (or replace them) inside the caller's
-    transaction, whose owner check has locked the row; returns all of them."""
-    row = conn.execute(select(T.c.parameters).where(T.c.id == task_id)).first()
-    if row is None:
-        raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
-    merged = {**({} if replace else (row.parameters or {})), **_qualified(values)}
-    conn.execute(update(T).where(T.c.id == task_id).values(parameters=merged, updated_at=now))
+    transaction, whose owner check has locked the row; returns all of them.
+
+    ``current``: the row's parameters as this transaction has already read them, with
+    the row locked (no second read). Nothing is written when the result is what the row
+    holds, to the byte of its JSON: a script's argparse hook sends the same Args/...
+    values every run, and the task's ``updated_at`` then stays as it was."""
+    if current is None:
+        row = conn.execute(select(T.c.parameters).where(T.c.id == task_id)).first()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
+        current = row.parameters or {}
+    merged = {**({} if replace else current), **_qualified(values)}
+    # As stored (JSON text): 1, 1.0 and true are equal in Python, not in the row.
+    if json.dumps(merged, ensure_ascii=False) != json.dumps(current, ensure_ascii=False):
+        conn.execute(update(T).where(T.c.id == task_id).values(parameters=merged,
+                                                               updated_at=now))
     return merged
 
 
