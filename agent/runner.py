@@ -93,6 +93,7 @@ class TaskRunner:
         self._stop_event = threading.Event()
         self.task_id: str | None = None
         self.attempt: int | None = None  # this run's own, once claimed: its fencing token
+        self.script_ended = False  # its script has exited: a stop request is moot
 
     def stop(self, reason: StopReason) -> None:
         # A lost task overrides any other reason: nothing of this attempt is recorded.
@@ -125,6 +126,7 @@ class TaskRunner:
                  self.slot.name, attempt)
         started = time.monotonic()
         status, message, exit_code, unwritten = self._execute(task, attempt)
+        self.script_ended = True
         if status is None:  # re-queued on shutdown, or lost to another attempt
             return None
         recorded = self._record(PendingOutcome(task_id, attempt, status, message,

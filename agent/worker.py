@@ -269,7 +269,7 @@ class Agent:
         wake = threading.Event()
 
         def on_change(change: StoreChange | None) -> None:
-            if change is None or (not change.reported and change.task_id in self.runners):
+            if stop_look_needed(change, self.runners):
                 wake.set()
 
         try:
@@ -475,6 +475,19 @@ def celery_worker(app: Celery, config: AgentConfig) -> WorkController:
         # Bad messages are dropped in one line, never stop the loop (consumer.py).
         consumer_cls=AgentConsumer,
     )
+
+
+def stop_look_needed(change: StoreChange | None, runners: Mapping[str, TaskRunner]) -> bool:
+    """Whether a change the store announced calls for a look at stop requests now: a
+    gap in the wake-ups (None), or a change other than new reports to a task running
+    here whose script has not ended. An ended one has nothing left to stop: the change
+    is its own finish, heard before its runner leaves, and not worth a read."""
+    if change is None:
+        return True
+    if change.reported:
+        return False
+    runner = runners.get(change.task_id)
+    return runner is not None and not runner.script_ended
 
 
 def stop_decisions(owned: Mapping[str, int], tasks: Iterable[TaskRecord]

@@ -22,13 +22,14 @@ from hpo.agent.outbox import PendingOutcome
 from hpo.agent.recorder import Recorder
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.slots import Slot
-from hpo.agent.worker import stop_decisions
+from hpo.agent.worker import stop_decisions, stop_look_needed
 from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
 from hpo.queue.app import RUN_TASK
 from hpo.queue.messages import message_problem
 from hpo.records import TaskRecord
 from hpo.store import ScalarReport, Store, open_store
+from hpo.wakeups import StoreChange
 
 # ----- the stop poll -------------------------------------------------------------------
 
@@ -71,6 +72,17 @@ def test_the_owner_running_is_left_alone_or_stopped_on_request() -> None:
     # several at once, each by its own snapshot
     assert stop_decisions({"a": 1, "b": 3}, [seen(id="a"), seen(id="b", attempt=4)]) == {
         "b": StopReason.lost}
+
+
+def test_a_change_calls_for_a_stop_look_only_while_a_script_here_runs(store: Store) -> None:
+    running, ended = runner_for(store), runner_for(store)
+    ended.script_ended = True  # its finish is heard before its runner leaves
+    runners = {"run": running, "end": ended}
+    assert stop_look_needed(None, runners)  # a gap in the wake-ups: anything may have
+    assert stop_look_needed(StoreChange("run"), runners)
+    assert not stop_look_needed(StoreChange("run", reported=True), runners)
+    assert not stop_look_needed(StoreChange("end"), runners)
+    assert not stop_look_needed(StoreChange("elsewhere"), runners)
 
 
 # ----- the runner ------------------------------------------------------------------------
