@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select, update
+from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select, text, update
 
 import hpo.store.tasks as store_tasks
 from hpo.defaults import STOPPED_WORKERS_KEPT_S
@@ -1800,6 +1800,33 @@ def test_a_batch_writes_parameters_only_when_they_change_what_the_row_holds(
     assert task.updated_at == clock.t
     assert task.parameters == {"Args/lr": 0.1, "Args/n": 1.0, "Args/new": "x"}
     assert type(task.parameters["Args/n"]) is float
+
+
+def _in_transaction(conn: Any) -> bool:
+    """Whether ``conn`` is inside a transaction the server (or SQLite) began."""
+    if conn.dialect.name == "sqlite":
+        return bool(conn.connection.driver_connection.in_transaction)
+    # A transaction's second statement comes later than the transaction began; a
+    # statement in autocommit is its own transaction, begun when it came.
+    conn.execute(text("SELECT 1"))
+    return not conn.execute(
+        text("SELECT statement_timestamp() = transaction_timestamp()")).scalar_one()
+
+
+def test_reads_and_one_statement_writes_skip_begin_on_postgresql_only(store: Store) -> None:
+    postgres = store.dialect == "postgresql"
+    # A read (and a claim's one statement) is no transaction on PostgreSQL: each
+    # statement takes its own snapshot at READ COMMITTED anyway; on SQLite a read is
+    # one transaction, its statements one snapshot
+    with store._read() as conn:
+        assert _in_transaction(conn) is not postgres
+    with store._write_one() as conn:
+        assert _in_transaction(conn) is not postgres
+    # A write stays one transaction, also on a pooled connection a read used before
+    with store._write() as conn:
+        assert _in_transaction(conn)
+    with store._read() as conn:
+        assert _in_transaction(conn) is not postgres
 
 
 # ----- reports and artifacts (schema 5) -------------------------------------------------

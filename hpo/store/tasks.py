@@ -351,7 +351,7 @@ class TasksMixin(StoreBase):
                     stop_requested=False, status_message=None, batch_seq=0)
             .returning(*T.c)
         )
-        with self._write() as conn:
+        with self._write_one() as conn:  # one statement: autocommit on PostgreSQL
             row = conn.execute(stmt).first()
         return None if row is None else _record(row)
 
