@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select, text, update
+from sqlalchemy import Column, MetaData, Table, create_engine, event, inspect, select, text, update
 
 import hpo.store.tasks as store_tasks
 from hpo.defaults import STOPPED_WORKERS_KEPT_S
@@ -1800,6 +1800,39 @@ def test_a_batch_writes_parameters_only_when_they_change_what_the_row_holds(
     assert task.updated_at == clock.t
     assert task.parameters == {"Args/lr": 0.1, "Args/n": 1.0, "Args/new": "x"}
     assert type(task.parameters["Args/n"]) is float
+
+
+def test_a_runs_last_write_is_three_statements_and_its_end_one_announcement(
+        store: Store) -> None:
+    # Given a run whose last batch holds a report and the parameters its task has
+    task_id = store.create_task("proj", "job", parameters={"Args/lr": 0.1}).id
+    store.enqueue(task_id, "default")
+    attempt = store.claim(task_id, "w1")
+    assert attempt == 1
+    sent: list[str] = []
+
+    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    # When the agent writes it and the run's end
+    event.listen(store.engine, "before_cursor_execute", on_statement)
+    try:
+        assert store.finish_with_batches(task_id, attempt, Status.completed, batches=[{
+            "scalars": [("loss", "total", 0, 1.0, 0.0)], "parameters": {"Args/lr": 0.1},
+            "seq": 1}])
+    finally:
+        event.remove(store.engine, "before_cursor_execute", on_statement)
+    # Then three statements did it: the fence and batch number, the report, the end
+    # (its wake-up returned by it on PostgreSQL; SQLite rings after the commit), and
+    # the parameters, unchanged, were not written. (BEGIN and COMMIT are the driver's
+    # on PostgreSQL, not statements; SQLite's BEGIN IMMEDIATE is one.)
+    expected = ["UPDATE hpo_tasks SET", "INSERT INTO hpo_scalars", "UPDATE hpo_tasks SET"]
+    if store.dialect == "sqlite":
+        expected.insert(0, "BEGIN IMMEDIATE")
+    assert sent == expected
+    task = store.get_task(task_id)
+    assert (task.status, task.parameters) == (Status.completed, {"Args/lr": 0.1})
+    assert [s.value for s in store.task_scalars(task_id)] == [1.0]
 
 
 def _in_transaction(conn: Any) -> bool:

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Update, select
 
 from hpo.errors import LostOwnership, TaskNotFound
 from hpo.lifecycle import Status
@@ -92,6 +92,19 @@ class StoreBase:
         (hpo.wakeups: a PostgreSQL NOTIFY in this transaction, or a ring of the doorbell
         beside a SQLite file after it)."""
         self._announcer.announce(conn, StoreChange(task_id).payload())
+
+    def _update_changed(self, conn: Connection, statement: Update, task_id: str) -> bool:
+        """Run ``statement``, an UPDATE of task ``task_id``'s row only, and ``_changed``
+        when it changed the row (True). On PostgreSQL the NOTIFY is what the UPDATE
+        returns (one statement, one round trip, not two), elsewhere a ``_changed``
+        after it."""
+        notify = self._announcer.returned(StoreChange(task_id).payload())
+        if notify is None:
+            changed = conn.execute(statement).rowcount == 1
+            if changed:
+                self._changed(conn, task_id)
+            return changed
+        return conn.execute(statement.returning(notify)).first() is not None
 
     def _reported(self, conn: Connection, task_id: str) -> None:
         """As ``_changed``, for new scalar reports of ``task_id``: a waiter may take

@@ -302,10 +302,7 @@ class MetricsMixin(StoreBase):
             # job's scalars after their records, whatever woke it).
             for batch in batches:
                 self._write_batch(conn, task_id, attempt=attempt, announce=False, **batch)
-            ended = conn.execute(statement).rowcount == 1
-            if ended:
-                self._changed(conn, task_id)
-            return ended
+            return self._update_changed(conn, statement, task_id)
 
     def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
         """Log lines of a task after a cursor (a line id), oldest first."""

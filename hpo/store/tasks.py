@@ -375,10 +375,7 @@ class TasksMixin(StoreBase):
         if skip_locked:
             stmt = stmt.where(_unlocked(task_id))
         with self._write() as conn:
-            ended = conn.execute(stmt).rowcount == 1
-            if ended:
-                self._changed(conn, task_id)
-            return ended
+            return self._update_changed(conn, stmt, task_id)
 
     def requeue(self, task_id: str, attempt: int, message: str | None = None, *,
                 skip_locked: bool = False) -> Status | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection
 
 from hpo.errors import HpoError
 
@@ -52,6 +53,12 @@ class Announcer(abc.ABC):
     def settle(self, conn: Connection, committed: bool) -> None:
         """The transaction of ``conn`` has ended: deliver what it announced if
         ``committed``, drop it otherwise."""
+
+    def returned(self, payload: str) -> ColumnElement[Any] | None:
+        """What an UPDATE may return to announce ``payload`` for each row it changes, in
+        its own statement (no round trip of its own); None where the announcement is
+        not a SQL expression: the caller then calls ``announce``."""
+        return None
 
 
 class SilentAnnouncer(Announcer):

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
 from hpo.defaults import PG_LISTEN_RETRY_S, PG_LISTEN_TICK_S
 from hpo.wakeups.base import Announcer, Listener, ListenerUnavailable, OnChange
@@ -31,6 +31,10 @@ class PgAnnouncer(Announcer):
 
     def announce(self, conn: Connection, payload: str) -> None:
         conn.execute(select(func.pg_notify(CHANNEL, payload)))
+
+    def returned(self, payload: str) -> ColumnElement[Any]:
+        # Evaluated once per row the UPDATE changes, queued with its transaction.
+        return func.pg_notify(CHANNEL, payload)
 
     def settle(self, conn: Connection, committed: bool) -> None:
         pass  # the server delivers on commit, drops on rollback
