@@ -4,9 +4,11 @@ version, as Python compiles a script, and left to the child where it cannot be."
 from __future__ import annotations
 
 import os
+import zipapp
 from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
+from hpo.agent.warm import child
 from hpo.agent.warm.scripts import CompiledScripts, read_code
 
 
@@ -44,3 +46,13 @@ def test_what_the_child_must_read_itself_is_not_compiled(tmp_path: Path):
     assert scripts.get("missing.py", str(tmp_path)) is None
     assert scripts.get("compiled.pyc", str(tmp_path)) is None  # runpy runs bytecode
     assert read_code(str(tmp_path / "compiled.pyc"), "compiled.pyc") is None
+
+
+def test_a_zipapp_is_left_to_runpy_which_runs_its_main(tmp_path: Path):
+    # `python app.pyz` runs the archive's __main__.py (a shebang line before it too)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text("value = 1\n")
+    zipapp.create_archive(tmp_path / "app", tmp_path / "app.pyz",
+                          interpreter="/usr/bin/env python3")
+    assert CompiledScripts().get("app.pyz", str(tmp_path)) is None
+    assert child._run_main(str(tmp_path / "app.pyz"), None)["value"] == 1

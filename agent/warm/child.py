@@ -95,7 +95,7 @@ def _run_main(script: str, code: CodeType | None) -> dict[str, Any]:
     """Run the script as ``__main__`` as runpy.run_path(script, run_name="__main__")
     does (a fresh module, ``__spec__`` and ``__loader__`` None), from the warm process's
     compiled code, or from the file when there is none; the script's globals. A
-    bytecode file is left to runpy."""
+    bytecode file or a zip archive is left to runpy."""
     if code is None:
         code = scripts.read_code(script, script)
         if code is None:

@@ -12,6 +12,7 @@ it.
 from __future__ import annotations
 
 import os
+import zipimport
 from importlib.util import MAGIC_NUMBER
 
 TYPE_CHECKING = False  # typing costs milliseconds; this module runs in every warm slot
@@ -25,14 +26,24 @@ _KEPT = 16
 def read_code(path: str, filename: str) -> CodeType | None:
     """The code of the script at ``path`` as `python script.py` compiles it, under
     ``filename`` (the path the child runs it as: tracebacks and ``__file__`` show it);
-    None for a compiled bytecode file (runpy reads those). Raises OSError, and
-    SyntaxError (or ValueError, a NUL byte) as Python would report them."""
+    None for a compiled bytecode file or a zip archive (a zipapp, run by its
+    ``__main__.py``): runpy runs those. Raises OSError, and SyntaxError (or ValueError,
+    a NUL byte) as Python would report them."""
     with open(path, "rb") as f:
         source = f.read()
-    if source.startswith(MAGIC_NUMBER):
+    if source.startswith(MAGIC_NUMBER) or _is_zip(path):
         return None
     # dont_inherit: not this module's __future__ imports (annotations) but the script's.
     return compile(source, filename, "exec", dont_inherit=True)
+
+
+def _is_zip(path: str) -> bool:
+    """Whether `python path` runs it as a zip archive: as runpy tells, by its import hook."""
+    try:
+        zipimport.zipimporter(path)
+    except zipimport.ZipImportError:
+        return False
+    return True
 
 
 class CompiledScripts:
@@ -45,7 +56,7 @@ class CompiledScripts:
         """The code of ``script`` (a path as the child sees it, after its chdir to
         ``cwd``), compiled now or kept; None when the child must read it itself: a
         file that cannot be read or does not compile (it reports that as Python
-        would), or bytecode."""
+        would), bytecode or a zip archive."""
         path = os.path.join(cwd, script)
         try:
             st = os.stat(path)
