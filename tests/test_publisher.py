@@ -73,7 +73,6 @@ def test_a_broker_that_is_down_is_broker_unavailable_without_a_second_try(
     assert len(tries) == 1
 
 
-
 def test_on_redis_one_kept_client_serves_every_publish(queue_name: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """kombu would make a redis.Redis (and its table of reply callbacks) per message:
@@ -96,3 +95,19 @@ def test_on_redis_one_kept_client_serves_every_publish(queue_name: str,
         publish(app, f"{n:032x}", queue_name)
     assert made == []
     assert waiting_messages(app, queue_name) == 6
+
+
+def test_on_redis_the_kept_client_follows_the_channels_pool() -> None:
+    """kombu drops a channel's pools (after a fork, a failed ping) and makes new ones:
+    the kept client is then made again, on the new pool, not left on the dropped one."""
+    from tests.conftest import server_broker_url
+
+    app = make_app(server_broker_url("redis"))
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as again:
+            assert again is first and first.connection_pool is channel.pool
+        channel._disconnect_pools()
+        with channel.conn_or_acquire() as after:
+            assert after is not first and after.connection_pool is channel.pool
+            assert after.ping()

@@ -23,13 +23,16 @@ class Channel(kombu_redis.Channel):
         # builds each one's table of ~170 reply callbacks: about half a millisecond of
         # CPU a message. A client is a thin, thread-safe front of the channel's
         # connection pool (a command takes a connection from the pool and gives it
-        # back), so one kept client serves them all.
+        # back), so one kept client serves them all: the client of the channel's pool
+        # now (kombu drops its pools after a fork or a failed ping and makes new ones).
         if client:
             yield client
             return
-        if self._kept_client is None:
-            self._kept_client = self._create_client()
-        yield self._kept_client
+        kept = self._kept_client
+        if kept is None or kept.connection_pool is not self.pool:
+            kept = self._kept_client = self._create_client()
+        yield kept
+
     def _brpop_read(self, **options: Any) -> Any:
         # kombu pops the entry and parses it as JSON before anything else sees it: an
         # entry that is not JSON raised out of the worker's loop ("Unrecoverable error:
