@@ -44,6 +44,10 @@ def test_what_the_child_must_read_itself_is_not_compiled(tmp_path: Path):
     (tmp_path / "compiled.pyc").write_bytes(MAGIC_NUMBER + b"\0" * 12)
     assert scripts.get("broken.py", str(tmp_path)) is None  # the child reports it
     assert scripts.get("missing.py", str(tmp_path)) is None
+    # Too deep for the compiler (MemoryError): the child's to report, the warm process
+    # must not die of it
+    (tmp_path / "deep.py").write_text(f"x = {'-' * 200_000}1\n")
+    assert scripts.get("deep.py", str(tmp_path)) is None
     assert scripts.get("compiled.pyc", str(tmp_path)) is None  # runpy runs bytecode
     assert read_code(str(tmp_path / "compiled.pyc"), "compiled.pyc") is None
 

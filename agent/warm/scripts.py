@@ -55,8 +55,8 @@ class CompiledScripts:
     def get(self, script: str, cwd: str) -> CodeType | None:
         """The code of ``script`` (a path as the child sees it, after its chdir to
         ``cwd``), compiled now or kept; None when the child must read it itself: a
-        file that cannot be read or does not compile (it reports that as Python
-        would), bytecode or a zip archive."""
+        file that cannot be read or does not compile, whatever compile raises (it
+        reports that as Python would), bytecode or a zip archive."""
         path = os.path.join(cwd, script)
         try:
             st = os.stat(path)
@@ -66,7 +66,7 @@ class CompiledScripts:
             if kept is not None and kept[0] == key:
                 return kept[1]
             code = read_code(path, script)
-        except (OSError, SyntaxError, ValueError):
+        except Exception:  # MemoryError, RecursionError too: this process serves on
             return None
         if code is not None:
             if len(self._kept) >= _KEPT:
