@@ -114,6 +114,7 @@ def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
         stream.flush()  # else the child would write this process's buffered output too
     # What is here now is never collected in the child: its collections then skip these
     # objects instead of writing to each one's page (a copy of the page per write).
+    # Here they are collectable again after the fork (both calls move lists, no copy).
     gc.freeze()
     pid = os.fork()
     if pid == 0:
@@ -122,6 +123,7 @@ def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
         except BaseException:  # the child must never go on in this loop
             traceback.print_exc()
         os._exit(1)
+    gc.unfreeze()
     for fd in fds:
         os.close(fd)
     return pid
