@@ -111,3 +111,29 @@ def test_on_redis_the_kept_client_follows_the_channels_pool() -> None:
         with channel.conn_or_acquire() as after:
             assert after is not first and after.connection_pool is channel.pool
             assert after.ping()
+
+
+def test_on_the_embedded_broker_a_publish_is_one_insert_after_the_queues_first(
+        tmp_path: Path, queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's SQLAlchemy channel looked the queue's row up (an ORM query) for every
+    message: hpo's keeps the queue's id, and messages still arrive, in order."""
+    from kombu.transport import sqlalchemy as kombu_sqla
+
+    app = make_app(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    publish(app, "a" * 32, queue_name)  # the queue's row, looked up once
+    looked_up: list[str] = []
+    lookup = kombu_sqla.Channel._get_or_create
+
+    def counted(self: Any, queue: str) -> Any:
+        looked_up.append(queue)
+        return lookup(self, queue)
+
+    monkeypatch.setattr(kombu_sqla.Channel, "_get_or_create", counted)
+    for n in range(3):
+        publish(app, f"{n:032x}", queue_name)
+    assert looked_up == []
+    assert waiting_messages(app, queue_name) == 4
+    with app.connection_for_read() as connection, connection.channel() as channel:
+        bodies = [channel.basic_get(queue_name, no_ack=True).payload[0][0]
+                  for _ in range(4)]
+    assert bodies == ["a" * 32, *(f"{n:032x}" for n in range(3))]

@@ -12,6 +12,8 @@ Fixes over the stock transport, installed under its own ``sqla`` alias so that
   different processes wait for each other instead of failing with "database is locked";
 * a delivered message is deleted rather than kept invisible forever (every poll of an
   empty queue scanned them all);
+* a publish is one INSERT: the queue's row id is kept per channel (kombu never deletes
+  a queue's row) instead of an ORM query for it and an ORM flush per message;
 * an entry that is not a kombu message is logged and dropped (``hpo.queue.messages``)
   instead of stopping the consumer;
 * no poll on a message's way: a publish rings the doorbell beside the broker file
@@ -36,7 +38,8 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
-from sqlalchemy import create_engine, event, text
+from kombu.utils.json import dumps
+from sqlalchemy import create_engine, delete, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
@@ -56,6 +59,8 @@ _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "
 
 
 class Channel(kombu_sqla.Channel):
+    _queue_ids: dict[str, int]
+
     def _open(self) -> Any:
         # The first processes to use a new broker file create its tables at the same
         # moment; the loser's CREATE TABLE fails with "already exists". Once more then.
@@ -75,8 +80,28 @@ class Channel(kombu_sqla.Channel):
 
     # (kombu's own classes name the second argument differently: mypy sees a conflict)
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super()._put(queue, payload, **kwargs)
+        # kombu's own queries the queue's row and flushes an ORM object per message,
+        # about 2 ms of CPU a publish on a small machine: here one INSERT, the columns'
+        # defaults (visible, version) and no timestamp, as the ORM object gets them.
+        insert = self.message_cls.__table__.insert().values(
+            payload=dumps(payload), queue_id=self._queue_id(queue))
+        try:
+            self.session.execute(insert)
+            self.session.commit()
+        except OperationalError:
+            self.session.rollback()  # the publish fails (and is retried), nothing stored
+            raise
         self.connection.ring(queue)  # committed: a consumer that looks now finds it
+
+    def _queue_id(self, queue: str) -> int:
+        """The queue's row id, made on its first use here and kept: kombu never deletes
+        a queue's row, so the id stays right for the channel's life."""
+        if not hasattr(self, "_queue_ids"):
+            self._queue_ids = {}
+        queue_id = self._queue_ids.get(queue)
+        if queue_id is None:
+            queue_id = self._queue_ids[queue] = int(self._get_or_create(queue).id)
+        return queue_id
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
         super().basic_ack(delivery_tag, multiple=multiple)
@@ -91,19 +116,21 @@ class Channel(kombu_sqla.Channel):
         # and every poll of an empty queue then scans them all: deleting it instead
         # keeps polls constant. Redelivery does not depend on the row: unacked messages
         # are put back from kombu's in-memory QoS when a channel closes.
-        obj = self._get_or_create(queue)
+        # As in _put: the kept queue id and Core statements, not ORM objects.
+        queue_id = self._queue_id(queue)
+        messages = self.message_cls.__table__
         if self.session.bind.name == "sqlite":
             self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
-            message = (self.session.query(self.message_cls)
-                       .filter(self.message_cls.queue_id == obj.id)
-                       .filter(self.message_cls.visible != False)  # noqa: E712
-                       .order_by(self.message_cls.sent_at, self.message_cls.id)
-                       .with_for_update().limit(1).first())
-            if message is None:
+            found = self.session.execute(
+                select(messages.c.id, messages.c.payload)
+                .where(messages.c.queue_id == queue_id, messages.c.visible != False)  # noqa: E712
+                .order_by(messages.c.timestamp, messages.c.id)
+                .with_for_update().limit(1)).first()
+            if found is None:
                 raise Empty()
-            self.session.delete(message)
-            entry = bytes_to_str(message.payload)
+            self.session.execute(delete(messages).where(messages.c.id == found.id))
+            entry = bytes_to_str(found.payload)
             try:
                 return loads(entry)
             except (TypeError, ValueError) as exc:
