@@ -32,14 +32,17 @@ from tests.agents import wait_for
 from tests.faults.harness import JOB, OBJECTIVE
 from tests.hosts.network import TestNetwork
 
-# A session of the given client address inside a report write: the owner check (a
-# SELECT ... FOR SHARE of the task row) or an INSERT after it in the same transaction.
+# A session of the given client address inside a report write: a numbered batch's
+# fence (an UPDATE of the task row's batch_seq, which locks the row), an unnumbered
+# write's owner check (a SELECT ... FOR SHARE of it), or an INSERT after either in the
+# same transaction.
 INSIDE_A_WRITE = """
 SELECT a.pid, a.xact_start FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
 WHERE a.client_addr = CAST(%(ip)s AS inet) AND a.state = 'idle in transaction'
-  AND l.relation = 'hpo_tasks'::regclass AND l.granted AND l.mode = 'RowShareLock'
-  AND (a.query LIKE '%%FOR SHARE%%' OR a.query LIKE 'INSERT INTO hpo_scalars%%'
-       OR a.query LIKE 'INSERT INTO hpo_logs%%')
+  AND l.relation = 'hpo_tasks'::regclass AND l.granted
+  AND l.mode IN ('RowShareLock', 'RowExclusiveLock')
+  AND (a.query LIKE '%%FOR SHARE%%' OR a.query LIKE 'UPDATE hpo_tasks SET batch_seq%%'
+       OR a.query LIKE 'INSERT INTO hpo_scalars%%' OR a.query LIKE 'INSERT INTO hpo_logs%%')
 """
 # That session still in that same transaction.
 STILL_INSIDE = """
