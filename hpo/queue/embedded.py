@@ -59,7 +59,9 @@ _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "
 
 
 class Channel(kombu_sqla.Channel):
-    _queue_ids: dict[str, int]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._queue_ids: dict[str, int] = {}  # before kombu's set-up, which may declare
+        super().__init__(*args, **kwargs)
 
     def _open(self) -> Any:
         # The first processes to use a new broker file create its tables at the same
@@ -96,8 +98,6 @@ class Channel(kombu_sqla.Channel):
     def _queue_id(self, queue: str) -> int:
         """The queue's row id, made on its first use here and kept: kombu never deletes
         a queue's row, so the id stays right for the channel's life."""
-        if not hasattr(self, "_queue_ids"):
-            self._queue_ids = {}
         queue_id = self._queue_ids.get(queue)
         if queue_id is None:
             queue_id = self._queue_ids[queue] = int(self._get_or_create(queue).id)

@@ -48,14 +48,12 @@ class StoreBase:
         pooled connection for this checkout and reset when it goes back (measured: the
         same CPU as a second, autocommit engine, without a second pool of server
         connections)."""
-        with engines.translated(self.url):
-            if self.engine.dialect.name == "postgresql":
-                with self.engine.connect().execution_options(
-                        isolation_level="AUTOCOMMIT") as conn:
-                    yield conn
-            else:
-                with self.engine.connect() as conn, conn.begin():
-                    yield conn
+        if self.dialect == "postgresql":
+            with self._autocommit() as conn:
+                yield conn
+            return
+        with engines.translated(self.url), self.engine.connect() as conn, conn.begin():
+            yield conn
 
     @contextlib.contextmanager
     def _write_one(self) -> Iterator[Connection]:
@@ -64,10 +62,17 @@ class StoreBase:
         transaction, committed before its result comes back, without the BEGIN and
         COMMIT round trips. A second statement there would be a transaction of its
         own: use ``_write``."""
-        if self.engine.dialect.name != "postgresql":
+        if self.dialect != "postgresql":
             with self._write() as conn:
                 yield conn
             return
+        with self._autocommit() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A pooled connection in autocommit for this checkout (PostgreSQL: each
+        statement its own transaction, no BEGIN and COMMIT round trips)."""
         with engines.translated(self.url), self.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT") as conn:
             yield conn
