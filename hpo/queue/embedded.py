@@ -33,13 +33,13 @@ import time
 from json import loads
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, NamedTuple
 
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
-from sqlalchemy import create_engine, delete, event, select, text
+from sqlalchemy import Delete, Insert, Select, bindparam, create_engine, delete, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
@@ -56,6 +56,12 @@ BELL_SUFFIX = ".bell"
 _TRANSPORT_ONLY = ("polling_interval", "queue_tablename", "message_tablename", "callback",
                    "errback", "max_retries", "interval_start", "interval_step",
                    "interval_max", "retry_errors")
+
+
+class _Statements(NamedTuple):
+    insert: Insert  # a message: payload, queue_id
+    head: Select[Any]  # the oldest visible message of queue_id, locked
+    delete: Delete  # the message id
 
 
 class Channel(kombu_sqla.Channel):
@@ -85,15 +91,29 @@ class Channel(kombu_sqla.Channel):
         # kombu's own queries the queue's row and flushes an ORM object per message,
         # about 2 ms of CPU a publish on a small machine: here one INSERT, the columns'
         # defaults (visible, version) and no timestamp, as the ORM object gets them.
-        insert = self.message_cls.__table__.insert().values(
-            payload=dumps(payload), queue_id=self._queue_id(queue))
+        values = {"payload": dumps(payload), "queue_id": self._queue_id(queue)}
         try:
-            self.session.execute(insert)
+            self.session.execute(self._statements.insert, values)
             self.session.commit()
         except OperationalError:
             self.session.rollback()  # the publish fails (and is retried), nothing stored
             raise
         self.connection.ring(queue)  # committed: a consumer that looks now finds it
+
+    @functools.cached_property
+    def _statements(self) -> _Statements:
+        """The statements of a publish and a take, built once with their values as
+        parameters: building one (and its cache key) cost SQLAlchemy more than the
+        INSERT itself."""
+        messages = self.message_cls.__table__
+        return _Statements(
+            insert=messages.insert(),
+            head=(select(messages.c.id, messages.c.payload)
+                  .where(messages.c.queue_id == bindparam("queue_id"),
+                         messages.c.visible != False)  # noqa: E712
+                  .order_by(messages.c.timestamp, messages.c.id)
+                  .with_for_update().limit(1)),
+            delete=delete(messages).where(messages.c.id == bindparam("id")))
 
     def _queue_id(self, queue: str) -> int:
         """The queue's row id, made on its first use here and kept: kombu never deletes
@@ -118,18 +138,14 @@ class Channel(kombu_sqla.Channel):
         # are put back from kombu's in-memory QoS when a channel closes.
         # As in _put: the kept queue id and Core statements, not ORM objects.
         queue_id = self._queue_id(queue)
-        messages = self.message_cls.__table__
+        statements = self._statements
         if self.session.bind.name == "sqlite":
             self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
-            found = self.session.execute(
-                select(messages.c.id, messages.c.payload)
-                .where(messages.c.queue_id == queue_id, messages.c.visible != False)  # noqa: E712
-                .order_by(messages.c.timestamp, messages.c.id)
-                .with_for_update().limit(1)).first()
+            found = self.session.execute(statements.head, {"queue_id": queue_id}).first()
             if found is None:
                 raise Empty()
-            self.session.execute(delete(messages).where(messages.c.id == found.id))
+            self.session.execute(statements.delete, {"id": found.id})
             entry = bytes_to_str(found.payload)
             try:
                 return loads(entry)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from hpo.errors import TaskNotFound
 from hpo.store import schema
@@ -34,6 +34,11 @@ class NewClone:
     id: str = field(default_factory=new_task_id)
 
 
+# Built once (a launch per controller cycle): its values are parameters.
+_SAVE_STATE = (update(OPT).where(OPT.c.task_id == bindparam("id"))
+               .values(state=bindparam("state"), updated_at=bindparam("updated_at")))
+
+
 class LaunchesMixin(TasksMixin, OptimizationsMixin):
     def launch_clones(self, optimization_id: str, state: dict[str, Any], source_id: str,
                       clones: Sequence[NewClone], *, queue: str, parent: str | None = None,
@@ -49,8 +54,8 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
         not inserted again. One still committing elsewhere makes this INSERT fail on its
         id (StoreError), and the next retry sees it."""
         with self._write() as conn:
-            updated = conn.execute(update(OPT).where(OPT.c.task_id == optimization_id)
-                                   .values(state=state, updated_at=self.now())).rowcount
+            updated = conn.execute(_SAVE_STATE, {"id": optimization_id, "state": state,
+                                                 "updated_at": self.now()}).rowcount
             if not updated:
                 raise TaskNotFound(f"no optimization {optimization_id}: `hpo-controller "
                                    "list` shows them")

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Integer, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from hpo.lifecycle import Status
 from hpo.records import LogLine, MetricSummary, Scalar, TaskRecord
@@ -428,13 +442,26 @@ def _float(value: float | None) -> float:
 def _scalars_after(conn: Connection, cursors: Mapping[str, int],
                    titles: Sequence[str] | None, limit: int | None) -> list[Scalar]:
     """``read_scalars``' query, in the caller's transaction."""
-    condition = or_(*(and_(S.c.task_id == t, S.c.id > c) for t, c in cursors.items()))
+    query = _scalars_after_query(len(cursors), titles is not None, limit is not None)
+    params: dict[str, Any] = {"titles": list(titles or ()), "limit": limit}
+    for i, (task_id, cursor) in enumerate(cursors.items()):
+        params[f"t{i}"], params[f"c{i}"] = task_id, cursor
+    return [_scalar(row._mapping) for row in conn.execute(query, params)]
+
+
+@functools.lru_cache(maxsize=256)
+def _scalars_after_query(tasks: int, titled: bool, limited: bool) -> Select[Any]:
+    """``_scalars_after``'s statement for ``tasks`` cursors, built once per shape with
+    its values as parameters: a controller runs it every cycle, and building it (and its
+    cache key) cost SQLAlchemy more than running it."""
+    condition = or_(*(and_(S.c.task_id == bindparam(f"t{i}"), S.c.id > bindparam(f"c{i}"))
+                      for i in range(tasks)))
     query = select(S).where(condition).order_by(S.c.id)
-    if titles is not None:
-        query = query.where(S.c.title.in_(list(titles)))
-    if limit is not None:
-        query = query.limit(limit)
-    return [_scalar(row._mapping) for row in conn.execute(query)]
+    if titled:
+        query = query.where(S.c.title.in_(bindparam("titles", expanding=True)))
+    if limited:
+        query = query.limit(bindparam("limit"))
+    return query
 
 
 def _scalar(m: Any) -> Scalar:

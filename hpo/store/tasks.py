@@ -13,6 +13,7 @@ from sqlalchemy import (
     Row,
     Text,
     Update,
+    bindparam,
     case,
     delete,
     func,
@@ -505,7 +506,7 @@ class TasksMixin(StoreBase):
     # ----- helpers ----------------------------------------------------------------
 
     def _get(self, conn: Connection, task_id: str) -> TaskRecord:
-        row = conn.execute(select(T).where(T.c.id == task_id)).first()
+        row = conn.execute(_TASK_BY_ID, {"id": task_id}).first()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id!r}: `hpo task list` shows the ids")
         return _record(row)
@@ -661,9 +662,15 @@ def _unlocked(task_id: str) -> ColumnElement[bool]:
                       .with_for_update(skip_locked=True))
 
 
+# Built once, their values parameters: statements run every controller cycle, which
+# cost SQLAlchemy more to build (and to make a cache key for) than to run.
+_TASK_BY_ID = select(T).where(T.c.id == bindparam("id"))
+_TASKS_BY_ID = select(T).where(T.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
     """``get_tasks``' query, in the caller's transaction."""
-    rows = conn.execute(select(T).where(T.c.id.in_(list(task_ids)))).all()
+    rows = conn.execute(_TASKS_BY_ID, {"ids": list(task_ids)}).all()
     by_id = {row.id: _record(row) for row in rows}
     return [by_id[i] for i in task_ids if i in by_id]
 
