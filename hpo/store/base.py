@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import Connection, Update, select
+from sqlalchemy import ColumnElement, Connection, Update, select
 
 from hpo.errors import LostOwnership, TaskNotFound
 from hpo.lifecycle import Status
 from hpo.store import engine as engines
 from hpo.store import schema
-from hpo.wakeups import StoreChange, announcer_for
+from hpo.wakeups import NOTIFY_PAYLOAD, StoreChange, announcer_for
 
 
 class StoreBase:
@@ -98,18 +100,20 @@ class StoreBase:
         beside a SQLite file after it)."""
         self._announcer.announce(conn, StoreChange(task_id).payload())
 
-    def _update_changed(self, conn: Connection, statement: Update, task_id: str) -> bool:
-        """Run ``statement``, an UPDATE of task ``task_id``'s row only, and ``_changed``
-        when it changed the row (True). On PostgreSQL the NOTIFY is what the UPDATE
-        returns (one statement, one round trip, not two), elsewhere a ``_changed``
-        after it."""
-        notify = self._announcer.returned(StoreChange(task_id).payload())
+    def _update_changed(self, conn: Connection, statement: Update, params: dict[str, Any],
+                        task_id: str) -> bool:
+        """Run ``statement`` with ``params``, an UPDATE of task ``task_id``'s row only,
+        and ``_changed`` when it changed the row (True). On PostgreSQL the NOTIFY is what
+        the UPDATE returns (one statement, one round trip, not two), elsewhere a
+        ``_changed`` after it."""
+        notify = self._announcer.returned()
         if notify is None:
-            changed = conn.execute(statement).rowcount == 1
+            changed = conn.execute(statement, params).rowcount == 1
             if changed:
                 self._changed(conn, task_id)
             return changed
-        return conn.execute(statement.returning(notify)).first() is not None
+        params = {**params, NOTIFY_PAYLOAD: StoreChange(task_id).payload()}
+        return conn.execute(_returning(statement, notify), params).first() is not None
 
     def _reported(self, conn: Connection, task_id: str) -> None:
         """As ``_changed``, for new scalar reports of ``task_id``: a waiter may take
@@ -149,3 +153,9 @@ class StoreBase:
     @staticmethod
     def now() -> float:
         return time.time()
+
+
+@functools.lru_cache(maxsize=64)
+def _returning(statement: Update, notify: ColumnElement[Any]) -> Update:
+    """``statement`` returning ``notify``, built once per statement (both are built once)."""
+    return statement.returning(notify)

@@ -41,6 +41,19 @@ S = schema.scalars
 L = schema.logs
 T = schema.tasks
 
+# Built once, their values parameters: an agent runs them for every batch of every run,
+# and building one (and its cache key) cost SQLAlchemy more than running it.
+_INSERT_SCALARS = S.insert()
+_INSERT_LOGS = L.insert()
+_FENCE = (
+    update(T)
+    .where(T.c.id == bindparam("task"), T.c.status == Status.running.value,
+           T.c.attempt == bindparam("owner"), T.c.batch_seq < bindparam("seq"))
+    .values(batch_seq=bindparam("seq"))
+)
+_FENCE_READING_PARAMETERS = _FENCE.returning(T.c.parameters)
+_FENCE = _FENCE.returning(T.c.id)
+
 
 class ScalarReport(NamedTuple):
     """One value as reported: what ``append_scalars`` takes."""
@@ -261,11 +274,11 @@ class MetricsMixin(StoreBase):
         if fields:
             write_fields(conn, task_id, fields, now=self.now())
         if scalar_rows:
-            conn.execute(S.insert(), scalar_rows)
+            conn.execute(_INSERT_SCALARS, scalar_rows)
             if announce:
                 self._reported(conn, task_id)
         if log_rows:
-            conn.execute(L.insert(), log_rows)
+            conn.execute(_INSERT_LOGS, log_rows)
         if reported:
             conn.execute(schema.reports.insert(), reported)
         if uploaded:
@@ -284,13 +297,8 @@ class MetricsMixin(StoreBase):
         (nothing to write). When it matches no row, a second look tells a lost owner
         (LostOwnership; TaskNotFound) from a resend: an attempt that has lost the task
         never owns it again (a claim makes a new attempt)."""
-        returned = T.c.parameters if parameters else T.c.id
-        row = conn.execute(
-            update(T)
-            .where(T.c.id == task_id, T.c.status == Status.running.value,
-                   T.c.attempt == attempt, T.c.batch_seq < seq)
-            .values(batch_seq=seq)
-            .returning(returned)).first()
+        row = conn.execute(_FENCE_READING_PARAMETERS if parameters else _FENCE,
+                           {"task": task_id, "owner": attempt, "seq": seq}).first()
         if row is None:
             self._check_owner(conn, task_id, attempt)
             return None
@@ -306,8 +314,9 @@ class MetricsMixin(StoreBase):
         nothing written, when ``attempt`` no longer owns the task; LostOwnership when
         a batch is refused for the same reason; StoreRefusedValue (nothing written) for
         a value the store cannot take: write the batches alone then."""
-        statement = finish_statement(task_id, attempt, status, exit_code=exit_code,
-                                     message=message, now=self.now())
+        statement, params = finish_statement(task_id, attempt, status,
+                                             exit_code=exit_code, message=message,
+                                             now=self.now())
         with self._write() as conn:
             # The batches' new scalars are not announced: a batch that stores any has
             # found ``attempt`` owning the task and locked its row, so the end below
@@ -316,7 +325,7 @@ class MetricsMixin(StoreBase):
             # job's scalars after their records, whatever woke it).
             for batch in batches:
                 self._write_batch(conn, task_id, attempt=attempt, announce=False, **batch)
-            return self._update_changed(conn, statement, task_id)
+            return self._update_changed(conn, statement, params, task_id)
 
     def read_logs(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
         """Log lines of a task after a cursor (a line id), oldest first."""

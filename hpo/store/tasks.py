@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Row,
@@ -343,17 +344,9 @@ class TasksMixin(StoreBase):
         ``worker``): what the agent needs to run it, without a read after the claim.
 
         Policy: WHERE status = 'queued'; no match: None, never a retry."""
-        now = self.now()
-        stmt = (
-            update(T)
-            .where(T.c.id == task_id, T.c.status == Status.queued.value)
-            .values(status=Status.running.value, worker=worker, attempt=T.c.attempt + 1,
-                    started_at=now, updated_at=now, ended_at=None, exit_code=None,
-                    stop_requested=False, status_message=None, batch_seq=0)
-            .returning(*T.c)
-        )
+        params = {"task": task_id, "by": worker, "now": self.now()}
         with self._write_one() as conn:  # one statement: autocommit on PostgreSQL
-            row = conn.execute(stmt).first()
+            row = conn.execute(_CLAIM, params).first()
         return None if row is None else _record(row)
 
     def finish(
@@ -371,12 +364,11 @@ class TasksMixin(StoreBase):
         ``skip_locked`` as ``requeue``'s.
 
         Policy: WHERE status = 'running' AND attempt = ``attempt``; no match: False."""
-        stmt = finish_statement(task_id, attempt, status, exit_code=exit_code,
-                                message=message, now=self.now())
-        if skip_locked:
-            stmt = stmt.where(_unlocked(task_id))
+        stmt, params = finish_statement(task_id, attempt, status, exit_code=exit_code,
+                                        message=message, now=self.now(),
+                                        skip_locked=skip_locked)
         with self._write() as conn:
-            return self._update_changed(conn, stmt, task_id)
+            return self._update_changed(conn, stmt, params, task_id)
 
     def requeue(self, task_id: str, attempt: int, message: str | None = None, *,
                 skip_locked: bool = False) -> Status | None:
@@ -666,6 +658,27 @@ def _unlocked(task_id: str) -> ColumnElement[bool]:
 # cost SQLAlchemy more to build (and to make a cache key for) than to run.
 _TASK_BY_ID = select(T).where(T.c.id == bindparam("id"))
 _TASKS_BY_ID = select(T).where(T.c.id.in_(bindparam("ids", expanding=True)))
+# (A parameter may not take a column's name in a SET clause: hence "by", "final", ...)
+_NOW: BindParameter[Any] = bindparam("now")
+_TASK: BindParameter[Any] = bindparam("task")
+_CLAIM = (
+    update(T)
+    .where(T.c.id == _TASK, T.c.status == Status.queued.value)
+    .values(status=Status.running.value, worker=bindparam("by"), attempt=T.c.attempt + 1,
+            started_at=_NOW, updated_at=_NOW, ended_at=None, exit_code=None,
+            stop_requested=False, status_message=None, batch_seq=0)
+    .returning(*T.c)
+)
+_FINISH = (
+    update(T)
+    .where(T.c.id == _TASK, T.c.status == Status.running.value,
+           T.c.attempt == bindparam("owner"))
+    .values(status=bindparam("final"), exit_code=bindparam("code"),
+            status_message=bindparam("said"), ended_at=_NOW, updated_at=_NOW)
+)
+# As _unlocked's condition, with the task's id as the same parameter.
+_FINISH_UNLOCKED = _FINISH.where(T.c.id.in_(
+    select(T.c.id).where(T.c.id == _TASK).with_for_update(skip_locked=True)))
 
 
 def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
@@ -676,17 +689,16 @@ def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
 
 
 def finish_statement(task_id: str, attempt: int, status: Status | str, *,
-                     exit_code: int | None, message: str | None, now: float) -> Update:
-    """The UPDATE that ends ``attempt`` (``finish``'s policy, in one place)."""
+                     exit_code: int | None, message: str | None, now: float,
+                     skip_locked: bool = False) -> tuple[Update, dict[str, Any]]:
+    """The UPDATE that ends ``attempt`` and its parameters (``finish``'s policy, in one
+    place); ``skip_locked``: it matches nothing while another session holds the row."""
     status = Status(status)
     if not status.is_final:
         raise InvalidTransition(f"finish() takes a final status, not {status.value}")
-    return (
-        update(T)
-        .where(T.c.id == task_id, T.c.status == Status.running.value, T.c.attempt == attempt)
-        .values(status=status.value, exit_code=exit_code, status_message=message,
-                ended_at=now, updated_at=now)
-    )
+    return (_FINISH_UNLOCKED if skip_locked else _FINISH), {
+        "task": task_id, "owner": attempt, "final": status.value, "code": exit_code,
+        "said": message, "now": now}
 
 
 def _record(row: Row[Any]) -> TaskRecord:

@@ -13,10 +13,10 @@ waits still looks now and then (a fallback period), so a wake-up that is lost (a
 socket buffer, a connection lost and reconnected) costs a delay, never a result.
 """
 
-from hpo.wakeups.base import Announcer, Listener, ListenerUnavailable, OnChange
+from hpo.wakeups.base import NOTIFY_PAYLOAD, Announcer, Listener, ListenerUnavailable, OnChange
 from hpo.wakeups.doorbell import Doorbell, DoorbellListener, bell_folder
 from hpo.wakeups.store import OnStoreChange, StoreChange, announcer_for, listen_to_store
 
-__all__ = ["Announcer", "Doorbell", "DoorbellListener", "Listener", "ListenerUnavailable",
-           "OnChange", "OnStoreChange", "StoreChange", "announcer_for", "bell_folder",
-           "listen_to_store"]
+__all__ = ["NOTIFY_PAYLOAD", "Announcer", "Doorbell", "DoorbellListener", "Listener",
+           "ListenerUnavailable", "OnChange", "OnStoreChange", "StoreChange", "announcer_for",
+           "bell_folder", "listen_to_store"]

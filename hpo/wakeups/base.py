@@ -11,6 +11,9 @@ from sqlalchemy import ColumnElement, Connection
 
 from hpo.errors import HpoError
 
+# The parameter that carries a change's payload into what ``Announcer.returned`` gives.
+NOTIFY_PAYLOAD = "hpo_notify_payload"
+
 # Called on the listener's own thread with what was announced (a task id, a queue
 # name), or None when announcements may have been missed (a connection lost and made
 # again): the waiter then looks at everything, as after its fallback period.
@@ -54,10 +57,12 @@ class Announcer(abc.ABC):
         """The transaction of ``conn`` has ended: deliver what it announced if
         ``committed``, drop it otherwise."""
 
-    def returned(self, payload: str) -> ColumnElement[Any] | None:
-        """What an UPDATE may return to announce ``payload`` for each row it changes, in
-        its own statement (no round trip of its own); None where the announcement is
-        not a SQL expression: the caller then calls ``announce``."""
+    def returned(self) -> ColumnElement[Any] | None:
+        """What an UPDATE may return to announce, for each row it changes, the payload
+        given as its parameter ``NOTIFY_PAYLOAD``, in its own statement (no round trip of
+        its own); None where the announcement is not a SQL expression: the caller then
+        calls ``announce``. The same expression every time (statements built with it
+        are kept)."""
         return None
 
 

@@ -14,15 +14,16 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, String, bindparam, func, select
 
 from hpo.defaults import PG_LISTEN_RETRY_S, PG_LISTEN_TICK_S
-from hpo.wakeups.base import Announcer, Listener, ListenerUnavailable, OnChange
+from hpo.wakeups.base import NOTIFY_PAYLOAD, Announcer, Listener, ListenerUnavailable, OnChange
 
 log = logging.getLogger("hpo.wakeups")
 
 # One channel per database: a listener filters by the task ids it watches.
 CHANNEL = "hpo_tasks"
+_RETURNED_NOTIFY = func.pg_notify(CHANNEL, bindparam(NOTIFY_PAYLOAD, type_=String))
 
 
 class PgAnnouncer(Announcer):
@@ -32,9 +33,9 @@ class PgAnnouncer(Announcer):
     def announce(self, conn: Connection, payload: str) -> None:
         conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
-    def returned(self, payload: str) -> ColumnElement[Any]:
+    def returned(self) -> ColumnElement[Any]:
         # Evaluated once per row the UPDATE changes, queued with its transaction.
-        return func.pg_notify(CHANNEL, payload)
+        return _RETURNED_NOTIFY
 
     def settle(self, conn: Connection, committed: bool) -> None:
         pass  # the server delivers on commit, drops on rollback
