@@ -419,3 +419,75 @@ def test_a_warm_process_that_dies_at_import_makes_the_task_spawn_not_fail(
         assert set(os.listdir("/proc/self/fd")) <= before
     finally:
         slot.close()
+
+
+def _forked(tmp_path: Path, source: str) -> tuple[int, bytes]:
+    """``source`` run as a script forked from a warm slot: its exit status, its stdout."""
+    from hpo.agent.warm.slot import WarmSlot
+
+    script = tmp_path / "job.py"
+    script.write_text(source)
+    env = dict(os.environ)
+    slot = WarmSlot("t", [], env)
+    try:
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
+        assert proc is not None, why
+        assert proc.stdout is not None and proc.stderr is not None
+        out = proc.stdout.read()
+        proc.stderr.read()
+        return proc.wait(timeout=30), out
+    finally:
+        slot.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_process_the_script_forked_does_not_tell_the_scripts_exit_status(
+        tmp_path: Path) -> None:
+    # Given a script that forks, its child leaving through sys.exit(7) as the script
+    # itself would (both unwind out of the script's code)
+    status, out = _forked(tmp_path, (
+        "import os, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.exit(7)\n"
+        "print('child', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)\n"
+        "sys.exit(4)\n"))
+    # Then the script's own status is the task's, the child's only the script's to see
+    assert out == b"child 7\n"
+    assert status == 4
+
+
+@pytest.mark.timeout(60)
+def test_a_script_that_reuses_its_descriptors_keeps_its_files_and_its_status(
+        tmp_path: Path) -> None:
+    # Given a script that closes every descriptor it did not open and opens files in
+    # their place (one of them then has the number the exit status was to go to)
+    files = tmp_path / "files"
+    files.mkdir()
+    status, _ = _forked(tmp_path, (
+        "import os, sys\n"
+        "os.closerange(3, 4096)\n"
+        f"opened = [open(os.path.join({str(files)!r}, str(i)), 'w') for i in range(32)]\n"
+        "for f in opened:\n"
+        "    f.write('mine')\n"
+        "    f.flush()\n"
+        "sys.exit(5)\n"))
+    # Then no file gets a byte it did not write, and the status is the script's
+    assert status == 5
+    assert {p.read_text() for p in files.iterdir()} == {"mine"}
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_scripts_status_comes_with_all_its_output(tmp_path: Path) -> None:
+    # Given a script that writes much, to stdout and through a file it leaves open
+    status, out = _forked(tmp_path, (
+        "import sys\n"
+        "log = open('left-open.txt', 'w')\n"
+        "log.write('kept' * 10000)\n"
+        "for i in range(20000):\n"
+        "    print(i)\n"
+        "raise SystemExit(9)\n"))
+    # Then every line is read and the status is the one it exited with
+    assert status == 9
+    assert out.decode().split() == [str(i) for i in range(20000)]
+    assert (tmp_path / "left-open.txt").read_text() == "kept" * 10000
