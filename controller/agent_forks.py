@@ -17,6 +17,7 @@ at once, silently."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -188,6 +189,7 @@ def _fork_main(start_fd: int, inherited: list[int] | None, broker_url: str) -> N
             failed: BaseException | None = None
         except BaseException as exc:  # told in the agent's log, once there is one
             failed = exc
+        _collector_on()
         start = _read_start(start_fd)
         if start is None:
             code = 0
@@ -222,6 +224,14 @@ def _detach(start_fd: int, inherited: list[int] | None) -> None:
     for signum in _HELD_SIGNALS:  # one sent to the controller's group before setsid
         signal.signal(signum, signal.SIG_IGN)  # is discarded, not delivered here
     program.reset_signals()
+
+
+def _collector_on() -> None:
+    """The fork was made while the controller loaded its modules, the garbage collector
+    paused (``hpo.cli.common.loading_modules``), and loaded the agent's the same way:
+    what they made frozen, the collector on, as in a spawned agent."""
+    gc.freeze()
+    gc.enable()
 
 
 def _close_inherited(keep: int, inherited: list[int] | None) -> None:

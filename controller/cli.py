@@ -8,6 +8,11 @@ panel in a terminal, else one plain line every few seconds and one per finished 
 (``--json``: JSON lines); at the end a table of the best jobs. ``status``, ``list``,
 ``stop`` and ``report`` read and write the store only, so they work from any process.
 Every error hpo raises on purpose is one line on stderr and exit code 2.
+
+A start's first trial waits for this process's start-up: the modules load inside
+``main`` and the commands, none at the top of this module, with the garbage collector
+paused (``common.loading_modules``), and local agents are forked as soon as what they
+share with the controller (the store's and the broker's modules) has loaded.
 """
 
 from __future__ import annotations
@@ -21,21 +26,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.cli import common, output
+from hpo.cli import common
 from hpo.cli.common import Parser, add_output_options, add_store_option, run_handler, store_from
-from hpo.controller.formatting import jobs_table, out, status_fields
 from hpo.lifecycle import Status, TaskType
-from hpo.optimization.summary import (
-    finite,
-    list_optimizations,
-    newest_optimizer,
-    shown_status,
-    summarize,
-)
-from hpo.store import Store
 
 if TYPE_CHECKING:
     from hpo.controller.optimizer import HyperParameterOptimizer
+    from hpo.store import Store
 
 PROG = "hpo-controller"
 
@@ -160,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    with common.loading_modules():  # the parser names yaml_config's fields
+        args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s: %(message)s")
@@ -172,12 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from hpo.controller.optimizer import HyperParameterOptimizer
-    from hpo.controller.yaml_config import load_optimizer_arguments
-    from hpo.queue.app import check_broker, make_app
+    with common.loading_modules():
+        broker = common.broker_from(args)
+        _fork_local_agents(args, broker)  # first: the forks load the agent's modules
+        from hpo.controller.optimizer import HyperParameterOptimizer  # meanwhile
+        from hpo.controller.yaml_config import load_optimizer_arguments
+        from hpo.queue.app import check_broker, make_app
 
-    broker = common.broker_from(args)
-    _fork_local_agents(args, broker)
     store = store_from(args, create=True)
     check_broker(make_app(broker))  # before the yaml registers its base task
     arguments = load_optimizer_arguments(Path(args.config), store)
@@ -186,19 +185,21 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from hpo.controller.optimizer import HyperParameterOptimizer
+    with common.loading_modules():
+        broker = common.broker_from(args)
+        _fork_local_agents(args, broker)
+        from hpo.controller.optimizer import HyperParameterOptimizer
 
-    broker = common.broker_from(args)
-    _fork_local_agents(args, broker)
     store = store_from(args)
     optimizer = HyperParameterOptimizer.resume(args.id, store=store, broker_url=broker)
     return _run(optimizer, store, args)
 
 
 def _fork_local_agents(args: argparse.Namespace, broker: str) -> None:
-    """With --local-agents: the agents are forked now, once what they import is imported
-    and before the store or the broker is opened (``agent_forks``); they start when the
-    optimization has its queue."""
+    """With --local-agents: the agents are forked now, once the modules they share with
+    the controller (the store's and the broker's) have loaded and before the store or
+    the broker is opened (``agent_forks``); they start when the optimization has its
+    queue."""
     if args.local_agents:
         from hpo.controller.local_agents import prepare_forks
 
@@ -206,8 +207,9 @@ def _fork_local_agents(args: argparse.Namespace, broker: str) -> None:
 
 
 def _run(optimizer: HyperParameterOptimizer, store: Store, args: argparse.Namespace) -> int:
-    from hpo.controller.display import make_display
-    from hpo.controller.session import run_session
+    with common.loading_modules():
+        from hpo.controller.display import make_display
+        from hpo.controller.session import run_session
 
     display = make_display(optimizer.id, json=args.json, plain=args.plain)
     return run_session(optimizer, store, display, local_agents=args.local_agents,
@@ -220,6 +222,10 @@ def _resolve(store: Store, text: str) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from hpo.cli import output
+    from hpo.controller.formatting import jobs_table, status_fields
+    from hpo.optimization.summary import newest_optimizer, summarize
+
     store = store_from(args)
     optimizer_id = _resolve(store, args.id) if args.id else newest_optimizer(store)
     summary = summarize(store, optimizer_id, top_k=args.top, all_jobs=args.all)
@@ -249,6 +255,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from hpo.cli import output
+    from hpo.optimization.summary import finite, list_optimizations, shown_status
+
     store = store_from(args)
     listing = list_optimizations(store, limit=args.limit)
     if args.json:
@@ -267,6 +276,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.cli import output
+    from hpo.controller.formatting import jobs_table
+    from hpo.optimization.summary import newest_optimizer
     from hpo.report.files import default_folder, write_report
 
     store = store_from(args)
@@ -295,6 +307,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report_listing(result: Any) -> None:
     """What was written, one line per group of files, the index last."""
+    from hpo.controller.formatting import out
+
     by_suffix: dict[str, list[str]] = {}
     for path in result.files:
         if path != result.index:
@@ -318,6 +332,8 @@ def _report_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] 
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hpo.cli import output
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=output.console, transient=True) as bar:

@@ -40,6 +40,10 @@ def prepare_forks(count: int, store_url: str, broker_url: str) -> None:
     opening the store or the broker and before any thread starts (hpo-controller start
     and resume do, after their imports). Where fork is unsafe, nothing is forked and the
     agents are spawned later, each log saying why."""
+    # The broker's modules (Celery, kombu), which the controller and the agents both
+    # use, loaded once (the store's are this module's own); then the URLs' drivers.
+    import hpo.queue.app  # noqa: F401
+
     import_drivers([store_url, broker_url])
     why = fork_unsafe()  # after the imports: one of them may have started a thread
     if why:

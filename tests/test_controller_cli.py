@@ -183,6 +183,53 @@ def test_a_command_that_reads_never_creates_a_store(hpo_env, tmp_path):
     assert not typo.parent.exists()
 
 
+def test_the_command_modules_load_no_heavy_module_until_a_command_runs():
+    """The controller's modules load SQLAlchemy, Celery and rich only inside a command,
+    under ``loading_modules``: were one of them imported at the top of hpo.cli.common or
+    of the CLI, it would load with the collector on, before the pause."""
+    code = ("import sys, hpo.cli.common, hpo.controller.cli; "
+            "print(sorted(m for m in ('sqlalchemy', 'celery', 'kombu', 'rich', 'yaml') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+    # Nor does the progress of a run load rich, but for the live panel in a terminal.
+    code = ("import sys, hpo.controller.display, hpo.controller.session; "
+            "hpo.controller.display.make_display('x', json=True, plain=False); "
+            "print('rich' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_modules_load_with_the_collector_paused_and_what_they_made_frozen():
+    import gc
+
+    from hpo.cli.common import loading_modules
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        with loading_modules():
+            assert not gc.isenabled()
+            made = [[] for _ in range(100)]  # the objects an import would make
+            with loading_modules():  # nested: the outer one ends the pause
+                assert not gc.isenabled()
+            assert not gc.isenabled() and gc.get_freeze_count() == frozen
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(made)
+        # A collector someone else paused stays paused, and nothing is frozen.
+        gc.disable()
+        before = gc.get_freeze_count()
+        with loading_modules():
+            pass
+        assert not gc.isenabled() and gc.get_freeze_count() == before
+        gc.enable()
+    finally:
+        gc.enable()
+        gc.unfreeze()  # this test process's objects collectable again
+
+
 def test_help_describes_every_command(hpo_env):
     out = ok(hpo_env, "--help")
     for command in ("start", "status", "stop", "list", "resume", "base_task:"):

@@ -5,34 +5,50 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import json
 import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from hpo import durations
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 # Piped output (a file, less, a mail, a CI log) is as wide as a terminal one could be: read
 # by people as often as by programs, which take --json. --wide: every column, whole.
 PIPED_WIDTH = 100
 WIDE_WIDTH = 1000  # --wide: as wide as the table is (a table wider than this folds)
-console = Console(highlight=False, soft_wrap=False,
-                  width=None if sys.stdout.isatty() else PIPED_WIDTH)
 _wide = False
+
+
+@functools.cache
+def _console() -> Console:
+    """The rich console of tables and of the live display (``console``), made at its
+    first use: rich loads then, not with this module (hpo-controller's JSON progress
+    never needs it, and it would delay a start's first trial)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False,
+                   width=WIDE_WIDTH if _wide else None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "console":
+        return _console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def set_wide(wide: bool) -> None:
     """``--wide``: tables keep every column and whole cells, however wide they get."""
     global _wide
     _wide = wide
-    if wide:
-        console.width = WIDE_WIDTH
+    if wide and _console.cache_info().currsize:
+        _console().width = WIDE_WIDTH
 
 
 def print_json(data: Any) -> None:
@@ -71,6 +87,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 def show(renderable: Any) -> None:
     """Print a rich renderable; piped, without the spaces rich pads each line with."""
+    console = _console()
     if console.is_terminal:
         console.print(renderable)
         return
@@ -84,6 +101,9 @@ def show(renderable: Any) -> None:
 def build_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
                 compact: bool = False, width: int | None = None,
                 drop: Sequence[str] = DROPPABLE) -> Table:
+    from rich import box
+    from rich.table import Table
+
     if not compact:
         out = Table(title=title, title_justify="left", show_lines=False, pad_edge=False)
         for column in columns:  # ids are copied and pasted: never fold them
@@ -92,7 +112,7 @@ def build_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
             out.add_row(*(cell(v) for v in row))
         return out
     rows = [list(row) for row in rows]
-    total = width or console.width
+    total = width or _console().width
     texts = [_compact_cells(columns, row, cut_ids=False) for row in rows]
     if _table_width([_natural_width(i, columns, texts) for i in range(len(columns))]) > total:
         texts = [_compact_cells(columns, row, cut_ids=True) for row in rows]
