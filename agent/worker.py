@@ -220,6 +220,7 @@ class Agent:
     # ----- background threads -------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        self._heartbeat()
         next_reap = 0.0
         while not self._closed.wait(self.config.heartbeat_s):
             self._heartbeat()
@@ -318,7 +319,9 @@ class Agent:
         bytecode.write_cache_in_background()  # tasks import hpo without compiling it
         self.outbox.deliver()  # what a previous process kept, before anything else
         self._requeue_orphans()
-        self._heartbeat()
+        # The first heartbeat (the agent's registration) is the heartbeat thread's first
+        # write, while the Celery worker starts here: a write that waits for the store
+        # must not hold back the first message.
         threads = [threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat",
                                     daemon=True),
                    threading.Thread(target=self._stop_request_loop, name="hpo-stops",
