@@ -23,6 +23,7 @@ seen = {
     "cmdline": psutil.Process().cmdline(), "forked": "warm slot" in " ".join(parent),
     "parent": os.getppid(), "stdin": sys.stdin.read(), "task_id": task.id,
     "annotations": repr(__annotations__),
+    "marker_mod": "marker_mod" in sys.modules,  # a task preload: imported before it ran
 }
 with open(sys.argv[1], "w", encoding="utf-8") as f:
     json.dump(seen, f)
