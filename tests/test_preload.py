@@ -243,7 +243,7 @@ def test_a_task_preload_is_imported_into_the_warm_process_or_refused_when_unsafe
         after, after_seen = run_probe(store, broker, queue_name, tmp_path)
     assert warm.status is Status.completed and warm_seen["forked"]
     assert warm_seen["parent"] == zygote.pid
-    assert warm_seen["marker_mod"]  # not a child forked before the import
+    assert warm_seen["marker_mod"]  # forked after the import, not before
     assert refused.status is Status.completed and not refused_seen["forked"]
     assert "threader2: started a thread at import" in log_of(store, refused.id)
     assert after.status is Status.completed and after_seen["forked"]  # a fresh one
@@ -492,66 +492,3 @@ def test_a_forked_scripts_status_comes_with_all_its_output(tmp_path: Path) -> No
     assert status == 9
     assert out.decode().split() == [str(i) for i in range(20000)]
     assert (tmp_path / "left-open.txt").read_text() == "kept" * 10000
-
-
-def _standby_of(slot_pid: int, but: int | None = None) -> psutil.Process:
-    """The warm process's child that waits for the next task (none but it when idle)."""
-    def probe() -> psutil.Process | None:
-        waiting = [p for p in psutil.Process(slot_pid).children()
-                   if p.pid != but and not _dead(p)]
-        return waiting[0] if len(waiting) == 1 else None
-    return wait_for("the child forked ahead", probe, timeout=10)
-
-
-def _warm_process_of_this_test() -> psutil.Process:
-    [warm] = [p for p in psutil.Process().children()
-              if "warm slot" in " ".join(p.cmdline())]
-    return warm
-
-
-@pytest.mark.timeout(60)
-def test_a_child_forked_ahead_and_killed_is_replaced_for_the_next_task(
-        tmp_path: Path) -> None:
-    from hpo.agent.warm.slot import WarmSlot
-
-    script = tmp_path / "job.py"
-    script.write_text("import os\nprint(os.getpid())\n")
-    env = dict(os.environ)
-    slot = WarmSlot("t", [], env)
-    try:
-        slot.start()
-        # Given the child the warm process forked ahead for the next task, killed
-        standby = _standby_of(_warm_process_of_this_test().pid)
-        standby.kill()
-        wait_for("it to die", lambda: _dead(standby))
-        # When a task comes
-        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
-        # Then it runs forked, in another child
-        assert proc is not None, why
-        assert proc.wait(timeout=30) == 0
-        assert proc.stdout is not None
-        assert int(proc.stdout.read()) == proc.pid != standby.pid
-    finally:
-        slot.close()
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("end", ["closed", "killed"])
-def test_the_child_forked_ahead_ends_with_its_warm_process(tmp_path: Path, end: str
-                                                           ) -> None:
-    from hpo.agent.warm.slot import WarmSlot
-
-    slot = WarmSlot("t", [], dict(os.environ))
-    try:
-        slot.start()
-        warm = _warm_process_of_this_test()
-        standby = _standby_of(warm.pid)
-        # When the warm process ends: the agent closed it, or it was killed
-        if end == "closed":
-            slot.close()
-        else:
-            warm.kill()
-        # Then the child waiting for a task is gone too
-        wait_for("the child forked ahead to end", lambda: _dead(standby), timeout=15)
-    finally:
-        slot.close()

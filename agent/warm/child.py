@@ -24,26 +24,19 @@ if TYPE_CHECKING:
     from types import CodeType, TracebackType
 
 
-def detach(sock: socket.socket) -> None:
-    """What a child does before its task is known: the warm process's end of the
-    agent's socket closed (the agent must see it close when the warm process ends), its
-    own session and process group (the agent kills the group), and Python's start-up
-    signal handlers."""
+def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int],
+                  code: CodeType | None = None, told: int | None = None) -> NoReturn:
+    """Never returns: the child ends with os._exit (or a signal). ``code``: the
+    script's, compiled by the warm process (``scripts``); None: read here. ``told``:
+    where it tells its exit status (``ExitNotice``); None: nowhere."""
     sock.close()
-    os.setsid()
-    reset_signals()
-
-
-def become_script(message: dict[str, Any], fds: list[int], code: CodeType | None = None,
-                  told: int | None = None) -> NoReturn:
-    """After ``detach``; never returns: the child ends with os._exit (or a signal).
-    ``code``: the script's, compiled by the warm process (``scripts``); None: read
-    here. ``told``: where it tells its exit status (``ExitNotice``); None: nowhere."""
+    os.setsid()  # own session and process group: the agent kills the group
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for fd in fds:
         if fd > 2:
             os.close(fd)
+    reset_signals()
     # Before anything else runs: the GPU variables are in it (CUDA reads them once).
     set_environment(message["env"])
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))

@@ -1,18 +1,18 @@
 """The warm process of one slot: imports hpo and the preloaded modules once, then forks
-a child per task and reports the child's pid and exit status to the agent.
+a child per task on the agent's request and reports the child's pid and exit status.
 
 Started by the agent (``slot.py``) with the agent's own interpreter as
 ``python -c "...main()" FD MODULES PADDING``: FD is its end of a private socket pair,
 MODULES the comma-separated list to preload, PADDING room for the children's command
 lines (``proctitle``). One task at a time (a slot runs one), so the loop is plain:
-request, pid, wait, exit status, reap; each task runs in a child forked before it came
-(``standby``). It exits when the agent's end closes (the agent stopped or died), also
-while a child runs: the child, reparented, then sees its parent change and stops itself
-as an orphaned spawned script does (hpo.sdk.agent_backend).
+request, fork, pid, wait, exit status, reap. It exits when the agent's end closes (the agent
+stopped or died), also while a child runs: the child, reparented, then sees its parent
+change and stops itself as an orphaned spawned script does (hpo.sdk.agent_backend).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import select
@@ -21,9 +21,8 @@ import sys
 import threading
 import traceback
 
-from hpo.agent.warm import proctitle, protocol
+from hpo.agent.warm import child, proctitle, protocol
 from hpo.agent.warm.scripts import CompiledScripts
-from hpo.agent.warm.standby import Standby
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ def main() -> None:
     loaded = preload(["hpo", *WARM_MODULES, *modules])
     warm_up()
     protocol.send(sock, {"ready": True, **loaded})
-    serve(sock, safe=loaded["unsafe"] is None)
+    serve(sock)
 
 
 def preload(modules: list[str]) -> dict[str, Any]:
@@ -92,68 +91,50 @@ def fork_hazard() -> str | None:
     return None
 
 
-def serve(sock: socket.socket, safe: bool = True) -> None:
-    """Until the agent's end closes. ``safe``: fork is safe here; once it is not (an
-    import made it unsafe: the agent replaces this process), no child is forked ahead."""
-    standby: Standby | None = None
-    try:
-        while True:
-            if standby is None and safe:
-                standby = fork_ahead(sock)
-            try:
-                message, fds = protocol.receive(sock)
-            except protocol.Closed:
-                return
-            if message.get("op") == "import":
-                if standby is not None:  # forked before the import: it lacks the modules
-                    standby.discard()
-                    standby = None
-                answer = preload(message["modules"])
-                safe = safe and answer["unsafe"] is None
-                protocol.send(sock, answer)
-                continue
-            task, standby = start(sock, standby, message, fds), None
-            protocol.send(sock, {"pid": task.pid})
-            _scripts.get(message["argv"][0], message["cwd"])  # kept for the next standby
-            try:
-                status = wait(sock, task.pid, task.notice)
-            finally:
-                os.close(task.notice)
-            if status is None:
-                return
-            protocol.send(sock, {"exit": status})
-            reap(task.pid)
-    finally:
-        if standby is not None:
-            standby.discard()
+def serve(sock: socket.socket) -> None:
+    while True:
+        try:
+            message, fds = protocol.receive(sock)
+        except protocol.Closed:
+            return
+        if message.get("op") == "import":
+            protocol.send(sock, preload(message["modules"]))
+            continue
+        pid, notice = fork(sock, message, fds)
+        protocol.send(sock, {"pid": pid})
+        try:
+            status = wait(sock, pid, notice)
+        finally:
+            os.close(notice)
+        if status is None:
+            return
+        protocol.send(sock, {"exit": status})
+        reap(pid)
 
 
-def fork_ahead(sock: socket.socket) -> Standby | None:
-    """The next task's child, forked now; None when the fork fails now (it is tried
-    again when the task comes, and fails it then)."""
-    try:
-        return Standby.fork(sock, _scripts)
-    except OSError:
-        return None
-
-
-def start(sock: socket.socket, standby: Standby | None, message: dict[str, Any],
-          fds: list[int]) -> Standby:
-    """The task given to ``standby``, or, without one or should it be gone (killed), to
-    a child forked now; the fork request's descriptors closed here either way."""
-    try:
-        if standby is not None:
-            try:
-                standby.give(message, fds)
-                return standby
-            except OSError:
-                standby.discard()
-        standby = Standby.fork(sock, _scripts)
-        standby.give(message, fds)
-        return standby
-    finally:
-        for fd in fds:
-            os.close(fd)
+def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> tuple[int, int]:
+    """The child's pid, and the read end of the pipe on which it tells its exit status
+    (``child.ExitNotice``)."""
+    code = _scripts.get(message["argv"][0], message["cwd"])
+    notice, told = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else the child would write this process's buffered output too
+    # What is here now is never collected in the child: its collections then skip these
+    # objects instead of writing to each one's page (a copy of the page per write).
+    # Here they are collectable again after the fork (both calls move lists, no copy).
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(notice)
+            child.become_script(sock, message, fds, code, told)  # ends with os._exit
+        except BaseException:  # the child must never go on in this loop
+            traceback.print_exc()
+        os._exit(1)
+    gc.unfreeze()
+    for fd in [*fds, told]:
+        os.close(fd)
+    return pid, notice
 
 
 def wait(sock: socket.socket, pid: int, notice: int) -> int | None:
