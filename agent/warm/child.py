@@ -1,8 +1,7 @@
 """What a forked child does to become ``python script.py ARGS`` as a spawned script
 would be: its own session, the task's descriptors, environment, working directory,
 ``sys.argv``, ``sys.path[0]``, default signal handlers, the script run as
-``__main__``, and the exit status Python would give it, told to the warm process
-before the exit itself (``ExitNotice``)."""
+``__main__``, and the exit status Python would give it."""
 
 from __future__ import annotations
 
@@ -25,10 +24,9 @@ if TYPE_CHECKING:
 
 
 def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int],
-                  code: CodeType | None = None, told: int | None = None) -> NoReturn:
+                  code: CodeType | None = None) -> NoReturn:
     """Never returns: the child ends with os._exit (or a signal). ``code``: the
-    script's, compiled by the warm process (``scripts``); None: read here. ``told``:
-    where it tells its exit status (``ExitNotice``); None: nowhere."""
+    script's, compiled by the warm process (``scripts``); None: read here."""
     sock.close()
     os.setsid()  # own session and process group: the agent kills the group
     for target, fd in enumerate(fds):
@@ -53,7 +51,7 @@ def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int],
     # `python script.py` puts the script's folder, links resolved, first on sys.path.
     sys.path[0] = os.path.dirname(os.path.realpath(script))
     _reseed()
-    _run(script, code, ExitNotice(told) if told is not None else None)
+    _run(script, code)
 
 
 def _reseed() -> None:
@@ -67,11 +65,10 @@ def _reseed() -> None:
             pass
 
 
-def _run(script: str, compiled: CodeType | None, notice: ExitNotice | None) -> NoReturn:
+def _run(script: str, compiled: CodeType | None) -> NoReturn:
     """Run the script and end as Python ends after it, without tearing the interpreter
     down (tens of milliseconds with preloaded modules): non-daemon threads joined,
-    atexit handlers run, the script's open files and stdio flushed, the exit status
-    told, os._exit."""
+    atexit handlers run, the script's open files and stdio flushed, os._exit."""
     script_globals: dict[str, Any] | None = None
     interrupted = False
     try:
@@ -91,49 +88,7 @@ def _run(script: str, compiled: CodeType | None, notice: ExitNotice | None) -> N
     if interrupted:  # Python dies of the SIGINT it did not handle (returncode -2)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    if notice is not None:
-        notice.tell(code)
     os._exit(code)
-
-
-class ExitNotice:
-    """Where a child tells the warm process its exit status before the exit itself:
-    the agent then has the status, the end of the output and of the report connection
-    without waiting for the kernel to tear the process's address space down (about
-    2 ms with the preloaded modules). Told only by the task's own process (one the
-    script forked unwinds out of the script too) and only while ``fd`` is still the
-    pipe the warm process gave (a script may close descriptors and open others)."""
-
-    def __init__(self, fd: int) -> None:
-        self.pid, self.fd = os.getpid(), fd
-        self._pipe = self._identity()
-
-    def _identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.fstat(self.fd)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
-
-    def tell(self, code: int) -> None:
-        """Every other descriptor closed, as the exit would close them, then the
-        status written. Only os._exit(code) may follow."""
-        if os.getpid() != self.pid or self._pipe is None or self._identity() != self._pipe:
-            return  # the warm process waits for the exit itself
-        try:
-            open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
-        except OSError:
-            open_fds = []  # no /proc: only the status goes early
-        for fd in open_fds:
-            if fd != self.fd:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass  # the listing's own descriptor, closed already
-        try:
-            os.write(self.fd, str(code).encode())
-        except OSError:
-            pass  # the warm process is gone: nobody to tell
 
 
 def _run_main(script: str, code: CodeType | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Started by the agent (``slot.py``) with the agent's own interpreter as
 ``python -c "...main()" FD MODULES PADDING``: FD is its end of a private socket pair,
 MODULES the comma-separated list to preload, PADDING room for the children's command
 lines (``proctitle``). One task at a time (a slot runs one), so the loop is plain:
-request, fork, pid, wait, exit status, reap. It exits when the agent's end closes (the agent
+request, fork, pid, wait, exit status. It exits when the agent's end closes (the agent
 stopped or died), also while a child runs: the child, reparented, then sees its parent
 change and stops itself as an orphaned spawned script does (hpo.sdk.agent_backend).
 """
@@ -100,23 +100,16 @@ def serve(sock: socket.socket) -> None:
         if message.get("op") == "import":
             protocol.send(sock, preload(message["modules"]))
             continue
-        pid, notice = fork(sock, message, fds)
+        pid = fork(sock, message, fds)
         protocol.send(sock, {"pid": pid})
-        try:
-            status = wait(sock, pid, notice)
-        finally:
-            os.close(notice)
+        status = wait(sock, pid)
         if status is None:
             return
         protocol.send(sock, {"exit": status})
-        reap(pid)
 
 
-def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> tuple[int, int]:
-    """The child's pid, and the read end of the pipe on which it tells its exit status
-    (``child.ExitNotice``)."""
+def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
     code = _scripts.get(message["argv"][0], message["cwd"])
-    notice, told = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # else the child would write this process's buffered output too
     # What is here now is never collected in the child: its collections then skip these
@@ -126,51 +119,27 @@ def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> tuple[
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(notice)
-            child.become_script(sock, message, fds, code, told)  # ends with os._exit
+            child.become_script(sock, message, fds, code)  # ends with os._exit
         except BaseException:  # the child must never go on in this loop
             traceback.print_exc()
         os._exit(1)
     gc.unfreeze()
-    for fd in [*fds, told]:
+    for fd in fds:
         os.close(fd)
-    return pid, notice
+    return pid
 
 
-def wait(sock: socket.socket, pid: int, notice: int) -> int | None:
+def wait(sock: socket.socket, pid: int) -> int | None:
     """The child's exit status as Popen.returncode has it (-N: killed by signal N);
     None when the agent's end closed first (this process then exits; the child,
     orphaned, stops itself). The agent sends nothing while a child runs: a stray byte
-    means a broken agent, and is taken as a close too.
-
-    The status the child tells on ``notice`` just before its os._exit is taken at once:
-    the kernel's teardown of a forked process's address space (about 2 ms with the
-    preloaded modules) is not waited for (``reap`` waits for it after). A child that
-    ends another way (a signal) tells nothing: its status is the kernel's, as is one
-    that ended before its notice was read."""
+    means a broken agent, and is taken as a close too."""
     pidfd = os.pidfd_open(pid)  # the child is unreaped: its pid cannot be reused yet
-    watched = [sock.fileno(), pidfd, notice]
     try:
-        while True:
-            ready, _, _ = select.select(watched, [], [])
-            if pidfd in ready:
-                _, status = os.waitpid(pid, 0)
-                return os.waitstatus_to_exitcode(status)
-            if notice in ready:
-                told = os.read(notice, 16)
-                if told.isdigit():
-                    return int(told)
-                watched.remove(notice)  # closed untold: the pidfd will tell
-                continue
+        ready, _, _ = select.select([sock.fileno(), pidfd], [], [])
+        if pidfd not in ready:
             return None
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
     finally:
         os.close(pidfd)
-
-
-def reap(pid: int) -> None:
-    """Wait for a child whose status came by its notice (it is ending: a few ms at
-    most); one reaped already by ``wait`` is not this process's child any more."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
