@@ -74,9 +74,7 @@ class Batch:
 
 
 class Recorder:
-    """Buffers scalars, parameters and log lines of one attempt; a thread flushes them
-    once ``start()`` is called (the runner calls it once the script runs: the thread's
-    start is then off the path to the script's first line).
+    """Buffers scalars, parameters and log lines of one attempt; a thread flushes them.
     Output beyond ``max_log_bytes`` is counted, not stored, so a script that prints
     gigabytes costs the store (and the agent's memory) nothing more.
 
@@ -111,9 +109,6 @@ class Recorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"hpo-rec-{task_id[:8]}",
                                         daemon=True)
-
-    def start(self) -> None:
-        """Start the flusher."""
         self._thread.start()
 
     def on_message(self, message: dict[str, Any]) -> None:

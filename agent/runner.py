@@ -36,7 +36,6 @@ from hpo.store import Store
 log = logging.getLogger("hpo.agent")
 
 _READ_LIMIT = 64 * 1024
-_SPEC_PREFIX = "spec-"  # the slot's folder holds a file per run: spec-TASK-ATTEMPT.json
 # What the end-of-run line adds for each way its outcome went (TaskRunner._record).
 _OUTCOME_NOTES = {"recorded": "", "kept": "; its outcome is kept until the store is back",
                   "refused": "; its outcome was refused: another attempt owns the task"}
@@ -241,14 +240,12 @@ class TaskRunner:
                     note=lambda line: recorder.on_output("stderr", line + "\n"))
             except (CannotStart, OSError) as exc:
                 return Status.failed, f"cannot start the script: {exc}", None, recorder.end()
-            recorder.start()
             readers = [
                 threading.Thread(target=_pump, args=(stream, name, recorder), daemon=True)
                 for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
             ]
             for reader in readers:
                 reader.start()
-            _drop_specs(server.folder, but=self._spec_path(task, attempt, server))
             reason = self._supervise(proc, task, recorder)
             for reader in readers:
                 reader.join(timeout=defaults.OUTPUT_DRAIN_S)
@@ -372,10 +369,11 @@ class TaskRunner:
         spec = {"id": task.id, "project": task.project, "name": task.name, "type": task.type,
                 "attempt": attempt, "parameters": task.parameters, "tags": task.tags,
                 "comment": task.comment, **self._checkpoints(task)}
-        # A file of this run's own, written whole before the script that reads it
-        # starts (no write and rename over the last run's: a rename costs as much again).
-        spec_path = self._spec_path(task, attempt, server)
-        spec_path.write_text(json.dumps(spec))
+        # Written whole, then renamed: the slot's folder serves one task after another.
+        spec_path = server.folder / "spec.json"
+        partial = spec_path.with_suffix(".partial")
+        partial.write_text(json.dumps(spec))
+        os.replace(partial, spec_path)
         env = script_environment(os.environ, keep_credentials=self.config.pass_credentials,
                                  store_url=self.store.url, broker_url=self.config.broker_url)
         env.update(self.slot.environment())
@@ -387,10 +385,6 @@ class TaskRunner:
         })
         return env
 
-
-    @staticmethod
-    def _spec_path(task: TaskRecord, attempt: int, server: ChannelServer) -> Path:
-        return server.folder / f"{_SPEC_PREFIX}{task.id}-{attempt}.json"
 
     def _checkpoints(self, task: TaskRecord) -> dict[str, Any]:
         """Where the task saves its state, and the state it continues, if any: a task
@@ -404,17 +398,6 @@ class TaskRunner:
             if iteration is not None:
                 spec.update(resume_checkpoint=str(folder), resume_iteration=iteration)
         return spec
-
-
-def _drop_specs(folder: Path, but: Path) -> None:
-    """The task specs of the slot's earlier runs, removed once the next one's script
-    runs (where the agent waits anyway)."""
-    for path in folder.glob(f"{_SPEC_PREFIX}*"):
-        if path != but:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError:  # left for the slot's end, which removes the folder
-                pass
 
 
 def _pump(stream: IO[bytes] | None, name: str, recorder: Recorder) -> None:

@@ -124,34 +124,6 @@ def test_a_stop_for_a_real_loss_leaves_the_new_owner_alone(store: Store) -> None
     assert (task.status, task.attempt, task.worker) == (Status.running, 2, "other")
 
 
-def test_a_slots_folder_holds_the_spec_of_its_last_run_alone(
-        store: Store, tmp_path: Path) -> None:
-    from hpo.agent.channel_server import ChannelServer
-    from hpo.records import ScriptInfo
-
-    # Given a slot's report channel serving three runs, one after another, each
-    # script printing the id in the spec it was given
-    script = tmp_path / "job.py"
-    script.write_text("import json, os\n"
-                      "with open(os.environ['HPO_TASK_SPEC']) as f:\n"
-                      "    print(json.load(f)['id'])\n")
-    server = ChannelServer()
-    try:
-        for _ in range(3):
-            task = store.create_task("proj", "job", script=ScriptInfo(
-                entry_point=str(script), working_dir=str(tmp_path)))
-            store.enqueue(task.id, "q")
-            runner = TaskRunner(store, RunnerConfig(worker="me"), Slot("cpu0", ()),
-                                lambda task, attempt: None, lambda outcome: None,
-                                channel=server)
-            assert runner.run(task.id) is Status.completed
-            # Then each read its own task's spec, and the folder keeps no earlier run's
-            assert [entry.text for entry in store.read_logs(task.id)] == [task.id]
-            assert [p.name for p in server.folder.glob("spec*")] == [f"spec-{task.id}-1.json"]
-    finally:
-        server.close()
-
-
 class UnreadableStore:
     """Refuses the claim (a stale message), then cannot read the task."""
 
