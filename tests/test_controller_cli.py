@@ -187,19 +187,20 @@ def test_the_command_modules_load_no_heavy_module_until_a_command_runs():
     """The controller's modules load SQLAlchemy, Celery and rich only inside a command,
     under ``loading_modules``: were one of them imported at the top of hpo.cli.common or
     of the CLI, it would load with the collector on, before the pause."""
-    code = ("import sys, hpo.cli.common, hpo.controller.cli; "
-            "print(sorted(m for m in ('sqlalchemy', 'celery', 'kombu', 'rich', 'yaml') "
-            "if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=True)
-    assert result.stdout.strip() == "[]"
+    heavy = ("sqlalchemy", "celery", "kombu", "rich", "yaml")
+    assert _loaded_after("import hpo.cli.common, hpo.controller.cli", heavy) == []
     # Nor does the progress of a run load rich, but for the live panel in a terminal.
-    code = ("import sys, hpo.controller.display, hpo.controller.session; "
-            "hpo.controller.display.make_display('x', json=True, plain=False); "
-            "print('rich' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    assert _loaded_after("import hpo.controller.display, hpo.controller.session; "
+                         "hpo.controller.display.make_display('x', json=True, plain=False)",
+                         ("rich",)) == []
+
+
+def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
+    probe = f"{code}; import sys; print(sorted(m for m in {modules!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=60, check=True)
-    assert result.stdout.strip() == "False"
+    return json.loads(result.stdout.replace("'", '"'))
 
 
 def test_modules_load_with_the_collector_paused_and_what_they_made_frozen():

@@ -45,14 +45,14 @@ T = schema.tasks
 # and building one (and its cache key) cost SQLAlchemy more than running it.
 _INSERT_SCALARS = S.insert()
 _INSERT_LOGS = L.insert()
-_FENCE = (
+_FENCE_UPDATE = (
     update(T)
     .where(T.c.id == bindparam("task"), T.c.status == Status.running.value,
            T.c.attempt == bindparam("owner"), T.c.batch_seq < bindparam("seq"))
     .values(batch_seq=bindparam("seq"))
 )
-_FENCE_READING_PARAMETERS = _FENCE.returning(T.c.parameters)
-_FENCE = _FENCE.returning(T.c.id)
+_FENCE = _FENCE_UPDATE.returning(T.c.id)
+_FENCE_READING_PARAMETERS = _FENCE_UPDATE.returning(T.c.parameters)
 
 
 class ScalarReport(NamedTuple):

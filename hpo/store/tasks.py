@@ -645,7 +645,7 @@ def _kept_changing(task_id: str, change: str) -> StoreError:
         "written (other writers are moving it): read it again and retry")
 
 
-def _unlocked(task_id: str) -> ColumnElement[bool]:
+def _unlocked(task_id: str | BindParameter[Any]) -> ColumnElement[bool]:
     """A condition true only while no other session holds the task's row: it locks the
     row itself, or skips it at once (PostgreSQL's FOR UPDATE SKIP LOCKED). For a reaper's
     writes, which must never wait on a cut-off client's lock. SQLite renders no FOR
@@ -676,9 +676,7 @@ _FINISH = (
     .values(status=bindparam("final"), exit_code=bindparam("code"),
             status_message=bindparam("said"), ended_at=_NOW, updated_at=_NOW)
 )
-# As _unlocked's condition, with the task's id as the same parameter.
-_FINISH_UNLOCKED = _FINISH.where(T.c.id.in_(
-    select(T.c.id).where(T.c.id == _TASK).with_for_update(skip_locked=True)))
+_FINISH_UNLOCKED = _FINISH.where(_unlocked(_TASK))
 
 
 def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
