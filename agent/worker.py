@@ -30,6 +30,7 @@ from hpo.agent.slots import Slot, SlotPool
 from hpo.agent.warm.slot import WarmSlots
 from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
+from hpo.limits import EMBEDDED_PREFIXES
 from hpo.queue import dispatch
 from hpo.queue.app import RUN_TASK, make_app, safe_broker_url
 from hpo.queue.messages import arguments_problem, dropped
@@ -456,9 +457,12 @@ def warm_up(broker_url: str) -> None:
             symbol_by_name(step)
         get_implementation("threads")
         import celery.worker.strategy  # noqa: F401 - at the first task's registration
-        from sqlalchemy.orm import configure_mappers
+        if broker_url.startswith(EMBEDDED_PREFIXES):
+            from sqlalchemy.orm import configure_mappers
 
-        configure_mappers()  # the embedded broker's models, at its first query otherwise
+            import hpo.queue.embedded  # noqa: F401 - its transport and models
+
+            configure_mappers()  # the embedded broker's models, at its first query otherwise
     except Exception as exc:
         log.debug("warm-up left off: %s", exc)
 

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from hpo import defaults
 from hpo.agent.warm import program
+from hpo.limits import EMBEDDED_PREFIXES
 
 
 class ForkedAgent:
@@ -123,16 +124,20 @@ def fork_unsafe() -> str | None:
 def import_drivers(urls: list[str]) -> None:
     """The SQLAlchemy dialects and drivers of the store and of an SQL broker at ``urls``:
     the controller and each agent load them at their first connection; imported before
-    the fork, once. kombu's broker tables name a MySQL option, for which SQLAlchemy loads
-    its MySQL dialect too. Best effort: a URL that names none is skipped."""
+    the fork, once; with the embedded broker its transport too, whose kombu tables name a
+    MySQL option, for which SQLAlchemy loads its MySQL dialect. Best effort: a URL that
+    names none is skipped."""
     from sqlalchemy.engine import make_url
 
     for url in urls:
-        sql = url.split("+", 1)[1] if url.startswith(("sqla+", "sqlalchemy+")) else url
+        embedded = url.startswith(EMBEDDED_PREFIXES)
+        sql = url.split("+", 1)[1] if embedded else url
         try:
             make_url(sql).get_dialect().import_dbapi()
-            if sql is not url:
+            if embedded:
                 import sqlalchemy.dialects.mysql  # noqa: F401
+
+                import hpo.queue.embedded  # noqa: F401 - the transport (hpo.queue.app)
         except Exception:  # not an SQL URL (redis://), or a driver that is missing
             continue
 

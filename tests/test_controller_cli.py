@@ -195,6 +195,22 @@ def test_the_command_modules_load_no_heavy_module_until_a_command_runs():
                          ("rich",)) == []
 
 
+def test_a_process_on_redis_loads_no_module_of_the_embedded_broker():
+    """The embedded broker's transport is named for kombu, not imported: its module (and
+    SQLAlchemy's ORM, which kombu's SQLAlchemy transport models its tables with) would
+    cost a controller or an agent on Redis about 70 ms at its start, for nothing."""
+    embedded = ("hpo.queue.embedded", "kombu.transport.sqlalchemy", "sqlalchemy.orm")
+    assert _loaded_after("import hpo.queue.dispatch, hpo.store, kombu; "
+                         "from hpo.queue.app import make_app; "
+                         "kombu.Connection(make_app('redis://127.0.0.1:9/0').conf.broker_url)"
+                         ".transport", embedded) == []
+    # The embedded URL still finds it, by its alias.
+    assert _loaded_after("from hpo.queue.app import make_app; import kombu; "
+                         "kombu.Connection(make_app('sqla+sqlite:///' + __import__('tempfile')"
+                         ".mkdtemp() + '/b.db').conf.broker_url).transport",
+                         embedded[:2]) == list(embedded[:2])
+
+
 def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
     """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
     probe = f"{code}; import sys; print(sorted(m for m in {modules!r} if m in sys.modules))"

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.transport import TRANSPORT_ALIASES
 
 from hpo import limits
 from hpo.defaults import (
@@ -23,11 +24,15 @@ from hpo.defaults import (
     EMBEDDED_POLL_S,
 )
 from hpo.errors import HpoError
-from hpo.queue import embedded as embedded_broker
 from hpo.queue import messages
 from hpo.queue.messages import RUN_TASK  # noqa: F401  (the agent takes it from here)
 from hpo.queue.publisher import BROKER_DOWN, Publisher
 from hpo.settings import Settings
+
+# The embedded broker's transport, named for kombu to import at a connection's start:
+# its module (kombu's SQLAlchemy transport, and SQLAlchemy's ORM under it: about 70 ms
+# of imports) loads only in a process that uses an embedded broker.
+EMBEDDED_TRANSPORT = "hpo.queue.embedded:Transport"
 
 
 class BrokerUnavailable(HpoError):
@@ -42,7 +47,7 @@ def make_app(broker_url: str | None = None) -> Celery:
 
 @functools.cache
 def _app_for(url: str) -> Celery:
-    embedded_broker.install()
+    install_transports()
     messages.install()
     app = Celery("hpo", broker=url, set_as_current=False)
     app.conf.update(
@@ -66,16 +71,24 @@ def _app_for(url: str) -> Celery:
         worker_send_task_events=False,
         broker_transport_options=transport_options(url),
     )
-    if url.startswith(("sqla+", "sqlalchemy+")):
-        embedded_broker.create_tables(url)
+    if url.startswith(limits.EMBEDDED_PREFIXES):
+        from hpo.queue.embedded import create_tables
+
+        create_tables(url)
     return app
+
+
+def install_transports() -> None:
+    """Make ``sqla+`` / ``sqlalchemy+`` broker URLs use the embedded broker's transport."""
+    for prefix in limits.EMBEDDED_PREFIXES:
+        TRANSPORT_ALIASES[prefix.rstrip("+")] = EMBEDDED_TRANSPORT
 
 
 def transport_options(url: str) -> dict[str, Any]:
     if url.startswith(("redis://", "rediss://")):
         # Serve an agent's queues in the order given, the first one first.
         return {"queue_order_strategy": "priority", "visibility_timeout": 3600}
-    if url.startswith(("sqla+", "sqlalchemy+")):
+    if url.startswith(limits.EMBEDDED_PREFIXES):
         database = url.split(":///", 1)[-1]
         if url.startswith(("sqla+sqlite", "sqlalchemy+sqlite")):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

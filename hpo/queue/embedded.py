@@ -35,7 +35,6 @@ from pathlib import Path
 from queue import Empty
 from typing import Any, NamedTuple
 
-from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
@@ -292,8 +291,3 @@ def create_tables(url: str, attempts: int = 10) -> None:
                 raise
             time.sleep(0.05 * (attempt + 1))
 
-
-def install() -> None:
-    """Make ``sqla+`` / ``sqlalchemy+`` broker URLs use this transport."""
-    TRANSPORT_ALIASES["sqla"] = "hpo.queue.embedded:Transport"
-    TRANSPORT_ALIASES["sqlalchemy"] = "hpo.queue.embedded:Transport"
