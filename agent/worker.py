@@ -27,7 +27,7 @@ from hpo.agent.outbox import Outbox, PendingOutcome, outbox_folder
 from hpo.agent.runner import RunnerConfig, StopReason, TaskRunner
 from hpo.agent.script_env import script_environment
 from hpo.agent.slots import Slot, SlotPool
-from hpo.agent.warm.slot import WarmSlots
+from hpo.agent.warm.slot import WarmSlots, discard_ahead
 from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
 from hpo.limits import EMBEDDED_PREFIXES
@@ -93,6 +93,7 @@ class Agent:
         environment (the slot's GPUs included): what a preloaded module reads at import
         is what the task would read."""
         if self.config.preload is None:
+            discard_ahead()
             return None
         base = script_environment(os.environ,
                                   keep_credentials=self.config.runner.pass_credentials,

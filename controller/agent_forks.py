@@ -188,9 +188,14 @@ def _fork_main(start_fd: int, inherited: list[int] | None, broker_url: str) -> N
         _detach(start_fd, inherited)
         try:  # what the agent can do before its start, while it waits for it
             import hpo.agent.cli  # noqa: F401
+            from hpo.agent.warm.slot import start_ahead
             from hpo.agent.worker import warm_up
 
             warm_up(broker_url)
+            if os.environ.get(defaults.ENV_AGENT_SPAWN) != "1":
+                # A local agent has one slot: its warm process starts now, alongside
+                # the controller's set-up, not after this agent's start.
+                start_ahead(1)
             failed: BaseException | None = None
         except BaseException as exc:  # told in the agent's log, once there is one
             failed = exc

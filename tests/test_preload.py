@@ -420,3 +420,54 @@ def test_a_warm_process_that_dies_at_import_makes_the_task_spawn_not_fail(
         assert set(os.listdir("/proc/self/fd")) <= before
     finally:
         slot.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_warm_process_started_ahead_becomes_its_slots_with_the_slots_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a forked local agent starts one before its start message: the slot takes it
+    instead of spawning a second, and it is then what one spawned for the slot would
+    be: a preloaded module reads the slot's environment, its output is the agent's."""
+    from hpo.agent.warm import slot as warm
+
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "reads_env.py").write_text("import os\nSEEN = os.environ.get('HPO_SEEN')\n")
+    script = tmp_path / "job.py"
+    script.write_text("import reads_env\nprint(reads_env.SEEN)\n")
+    monkeypatch.setenv("PYTHONPATH", str(modules))
+    monkeypatch.delenv("HPO_SEEN", raising=False)
+    warm.start_ahead(1)
+    [ahead] = warm._ahead
+    env = {**os.environ, "HPO_SEEN": "the slot's"}
+    slot = warm.WarmSlot("t", ["reads_env"], env)
+    try:
+        slot.start()
+        assert slot._proc is not None and slot._proc.pid == ahead.proc.pid
+        assert os.readlink(f"/proc/{ahead.proc.pid}/fd/2") == os.readlink("/proc/self/fd/2")
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
+        assert why is None and proc is not None
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None and proc.stdout.read() == b"the slot's\n"
+    finally:
+        slot.close()
+        warm.discard_ahead()
+
+
+@pytest.mark.timeout(60)
+def test_a_warm_process_started_ahead_under_other_python_settings_is_not_used(
+        tmp_path: Path) -> None:
+    from hpo.agent.warm import slot as warm
+
+    warm.start_ahead(1)
+    [ahead] = warm._ahead
+    env = {**os.environ, "PYTHONHASHSEED": "7"}  # Python would start differently
+    slot = warm.WarmSlot("t", [], env)
+    try:
+        slot.start()
+        assert slot._proc is not None and slot._proc.pid != ahead.proc.pid
+        assert ahead.proc.wait(timeout=30) is not None  # it leaves when let go
+        assert not warm._ahead
+    finally:
+        slot.close()
+        warm.discard_ahead()

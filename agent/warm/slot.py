@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from hpo import defaults
 from hpo.agent.warm import protocol
@@ -23,6 +23,64 @@ from hpo.agent.warm.policy import python_differs, same_interpreter
 log = logging.getLogger("hpo.agent")
 
 _ZYGOTE_CODE = "from hpo.agent.warm.zygote import main; main()"
+
+
+class _Started(NamedTuple):
+    """A warm process just spawned: it sends its "ready" once it has imported."""
+
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    env: dict[str, str]
+
+
+# Warm processes started before their agent (start_ahead), for its slots to adopt.
+_ahead: list[_Started] = []
+
+
+def start_ahead(count: int) -> None:
+    """Start ``count`` warm processes now, with this process's environment, hpo's own
+    modules and no output, for the slots of an agent that this process becomes later
+    (hpo-controller's forked local agents, while they wait for their start): their
+    interpreters' start-up and imports then overlap the controller's, not the first
+    task's wait. A slot adopts one (``WarmSlot._start``) when Python would start the
+    same way under the slot's environment, giving it that environment, its output and
+    its preloads then. Best effort: a slot that adopts none spawns its own."""
+    for _ in range(count):
+        try:
+            _ahead.append(_spawn([], dict(os.environ), subprocess.DEVNULL))
+        except OSError:
+            return
+
+
+def discard_ahead() -> None:
+    """Let the warm processes started ahead go (an agent that forks no task): each
+    exits when it sees its socket close."""
+    while _ahead:
+        _ahead.pop().sock.close()
+
+
+def _spawn(modules: Sequence[str], env: Mapping[str, str], output: int) -> _Started:
+    """A new warm process importing hpo and ``modules``, its stdout and stderr on
+    ``output``; OSError when it cannot start."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE_CODE, str(theirs.fileno()), ",".join(modules),
+             " " * defaults.WARM_TITLE_BYTES],
+            pass_fds=[theirs.fileno()], env=_environment(env),
+            stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+            start_new_session=True)
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return _Started(proc, ours, dict(env))
+
+
+def _environment(env: Mapping[str, str]) -> dict[str, str]:
+    """A warm process's environment: its slot's (what its tasks get), unbuffered."""
+    return {**env, "PYTHONUNBUFFERED": "1"}
 
 
 class WarmSlot:
@@ -59,24 +117,24 @@ class WarmSlot:
 
     def _start(self) -> None:
         self._stop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {**self.env, "PYTHONUNBUFFERED": "1"}
+        ahead = self._adoptable()
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", _ZYGOTE_CODE, str(theirs.fileno()),
-                 ",".join(self.modules), " " * defaults.WARM_TITLE_BYTES],
-                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(), start_new_session=True)
+            started = ahead or _spawn(self.modules, self.env, sys.stderr.fileno())
         except OSError as exc:
-            ours.close()
             self._refused = f"the warm process cannot start: {exc}"
             return
-        finally:
-            theirs.close()
-        self._sock = ours
+        self._proc, self._sock = started.proc, started.sock
+        ours = started.sock
         ours.settimeout(defaults.WARM_START_TIMEOUT_S)
         try:
             ready, _ = protocol.receive(ours)
+            if ahead is not None:
+                # What one spawned for this slot has had from its start.
+                protocol.send(ours, {"op": "adopt", "env": _environment(self.env),
+                                     "modules": self.modules}, [sys.stderr.fileno()])
+                adopted, _ = protocol.receive(ours)
+                ready = {"failed": {**ready["failed"], **adopted["failed"]},
+                         "unsafe": ready["unsafe"] or adopted["unsafe"]}
         except TimeoutError:
             self._refused = (f"the warm process took over "
                              f"{defaults.WARM_START_TIMEOUT_S:g}s to import {self._listed()}")
@@ -115,6 +173,16 @@ class WarmSlot:
 
     def _listed(self) -> str:
         return ",".join(["hpo", *self.modules])
+
+    def _adoptable(self) -> _Started | None:
+        """A warm process started ahead that Python started as it would start one for
+        this slot (the same start-up variables), if any is left; others go."""
+        while _ahead:
+            started = _ahead.pop()
+            if started.proc.poll() is None and python_differs(self.env, started.env) is None:
+                return started
+            started.sock.close()
+        return None
 
     # ----- a task ---------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import sys
 import threading
 import traceback
 
-from hpo.agent.warm import child, proctitle, protocol
+from hpo.agent.warm import child, proctitle, program, protocol
 from hpo.agent.warm.scripts import CompiledScripts
 
 TYPE_CHECKING = False
@@ -40,11 +40,15 @@ def main() -> None:
     fd, modules = int(sys.argv[1]), [m for m in sys.argv[2].split(",") if m]
     sock = socket.socket(fileno=fd)
     # sys.path[0] is "" (from -c): a child puts its script's folder there.
-    proctitle.set_title(f"hpo-agent warm slot (preload: {','.join(['hpo', *modules])})")
+    proctitle.set_title(_title(modules))
     loaded = preload(["hpo", *WARM_MODULES, *modules])
     warm_up()
     protocol.send(sock, {"ready": True, **loaded})
     serve(sock)
+
+
+def _title(modules: list[str]) -> str:
+    return f"hpo-agent warm slot (preload: {','.join(['hpo', *modules])})"
 
 
 def preload(modules: list[str]) -> dict[str, Any]:
@@ -91,6 +95,18 @@ def fork_hazard() -> str | None:
     return None
 
 
+def adopt(message: dict[str, Any], fds: list[int]) -> None:
+    """A warm process started ahead of its agent (``slot.start_ahead``) becomes its
+    slot's: the slot's environment (before its preloads import), its output on the
+    agent's (the one descriptor sent), its title."""
+    program.set_environment(message["env"])
+    for fd in fds:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    proctitle.set_title(_title(message["modules"]))
+
+
 def serve(sock: socket.socket) -> None:
     while True:
         try:
@@ -98,6 +114,10 @@ def serve(sock: socket.socket) -> None:
         except protocol.Closed:
             return
         if message.get("op") == "import":
+            protocol.send(sock, preload(message["modules"]))
+            continue
+        if message.get("op") == "adopt":
+            adopt(message, fds)
             protocol.send(sock, preload(message["modules"]))
             continue
         pid = fork(sock, message, fds)
