@@ -3,6 +3,7 @@ training script must not pull in SQLAlchemy or Celery (see ``hpo.sdk.channel``).
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import sys
@@ -144,4 +145,6 @@ def _watch_parent(period: float = defaults.PARENT_WATCH_S) -> None:
                 os.kill(os.getpid(), 15)  # SIGTERM: the script may clean up
                 return
 
-    threading.Thread(target=watch, name="hpo-parent-watch", daemon=True).start()
+    # A bare thread (daemon-like: never joined at exit): threading.Thread.start waits
+    # until the new thread runs, a wait in every task's Task.init for a check due later.
+    _thread.start_new_thread(watch, ())
