@@ -74,8 +74,7 @@ class Batch:
 
 
 class Recorder:
-    """Buffers scalars, parameters and log lines of one attempt; a thread flushes them
-    once ``start()`` (the runner's, once the script runs) starts it.
+    """Buffers scalars, parameters and log lines of one attempt; a thread flushes them.
     Output beyond ``max_log_bytes`` is counted, not stored, so a script that prints
     gigabytes costs the store (and the agent's memory) nothing more.
 
@@ -110,10 +109,6 @@ class Recorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"hpo-rec-{task_id[:8]}",
                                         daemon=True)
-
-    def start(self) -> None:
-        """Start the flusher: after the script's start, which a thread's start (its wait
-        for the new thread to run) would otherwise delay."""
         self._thread.start()
 
     def on_message(self, message: dict[str, Any]) -> None:

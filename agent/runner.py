@@ -246,7 +246,6 @@ class TaskRunner:
             ]
             for reader in readers:
                 reader.start()
-            recorder.start()
             reason = self._supervise(proc, task, recorder)
             for reader in readers:
                 reader.join(timeout=defaults.OUTPUT_DRAIN_S)
