@@ -654,8 +654,8 @@ def ratio_line(label: str, value: float, target: float, *, at_most: bool = True)
         return f"{label}: n/a (a case failed or did not run, or too few jobs for it)"
     ok = value <= target if at_most else value >= target
     sign = "<=" if at_most else ">="
-    # Three digits: a value printed as its target must not read "MISSED" (0.978 vs 0.98).
-    return f"{label}: {value:.3g} (target {sign} {target:g}: {verdict(ok)})"
+    # Four digits: a value printed as its target must not read "MISSED" (0.978 vs 0.98).
+    return f"{label}: {value:.4g} (target {sign} {target:g}: {verdict(ok)})"
 
 
 COLUMNS = ("overhead ms/trial", "trials/s", "utilization", "controller CPU ms/job (steady)",

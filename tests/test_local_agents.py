@@ -164,6 +164,8 @@ def test_the_controllers_forked_agents_run_its_jobs_and_leave_when_it_is_killed(
             assert "hpo.agent.cli" in " ".join(agent.cmdline())
             log = next((tmp_path / "hpo-home" / "logs").rglob(f"{worker.name}.log"))
             assert f"agent {worker.name} serving queues" in log.read_text()
+            # and their slot's warm process is the one each started before its start
+            assert ", started ahead)" in log.read_text()
         # When the controller is SIGKILLed
         ctl.send_signal(signal.SIGKILL)
         ctl.wait(timeout=10)

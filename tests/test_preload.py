@@ -432,23 +432,28 @@ def test_a_warm_process_started_ahead_becomes_its_slots_with_the_slots_environme
 
     modules = tmp_path / "modules"
     modules.mkdir()
-    (modules / "reads_env.py").write_text("import os\nSEEN = os.environ.get('HPO_SEEN')\n")
+    (modules / "reads_env.py").write_text(
+        "import os\nSEEN = os.environ.get('HPO_SEEN'), os.environ.get('HPO_AHEAD_ONLY')\n")
     script = tmp_path / "job.py"
-    script.write_text("import reads_env\nprint(reads_env.SEEN)\n")
+    script.write_text("import reads_env\nprint(*reads_env.SEEN)\n")
     monkeypatch.setenv("PYTHONPATH", str(modules))
     monkeypatch.delenv("HPO_SEEN", raising=False)
+    monkeypatch.setenv("HPO_AHEAD_ONLY", "the controller's")
     warm.start_ahead(1)
     [ahead] = warm._ahead
     env = {**os.environ, "HPO_SEEN": "the slot's"}
+    del env["HPO_AHEAD_ONLY"]
     slot = warm.WarmSlot("t", ["reads_env"], env)
     try:
         slot.start()
         assert slot._proc is not None and slot._proc.pid == ahead.proc.pid
-        assert os.readlink(f"/proc/{ahead.proc.pid}/fd/2") == os.readlink("/proc/self/fd/2")
+        for fd in (1, 2):
+            assert os.readlink(f"/proc/{ahead.proc.pid}/fd/{fd}") == os.readlink(
+                "/proc/self/fd/2")
         proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
         assert why is None and proc is not None
         assert proc.wait(timeout=30) == 0
-        assert proc.stdout is not None and proc.stdout.read() == b"the slot's\n"
+        assert proc.stdout is not None and proc.stdout.read() == b"the slot's None\n"
     finally:
         slot.close()
         warm.discard_ahead()

@@ -247,7 +247,7 @@ def test_a_waiting_consumer_of_the_embedded_broker_takes_a_message_published_els
                  lambda: folder.is_dir() and any(folder.iterdir()))
         # When another process publishes
         run_python("import sys; from kombu import Connection; from hpo.queue import "
-                   "app; app.install_transports(); c = Connection(sys.argv[1]); "
+                   "app; app.install_embedded_transport(); c = Connection(sys.argv[1]); "
                    "c.SimpleQueue('wake-q').put({'n': 1}); c.close()", broker)
         # Then the waiting consumer has it (its poll would come only in an hour)
         message = received.get(timeout=DEADLINE_S)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from hpo import defaults
+from hpo.agent.script_env import script_environment
 from hpo.agent.warm import protocol
 from hpo.agent.warm.handle import WarmProcess
 from hpo.agent.warm.policy import python_differs, same_interpreter
@@ -45,18 +46,29 @@ def start_ahead(count: int) -> None:
     task's wait. A slot adopts one (``WarmSlot._start``) when Python would start the
     same way under the slot's environment, giving it that environment, its output and
     its preloads then. Best effort: a slot that adopts none spawns its own."""
+    # Never a password-bearing URL in it: a forked task's /proc/self/environ shows the
+    # environment its warm process started with, whatever it was changed to since.
+    env = script_environment(os.environ, keep_credentials=False)
     for _ in range(count):
         try:
-            _ahead.append(_spawn([], dict(os.environ), subprocess.DEVNULL))
-        except OSError:
+            _ahead.append(_spawn([], env, subprocess.DEVNULL))
+        except Exception:  # best effort: the slot spawns its own
             return
 
 
 def discard_ahead() -> None:
     """Let the warm processes started ahead go (an agent that forks no task): each
     exits when it sees its socket close."""
-    while _ahead:
-        _ahead.pop().sock.close()
+    while (started := _take_ahead()) is not None:
+        started.sock.close()
+
+
+def _take_ahead() -> _Started | None:
+    """One of the warm processes started ahead, taken (each slot's thread may ask)."""
+    try:
+        return _ahead.pop()
+    except IndexError:
+        return None
 
 
 def _spawn(modules: Sequence[str], env: Mapping[str, str], output: int) -> _Started:
@@ -135,15 +147,16 @@ class WarmSlot:
                 adopted, _ = protocol.receive(ours)
                 ready = {"failed": {**ready["failed"], **adopted["failed"]},
                          "unsafe": ready["unsafe"] or adopted["unsafe"]}
-        except TimeoutError:
-            self._refused = (f"the warm process took over "
-                             f"{defaults.WARM_START_TIMEOUT_S:g}s to import {self._listed()}")
-            self._stop()
-            return
-        except (protocol.Closed, OSError, ValueError):
-            self._refused = (f"the warm process exited while importing {self._listed()} "
-                             "(see the agent's log)")
+        except (TimeoutError, protocol.Closed, OSError, ValueError) as exc:
             self._stop()  # closes ours: no settimeout on it after this
+            if ahead is not None:  # its adoption failed: the slot's own, spawned now
+                self._start()
+            elif isinstance(exc, TimeoutError):
+                self._refused = (f"the warm process took over {defaults.WARM_START_TIMEOUT_S:g}"
+                                 f"s to import {self._listed()}")
+            else:
+                self._refused = (f"the warm process exited while importing "
+                                 f"{self._listed()} (see the agent's log)")
             return
         ours.settimeout(None)
         self._failed.update(ready["failed"])
@@ -155,8 +168,8 @@ class WarmSlot:
             self._stop()
             return
         self._refused = None
-        log.info("slot %s: warm, preloaded %s (pid %d)", self.name, self._listed(),
-                 self._proc.pid)
+        log.info("slot %s: warm, preloaded %s (pid %d%s)", self.name, self._listed(),
+                 self._proc.pid, ", started ahead" if ahead is not None else "")
 
     def _stop(self) -> None:
         if self._sock is not None:
@@ -177,8 +190,7 @@ class WarmSlot:
     def _adoptable(self) -> _Started | None:
         """A warm process started ahead that Python started as it would start one for
         this slot (the same start-up variables), if any is left; others go."""
-        while _ahead:
-            started = _ahead.pop()
+        while (started := _take_ahead()) is not None:
             if started.proc.poll() is None and python_differs(self.env, started.env) is None:
                 return started
             started.sock.close()

@@ -47,7 +47,7 @@ def make_app(broker_url: str | None = None) -> Celery:
 
 @functools.cache
 def _app_for(url: str) -> Celery:
-    install_transports()
+    install_embedded_transport()
     messages.install()
     app = Celery("hpo", broker=url, set_as_current=False)
     app.conf.update(
@@ -78,7 +78,7 @@ def _app_for(url: str) -> Celery:
     return app
 
 
-def install_transports() -> None:
+def install_embedded_transport() -> None:
     """Make ``sqla+`` / ``sqlalchemy+`` broker URLs use the embedded broker's transport."""
     for prefix in limits.EMBEDDED_PREFIXES:
         TRANSPORT_ALIASES[prefix.rstrip("+")] = EMBEDDED_TRANSPORT
