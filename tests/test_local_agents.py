@@ -390,3 +390,27 @@ def test_forks_let_go_unstarted_are_reaped(tmp_path: Path, hpo_env, monkeypatch)
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_fork_let_go_unstarted_takes_its_warm_process_with_it(forks):
+    import psutil
+
+    from tests.agents import wait_for
+
+    # Given a fork waiting for its start, its slot's warm process started ahead
+    [fork] = forks()
+    parent = psutil.Process(fork.pid)
+    warm = wait_for("the warm process started ahead", lambda: next(
+        (p for p in parent.children() if "warm" in " ".join(p.cmdline())), None), timeout=30)
+    # When the fork is let go without a start
+    fork.discard()
+    fork.wait(timeout=30)
+    # Then its warm process leaves too (its socket closed), left to no one
+
+    def gone() -> bool:
+        try:
+            return warm.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for("the warm process to leave", gone, timeout=30)

@@ -476,3 +476,38 @@ def test_a_warm_process_started_ahead_under_other_python_settings_is_not_used(
     finally:
         slot.close()
         warm.discard_ahead()
+
+
+@pytest.mark.timeout(60)
+def test_a_warm_process_whose_adoption_fails_gives_way_to_a_fresh_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adoption's exchange cut (the process started ahead dies as it is taken): the
+    slot spawns its own and stays warm, rather than spawning every task from then on."""
+    from hpo.agent.warm import protocol
+    from hpo.agent.warm import slot as warm
+
+    script = tmp_path / "job.py"
+    script.write_text("print('ran')\n")
+    warm.start_ahead(1)
+    [ahead] = warm._ahead
+    real = protocol.send
+
+    def cut(sock: Any, message: dict[str, Any], fds: Any = ()) -> None:
+        if message.get("op") == "adopt":
+            raise protocol.Closed()
+        real(sock, message, fds)
+
+    monkeypatch.setattr(protocol, "send", cut)
+    env = dict(os.environ)
+    slot = warm.WarmSlot("t", [], env)
+    try:
+        slot.start()
+        assert slot._proc is not None and slot._proc.pid != ahead.proc.pid
+        assert ahead.proc.wait(timeout=30) is not None  # let go: its socket closed
+        proc, why = slot.launch([sys.executable, str(script)], str(tmp_path), env)
+        assert why is None and proc is not None  # forked, warm
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None and proc.stdout.read() == b"ran\n"
+    finally:
+        slot.close()
+        warm.discard_ahead()

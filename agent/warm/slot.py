@@ -39,13 +39,14 @@ _ahead: list[_Started] = []
 
 
 def start_ahead(count: int) -> None:
-    """Start ``count`` warm processes now, with this process's environment, hpo's own
-    modules and no output, for the slots of an agent that this process becomes later
-    (hpo-controller's forked local agents, while they wait for their start): their
-    interpreters' start-up and imports then overlap the controller's, not the first
-    task's wait. A slot adopts one (``WarmSlot._start``) when Python would start the
-    same way under the slot's environment, giving it that environment, its output and
-    its preloads then. Best effort: a slot that adopts none spawns its own."""
+    """Start ``count`` warm processes now, with this process's environment (less any
+    password-bearing URL), hpo's own modules and no output, for the slots of an agent
+    that this process becomes later (hpo-controller's forked local agents, while they
+    wait for their start): their interpreters' start-up and imports then overlap the
+    controller's, not the first task's wait. A slot adopts one (``WarmSlot._start``)
+    when Python would start the same way under the slot's environment, giving it that
+    environment, its output and its preloads then. Best effort: a slot that adopts none
+    spawns its own."""
     # Never a password-bearing URL in it: a forked task's /proc/self/environ shows the
     # environment its warm process started with, whatever it was changed to since.
     env = script_environment(os.environ, keep_credentials=False)
