@@ -459,11 +459,7 @@ def warm_up(broker_url: str) -> None:
         get_implementation("threads")
         import celery.worker.strategy  # noqa: F401 - at the first task's registration
         if broker_url.startswith(EMBEDDED_PREFIXES):
-            from sqlalchemy.orm import configure_mappers
-
-            import hpo.queue.embedded  # noqa: F401 - its transport and models
-
-            configure_mappers()  # the embedded broker's models, at its first query otherwise
+            import hpo.queue.embedded  # noqa: F401 - its transport
     except Exception as exc:
         log.debug("warm-up left off: %s", exc)
 

@@ -124,8 +124,7 @@ def fork_unsafe() -> str | None:
 def import_drivers(urls: list[str]) -> None:
     """The SQLAlchemy dialects and drivers of the store and of an SQL broker at ``urls``:
     the controller and each agent load them at their first connection; imported before
-    the fork, once; with the embedded broker its transport too, whose kombu tables name a
-    MySQL option, for which SQLAlchemy loads its MySQL dialect. Best effort: a URL that
+    the fork, once; with the embedded broker its transport too. Best effort: a URL that
     names none is skipped."""
     from sqlalchemy.engine import make_url
 
@@ -135,8 +134,6 @@ def import_drivers(urls: list[str]) -> None:
         try:
             make_url(sql).get_dialect().import_dbapi()
             if embedded:
-                import sqlalchemy.dialects.mysql  # noqa: F401
-
                 import hpo.queue.embedded  # noqa: F401 - the transport (hpo.queue.app)
         except Exception:  # not an SQL URL (redis://), or a driver that is missing
             continue

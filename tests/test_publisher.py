@@ -117,18 +117,18 @@ def test_on_the_embedded_broker_a_publish_is_one_insert_after_the_queues_first(
         tmp_path: Path, queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """kombu's SQLAlchemy channel looked the queue's row up (an ORM query) for every
     message: hpo's keeps the queue's id, and messages still arrive, in order."""
-    from kombu.transport import sqlalchemy as kombu_sqla
+    from hpo.queue import embedded
 
     app = make_app(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
     publish(app, "a" * 32, queue_name)  # the queue's row, looked up once
     looked_up: list[str] = []
-    lookup = kombu_sqla.Channel._get_or_create
+    lookup = embedded.Channel._queue_row
 
     def counted(self: Any, queue: str) -> Any:
         looked_up.append(queue)
         return lookup(self, queue)
 
-    monkeypatch.setattr(kombu_sqla.Channel, "_get_or_create", counted)
+    monkeypatch.setattr(embedded.Channel, "_queue_row", counted)
     for n in range(3):
         publish(app, f"{n:032x}", queue_name)
     assert looked_up == []
