@@ -32,7 +32,7 @@ from hpo.errors import LostOwnership, StoreError
 from hpo.lifecycle import Status
 from hpo.limits import EMBEDDED_PREFIXES
 from hpo.queue import dispatch
-from hpo.queue.app import RUN_TASK, make_app, safe_broker_url
+from hpo.queue.app import RUN_TASK, load_app_modules, make_app, safe_broker_url
 from hpo.queue.messages import arguments_problem, dropped
 from hpo.queue.reaper import StoreContact, end_stuck_sessions, reap, republish_lost
 from hpo.records import TaskRecord
@@ -450,9 +450,7 @@ def warm_up(broker_url: str) -> None:
     from celery.worker.consumer import Consumer
 
     try:
-        app = Celery("hpo", broker=broker_url, set_as_current=False)
-        for part in ("loader", "backend", "amqp", "control", "events"):
-            getattr(app, part)
+        load_app_modules(broker_url)
         for step in (*WorkController.Blueprint.default_steps,
                      *Consumer.Blueprint.default_steps):
             symbol_by_name(step)

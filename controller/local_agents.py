@@ -40,10 +40,15 @@ def prepare_forks(count: int, store_url: str, broker_url: str) -> None:
     opening the store or the broker and before any thread starts (hpo-controller start
     and resume do, after their imports). Where fork is unsafe, nothing is forked and the
     agents are spawned later, each log saying why."""
-    # The broker's modules (Celery, kombu), which the controller and the agents both
-    # use, loaded once (the store's are this module's own); then the URLs' drivers.
-    import hpo.queue.app  # noqa: F401
+    # The broker's modules (Celery, kombu, and what Celery loads at a first publish),
+    # which the controller and the agents both use, loaded once (the store's are this
+    # module's own); then the URLs' drivers.
+    from hpo.queue.app import load_app_modules
 
+    try:
+        load_app_modules(broker_url)
+    except Exception as exc:  # best effort: the controller's own app says what is wrong
+        log.debug("Celery's modules not loaded ahead: %s", exc)
     import_drivers([store_url, broker_url])
     why = fork_unsafe()  # after the imports: one of them may have started a thread
     if why:

@@ -78,6 +78,18 @@ def _app_for(url: str) -> Celery:
     return app
 
 
+def load_app_modules(broker_url: str) -> None:
+    """Load what Celery loads lazily at an app's first publish or its worker's start
+    (its loader, the disabled result backend, which Celery finds by reading the
+    installed packages' entry points, AMQP, remote control, events), on a throwaway app
+    that opens no connection: for a process that forks (hpo-controller's local agents)
+    to do once, before the fork, what the parent and each child would do on its own."""
+    app = Celery("hpo", broker=broker_url, set_as_current=False)
+    for part in ("loader", "backend", "amqp", "control", "events"):
+        getattr(app, part)
+    app.amqp.Producer  # noqa: B018 - the producer class, made at the first publish
+
+
 def install_embedded_transport() -> None:
     """Make ``sqla+`` / ``sqlalchemy+`` broker URLs use the embedded broker's transport."""
     for prefix in limits.EMBEDDED_PREFIXES:
