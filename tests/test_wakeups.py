@@ -256,6 +256,18 @@ def test_a_waiting_consumer_of_the_embedded_broker_takes_a_message_published_els
         simple.close()
 
 
+class CountedWaits(threading.Event):
+    """A transport's wake-up event that counts the waits begun on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
 def test_an_ack_that_frees_the_prefetch_lets_a_waiting_consumer_take_the_next(
         broker: str) -> None:
     received: queue.Queue[Any] = queue.Queue()
@@ -266,12 +278,16 @@ def test_an_ack_that_frees_the_prefetch_lets_a_waiting_consumer_take_the_next(
             take()
             first = received.get_nowait()
             # Given the consumer holds one message (its prefetch) and waits for more
+            woken = connection.transport._woken = CountedWaits()
             waiting = threading.Thread(target=take, daemon=True)
             waiting.start()
+            wait_for("the consumer to wait", lambda: woken.waits >= 1)
             publisher.SimpleQueue("ack-q").put({"n": 2})
-            # (rung, but it may not take a second one before the first is acked)
+            # rung, it looks, and waits again: it may not take a second one before the
+            # first is acked
+            wait_for("the consumer to wait again", lambda: woken.waits >= 2)
             assert received.empty()
-            # When the first is acked, the second is taken
+            # When the first is acked, the second is taken (the ack wakes it)
             first.ack()
             second = received.get(timeout=DEADLINE_S)
             assert second.payload == {"n": 2}

@@ -193,6 +193,14 @@ class Channel(virtual.Channel):
             raise
         return int(found)
 
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple=multiple)
+        self.connection.wake()  # room for one more message under the prefetch limit
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self.connection.wake()
+
     def _get(self, queue: str, timeout: Any = None) -> Any:
         # The stock channel marks a delivered message invisible and keeps it forever,
         # and every poll of an empty queue then scans them all: deleting it instead
