@@ -107,12 +107,14 @@ class Recorder:
         self._lock = threading.Lock()  # the buffers
         self._flush_lock = threading.Lock()  # one flush at a time: batches go in order
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"hpo-rec-{task_id[:8]}",
-                                        daemon=True)
-        self._thread.start()
+        # The periodic flush, started by the first thing buffered (_buffering): a
+        # thread's start waits for it to run, which a task's start then did too.
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
 
     def on_message(self, message: dict[str, Any]) -> None:
         """A report from the script's SDK (see ``hpo.sdk.channel``)."""
+        self._buffering()
         kind = message.get("kind")
         if kind == "scalar":
             try:
@@ -157,11 +159,13 @@ class Recorder:
                     self._fields["add_tags"] = self._fields.get("add_tags", []) + added
 
     def add_scalars(self, reports: list[ScalarReport]) -> None:
+        self._buffering()
         with self._lock:
             if self.lost is None:
                 self._scalars.extend(reports)
 
     def on_output(self, stream: str, line: str) -> None:
+        self._buffering()
         line = line.rstrip("\n")
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS] + " [line cut]"
@@ -232,10 +236,23 @@ class Recorder:
             log.warning("task %s: the store is away (%s); the last reports are kept until "
                         "it is back", self.task_id, exc)
 
+    def _buffering(self) -> None:
+        """Something is about to be buffered: the periodic flush runs from now on (not
+        once stopped)."""
+        if self._thread is not None:
+            return
+        with self._thread_lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name=f"hpo-rec-{self.task_id[:8]}")
+                self._thread.start()
+
     def _stop_flusher(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=RECORDER_CLOSE_TIMEOUT_S)
+        with self._thread_lock:  # no flusher starts after this
+            self._stop.set()
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=RECORDER_CLOSE_TIMEOUT_S)
         with self._lock:
             if self._dropped_bytes and self.lost is None:
                 self._logs.append((time.time(), "agent",

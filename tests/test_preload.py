@@ -80,18 +80,35 @@ def log_of(store: Store, task_id: str) -> str:
     return "\n".join(line.text for line in store.read_logs(task_id))
 
 
+def spare_of(agent: AgentProcess) -> psutil.Process:
+    """The spare child its warm process forked once idle (agent/warm/spare.py)."""
+    def spare() -> psutil.Process | None:
+        found = [p for z in warm_processes(agent) for p in z.children()
+                 if "warm slot (spare)" in " ".join(p.cmdline())]
+        return found[0] if found else None
+    return wait_for("the warm process's spare child", spare)
+
+
+@pytest.mark.parametrize("forked_by", ["fork", "spare"])
 def test_a_forked_trial_sees_what_a_spawned_one_sees(store, env, broker, tmp_path,
-                                                     queue_name):
+                                                     queue_name, forked_by):
+    """A slot's first task is forked on its request; the next ones run in the spare
+    child forked ahead of them: both alike a spawned script."""
     seen = {}
     for how in ("--spawn", "--preload=json"):
         with running_agent(store, env, tmp_path, "--queue", queue_name, "--gpus", "1",
-                           how):
+                           how) as agent:
+            if how != "--spawn" and forked_by == "spare":
+                run_probe(store, broker, queue_name, tmp_path)
+                spare = spare_of(agent)
             task, seen[how] = run_probe(store, broker, queue_name, tmp_path)
         assert task.status is Status.completed, task.status_message
         assert store.task_scalars(task.id, title="probe")  # its report reached the store
         assert "probe wrote" in log_of(store, task.id)  # and its output
     spawned, forked = seen["--spawn"], seen["--preload=json"]
     assert not spawned["forked"] and forked["forked"]
+    if forked_by == "spare":
+        assert forked["pid"] == spare.pid  # the process forked before the task came
     for key in ("name", "file", "spec", "argv", "cwd", "path", "own_group", "cmdline",
                 "stdin", "annotations"):
         assert forked[key] == spawned[key], key
@@ -260,6 +277,24 @@ def test_a_warm_process_killed_between_tasks_is_restarted(store, env, broker, tm
     assert first.status is second.status is Status.completed
     assert first_seen["forked"] and second_seen["forked"]
     assert first_seen["parent"] == zygote.pid != second_seen["parent"]
+
+
+def test_a_spare_child_killed_between_tasks_costs_the_next_task_nothing(
+        store, env, broker, tmp_path, queue_name):
+    """A spare may have taken a request off the socket when it dies: its warm process
+    then ends, and the agent runs the next task in a new one, warm."""
+    with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:
+        first, first_seen = run_probe(store, broker, queue_name, tmp_path)
+        [zygote] = warm_processes(agent)
+        spare = spare_of(agent)
+        spare.kill()
+        wait_for("the spare's warm process to end", lambda: _dead(zygote))
+        second, second_seen = run_probe(store, broker, queue_name, tmp_path)
+        third, third_seen = run_probe(store, broker, queue_name, tmp_path)
+    assert first.status is second.status is third.status is Status.completed
+    assert first_seen["forked"] and second_seen["forked"] and third_seen["forked"]
+    assert first_seen["parent"] == zygote.pid != second_seen["parent"]
+    assert third_seen["parent"] == second_seen["parent"]  # the new one serves on
 
 
 def test_a_warm_process_killed_while_its_task_runs_fails_the_task_honestly(

@@ -23,18 +23,26 @@ if TYPE_CHECKING:
     from types import CodeType, TracebackType
 
 
+def detach() -> None:
+    """What a child does before it knows its task: its own session and process group
+    (the agent kills the group), Python's start-up signal handlers."""
+    os.setsid()
+    reset_signals()
+
+
 def become_script(sock: socket.socket, message: dict[str, Any], fds: list[int],
-                  code: CodeType | None = None) -> NoReturn:
+                  code: CodeType | None = None, *, detached: bool = False) -> NoReturn:
     """Never returns: the child ends with os._exit (or a signal). ``code``: the
-    script's, compiled by the warm process (``scripts``); None: read here."""
+    script's, compiled by the warm process (``scripts``); None: read here.
+    ``detached``: ``detach()`` was done already (a spare child, ``spare.py``)."""
     sock.close()
-    os.setsid()  # own session and process group: the agent kills the group
+    if not detached:
+        detach()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for fd in fds:
         if fd > 2:
             os.close(fd)
-    reset_signals()
     # Before anything else runs: the GPU variables are in it (CUDA reads them once).
     set_environment(message["env"])
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))

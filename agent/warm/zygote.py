@@ -5,9 +5,12 @@ Started by the agent (``slot.py``) with the agent's own interpreter as
 ``python -c "...main()" FD MODULES PADDING``: FD is its end of a private socket pair,
 MODULES the comma-separated list to preload, PADDING room for the children's command
 lines (``proctitle``). One task at a time (a slot runs one), so the loop is plain:
-request, fork, pid, wait, exit status. It exits when the agent's end closes (the agent
-stopped or died), also while a child runs: the child, reparented, then sees its parent
-change and stops itself as an orphaned spawned script does (hpo.sdk.agent_backend).
+request, fork, pid, wait, exit status. Once idle it forks a spare child (``spare.py``),
+which then reads the next request in its place and, for a task, becomes the task's
+script at once, without a fork in between. It exits when the agent's end closes (the
+agent stopped or died), also while a child runs: the child, reparented, then sees its
+parent change and stops itself as an orphaned spawned script does
+(hpo.sdk.agent_backend).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import traceback
 
 from hpo.agent.warm import child, proctitle, program, protocol
 from hpo.agent.warm.scripts import CompiledScripts
+from hpo.agent.warm.spare import Spare, fork_spare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,34 +112,77 @@ def adopt(message: dict[str, Any], fds: list[int]) -> None:
 
 
 def serve(sock: socket.socket) -> None:
+    spare: Spare | None = None  # forked once idle, to serve the next request (spare.py)
     while True:
-        try:
-            message, fds = protocol.receive(sock)
-        except protocol.Closed:
-            return
+        if spare is None:
+            try:
+                message, fds = protocol.receive(sock)
+            except protocol.Closed:
+                return
+        else:
+            pid = spare.pid
+            what, message, fds = spare.wait()
+            spare = None
+            if what == "died":
+                # It may have taken a request off the socket, whose answer the agent
+                # would wait for: ending here, the agent starts another warm process.
+                return
+            if what == "taken":
+                _scripts.get(message["script"], message["cwd"])  # kept for the next spare
+                if not _report_exit(sock, pid):
+                    return
+                spare = _spare(sock)
+                continue
         if message.get("op") == "import":
             protocol.send(sock, preload(message["modules"]))
-            continue
-        if message.get("op") == "adopt":
+        elif message.get("op") == "adopt":
             adopt(message, fds)
             protocol.send(sock, preload(message["modules"]))
-            continue
-        pid = fork(sock, message, fds)
-        protocol.send(sock, {"pid": pid})
-        status = wait(sock, pid)
-        if status is None:
-            return
-        protocol.send(sock, {"exit": status})
+        else:
+            pid = fork(sock, message, fds)
+            protocol.send(sock, {"pid": pid})
+            if not _report_exit(sock, pid):
+                return
+        spare = _spare(sock)
 
 
-def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
-    code = _scripts.get(message["argv"][0], message["cwd"])
+def _report_exit(sock: socket.socket, pid: int) -> bool:
+    """Wait for the task's script ``pid`` and send the agent its exit status; False
+    when the agent's end closed first."""
+    status = wait(sock, pid)
+    if status is None:
+        return False
+    protocol.send(sock, {"exit": status})
+    return True
+
+
+def _spare(sock: socket.socket) -> Spare | None:
+    """A spare child for the next request; None where it cannot be forked, or must not
+    (a preload started a thread: the agent replaces this process), and the next
+    task's script is forked then."""
+    if fork_hazard():
+        return None
+    _before_fork()
+    try:
+        return fork_spare(sock, _scripts)
+    except OSError:
+        return None
+    finally:
+        gc.unfreeze()
+
+
+def _before_fork() -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # else the child would write this process's buffered output too
     # What is here now is never collected in the child: its collections then skip these
     # objects instead of writing to each one's page (a copy of the page per write).
     # Here they are collectable again after the fork (both calls move lists, no copy).
     gc.freeze()
+
+
+def fork(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> int:
+    code = _scripts.get(message["argv"][0], message["cwd"])
+    _before_fork()
     pid = os.fork()
     if pid == 0:
         try:

@@ -21,7 +21,8 @@ seen = {
     "cwd": os.getcwd(), "path": sys.path, "env": dict(os.environ),
     "own_group": os.getpgrp() == os.getpid() and os.getsid(0) == os.getpid(),
     "cmdline": psutil.Process().cmdline(), "forked": "warm slot" in " ".join(parent),
-    "parent": os.getppid(), "stdin": sys.stdin.read(), "task_id": task.id,
+    "parent": os.getppid(), "pid": os.getpid(), "stdin": sys.stdin.read(),
+    "task_id": task.id,
     "annotations": repr(__annotations__),
     "marker_mod": "marker_mod" in sys.modules,  # a task preload: imported before it ran
 }
