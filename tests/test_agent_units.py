@@ -374,3 +374,47 @@ def test_task_events_are_off_unless_asked_and_the_worker_heartbeat_stays_on() ->
     assert _events_step([]) == (False, (True, ["worker"]), True)
     # With --events: every group, task events included (Flower's Tasks page)
     assert _events_step(["--events"]) == (True, (True, None), True)
+
+
+def _flushers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("hpo-rec-lazy")]
+
+
+def test_the_recorder_starts_its_flush_at_the_first_report_and_none_after_its_end() -> None:
+    """No thread before anything is buffered (a task's start does not wait for one);
+    from the first report on, the periodic flush writes on its own; none after end()."""
+    store = BatchStore()
+    recorder = Recorder(store, "lazy" + "0" * 28, 1,  # type: ignore[arg-type]
+                        max_log_bytes=10_000)
+    assert _flushers() == []
+    recorder.on_output("stdout", "hello\n")
+    assert len(_flushers()) == 1
+    deadline = time.monotonic() + 30
+    while not store.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [line for b in store.batches for _, _, line in b["logs"]] == ["hello"]
+    assert recorder.end() == []
+    assert _flushers() == []
+    recorder.on_output("stdout", "late\n")  # after the end: kept, never flushed on its own
+    assert _flushers() == []
+
+
+def test_the_task_spec_is_rewritten_whole_in_place(tmp_path: Path) -> None:
+    from hpo.agent.runner import _rewrite
+
+    spec = tmp_path / "spec.json"
+    _rewrite(spec, b'{"id": "a-long-first-spec", "parameters": {"x": 1}}')
+    inode = spec.stat().st_ino
+    _rewrite(spec, b'{"id": "b"}')  # shorter: no tail of the first left
+    assert spec.read_bytes() == b'{"id": "b"}'
+    assert spec.stat().st_ino == inode and spec.stat().st_mode & 0o777 == 0o600
+
+
+def test_loading_celerys_modules_ahead_opens_nothing_and_starts_no_thread() -> None:
+    """hpo-controller calls it before forking its local agents: a connection or a
+    thread there would be shared with (or missing from) every fork."""
+    from hpo.queue.app import load_app_modules
+
+    before = threading.active_count()
+    load_app_modules("redis://127.0.0.1:9/0")  # nothing listens there: nothing is tried
+    assert threading.active_count() == before

@@ -279,7 +279,7 @@ def test_a_warm_process_killed_between_tasks_is_restarted(store, env, broker, tm
     assert first_seen["parent"] == zygote.pid != second_seen["parent"]
 
 
-def test_a_spare_child_killed_between_tasks_costs_the_next_task_nothing(
+def test_a_spare_child_killed_between_tasks_gives_way_to_a_new_warm_process(
         store, env, broker, tmp_path, queue_name):
     """A spare may have taken a request off the socket when it dies: its warm process
     then ends, and the agent runs the next task in a new one, warm."""

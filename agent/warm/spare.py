@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
+import traceback
 
 from hpo.agent.warm import child, proctitle, protocol
 from hpo.agent.warm.scripts import CompiledScripts
@@ -69,18 +71,37 @@ class Spare:
             os.close(self.pidfd)
 
 
+class SpareLost(Exception):
+    """A spare was forked but cannot be watched (no pidfd): killed at once, it may have
+    read a request already, so its warm process must end as for a spare that died."""
+
+
 def fork_spare(agent: socket.socket, scripts: CompiledScripts) -> Spare:
-    """Fork a spare serving ``agent`` (the warm process's socket to its agent)."""
+    """Fork a spare serving ``agent`` (the warm process's socket to its agent). OSError:
+    none was forked; SpareLost: see there."""
     ours, theirs = socket.socketpair()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        raise
     if pid == 0:
         try:
             ours.close()
             _serve(agent, theirs, scripts)
+        except BaseException:
+            traceback.print_exc()
         finally:
             os._exit(1)
     theirs.close()
-    return Spare(pid, ours)
+    try:
+        return Spare(pid, ours)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        ours.close()
+        raise SpareLost() from None
 
 
 def _serve(agent: socket.socket, warm: socket.socket, scripts: CompiledScripts) -> NoReturn:

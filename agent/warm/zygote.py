@@ -26,7 +26,7 @@ import traceback
 
 from hpo.agent.warm import child, proctitle, program, protocol
 from hpo.agent.warm.scripts import CompiledScripts
-from hpo.agent.warm.spare import Spare, fork_spare
+from hpo.agent.warm.spare import Spare, SpareLost, fork_spare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -128,10 +128,14 @@ def serve(sock: socket.socket) -> None:
                 # would wait for: ending here, the agent starts another warm process.
                 return
             if what == "taken":
-                _scripts.get(message["script"], message["cwd"])  # kept for the next spare
                 if not _report_exit(sock, pid):
                     return
-                spare = _spare(sock)
+                # Kept for the next spares (after the task: not beside its start).
+                _scripts.get(message["script"], message["cwd"])
+                try:
+                    spare = _spare(sock)
+                except SpareLost:
+                    return
                 continue
         if message.get("op") == "import":
             protocol.send(sock, preload(message["modules"]))
@@ -143,7 +147,10 @@ def serve(sock: socket.socket) -> None:
             protocol.send(sock, {"pid": pid})
             if not _report_exit(sock, pid):
                 return
-        spare = _spare(sock)
+        try:
+            spare = _spare(sock)
+        except SpareLost:  # as for a spare that died: the agent starts another
+            return
 
 
 def _report_exit(sock: socket.socket, pid: int) -> bool:
@@ -159,7 +166,7 @@ def _report_exit(sock: socket.socket, pid: int) -> bool:
 def _spare(sock: socket.socket) -> Spare | None:
     """A spare child for the next request; None where it cannot be forked, or must not
     (a preload started a thread: the agent replaces this process), and the next
-    task's script is forked then."""
+    task's script is forked then. SpareLost: see there."""
     if fork_hazard():
         return None
     _before_fork()

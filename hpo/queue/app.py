@@ -4,7 +4,8 @@ A message carries only the task id (the store says what to run), JSON only. One 
 queue per execution queue name. Delivery is at-least-once with late acks and a prefetch
 of one; the claim in the store makes it exactly-once (duplicates and stale messages are
 dropped there). ``HPO_BROKER_URL`` takes ``redis://``, ``amqp://`` or the embedded
-default, kombu's SQLAlchemy transport on a SQLite file in ``HPO_HOME`` (no server).
+default, a kombu transport on a SQLite file in ``HPO_HOME`` (no server:
+``hpo.queue.embedded``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from hpo.queue.publisher import BROKER_DOWN, Publisher
 from hpo.settings import Settings
 
 # The embedded broker's transport, named for kombu to import at a connection's start:
-# its module (kombu's SQLAlchemy transport, and SQLAlchemy's ORM under it: about 70 ms
-# of imports) loads only in a process that uses an embedded broker.
+# its module loads only in a process that uses an embedded broker.
 EMBEDDED_TRANSPORT = "hpo.queue.embedded:Transport"
 
 
@@ -87,7 +87,6 @@ def load_app_modules(broker_url: str) -> None:
     app = Celery("hpo", broker=broker_url, set_as_current=False)
     for part in ("loader", "backend", "amqp", "control", "events"):
         getattr(app, part)
-    app.amqp.Producer  # noqa: B018 - the producer class, made at the first publish
 
 
 def install_embedded_transport() -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from json import loads
@@ -90,6 +91,19 @@ _engines: dict[tuple[str, BrokerTables], Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def _forget_engines() -> None:
+    """In a forked child: the parent's engines, their pooled connections included, are
+    not the child's to use (nor is a lock another thread may have held)."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines)
+
+
 class Channel(virtual.Channel):
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         options = connection.client.transport_options
@@ -114,7 +128,11 @@ class Channel(virtual.Channel):
             engine = _engines.get(key)
             if engine is None:
                 engine = self._engine_from_config()
-                _create_tables(engine, self._tables)
+                try:
+                    _create_tables(engine, self._tables)
+                except BaseException:
+                    engine.dispose()
+                    raise
                 _engines[key] = engine
         return engine
 
@@ -140,7 +158,7 @@ class Channel(virtual.Channel):
         try:
             db.execute(self._statements.insert, values)
             db.commit()
-        except OperationalError:
+        except BaseException:
             db.rollback()  # the publish fails (and is retried), nothing stored
             raise
         self.connection.ring(queue)  # committed: a consumer that looks now finds it
@@ -208,23 +226,28 @@ class Channel(virtual.Channel):
         # are put back from kombu's in-memory QoS when a channel closes.
         queue_id = self._queue_id(queue)
         db, statements = self.db, self._statements
-        if db.dialect.name == "sqlite":
-            db.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
+            if db.dialect.name == "sqlite":
+                db.execute(text("BEGIN IMMEDIATE TRANSACTION"))
             found = db.execute(statements.head, {"queue_id": queue_id}).first()
-            if found is None:
-                raise Empty()
-            db.execute(statements.delete, {"id": found.id})
-            entry = bytes_to_str(found.payload)
-            try:
-                return loads(entry)
-            except (TypeError, ValueError) as exc:
-                # Not JSON (written by something else than kombu): the stock channel
-                # raised out of the worker's loop and left the row at the queue's head.
-                dropped(f"not JSON ({exc}): {preview(entry)}")
-                raise Empty() from None
-        finally:
+            if found is not None:
+                db.execute(statements.delete, {"id": found.id})
             db.commit()
+        except BaseException:
+            # A statement or the commit failed (a server gone, a disk error): the
+            # connection is usable again only after a rollback.
+            db.rollback()
+            raise
+        if found is None:
+            raise Empty()
+        entry = bytes_to_str(found.payload)
+        try:
+            return loads(entry)
+        except (TypeError, ValueError) as exc:
+            # Not JSON (written by something else than kombu): the stock channel
+            # raised out of the worker's loop and left the row at the queue's head.
+            dropped(f"not JSON ({exc}): {preview(entry)}")
+            raise Empty() from None
 
     def _size(self, queue: str) -> int:
         db = self.db

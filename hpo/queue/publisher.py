@@ -63,12 +63,9 @@ class Publisher:
 
     def _send(self, task_id: str, queue: str) -> None:
         # The arguments' repr given: Celery's own (a safe repr of any value) is a tenth
-        # of a publish's CPU, for a list of one id. ignore_result (as the app's
-        # task_ignore_result, which send_task does not read): else each thread's first
-        # publish looks the result backend up, reading every installed package's entry
-        # points (2 ms of a controller's first launch here), to be told it is disabled.
+        # of a publish's CPU, for a list of one id.
         self._app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True,
-                            ignore_result=True, argsrepr=repr([task_id]), kwargsrepr="{}",
+                            argsrepr=repr([task_id]), kwargsrepr="{}",
                             producer=self._kept_producer(),
                             retry_policy=dict(PUBLISH_RETRY_POLICY))
 
