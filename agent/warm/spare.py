@@ -17,9 +17,12 @@ process waits on the spare:
   module);
 * the agent's end closing, or the warm process's: the spare exits.
 
-A spare that dies without a word (killed) may have taken a request off the socket: the
-warm process then closes the socket and exits, and the agent starts another (as it does
-for a warm process that died). Standard library only: the warm process imports it.
+A spare tells the warm process before it reads the socket. One that dies without a word
+(killed) before that read nothing: the warm process forks another (and after a few in a
+row, reads the socket itself). One that dies after it may have taken a request off the
+socket: the warm process then closes the socket and exits, and the agent starts another
+(as it does for a warm process that died). Standard library only: the warm process
+imports it.
 """
 
 from __future__ import annotations
@@ -50,22 +53,31 @@ class Spare:
 
     def wait(self) -> tuple[str, dict[str, Any], list[int]]:
         """What the spare did: ("taken", {"script", "cwd"}, []), ("forward", the
-        request, its descriptors), or ("died", {}, []) when it ended without a word.
-        The spare is reaped unless it took a task (it is the task's script then)."""
+        request, its descriptors); or, when it ended without a word, ("died", {}, [])
+        if it had not begun to read the agent's socket, ("lost", {}, []) if it had (a
+        request may be half read). The spare is reaped unless it took a task (it is
+        the task's script then)."""
+        reading = False
         try:
-            ready, _, _ = select.select([self.sock.fileno(), self.pidfd], [], [])
-            if self.sock.fileno() in ready:
+            while True:
+                ready, _, _ = select.select([self.sock.fileno(), self.pidfd], [], [])
+                if self.sock.fileno() not in ready:
+                    break
                 try:
                     message, fds = protocol.receive(self.sock)
                 except (protocol.Closed, OSError, ValueError):
-                    message, fds = {}, []
+                    break
+                if "reading" in message:
+                    reading = True
+                    continue
                 if "taken" in message:
                     return "taken", message["taken"], []
                 if "forward" in message:
                     os.waitpid(self.pid, 0)
                     return "forward", message["forward"], fds
+                break
             os.waitpid(self.pid, 0)
-            return "died", {}, []
+            return ("lost" if reading else "died"), {}, []
         finally:
             self.sock.close()
             os.close(self.pidfd)
@@ -111,6 +123,9 @@ def _serve(agent: socket.socket, warm: socket.socket, scripts: CompiledScripts) 
     ready, _, _ = select.select([agent, warm], [], [])
     if warm in ready:
         os._exit(0)
+    # From here a request may be half read: should this process die now, its warm
+    # process must not read the socket after it.
+    protocol.send(warm, {"reading": True})
     try:
         message, fds = protocol.receive(agent)
     except (protocol.Closed, OSError, ValueError):

@@ -111,46 +111,61 @@ def adopt(message: dict[str, Any], fds: list[int]) -> None:
     proctitle.set_title(_title(message["modules"]))
 
 
+# Spares that die idle in a row (killed, or failing at their start) after which this
+# process reads its socket itself, forking each task on its request as before.
+_SPARE_DEATHS = 3
+
+
 def serve(sock: socket.socket) -> None:
     spare: Spare | None = None  # forked once idle, to serve the next request (spare.py)
+    deaths = 0
     while True:
         if spare is None:
             try:
                 message, fds = protocol.receive(sock)
             except protocol.Closed:
                 return
+            if not _serve_request(sock, message, fds):
+                return
         else:
             pid = spare.pid
             what, message, fds = spare.wait()
             spare = None
-            if what == "died":
+            if what == "lost":
                 # It may have taken a request off the socket, whose answer the agent
                 # would wait for: ending here, the agent starts another warm process.
                 return
+            if what == "died":  # idle: it read nothing, the socket is as it was
+                deaths += 1
+            else:
+                deaths = 0
             if what == "taken":
                 if not _report_exit(sock, pid):
                     return
                 # Kept for the next spares (after the task: not beside its start).
                 _scripts.get(message["script"], message["cwd"])
-                try:
-                    spare = _spare(sock)
-                except SpareLost:
-                    return
-                continue
-        if message.get("op") == "import":
-            protocol.send(sock, preload(message["modules"]))
-        elif message.get("op") == "adopt":
-            adopt(message, fds)
-            protocol.send(sock, preload(message["modules"]))
-        else:
-            pid = fork(sock, message, fds)
-            protocol.send(sock, {"pid": pid})
-            if not _report_exit(sock, pid):
+            elif what == "forward" and not _serve_request(sock, message, fds):
                 return
-        try:
-            spare = _spare(sock)
-        except SpareLost:  # as for a spare that died: the agent starts another
-            return
+        if deaths < _SPARE_DEATHS:
+            try:
+                spare = _spare(sock)
+            except SpareLost:  # as for a spare lost while reading
+                return
+
+
+def _serve_request(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> bool:
+    """An import, an adoption or a task (forked now, run to its end); False when the
+    agent's end closed while the task ran."""
+    if message.get("op") == "import":
+        protocol.send(sock, preload(message["modules"]))
+    elif message.get("op") == "adopt":
+        adopt(message, fds)
+        protocol.send(sock, preload(message["modules"]))
+    else:
+        pid = fork(sock, message, fds)
+        protocol.send(sock, {"pid": pid})
+        return _report_exit(sock, pid)
+    return True
 
 
 def _report_exit(sock: socket.socket, pid: int) -> bool:
