@@ -36,6 +36,19 @@ def missing_service(what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
+def kill_connections_of(database_url: str) -> int:
+    """Terminate every server session on the store's database, as a restart would."""
+    name = database_url.rsplit("/", 1)[-1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return len(conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).all())
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped at the end."""

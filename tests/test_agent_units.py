@@ -30,6 +30,7 @@ from hpo.queue.messages import message_problem
 from hpo.records import TaskRecord
 from hpo.store import ScalarReport, Store, open_store
 from hpo.wakeups import StoreChange
+from tests.agents import wait_for
 
 # ----- the stop poll -------------------------------------------------------------------
 
@@ -389,9 +390,7 @@ def test_the_recorder_starts_its_flush_at_the_first_report_and_none_after_its_en
     assert _flushers() == []
     recorder.on_output("stdout", "hello\n")
     assert len(_flushers()) == 1
-    deadline = time.monotonic() + 30
-    while not store.batches and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for("the periodic flush", lambda: store.batches)
     assert [line for b in store.batches for _, _, line in b["logs"]] == ["hello"]
     assert recorder.end() == []
     assert _flushers() == []

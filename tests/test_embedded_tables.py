@@ -86,3 +86,24 @@ def test_a_closed_channel_gives_its_connection_back(tmp_path: Path) -> None:
         before = engine.pool.checkedout()
         channel.close()
         assert engine.pool.checkedout() == before - 1
+
+
+@pytest.mark.postgres
+def test_a_take_whose_connection_the_server_cut_fails_once_and_the_channel_serves_on(
+        pg_database_url: str) -> None:
+    """The embedded broker on PostgreSQL (``sqla+postgresql``): a server that cuts the
+    channel's connection (a restart) fails that take only; the message stays, and the
+    same channel takes it on a new connection (a failed take is rolled back, not
+    committed: a commit would leave the connection refusing every statement)."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.conftest import kill_connections_of
+
+    install_embedded_transport()
+    with kombu.Connection(f"sqla+{pg_database_url}") as connection:
+        channel = connection.default_channel
+        channel._put("cut-q", {"n": 1})
+        assert kill_connections_of(pg_database_url) >= 1
+        with pytest.raises(OperationalError):
+            channel._get("cut-q")
+        assert channel._get("cut-q") == {"n": 1}

@@ -296,6 +296,31 @@ def test_a_spare_child_killed_while_idle_is_replaced_and_the_next_task_runs_in_t
     assert second_seen["pid"] == replacement.pid
 
 
+@pytest.mark.parametrize("last_word", [None, "reading"])
+def test_a_spare_that_dies_is_told_idle_or_lost_by_whether_it_began_to_read(last_word):
+    """What its warm process does next hangs on this: a spare that died idle read
+    nothing (another is forked); one that died after saying it reads may have taken a
+    request half off the socket (the warm process ends, the agent starts another)."""
+    import socket
+
+    from hpo.agent.warm import protocol
+    from hpo.agent.warm.spare import Spare
+
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # a spare that says its last word, if any, and dies
+        try:
+            if last_word:
+                protocol.send(theirs, {last_word: True})
+        finally:
+            os._exit(0)
+    theirs.close()
+    what, message, fds = Spare(pid, ours).wait()
+    assert (what, message, fds) == ("lost" if last_word else "died", {}, [])
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+
+
 def test_a_warm_process_killed_while_its_task_runs_fails_the_task_honestly(
         store, env, broker, tmp_path, queue_name):
     with running_agent(store, env, tmp_path, "--queue", queue_name) as agent:

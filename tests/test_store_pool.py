@@ -4,26 +4,12 @@ rather than handed out."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from hpo.errors import StoreError
 from hpo.store import open_store
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import kill_connections_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
-
-
-def kill_connections_of(database_url: str) -> int:
-    """Terminate every server session on the store's database, as a restart would."""
-    name = database_url.rsplit("/", 1)[-1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            return len(conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).all())
-    finally:
-        admin.dispose()
 
 
 def test_an_idle_connection_cut_by_the_server_is_replaced_before_use(

@@ -30,11 +30,13 @@ kombu's ORM models (whose imports alone cost every process that uses the broker 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from json import loads
 from pathlib import Path
 from queue import Empty
@@ -83,6 +85,28 @@ class _Statements(NamedTuple):
     size: Select[Any]  # the visible messages of queue_id
     purge_visible: Delete  # those of queue_id
     purge_rest: Delete  # the others of queue_id (delivered by kombu's own transport)
+
+
+@functools.cache
+def _statements_for(tables: BrokerTables) -> _Statements:
+    """The channels' statements on ``tables``, built once with their values as
+    parameters: building one (and its cache key) cost SQLAlchemy more than the INSERT
+    itself."""
+    queues, messages = tables.queues, tables.messages
+    of_queue = messages.c.queue_id == bindparam("queue_id")
+    return _Statements(
+        insert=messages.insert(),
+        head=(select(messages.c.id, messages.c.payload)
+              .where(of_queue, messages.c.visible != False)  # noqa: E712
+              .order_by(messages.c.timestamp, messages.c.id)
+              .with_for_update().limit(1)),
+        delete=delete(messages).where(messages.c.id == bindparam("id")),
+        queue_id=select(queues.c.id).where(queues.c.name == bindparam("name")),
+        new_queue=queues.insert(),
+        size=(select(func.count()).select_from(messages)
+              .where(of_queue, messages.c.visible == True)),  # noqa: E712
+        purge_visible=delete(messages).where(of_queue, messages.c.visible == True),  # noqa: E712
+        purge_rest=delete(messages).where(of_queue))
 
 
 # One engine per broker URL and table names in a process, its tables created once: the
@@ -145,6 +169,22 @@ class Channel(virtual.Channel):
             except SQLAlchemyError as exc:  # a broker file gone: nothing left to give back
                 log.debug("embedded broker: closing a channel's connection: %s", exc)
 
+    @contextlib.contextmanager
+    def _transaction(self, immediate: bool = False) -> Iterator[Connection]:
+        """The channel's connection in a transaction committed at the end; rolled back
+        on any failure (a statement's or the commit's: a server gone, a disk error),
+        without which the connection would never serve again. ``immediate``: on SQLite,
+        the write lock taken at its start (a take's read and delete are one step)."""
+        db = self.db
+        try:
+            if immediate and db.dialect.name == "sqlite":
+                db.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         self._queue_id(queue)
 
@@ -154,35 +194,13 @@ class Channel(virtual.Channel):
         # about 2 ms of CPU a publish on a small machine: here one INSERT, the columns'
         # defaults (visible, version) and no timestamp, as the ORM object gets them.
         values = {"payload": dumps(payload), "queue_id": self._queue_id(queue)}
-        db = self.db
-        try:
+        with self._transaction() as db:  # a failure: nothing stored, the publish retried
             db.execute(self._statements.insert, values)
-            db.commit()
-        except BaseException:
-            db.rollback()  # the publish fails (and is retried), nothing stored
-            raise
         self.connection.ring(queue)  # committed: a consumer that looks now finds it
 
-    @functools.cached_property
+    @property
     def _statements(self) -> _Statements:
-        """The channel's statements, built once with their values as parameters:
-        building one (and its cache key) cost SQLAlchemy more than the INSERT itself."""
-        queues, messages = self._tables.queues, self._tables.messages
-        of_queue = messages.c.queue_id == bindparam("queue_id")
-        return _Statements(
-            insert=messages.insert(),
-            head=(select(messages.c.id, messages.c.payload)
-                  .where(of_queue, messages.c.visible != False)  # noqa: E712
-                  .order_by(messages.c.timestamp, messages.c.id)
-                  .with_for_update().limit(1)),
-            delete=delete(messages).where(messages.c.id == bindparam("id")),
-            queue_id=select(queues.c.id).where(queues.c.name == bindparam("name")),
-            new_queue=queues.insert(),
-            size=(select(func.count()).select_from(messages)
-                  .where(of_queue, messages.c.visible == True)),  # noqa: E712
-            purge_visible=delete(messages).where(of_queue,
-                                                 messages.c.visible == True),  # noqa: E712
-            purge_rest=delete(messages).where(of_queue))
+        return _statements_for(self._tables)
 
     def _queue_id(self, queue: str) -> int:
         """The queue's row id, made on its first use here and kept: kombu never deletes
@@ -195,8 +213,8 @@ class Channel(virtual.Channel):
     def _queue_row(self, queue: str) -> int:
         """The queue's row id, its row inserted when missing. Two processes declaring a
         new queue at once: the loser's INSERT violates the unique name; it exists then."""
-        db, statements = self.db, self._statements
-        try:
+        statements = self._statements
+        with self._transaction() as db:
             found = db.execute(statements.queue_id, {"name": queue}).scalar()
             if found is None:
                 try:
@@ -205,10 +223,6 @@ class Channel(virtual.Channel):
                 except IntegrityError:
                     db.rollback()
                 found = db.execute(statements.queue_id, {"name": queue}).scalar_one()
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
         return int(found)
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
@@ -224,20 +238,11 @@ class Channel(virtual.Channel):
         # and every poll of an empty queue then scans them all: deleting it instead
         # keeps polls constant. Redelivery does not depend on the row: unacked messages
         # are put back from kombu's in-memory QoS when a channel closes.
-        queue_id = self._queue_id(queue)
-        db, statements = self.db, self._statements
-        try:
-            if db.dialect.name == "sqlite":
-                db.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        queue_id, statements = self._queue_id(queue), self._statements
+        with self._transaction(immediate=True) as db:
             found = db.execute(statements.head, {"queue_id": queue_id}).first()
             if found is not None:
                 db.execute(statements.delete, {"id": found.id})
-            db.commit()
-        except BaseException:
-            # A statement or the commit failed (a server gone, a disk error): the
-            # connection is usable again only after a rollback.
-            db.rollback()
-            raise
         if found is None:
             raise Empty()
         entry = bytes_to_str(found.payload)
@@ -250,27 +255,16 @@ class Channel(virtual.Channel):
             raise Empty() from None
 
     def _size(self, queue: str) -> int:
-        db = self.db
-        try:
-            count = db.execute(self._statements.size,
-                               {"queue_id": self._queue_id(queue)}).scalar_one()
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
-        return int(count)
+        queue_id = self._queue_id(queue)
+        with self._transaction() as db:
+            return int(db.execute(self._statements.size, {"queue_id": queue_id}).scalar_one())
 
     def _purge(self, queue: str) -> int:
         """Every message of ``queue`` deleted; how many were waiting."""
-        queue_id = self._queue_id(queue)
-        db, statements = self.db, self._statements
-        try:
+        queue_id, statements = self._queue_id(queue), self._statements
+        with self._transaction() as db:
             count = db.execute(statements.purge_visible, {"queue_id": queue_id}).rowcount
             db.execute(statements.purge_rest, {"queue_id": queue_id})
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
         return int(count)
 
     def _engine_from_config(self) -> Engine:
