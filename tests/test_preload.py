@@ -71,9 +71,17 @@ def run_probe(store: Store, broker: str, queue: str, folder: Path, mode: str = "
     return done, json.loads(out.read_text()) if out.exists() else {}
 
 
+def command_line(process: psutil.Process) -> str:
+    """Its command line; empty for one that ended (a zombie not reaped yet too)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def warm_processes(agent: AgentProcess) -> list[psutil.Process]:
     return [p for p in psutil.Process(agent.proc.pid).children()
-            if "warm slot" in " ".join(p.cmdline())]
+            if "warm slot" in command_line(p)]
 
 
 def log_of(store: Store, task_id: str) -> str:
@@ -84,7 +92,7 @@ def spare_of(agent: AgentProcess, other_than: int | None = None) -> psutil.Proce
     """The spare child its warm process forked once idle (agent/warm/spare.py)."""
     def spare() -> psutil.Process | None:
         found = [p for z in warm_processes(agent) for p in z.children()
-                 if "warm slot (spare)" in " ".join(p.cmdline()) and p.pid != other_than]
+                 if "warm slot (spare)" in command_line(p) and p.pid != other_than]
         return found[0] if found else None
     return wait_for("the warm process's spare child", spare)
 
