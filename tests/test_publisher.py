@@ -38,12 +38,36 @@ def test_many_publishes_go_through_one_kept_connection(
     assert waiting_messages(app, queue_name) == 6
 
 
+def test_each_queue_is_declared_on_its_first_publish_and_its_messages_are_celerys(
+        broker_url: str, queue_name: str) -> None:
+    """Two queues on one kept producer, each declared once: on RabbitMQ a message to an
+    undeclared queue would vanish. What arrives is the message Celery's send_task makes
+    (protocol 2: the task's name and id in the headers, the arguments in the body)."""
+    app = make_app(broker_url)
+    other = f"{queue_name}-other"
+    for n in range(3):
+        publish(app, f"{n:032x}", queue_name)
+        publish(app, f"{n + 10:032x}", other)
+    assert waiting_messages(app, queue_name) == 3
+    assert waiting_messages(app, other) == 3
+    with app.connection_for_write() as connection:
+        message = connection.SimpleQueue(other).get(timeout=10)
+        try:
+            assert message.headers["task"] == "hpo.run_task"
+            assert len(message.headers["id"]) == 36  # a uuid, as send_task's
+            assert message.decode()[0] == [f"{10:032x}"]
+            assert message.headers["argsrepr"] == repr([f"{10:032x}"])
+        finally:
+            message.ack()
+            connection.SimpleQueue(other).clear()
+
+
 def test_a_producer_that_failed_is_dropped_and_the_message_sent_on_a_fresh_connection(
         broker_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_app(broker_url)
     publish(app, "0" * 32, queue_name)  # a kept producer exists
     made = count_connections(app, monkeypatch)
-    send = app.send_task
+    send = app.amqp.send_task_message
     failures = ["'NoneType' object has no attribute 'client'"]
 
     def stale_once(*args: Any, **kwargs: Any) -> Any:
@@ -52,7 +76,7 @@ def test_a_producer_that_failed_is_dropped_and_the_message_sent_on_a_fresh_conne
             raise AttributeError(failures.pop())
         return send(*args, **kwargs)
 
-    monkeypatch.setattr(app, "send_task", stale_once)
+    monkeypatch.setattr(app.amqp, "send_task_message", stale_once)
     publish(app, "1" * 32, queue_name)
     assert not failures and len(made) == 1  # a fresh connection, once
     publish(app, "2" * 32, queue_name)
@@ -66,8 +90,9 @@ def test_a_broker_that_is_down_is_broker_unavailable_without_a_second_try(
     app = Celery("down", broker="redis://127.0.0.1:1/0", set_as_current=False)
     app.conf.broker_connection_timeout = 1
     tries: list[object] = []
-    send = app.send_task
-    monkeypatch.setattr(app, "send_task", lambda *a, **k: tries.append(a) or send(*a, **k))
+    send = app.amqp.send_task_message
+    monkeypatch.setattr(app.amqp, "send_task_message",
+                        lambda *a, **k: tries.append(a) or send(*a, **k))
     with pytest.raises(BrokerUnavailable, match="cannot reach the broker"):
         publish(app, "3" * 32, "q")
     assert len(tries) == 1

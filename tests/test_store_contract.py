@@ -32,7 +32,7 @@ from hpo.errors import (
     TaskNotFound,
 )
 from hpo.lifecycle import TRANSITIONS, Status, TaskType
-from hpo.records import ScriptInfo
+from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import NewClone, ScalarReport, Store, open_store, schema
 from hpo.store.engine import safe_url
 from tests.processes import run_together
@@ -507,6 +507,46 @@ def test_a_launch_saves_the_state_and_makes_its_clones_queued_in_order(
     assert store.load_optimization(optimizer) == ({"c": 1}, {"step": 1})
 
 
+def test_later_launches_clone_the_source_as_it_is_at_each_launch(store: Store) -> None:
+    """A launch after the first (on PostgreSQL one statement, cloning the source as the
+    last launch read it while it is unchanged) makes the clones the first makes, and
+    clones the source afresh once it has changed: its parameters, script, time limit."""
+    source = store.create_task("proj", "base", parameters={"x": 0.0, "y": 1}, tags=["t"],
+                               time_limit=30.0, script=ScriptInfo("train.py", "/src", ["a"]))
+    optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
+    store.create_optimization(optimizer, {"c": 1})
+
+    def launch(step: int, *clones: NewClone) -> list[TaskRecord]:
+        ids = store.launch_clones(optimizer, {"step": step}, source.id, list(clones),
+                                  queue="q", parent=optimizer, project="spawned")
+        assert store.load_optimization(optimizer)[1] == {"step": step}
+        return store.get_tasks(ids)
+
+    def fields(task: TaskRecord) -> tuple[Any, ...]:
+        return (task.project, task.type, task.status, task.parent, task.tags, task.queue,
+                task.script, task.parameters, task.time_limit, task.worker, task.attempt,
+                task.stop_requested, task.status_message, task.exit_code, task.comment,
+                task.cloned_from, task.started_at, task.ended_at)
+
+    first = launch(1, NewClone("a", {"x": 1.0}))
+    again = launch(2, NewClone("a", {"x": 1.0}), NewClone("b", {"y": "7"}, ["trial:b"], 5.0))
+    assert [fields(c) for c in again[:1]] == [fields(c) for c in first]
+    assert (again[1].name, again[1].parameters, again[1].tags, again[1].time_limit) == (
+        "b", {"General/x": 0.0, "General/y": 7}, ["trial:b"], 5.0)
+    assert again[0].created_at >= first[0].created_at
+
+    store.set_parameters(source.id, {"x": 2.5, "z": "new"})
+    store.update_task(source.id, time_limit=60.0, script=ScriptInfo("train2.py", "/src"))
+    changed = launch(3, NewClone("c"), NewClone("d", {"x": 9.0}, tags=["trial:d"]))
+    assert [(c.parameters, c.tags, c.time_limit, c.script.entry_point if c.script else None)
+            for c in changed] == [
+        ({"General/x": 2.5, "General/y": 1, "General/z": "new"}, [], 60.0, "train2.py"),
+        ({"General/x": 9.0, "General/y": 1, "General/z": "new"}, ["trial:d"], 60.0,
+         "train2.py")]
+    assert launch(4, NewClone("e"))[0].parameters["General/x"] == 2.5
+    assert store.count_tasks(parent=optimizer) == 6
+
+
 def test_a_launch_that_fails_stores_neither_its_state_nor_a_clone(store: Store) -> None:
     source = store.create_task("proj", "base")
     optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
@@ -520,6 +560,14 @@ def test_a_launch_that_fails_stores_neither_its_state_nor_a_clone(store: Store) 
         store.launch_clones(UNKNOWN, {"step": 2}, source.id, [NewClone("a")], queue="q",
                             parent=optimizer)
     assert store.count_tasks(parent=optimizer) == 0
+    # Once a launch has read the source (on PostgreSQL, later ones are one statement)
+    store.launch_clones(optimizer, {"step": 3}, source.id, [NewClone("a")], queue="q",
+                        parent=optimizer)
+    with pytest.raises(TaskNotFound):
+        store.launch_clones(UNKNOWN, {"step": 4}, source.id, [NewClone("b")], queue="q",
+                            parent=optimizer)
+    assert store.count_tasks(parent=optimizer) == 1
+    assert store.load_optimization(optimizer)[1] == {"step": 3}
 
 
 def test_a_launch_retried_after_an_unacknowledged_commit_inserts_only_what_is_missing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.errors import StoreError
+from hpo.errors import StoreError, StoreUnavailable
 from hpo.store import open_store
 from tests.conftest import kill_connections_of
 
@@ -37,4 +37,23 @@ def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_cut_fails_once(
     with pytest.raises(StoreError):
         store.get_task(task.id)
     assert store.get_task(task.id).id == task.id
+    store.close()
+
+
+def test_a_cut_under_the_reads_on_the_drivers_cursor_fails_once_as_the_store_unreachable(
+        pg_database_url, monkeypatch):
+    """The controller's every-cycle reads run on psycopg's own cursor (hpo.store.driver):
+    a connection cut under them is invalidated as SQLAlchemy would, so the error is the
+    same one line (StoreUnavailable) and the next read gets a fresh connection."""
+    monkeypatch.setattr("hpo.store.engine.PG_PING_IDLE_S", 3600.0)
+    store = open_store(pg_database_url)
+    task = store.create_task("p", "t")
+    cursors = {task.id: 0}
+    assert store.read_jobs([task.id], cursors, titles=["loss"]) == ([store.get_task(task.id)],
+                                                                     [])
+    assert kill_connections_of(pg_database_url) >= 1
+    with pytest.raises(StoreUnavailable, match="cannot reach the store"):
+        store.read_jobs([task.id], cursors, titles=["loss"])
+    records, scalars = store.read_jobs([task.id], cursors, titles=["loss"])
+    assert [r.id for r in records] == [task.id] and scalars == []
     store.close()

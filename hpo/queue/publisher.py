@@ -9,6 +9,11 @@ while retrying (``'NoneType' object has no attribute 'client'``), so after any e
 connection is dropped and, unless the broker itself is down (its retry policy spent),
 the message is sent once more on a fresh one. A forked child makes its own rather than
 write on its parent's socket.
+
+A message is built and sent by Celery's own two steps (``app.amqp.create_task_message``
+and ``send_task_message``), what ``Celery.send_task`` does without its routing, result
+and parent bookkeeping, none of which an hpo message has; with the queue bound once,
+that is about a third less CPU per publish, which a controller pays per job.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.utils import uuid
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from hpo.defaults import PUBLISH_RETRY_POLICY
@@ -40,6 +46,9 @@ class Publisher:
         self._lock = threading.Lock()
         self._connection: Any = None
         self._producer: Any = None
+        # Queue name -> the app's Queue bound to the producer's channel, for kombu's
+        # declare (it copies an unbound one twice per publish to bind it).
+        self._bound: dict[str, Any] = {}
         self._pid = os.getpid()
 
     def send(self, task_id: str, queue: str) -> None:
@@ -62,16 +71,34 @@ class Publisher:
             self._drop()
 
     def _send(self, task_id: str, queue: str) -> None:
+        producer = self._kept_producer()
+        amqp = self._app.amqp
         # The arguments' repr given: Celery's own (a safe repr of any value) is a tenth
         # of a publish's CPU, for a list of one id.
-        self._app.send_task(RUN_TASK, args=[task_id], queue=queue, retry=True,
-                            argsrepr=repr([task_id]), kwargsrepr="{}",
-                            producer=self._kept_producer(),
-                            retry_policy=dict(PUBLISH_RETRY_POLICY))
+        message = amqp.create_task_message(uuid(), RUN_TASK, [task_id], {},
+                                           argsrepr=repr([task_id]), kwargsrepr="{}")
+        connection = producer.connection
+        bound = self._bound.get(queue)
+        if bound is not None and bound.channel is not producer.channel:
+            bound = None  # kombu reconnected meanwhile: bound again below
+        declare = bound if bound is not None else amqp.queues[queue]
+        try:
+            amqp.send_task_message(producer, RUN_TASK, message, queue=queue, retry=True,
+                                   retry_policy=dict(PUBLISH_RETRY_POLICY), declare=[declare])
+        except (*connection.recoverable_connection_errors,
+                *connection.recoverable_channel_errors) as exc:
+            # As send_task does: a transport's own error (redis-py's, say), once the
+            # retry policy is spent, as kombu's (BROKER_DOWN).
+            raise KombuOperationalError(str(exc)) from exc
+        if bound is None:
+            # Bound only once a publish has connected: binding earlier would connect
+            # outside the retry policy.
+            self._bound[queue] = amqp.queues[queue].bind(producer.channel)
 
     def _kept_producer(self) -> Any:
         if self._pid != os.getpid():  # forked: the parent's socket is not ours to use
             self._connection = self._producer = None
+            self._bound.clear()
             self._pid = os.getpid()
         if self._producer is None:
             self._connection = self._app.connection_for_write()
@@ -79,6 +106,7 @@ class Publisher:
         return self._producer
 
     def _drop(self) -> None:
+        self._bound.clear()
         connection, self._connection, self._producer = self._connection, None, None
         if connection is None:
             return

@@ -5,17 +5,36 @@ A launch used to be three commits per trial (the state, the clone, its enqueue),
 waiting on PostgreSQL's WAL flush; here a cycle's launches are one. The controller's
 crash guarantee holds as before, tighter: a suggestion is saved atomically with its
 clone, never after it (``hpo.controller.controller``).
+
+On PostgreSQL a launch after the first is one statement, its own transaction: the state's
+UPDATE and the clones' INSERT, both only while the source task is as the last launch read
+it (its ``updated_at``, which every change of a task moves). A source changed since, or
+an optimization gone, makes it write nothing, and the launch is made again the long way
+(BEGIN, the UPDATE, the source read, the INSERT, COMMIT: five round trips for one), which
+clones the source as it is now, as ClearML clones the current base task.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    bindparam,
+    cast,
+    exists,
+    insert,
+    select,
+    union_all,
+    update,
+)
 
 from hpo.errors import TaskNotFound
+from hpo.records import TaskRecord
 from hpo.store import schema
 from hpo.store.optimizations import OPT, OptimizationsMixin
 from hpo.store.tasks import TasksMixin, new_task_id
@@ -40,6 +59,11 @@ _SAVE_STATE = (update(OPT).where(OPT.c.task_id == bindparam("id"))
 
 
 class LaunchesMixin(TasksMixin, OptimizationsMixin):
+    # The source task of each launch, as the last launch read it (PostgreSQL's one
+    # statement launches clone it while it is unchanged). Shared by threads: a dict's
+    # get and set are each one step under the GIL.
+    _launch_sources: dict[str, TaskRecord]
+
     def launch_clones(self, optimization_id: str, state: dict[str, Any], source_id: str,
                       clones: Sequence[NewClone], *, queue: str, parent: str | None = None,
                       project: str | None = None, only_missing: bool = False) -> list[str]:
@@ -53,6 +77,13 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
         all the same (its acknowledgement lost): clones whose id is stored already are
         not inserted again. One still committing elsewhere makes this INSERT fail on its
         id (StoreError), and the next retry sees it."""
+        sources = self.__dict__.setdefault("_launch_sources", {})
+        source = sources.get(source_id)
+        if (source is not None and not only_missing and clones
+                and self.dialect == "postgresql"
+                and self._launch_at_once(optimization_id, state, source, clones, queue=queue,
+                                         parent=parent, project=project)):
+            return [c.id for c in clones]
         with self._write() as conn:
             updated = conn.execute(_SAVE_STATE, {"id": optimization_id, "state": state,
                                                  "updated_at": self.now()}).rowcount
@@ -67,7 +98,55 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
                     for c in new]
             if rows:
                 conn.execute(schema.tasks.insert(), rows)
+        sources[source_id] = source
         return [c.id for c in clones]
+
+    def _launch_at_once(self, optimization_id: str, state: dict[str, Any],
+                        source: TaskRecord, clones: Sequence[NewClone], *, queue: str,
+                        parent: str | None, project: str | None) -> bool:
+        """``launch_clones`` in one statement (PostgreSQL), cloning ``source`` as read
+        before; False, nothing written, when the source changed since (or the
+        optimization is gone)."""
+        params: dict[str, Any] = {"id": optimization_id, "state": state,
+                                  "updated_at": self.now(), "source": source.id,
+                                  "seen": source.updated_at}
+        for i, c in enumerate(clones):
+            row = {**self._clone_values(source, name=c.name, parent=parent, project=project,
+                                        parameters=c.parameters, tags=list(c.tags),
+                                        time_limit=c.time_limit, queue=queue), "id": c.id}
+            params.update({f"{column}_{i}": row[column] for column in _CLONE_COLUMNS})
+        with self._write_one() as conn:
+            made = conn.execute(_launch_statement(len(clones)), params).all()
+        return len(made) == len(clones)
+
+
+# What a launch writes of each clone (TasksMixin._new_task_values' row, made queued).
+_CLONE_COLUMNS = ("id", "project", "name", "type", "status", "parent", "tags", "queue",
+                  "script", "parameters", "time_limit", "worker", "attempt",
+                  "stop_requested", "comment", "cloned_from", "created_at", "updated_at")
+
+
+@functools.lru_cache(maxsize=16)
+def _launch_statement(count: int) -> Insert:
+    """PostgreSQL: save the state and insert ``count`` clones (binds ``<column>_<i>``),
+    both only while the source (``source``) has the ``updated_at`` it was read with
+    (``seen``); returns the clones' ids, none when it wrote nothing. Built once per
+    count: a controller runs it every cycle."""
+    tasks = schema.tasks
+    source_unchanged = exists().where(tasks.c.id == bindparam("source"),
+                                      tasks.c.updated_at == bindparam("seen"))
+    saved = (update(OPT).where(OPT.c.task_id == bindparam("id"), source_unchanged)
+             .values(state=bindparam("state"), updated_at=bindparam("updated_at"))
+             .returning(OPT.c.task_id).cte("saved"))
+    # Each value cast to its column's type: a NULL in a SELECT list is otherwise text.
+    rows = [select(*(cast(bindparam(f"{column}_{i}", type_=tasks.c[column].type),
+                          tasks.c[column].type).label(column)
+                     for column in _CLONE_COLUMNS)).where(exists(saved.select()))
+            for i in range(count)]
+    source = union_all(*rows) if count > 1 else rows[0]
+    # include_defaults=False: batch_seq takes the server's default, as in an INSERT.
+    return (insert(tasks).from_select(_CLONE_COLUMNS, source, include_defaults=False)
+            .returning(tasks.c.id))
 
 
 def _not_stored(conn: Connection, clones: Sequence[NewClone]) -> list[NewClone]:

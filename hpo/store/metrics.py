@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Integer,
-    Select,
     and_,
     bindparam,
     case,
@@ -26,6 +26,7 @@ from hpo.lifecycle import Status
 from hpo.records import LogLine, MetricSummary, Scalar, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
+from hpo.store.driver import DriverQuery, padded_size
 from hpo.store.reports import (
     ArtifactEntry,
     Report,
@@ -450,27 +451,36 @@ def _float(value: float | None) -> float:
 
 def _scalars_after(conn: Connection, cursors: Mapping[str, int],
                    titles: Sequence[str] | None, limit: int | None) -> list[Scalar]:
-    """``read_scalars``' query, in the caller's transaction."""
-    query = _scalars_after_query(len(cursors), titles is not None, limit is not None)
-    params: dict[str, Any] = {"titles": list(titles or ()), "limit": limit}
-    for i, (task_id, cursor) in enumerate(cursors.items()):
+    """``read_scalars``' query, in the caller's transaction (a controller's every cycle:
+    on the driver's cursor, ``hpo.store.driver``). The cursors and titles are padded to
+    the query's shape with NULLs, which match nothing."""
+    size = padded_size(len(cursors))
+    titled = None if titles is None else padded_size(len(titles))
+    query = _scalars_after_query(size, titled, limit is not None, conn.dialect)
+    params: dict[str, Any] = {"limit": limit}
+    pairs = [*cursors.items(), *[(None, 0)] * (size - len(cursors))]
+    for i, (task_id, cursor) in enumerate(pairs):
         params[f"t{i}"], params[f"c{i}"] = task_id, cursor
-    return [_scalar(row._mapping) for row in conn.execute(query, params)]
+    for i, title in enumerate([*(titles or ()), *[None] * ((titled or 0) - len(titles or ()))]):
+        params[f"n{i}"] = title
+    return [_scalar(m) for m in query.rows(conn, params)]
 
 
 @functools.lru_cache(maxsize=256)
-def _scalars_after_query(tasks: int, titled: bool, limited: bool) -> Select[Any]:
-    """``_scalars_after``'s statement for ``tasks`` cursors, built once per shape with
-    its values as parameters: a controller runs it every cycle, and building it (and its
-    cache key) cost SQLAlchemy more than running it."""
+def _scalars_after_query(tasks: int, titles: int | None, limited: bool,
+                         dialect: Dialect) -> DriverQuery:
+    """``_scalars_after``'s statement for ``tasks`` cursors and ``titles`` titles (None:
+    any), built and compiled once per shape with its values as parameters: a controller
+    runs it every cycle, and building it (and its cache key) cost SQLAlchemy more than
+    running it."""
     condition = or_(*(and_(S.c.task_id == bindparam(f"t{i}"), S.c.id > bindparam(f"c{i}"))
                       for i in range(tasks)))
     query = select(S).where(condition).order_by(S.c.id)
-    if titled:
-        query = query.where(S.c.title.in_(bindparam("titles", expanding=True)))
+    if titles is not None:
+        query = query.where(S.c.title.in_([bindparam(f"n{i}") for i in range(titles)]))
     if limited:
         query = query.limit(bindparam("limit"))
-    return query
+    return DriverQuery.compile(query, dialect)
 
 
 def _scalar(m: Any) -> Scalar:

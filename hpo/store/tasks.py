@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -11,6 +12,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
+    Dialect,
     Row,
     Text,
     Update,
@@ -30,6 +32,7 @@ from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
+from hpo.store.driver import DriverQuery, padded_size
 from hpo.store.reports import drop_reports
 
 T = schema.tasks
@@ -657,7 +660,6 @@ def _unlocked(task_id: str | BindParameter[Any]) -> ColumnElement[bool]:
 # Built once, their values parameters: statements run every controller cycle, which
 # cost SQLAlchemy more to build (and to make a cache key for) than to run.
 _TASK_BY_ID = select(T).where(T.c.id == bindparam("id"))
-_TASKS_BY_ID = select(T).where(T.c.id.in_(bindparam("ids", expanding=True)))
 # (A parameter may not take a column's name in a SET clause: hence "by", "final", ...)
 _NOW: BindParameter[Any] = bindparam("now")
 _TASK: BindParameter[Any] = bindparam("task")
@@ -680,10 +682,19 @@ _FINISH_UNLOCKED = _FINISH.where(_unlocked(_TASK))
 
 
 def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
-    """``get_tasks``' query, in the caller's transaction."""
-    rows = conn.execute(_TASKS_BY_ID, {"ids": list(task_ids)}).all()
-    by_id = {row.id: _record(row) for row in rows}
+    """``get_tasks``' query, in the caller's transaction (a controller's every cycle: on
+    the driver's cursor, ``hpo.store.driver``)."""
+    size = padded_size(len(task_ids))
+    ids = [*task_ids, *[None] * (size - len(task_ids))]  # NULL matches no id
+    rows = _tasks_by_id(size, conn.dialect).rows(conn, {f"i{n}": i for n, i in enumerate(ids)})
+    by_id = {m["id"]: _record_of(m) for m in rows}
     return [by_id[i] for i in task_ids if i in by_id]
+
+
+@functools.lru_cache(maxsize=64)
+def _tasks_by_id(count: int, dialect: Dialect) -> DriverQuery:
+    return DriverQuery.compile(
+        select(T).where(T.c.id.in_([bindparam(f"i{n}") for n in range(count)])), dialect)
 
 
 def finish_statement(task_id: str, attempt: int, status: Status | str, *,
@@ -700,7 +711,10 @@ def finish_statement(task_id: str, attempt: int, status: Status | str, *,
 
 
 def _record(row: Row[Any]) -> TaskRecord:
-    m = row._mapping
+    return _record_of(row._mapping)
+
+
+def _record_of(m: Mapping[Any, Any]) -> TaskRecord:
     return TaskRecord(
         id=m["id"], project=m["project"], name=m["name"], type=m["type"],
         status=Status(m["status"]), parent=m["parent"], tags=list(m["tags"] or []),
