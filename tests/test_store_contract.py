@@ -1872,12 +1872,9 @@ def test_a_runs_last_write_is_three_statements_and_its_end_one_announcement(
         event.remove(store.engine, "before_cursor_execute", on_statement)
     # Then three statements did it: the fence and batch number, the report, the end
     # (its wake-up returned by it on PostgreSQL; SQLite rings after the commit), and
-    # the parameters, unchanged, were not written. (BEGIN and COMMIT are the driver's
-    # on PostgreSQL, not statements; SQLite's BEGIN IMMEDIATE is one.)
-    expected = ["UPDATE hpo_tasks SET", "INSERT INTO hpo_scalars", "UPDATE hpo_tasks SET"]
-    if store.dialect == "sqlite":
-        expected.insert(0, "BEGIN IMMEDIATE")
-    assert sent == expected
+    # the parameters, unchanged, were not written. (BEGIN and COMMIT are the driver's,
+    # not SQLAlchemy's statements: SQLite's BEGIN IMMEDIATE too, hpo.store.driver.)
+    assert sent == ["UPDATE hpo_tasks SET", "INSERT INTO hpo_scalars", "UPDATE hpo_tasks SET"]
     task = store.get_task(task_id)
     assert (task.status, task.parameters) == (Status.completed, {"Args/lr": 0.1})
     assert [s.value for s in store.task_scalars(task_id)] == [1.0]
@@ -1991,3 +1988,27 @@ def test_a_script_field_the_store_could_never_hold_is_refused_before_its_batch()
         with pytest.raises(ValueError):
             script_fields(bad)
     assert script_fields({"name": "n", "comment": None}) == {"name": "n", "comment": None}
+
+
+def test_a_sqlite_write_holds_the_write_lock_from_its_begin_and_a_read_does_not(
+        tmp_path: Any) -> None:
+    """SQLite: a write transaction begins IMMEDIATE (hpo.store.engine, on the driver's
+    cursor), so a writer elsewhere waits from the start; a read's plain BEGIN takes no
+    lock."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        with store._write() as conn:
+            conn.execute(select(schema.tasks.c.id)).all()  # a read, inside a write
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        with store._read() as conn:
+            conn.execute(select(schema.tasks.c.id)).all()
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
+        store.close()

@@ -1,4 +1,4 @@
-"""SELECTs a controller runs every cycle, run on the database driver's own cursor.
+"""Statements a controller runs every cycle, run on the database driver's own cursor.
 
 SQLAlchemy's execution of a cached statement (its execution context, result metadata
 and row processing) costs about 0.15 ms a statement on top of the driver's own work, as
@@ -8,7 +8,8 @@ built with Core, compiled once per dialect and shape, and run on the DBAPI curso
 SQLAlchemy connection (its pool, its transaction). Their rows are decoded by the
 columns' own types (``schema.JSONText``), and a driver error becomes the DBAPIError
 SQLAlchemy would raise (a connection lost on the way is invalidated, as SQLAlchemy does),
-so ``hpo.store.engine.translated`` makes it the same StoreError.
+so ``hpo.store.engine.translated`` makes it the same StoreError. SQLite's BEGIN goes
+the same way (``hpo.store.engine``): through SQLAlchemy it costs as much as a statement.
 """
 
 from __future__ import annotations
@@ -60,25 +61,30 @@ class DriverQuery:
         """Run on ``conn``'s DBAPI connection; each row as a dict by column name."""
         params = {**self.defaults, **params} if self.defaults else params
         args: Any = params if self.positions is None else [params[n] for n in self.positions]
-        dbapi_connection = conn.connection.dbapi_connection
-        assert dbapi_connection is not None  # a checked-out connection has one
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(self.sql, args)
-            fetched = cursor.fetchall()
-        except conn.dialect.loaded_dbapi.Error as exc:
-            lost = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(self.sql, args, exc, conn.dialect.loaded_dbapi.Error,
-                                      connection_invalidated=lost,
-                                      dialect=conn.dialect) from exc
-        finally:
-            cursor.close()
-        return [self._decoded(row) for row in fetched]
+        return [self._decoded(row) for row in run_on_driver(conn, self.sql, args)]
 
     def _decoded(self, row: Any) -> dict[str, Any]:
         values = list(row)
         for i, decode in self.decoders:
             values[i] = decode(values[i])
         return dict(zip(self.names, values, strict=True))
+
+
+def run_on_driver(conn: Connection, sql: str, args: Any = ()) -> list[Any]:
+    """Run ``sql`` on ``conn``'s DBAPI cursor: its rows (none for a statement that
+    returns none). A driver error raises as SQLAlchemy's DBAPIError, the connection
+    invalidated when it was lost, as SQLAlchemy's own execution does."""
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None  # a checked-out connection has one
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall()) if cursor.description is not None else []
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error,
+                                  connection_invalidated=lost, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()

@@ -32,6 +32,7 @@ from hpo.defaults import (
 )
 from hpo.errors import SchemaVersionError, StoreError, StoreRefusedValue, StoreUnavailable
 from hpo.store import schema
+from hpo.store.driver import run_on_driver
 
 # Serialises schema creation when many processes open a new PostgreSQL database at once.
 _PG_SCHEMA_LOCK = 0x68706F  # "hpo"
@@ -138,9 +139,10 @@ def _create_sqlite(url: str, database: str | None, *, must_exist: bool = False) 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # A writer takes the lock up front: a deferred transaction that reads and then
-        # writes can fail at once with "database is locked" instead of waiting.
+        # writes can fail at once with "database is locked" instead of waiting. On the
+        # driver's cursor: SQLAlchemy's execution would cost a statement's CPU.
         write = conn.get_execution_options().get("hpo_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        run_on_driver(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 

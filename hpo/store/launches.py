@@ -6,12 +6,13 @@ waiting on PostgreSQL's WAL flush; here a cycle's launches are one. The controll
 crash guarantee holds as before, tighter: a suggestion is saved atomically with its
 clone, never after it (``hpo.controller.controller``).
 
-On PostgreSQL a launch after the first is one statement, its own transaction: the state's
-UPDATE and the clones' INSERT, both only while the source task is as the last launch read
-it (its ``updated_at``, which every change of a task moves). A source changed since, or
-an optimization gone, makes it write nothing, and the launch is made again the long way
-(BEGIN, the UPDATE, the source read, the INSERT, COMMIT: five round trips for one), which
-clones the source as it is now, as ClearML clones the current base task.
+A launch after the first does not read the source task again: it writes the state and
+the clones only while the source is as the last launch read it (its ``updated_at``, which
+every change of a task moves). On PostgreSQL that is one statement, its own transaction,
+where the long way is five round trips (BEGIN, the state's UPDATE, the source read, the
+INSERT, COMMIT). A source changed since, or an optimization gone, makes it write nothing,
+and the launch is made the long way, which clones the source as it is now, as ClearML
+clones the current base task.
 """
 
 from __future__ import annotations
@@ -56,12 +57,16 @@ class NewClone:
 # Built once (a launch per controller cycle): its values are parameters.
 _SAVE_STATE = (update(OPT).where(OPT.c.task_id == bindparam("id"))
                .values(state=bindparam("state"), updated_at=bindparam("updated_at")))
+# The source task as a launch read it: the same ``updated_at``.
+_SOURCE_SEEN = exists().where(schema.tasks.c.id == bindparam("source"),
+                              schema.tasks.c.updated_at == bindparam("seen"))
+_SAVE_STATE_IF_SEEN = _SAVE_STATE.where(_SOURCE_SEEN)
 
 
 class LaunchesMixin(TasksMixin, OptimizationsMixin):
-    # The source task of each launch, as the last launch read it (PostgreSQL's one
-    # statement launches clone it while it is unchanged). Shared by threads: a dict's
-    # get and set are each one step under the GIL.
+    # The source task of each launch, as the last launch read it (later launches clone
+    # it while it is unchanged). Shared by threads: a dict's get and set are each one
+    # step under the GIL.
     _launch_sources: dict[str, TaskRecord]
 
     def launch_clones(self, optimization_id: str, state: dict[str, Any], source_id: str,
@@ -80,9 +85,8 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
         sources = self.__dict__.setdefault("_launch_sources", {})
         source = sources.get(source_id)
         if (source is not None and not only_missing and clones
-                and self.dialect == "postgresql"
-                and self._launch_at_once(optimization_id, state, source, clones, queue=queue,
-                                         parent=parent, project=project)):
+                and self._launch_from_seen(optimization_id, state, source, clones,
+                                           queue=queue, parent=parent, project=project)):
             return [c.id for c in clones]
         with self._write() as conn:
             updated = conn.execute(_SAVE_STATE, {"id": optimization_id, "state": state,
@@ -92,32 +96,49 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
                                    "list` shows them")
             source = self._get(conn, source_id)
             new = _not_stored(conn, clones) if only_missing else clones
-            rows = [{**self._clone_values(source, name=c.name, parent=parent, project=project,
-                                          parameters=c.parameters, tags=list(c.tags),
-                                          time_limit=c.time_limit, queue=queue), "id": c.id}
+            rows = [self._clone_row(source, c, queue=queue, parent=parent, project=project)
                     for c in new]
             if rows:
                 conn.execute(schema.tasks.insert(), rows)
         sources[source_id] = source
         return [c.id for c in clones]
 
-    def _launch_at_once(self, optimization_id: str, state: dict[str, Any],
-                        source: TaskRecord, clones: Sequence[NewClone], *, queue: str,
-                        parent: str | None, project: str | None) -> bool:
-        """``launch_clones`` in one statement (PostgreSQL), cloning ``source`` as read
-        before; False, nothing written, when the source changed since (or the
-        optimization is gone)."""
-        params: dict[str, Any] = {"id": optimization_id, "state": state,
-                                  "updated_at": self.now(), "source": source.id,
-                                  "seen": source.updated_at}
-        for i, c in enumerate(clones):
-            row = {**self._clone_values(source, name=c.name, parent=parent, project=project,
-                                        parameters=c.parameters, tags=list(c.tags),
-                                        time_limit=c.time_limit, queue=queue), "id": c.id}
-            params.update({f"{column}_{i}": row[column] for column in _CLONE_COLUMNS})
-        with self._write_one() as conn:
-            made = conn.execute(_launch_statement(len(clones)), params).all()
-        return len(made) == len(clones)
+    def _launch_from_seen(self, optimization_id: str, state: dict[str, Any],
+                          source: TaskRecord, clones: Sequence[NewClone], *, queue: str,
+                          parent: str | None, project: str | None) -> bool:
+        """``launch_clones`` cloning ``source`` as the last launch read it, without
+        reading it again, while it is unchanged (its ``updated_at``); False, nothing
+        written, when it changed since (or the optimization is gone). PostgreSQL: one
+        statement; SQLite: a transaction whose state UPDATE, on the same condition,
+        decides (its write lock held from BEGIN IMMEDIATE)."""
+        rows = [self._clone_row(source, c, queue=queue, parent=parent, project=project)
+                for c in clones]
+        saved = {"id": optimization_id, "state": state, "updated_at": self.now(),
+                 "source": source.id, "seen": source.updated_at}
+        if self.dialect == "postgresql":
+            for i, row in enumerate(rows):
+                saved.update({f"{column}_{i}": row[column] for column in _CLONE_COLUMNS})
+            with self._write_one() as conn:
+                return len(conn.execute(_launch_statement(len(rows)), saved).all()) == len(rows)
+        try:
+            with self._write() as conn:
+                if not conn.execute(_SAVE_STATE_IF_SEEN, saved).rowcount:
+                    raise _SourceChanged  # rolled back: nothing written
+                conn.execute(schema.tasks.insert(), rows)
+        except _SourceChanged:
+            return False
+        return True
+
+    def _clone_row(self, source: TaskRecord, clone: NewClone, *, queue: str,
+                   parent: str | None, project: str | None) -> dict[str, Any]:
+        return {**self._clone_values(source, name=clone.name, parent=parent, project=project,
+                                     parameters=clone.parameters, tags=list(clone.tags),
+                                     time_limit=clone.time_limit, queue=queue),
+                "id": clone.id}
+
+
+class _SourceChanged(Exception):
+    """A launch's source changed since the last launch read it (never leaves here)."""
 
 
 # What a launch writes of each clone (TasksMixin._new_task_values' row, made queued).
@@ -133,11 +154,7 @@ def _launch_statement(count: int) -> Insert:
     (``seen``); returns the clones' ids, none when it wrote nothing. Built once per
     count: a controller runs it every cycle."""
     tasks = schema.tasks
-    source_unchanged = exists().where(tasks.c.id == bindparam("source"),
-                                      tasks.c.updated_at == bindparam("seen"))
-    saved = (update(OPT).where(OPT.c.task_id == bindparam("id"), source_unchanged)
-             .values(state=bindparam("state"), updated_at=bindparam("updated_at"))
-             .returning(OPT.c.task_id).cte("saved"))
+    saved = _SAVE_STATE_IF_SEEN.returning(OPT.c.task_id).cte("saved")
     # Each value cast to its column's type: a NULL in a SELECT list is otherwise text.
     rows = [select(*(cast(bindparam(f"{column}_{i}", type_=tasks.c[column].type),
                           tasks.c[column].type).label(column)
