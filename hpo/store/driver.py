@@ -3,13 +3,14 @@
 SQLAlchemy's execution of a cached statement (its execution context, result metadata
 and row processing) costs about 0.15 ms a statement on top of the driver's own work, as
 much again as a whole psycopg round trip; a controller reads its active jobs and their
-new reports every cycle, and runs a cycle per finished job. These SELECTs are still
-built with Core, compiled once per dialect and shape, and run on the DBAPI cursor of a
-SQLAlchemy connection (its pool, its transaction). Their rows are decoded by the
-columns' own types (``schema.JSONText``), and a driver error becomes the DBAPIError
-SQLAlchemy would raise (a connection lost on the way is invalidated, as SQLAlchemy does),
-so ``hpo.store.engine.translated`` makes it the same StoreError. SQLite's BEGIN goes
-the same way (``hpo.store.engine``): through SQLAlchemy it costs as much as a statement.
+new reports, and launches the next, every cycle, and runs a cycle per finished job.
+These statements are still built with Core, compiled once per dialect and shape, and run
+on the DBAPI cursor of a SQLAlchemy connection (its pool, its transaction). Their
+parameters are encoded and their rows decoded by the columns' own types
+(``schema.JSONText``). A driver error becomes the DBAPIError SQLAlchemy would raise (a
+connection lost on the way is invalidated, as SQLAlchemy does), so
+``hpo.store.engine.translated`` makes it the same StoreError. SQLite's BEGIN goes the same
+way (``hpo.store.engine``): through SQLAlchemy it costs as much as a statement.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Select, TypeDecorator
+from sqlalchemy import Connection, Dialect, TypeDecorator
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import ReturnsRows
 
 
 def padded_size(count: int) -> int:
@@ -37,16 +39,18 @@ class DriverQuery:
     sql: str
     positions: tuple[str, ...] | None  # a positional paramstyle's order of the names
     defaults: Mapping[str, Any]  # the values the query holds itself (SQLite's OFFSET 0)
+    encoders: Mapping[str, Callable[[Any], Any]]  # bind name -> its type's encoding
     names: tuple[str, ...]  # the selected columns' names, in order
     decoders: tuple[tuple[int, Callable[[Any], Any]], ...]  # column index -> decode
 
     @classmethod
-    def compile(cls, query: Select[Any], dialect: Dialect) -> DriverQuery:
-        """``query`` must have no expanding (list) parameter: one bind per value."""
+    def compile(cls, query: ReturnsRows, dialect: Dialect) -> DriverQuery:
+        """``query``: a SELECT, or a statement RETURNING rows; no expanding (list)
+        parameter: one bind per value."""
         compiled = query.compile(dialect=dialect)
         if "POSTCOMPILE" in compiled.string:
             raise ValueError("a DriverQuery takes one bind per value, not a list")
-        columns = list(query.selected_columns)
+        columns = list(query.exported_columns)
         decoders = tuple((i, functools.partial(column.type.process_result_value,
                                                dialect=dialect))
                          for i, column in enumerate(columns)
@@ -54,12 +58,18 @@ class DriverQuery:
         positions = tuple(compiled.positiontup) if compiled.positiontup else None
         defaults = {name: bind.value for name, bind in compiled.binds.items()
                     if bind.value is not None}
-        return cls(compiled.string, positions, defaults, tuple(c.name for c in columns),
-                   decoders)
+        encoders = {name: functools.partial(bind.type.process_bind_param, dialect=dialect)
+                    for name, bind in compiled.binds.items()
+                    if isinstance(bind.type, TypeDecorator)}
+        return cls(compiled.string, positions, defaults, encoders,
+                   tuple(c.name for c in columns), decoders)
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Run on ``conn``'s DBAPI connection; each row as a dict by column name."""
         params = {**self.defaults, **params} if self.defaults else params
+        if self.encoders:
+            params = {name: (encode(params[name]) if (encode := self.encoders.get(name))
+                             else value) for name, value in params.items()}
         args: Any = params if self.positions is None else [params[n] for n in self.positions]
         return [self._decoded(row) for row in run_on_driver(conn, self.sql, args)]
 

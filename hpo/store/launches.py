@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Insert,
+    Dialect,
     bindparam,
     cast,
     exists,
@@ -37,6 +37,7 @@ from sqlalchemy import (
 from hpo.errors import TaskNotFound
 from hpo.records import TaskRecord
 from hpo.store import schema
+from hpo.store.driver import DriverQuery
 from hpo.store.optimizations import OPT, OptimizationsMixin
 from hpo.store.tasks import TasksMixin, new_task_id
 
@@ -119,7 +120,8 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
             for i, row in enumerate(rows):
                 saved.update({f"{column}_{i}": row[column] for column in _CLONE_COLUMNS})
             with self._write_one() as conn:
-                return len(conn.execute(_launch_statement(len(rows)), saved).all()) == len(rows)
+                made = _launch_statement(len(rows), conn.dialect).rows(conn, saved)
+            return len(made) == len(rows)
         try:
             with self._write() as conn:
                 if not conn.execute(_SAVE_STATE_IF_SEEN, saved).rowcount:
@@ -148,11 +150,12 @@ _CLONE_COLUMNS = ("id", "project", "name", "type", "status", "parent", "tags", "
 
 
 @functools.lru_cache(maxsize=16)
-def _launch_statement(count: int) -> Insert:
+def _launch_statement(count: int, dialect: Dialect) -> DriverQuery:
     """PostgreSQL: save the state and insert ``count`` clones (binds ``<column>_<i>``),
     both only while the source (``source``) has the ``updated_at`` it was read with
-    (``seen``); returns the clones' ids, none when it wrote nothing. Built once per
-    count: a controller runs it every cycle."""
+    (``seen``); returns the clones' ids, none when it wrote nothing. Built and compiled
+    once per count, run on the driver's cursor (``hpo.store.driver``): a controller
+    runs it every cycle."""
     tasks = schema.tasks
     saved = _SAVE_STATE_IF_SEEN.returning(OPT.c.task_id).cte("saved")
     # Each value cast to its column's type: a NULL in a SELECT list is otherwise text.
@@ -162,8 +165,9 @@ def _launch_statement(count: int) -> Insert:
             for i in range(count)]
     source = union_all(*rows) if count > 1 else rows[0]
     # include_defaults=False: batch_seq takes the server's default, as in an INSERT.
-    return (insert(tasks).from_select(_CLONE_COLUMNS, source, include_defaults=False)
-            .returning(tasks.c.id))
+    return DriverQuery.compile(
+        insert(tasks).from_select(_CLONE_COLUMNS, source, include_defaults=False)
+        .returning(tasks.c.id), dialect)
 
 
 def _not_stored(conn: Connection, clones: Sequence[NewClone]) -> list[NewClone]:
