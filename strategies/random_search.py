@@ -42,6 +42,7 @@ class RandomSearch(SearchStrategy):
     # Restored from a state that listed the configurations seen: its draws did not follow
     # from ``_start``, so it keeps saving that list (a seed and count would redraw others).
     _saves_seen: bool = field(init=False, repr=False)
+    _fingerprint: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.space = check_space(self.space)
@@ -55,6 +56,8 @@ class RandomSearch(SearchStrategy):
         self._size = space_size(self.space)
         self._saves_seen = False
         self._digest = ""
+        # Once: the controller saves the state at every launch.
+        self._fingerprint = space_fingerprint(self.space)
 
     def suggest(self) -> Suggestion | NoSuggestion:
         if self._size is not None and len(self._seen) >= self._size:
@@ -97,13 +100,13 @@ class RandomSearch(SearchStrategy):
         configurations seen saves that list still (``_saves_seen``)."""
         if self._saves_seen:
             return self._seen_state()
-        return {"fingerprint": space_fingerprint(self.space), "start": self._start,
+        return {"fingerprint": self._fingerprint, "start": self._start,
                 "suggested": len(self._seen), "digest": self._digest}
 
     def _seen_state(self) -> dict[str, Any]:
         """The earlier format: every configuration seen, and the generator's state."""
         version, internal, gauss = self._rng.getstate()
-        return {"fingerprint": space_fingerprint(self.space), "seen": list(self._seen),
+        return {"fingerprint": self._fingerprint, "seen": list(self._seen),
                 "rng": [version, list(internal), gauss]}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -150,7 +153,7 @@ class RandomSearch(SearchStrategy):
         self._saves_seen = True  # its state() is the list again: no digest is saved
 
     def _check_space(self, fingerprint: object) -> None:
-        if fingerprint != space_fingerprint(self.space):
+        if fingerprint != self._fingerprint:
             raise ConfigError("the saved random search was over a different parameter space: "
                               "resume with the same hyper_parameters or start a new one")
 
