@@ -2012,3 +2012,17 @@ def test_a_sqlite_write_holds_the_write_lock_from_its_begin_and_a_read_does_not(
     finally:
         other.close()
         store.close()
+
+
+def test_get_tasks_reads_any_number_of_ids_in_the_order_asked(store: Store) -> None:
+    """Read in statements of at most a fixed number of ids (each padded to a power of
+    two with NULLs): 1, 3, a chunk's worth and more than one chunk all come back
+    whole, in the order asked, unknown ids left out."""
+    from hpo.store.tasks import _IDS_PER_READ
+
+    made = [store.create_task("proj", f"t{n}").id for n in range(3)]
+    many = [*made, UNKNOWN] * ((_IDS_PER_READ + 8) // 4)  # repeats: over a chunk's worth
+    assert [t.id for t in store.get_tasks(made[:1])] == made[:1]
+    assert [t.id for t in store.get_tasks(made[::-1])] == made[::-1]
+    assert [t.id for t in store.get_tasks(many)] == [i for i in many if i != UNKNOWN]
+    assert store.get_tasks([UNKNOWN]) == []

@@ -101,7 +101,8 @@ class TasksMixin(StoreBase):
             return self._get(conn, task_id)
 
     def get_tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
-        """Several tasks in one query, in the order asked; unknown ids are left out."""
+        """Several tasks in one query (per 1,024), in the order asked; unknown ids are
+        left out."""
         if not task_ids:
             return []
         with self._read() as conn:
@@ -684,11 +685,20 @@ _FINISH_UNLOCKED = _FINISH.where(_unlocked(_TASK))
 def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
     """``get_tasks``' query, in the caller's transaction (a controller's every cycle: on
     the driver's cursor, ``hpo.store.driver``)."""
-    size = padded_size(len(task_ids))
-    ids = [*task_ids, *[None] * (size - len(task_ids))]  # NULL matches no id
-    rows = _tasks_by_id(size, conn.dialect).rows(conn, {f"i{n}": i for n, i in enumerate(ids)})
-    by_id = {m["id"]: _record_of(m) for m in rows}
+    by_id: dict[str, TaskRecord] = {}
+    for start in range(0, len(task_ids), _IDS_PER_READ):
+        chunk = task_ids[start:start + _IDS_PER_READ]
+        size = padded_size(len(chunk))
+        ids = [*chunk, *[None] * (size - len(chunk))]  # NULL matches no id
+        rows = _tasks_by_id(size, conn.dialect).rows(conn, {f"i{n}": i
+                                                            for n, i in enumerate(ids)})
+        by_id.update((m["id"], _record_of(m)) for m in rows)
     return [by_id[i] for i in task_ids if i in by_id]
+
+
+# Ids per statement of read_tasks: the statements stay a few shapes of bounded size,
+# far below SQLite's and PostgreSQL's limits on parameters.
+_IDS_PER_READ = 1024
 
 
 @functools.lru_cache(maxsize=64)
