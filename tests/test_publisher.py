@@ -41,8 +41,9 @@ def test_many_publishes_go_through_one_kept_connection(
 def test_each_queue_is_declared_on_its_first_publish_and_its_messages_are_celerys(
         broker_url: str, queue_name: str) -> None:
     """Two queues on one kept producer, each declared once: on RabbitMQ a message to an
-    undeclared queue would vanish. What arrives is the message Celery's send_task makes
-    (protocol 2: the task's name and id in the headers, the arguments in the body)."""
+    undeclared queue would vanish. What arrives is a Celery protocol-2 message, as
+    Celery's own steps build it (the task's name and id in the headers, the arguments in
+    the body)."""
     app = make_app(broker_url)
     other = f"{queue_name}-other"
     for n in range(3):

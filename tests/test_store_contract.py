@@ -529,7 +529,13 @@ def test_later_launches_clone_the_source_as_it_is_at_each_launch(store: Store) -
                 task.cloned_from, task.started_at, task.ended_at)
 
     first = launch(1, NewClone("a", {"x": 1.0}))
-    again = launch(2, NewClone("a", {"x": 1.0}), NewClone("b", {"y": "7"}, ["trial:b"], 5.0))
+    read = store._get
+    store._get = lambda *a: pytest.fail("an unchanged source was read again")  # type: ignore[method-assign]
+    try:
+        again = launch(2, NewClone("a", {"x": 1.0}),
+                       NewClone("b", {"y": "7"}, ["trial:b"], 5.0))
+    finally:
+        store._get = read  # type: ignore[method-assign]
     assert [fields(c) for c in again[:1]] == [fields(c) for c in first]
     assert (again[1].name, again[1].parameters, again[1].tags, again[1].time_limit) == (
         "b", {"General/x": 0.0, "General/y": 7}, ["trial:b"], 5.0)
@@ -545,6 +551,69 @@ def test_later_launches_clone_the_source_as_it_is_at_each_launch(store: Store) -
          "train2.py")]
     assert launch(4, NewClone("e"))[0].parameters["General/x"] == 2.5
     assert store.count_tasks(parent=optimizer) == 6
+
+
+def test_a_later_launch_refuses_what_the_first_refuses_and_stores_nothing(
+        store: Store) -> None:
+    """A launch that does not read its source again refuses a value too long for its
+    column (PostgreSQL: not cut short by a cast) or a state that is no JSON, as the
+    first launch does, and stores neither the state nor a clone."""
+    source = store.create_task("proj", "base")
+    optimizer = store.create_task("proj", "optimizer", type=TaskType.optimizer).id
+    store.create_optimization(optimizer, {"c": 1})
+    store.launch_clones(optimizer, {"step": 1}, source.id, [NewClone("a")], queue="q",
+                        parent=optimizer)
+    with pytest.raises(StoreError):
+        store.launch_clones(optimizer, {"step": 2, "bad": object()}, source.id,
+                            [NewClone("b")], queue="q", parent=optimizer)
+    if store.dialect != "sqlite":  # SQLite keeps any length
+        with pytest.raises(StoreError, match="refused a value"):
+            store.launch_clones(optimizer, {"step": 3}, source.id, [NewClone("c" * 600)],
+                                queue="q", parent=optimizer)
+    assert store.load_optimization(optimizer)[1] == {"step": 1}
+    assert [c.name for c in store.find_tasks(parent=optimizer)] == ["a"]
+
+
+def test_reports_after_the_cursors_of_many_jobs_come_whole_and_oldest_first(
+        store: Store) -> None:
+    """A controller's read of its jobs' new reports, in statements of a bounded number
+    of cursors (SQLite parses their OR as a tree at most 1,000 deep): more jobs than
+    one statement takes all come back, oldest first, and a limit keeps the oldest (556
+    jobs: in one statement, 1,024 terms with the padding, SQLite refuses it)."""
+    from hpo.store.metrics import _CURSORS_PER_READ
+
+    ids = [store.create_task("proj", f"t{n}").id for n in range(2 * _CURSORS_PER_READ + 44)]
+    for n, task_id in enumerate(reversed(ids)):
+        store.append_scalars(task_id, [("loss", "total", 0, float(n), 0.0)])
+    cursors = {task_id: 0 for task_id in ids}
+    records, scalars = store.read_jobs(ids, cursors, titles=["loss"])
+    assert len(records) == len(ids)
+    assert [s.value for s in scalars] == [float(n) for n in range(len(ids))]
+    assert [s.id for s in scalars] == sorted(s.id for s in scalars)
+    oldest = store.read_scalars(cursors, limit=5)
+    assert [s.value for s in oldest] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert store.read_jobs(ids, cursors, titles=["other"])[1] == []
+
+
+def test_a_sqlite_writer_that_cannot_take_the_lock_is_a_store_error(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's BEGIN IMMEDIATE (sent on the driver's cursor) that waits out the busy
+    timeout is one StoreError, as any other statement's failure."""
+    import sqlite3
+
+    monkeypatch.setattr("hpo.store.engine.SQLITE_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="locked"):
+            store.create_task("proj", "t")
+        holder.execute("ROLLBACK")
+        assert store.create_task("proj", "t").name == "t"
+    finally:
+        holder.close()
+        store.close()
 
 
 def test_a_launch_that_fails_stores_neither_its_state_nor_a_clone(store: Store) -> None:

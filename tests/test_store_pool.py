@@ -57,3 +57,21 @@ def test_a_cut_under_the_reads_on_the_drivers_cursor_fails_once_as_the_store_unr
     records, scalars = store.read_jobs([task.id], cursors, titles=["loss"])
     assert [r.id for r in records] == [task.id] and scalars == []
     store.close()
+
+
+def test_a_cut_seen_on_the_drivers_cursor_replaces_every_pooled_connection(
+        pg_database_url, monkeypatch):
+    """As SQLAlchemy does on a disconnect: after a server restart every pooled connection
+    is dead, so the first one found dead takes the others with it, and the next use of
+    the store (not pinged: used a moment ago) gets a fresh one instead of failing too."""
+    monkeypatch.setattr("hpo.store.engine.PG_PING_IDLE_S", 3600.0)
+    store = open_store(pg_database_url)
+    task = store.create_task("p", "t")
+    with store._read() as first, store._read() as second:  # two pooled connections
+        assert first.connection.dbapi_connection is not second.connection.dbapi_connection
+    assert kill_connections_of(pg_database_url) >= 2
+    with pytest.raises(StoreUnavailable):
+        store.read_jobs([task.id], {task.id: 0})
+    assert store.get_task(task.id).id == task.id
+    assert store.get_task(task.id).id == task.id
+    store.close()

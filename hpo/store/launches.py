@@ -8,7 +8,8 @@ clone, never after it (``hpo.controller.controller``).
 
 A launch after the first does not read the source task again: it writes the state and
 the clones only while the source is as the last launch read it (its ``updated_at``, which
-every change of a task moves). On PostgreSQL that is one statement, its own transaction,
+every write of a field a clone copies moves: ``update_task``, ``set_parameters``, the
+life cycle's moves). On PostgreSQL that is one statement, its own transaction,
 where the long way is five round trips (BEGIN, the state's UPDATE, the source read, the
 INSERT, COMMIT). A source changed since, or an optimization gone, makes it write nothing,
 and the launch is made the long way, which clones the source as it is now, as ClearML
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Dialect,
+    String,
     bindparam,
     cast,
     exists,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.types import TypeEngine
 
 from hpo.errors import TaskNotFound
 from hpo.records import TaskRecord
@@ -85,7 +88,7 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
         id (StoreError), and the next retry sees it."""
         sources = self.__dict__.setdefault("_launch_sources", {})
         source = sources.get(source_id)
-        if (source is not None and not only_missing and clones
+        if (source is not None and not only_missing and 0 < len(clones) <= _AT_ONCE_MAX
                 and self._launch_from_seen(optimization_id, state, source, clones,
                                            queue=queue, parent=parent, project=project)):
             return [c.id for c in clones]
@@ -143,6 +146,10 @@ class _SourceChanged(Exception):
     """A launch's source changed since the last launch read it (never leaves here)."""
 
 
+# The most clones a launch makes without reading its source again: PostgreSQL's one
+# statement takes 18 parameters a clone (a controller launches its free slots' worth).
+_AT_ONCE_MAX = 64
+
 # What a launch writes of each clone (TasksMixin._new_task_values' row, made queued).
 _CLONE_COLUMNS = ("id", "project", "name", "type", "status", "parent", "tags", "queue",
                   "script", "parameters", "time_limit", "worker", "attempt",
@@ -158,9 +165,11 @@ def _launch_statement(count: int, dialect: Dialect) -> DriverQuery:
     runs it every cycle."""
     tasks = schema.tasks
     saved = _SAVE_STATE_IF_SEEN.returning(OPT.c.task_id).cte("saved")
-    # Each value cast to its column's type: a NULL in a SELECT list is otherwise text.
+    # Each value cast to its column's type (a NULL in a SELECT list is otherwise text),
+    # a string to one of no length: a cast to VARCHAR(n) cuts a longer value where the
+    # INSERT refuses it, as the long way does.
     rows = [select(*(cast(bindparam(f"{column}_{i}", type_=tasks.c[column].type),
-                          tasks.c[column].type).label(column)
+                          _unbounded(tasks.c[column].type)).label(column)
                      for column in _CLONE_COLUMNS)).where(exists(saved.select()))
             for i in range(count)]
     source = union_all(*rows) if count > 1 else rows[0]
@@ -168,6 +177,10 @@ def _launch_statement(count: int, dialect: Dialect) -> DriverQuery:
     return DriverQuery.compile(
         insert(tasks).from_select(_CLONE_COLUMNS, source, include_defaults=False)
         .returning(tasks.c.id), dialect)
+
+
+def _unbounded(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    return String() if isinstance(type_, String) else type_
 
 
 def _not_stored(conn: Connection, clones: Sequence[NewClone]) -> list[NewClone]:

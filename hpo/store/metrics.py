@@ -26,7 +26,7 @@ from hpo.lifecycle import Status
 from hpo.records import LogLine, MetricSummary, Scalar, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
-from hpo.store.driver import DriverQuery, padded_size
+from hpo.store.driver import DriverQuery, padded
 from hpo.store.reports import (
     ArtifactEntry,
     Report,
@@ -449,30 +449,50 @@ def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+# Cursors per statement of _scalars_after: its condition is an OR of one term per
+# cursor, which SQLite parses as a tree as deep as the terms (at most 1,000 deep).
+_CURSORS_PER_READ = 256
+
+
 def _scalars_after(conn: Connection, cursors: Mapping[str, int],
                    titles: Sequence[str] | None, limit: int | None) -> list[Scalar]:
     """``read_scalars``' query, in the caller's transaction (a controller's every cycle:
-    on the driver's cursor, ``hpo.store.driver``). The cursors and titles are padded to
-    the query's shape with NULLs, which match nothing."""
-    size = padded_size(len(cursors))
-    titled = None if titles is None else padded_size(len(titles))
-    query = _scalars_after_query(size, titled, limit is not None, conn.dialect)
+    on the driver's cursor, ``hpo.store.driver``), in statements of at most
+    ``_CURSORS_PER_READ`` cursors, their rows merged oldest first."""
+    pairs = list(cursors.items())
+    found: list[Scalar] = []
+    for start in range(0, len(pairs), _CURSORS_PER_READ):
+        found += _scalars_after_some(conn, pairs[start:start + _CURSORS_PER_READ], titles,
+                                     limit)
+    if len(pairs) > _CURSORS_PER_READ:
+        found.sort(key=lambda scalar: scalar.id)
+    return found[:limit] if limit is not None else found
+
+
+def _scalars_after_some(conn: Connection, pairs: Sequence[tuple[str, int]],
+                        titles: Sequence[str] | None, limit: int | None) -> list[Scalar]:
+    """One statement of ``_scalars_after``: the pairs and titles padded to its shape
+    with NULLs, which match nothing."""
+    some: list[tuple[str | None, int]] = [*pairs]
+    named: list[str | None] | None = None if titles is None else [*titles]
+    some = padded(some, (None, 0))
+    named = None if named is None else padded(named, None)
+    query = _scalars_after_query(len(some), None if named is None else len(named),
+                                 limit is not None, conn.dialect)
     params: dict[str, Any] = {"limit": limit}
-    pairs = [*cursors.items(), *[(None, 0)] * (size - len(cursors))]
-    for i, (task_id, cursor) in enumerate(pairs):
+    for i, (task_id, cursor) in enumerate(some):
         params[f"t{i}"], params[f"c{i}"] = task_id, cursor
-    for i, title in enumerate([*(titles or ()), *[None] * ((titled or 0) - len(titles or ()))]):
-        params[f"n{i}"] = title
+    params.update((f"n{i}", title) for i, title in enumerate(named or ()))
     return [_scalar(m) for m in query.rows(conn, params)]
 
 
 @functools.lru_cache(maxsize=256)
 def _scalars_after_query(tasks: int, titles: int | None, limited: bool,
                          dialect: Dialect) -> DriverQuery:
-    """``_scalars_after``'s statement for ``tasks`` cursors and ``titles`` titles (None:
-    any), built and compiled once per shape with its values as parameters: a controller
-    runs it every cycle, and building it (and its cache key) cost SQLAlchemy more than
-    running it."""
+    """``_scalars_after``'s statement for ``tasks`` cursors and ``titles`` titles
+    (a count; None: any title), built and compiled once per shape with its values as
+    parameters: a controller runs it every cycle, and building it (and its cache key)
+    cost SQLAlchemy more than running it."""
     condition = or_(*(and_(S.c.task_id == bindparam(f"t{i}"), S.c.id > bindparam(f"c{i}"))
                       for i in range(tasks)))
     query = select(S).where(condition).order_by(S.c.id)

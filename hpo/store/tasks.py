@@ -32,7 +32,7 @@ from hpo.lifecycle import TRANSITIONS, Status, TaskType
 from hpo.records import ScriptInfo, TaskRecord
 from hpo.store import schema
 from hpo.store.base import StoreBase
-from hpo.store.driver import DriverQuery, padded_size
+from hpo.store.driver import DriverQuery, padded
 from hpo.store.reports import drop_reports
 
 T = schema.tasks
@@ -682,23 +682,21 @@ _FINISH = (
 _FINISH_UNLOCKED = _FINISH.where(_unlocked(_TASK))
 
 
+# Ids per statement of read_tasks: the statements stay a few shapes of bounded size,
+# far below SQLite's and PostgreSQL's limits on parameters.
+_IDS_PER_READ = 1024
+
+
 def read_tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskRecord]:
     """``get_tasks``' query, in the caller's transaction (a controller's every cycle: on
     the driver's cursor, ``hpo.store.driver``)."""
     by_id: dict[str, TaskRecord] = {}
     for start in range(0, len(task_ids), _IDS_PER_READ):
-        chunk = task_ids[start:start + _IDS_PER_READ]
-        size = padded_size(len(chunk))
-        ids = [*chunk, *[None] * (size - len(chunk))]  # NULL matches no id
-        rows = _tasks_by_id(size, conn.dialect).rows(conn, {f"i{n}": i
-                                                            for n, i in enumerate(ids)})
+        ids = padded(task_ids[start:start + _IDS_PER_READ], None)
+        rows = _tasks_by_id(len(ids), conn.dialect).rows(
+            conn, {f"i{n}": i for n, i in enumerate(ids)})
         by_id.update((m["id"], _record_of(m)) for m in rows)
     return [by_id[i] for i in task_ids if i in by_id]
-
-
-# Ids per statement of read_tasks: the statements stay a few shapes of bounded size,
-# far below SQLite's and PostgreSQL's limits on parameters.
-_IDS_PER_READ = 1024
 
 
 @functools.lru_cache(maxsize=64)
