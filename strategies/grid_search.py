@@ -20,6 +20,7 @@ class GridSearch(SearchStrategy):
 
     _size: int = field(init=False, repr=False)
     _next: int = field(init=False, repr=False)
+    _fingerprint: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.space = check_space(self.space)
@@ -31,6 +32,8 @@ class GridSearch(SearchStrategy):
         assert size is not None  # every range is finite, checked above
         self._size = size
         self._next = 0
+        # Once: the controller saves the state at every launch.
+        self._fingerprint = space_fingerprint(self.space)
 
     def suggest(self) -> Suggestion | NoSuggestion:
         if self._next >= self._size:
@@ -67,7 +70,7 @@ class GridSearch(SearchStrategy):
                 "space, or raise total_max_jobs")
 
     def state(self) -> dict[str, Any]:
-        return {"fingerprint": space_fingerprint(self.space), "next_index": self._next}
+        return {"fingerprint": self._fingerprint, "next_index": self._next}
 
     def restore(self, state: dict[str, Any]) -> None:
         try:
@@ -75,7 +78,7 @@ class GridSearch(SearchStrategy):
         except (KeyError, TypeError):
             raise ConfigError("the saved grid-search state is malformed: start a new "
                               "optimization") from None
-        if fingerprint != space_fingerprint(self.space):
+        if fingerprint != self._fingerprint:
             raise ConfigError("the saved grid search was over a different parameter space: "
                               "resume with the same hyper_parameters or start a new one")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:

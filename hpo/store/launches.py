@@ -68,10 +68,12 @@ _SAVE_STATE_IF_SEEN = _SAVE_STATE.where(_SOURCE_SEEN)
 
 
 class LaunchesMixin(TasksMixin, OptimizationsMixin):
-    # The source task of each launch, as the last launch read it (later launches clone
-    # it while it is unchanged). Shared by threads: a dict's get and set are each one
-    # step under the GIL.
-    _launch_sources: dict[str, TaskRecord]
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        super().__init__(url, create=create)
+        # The source task of each launch, as the last launch read it (later launches
+        # clone it while it is unchanged). Shared by threads: a dict's get and set are
+        # each one step under the GIL.
+        self._launch_sources: dict[str, TaskRecord] = {}
 
     def launch_clones(self, optimization_id: str, state: dict[str, Any], source_id: str,
                       clones: Sequence[NewClone], *, queue: str, parent: str | None = None,
@@ -86,7 +88,7 @@ class LaunchesMixin(TasksMixin, OptimizationsMixin):
         all the same (its acknowledgement lost): clones whose id is stored already are
         not inserted again. One still committing elsewhere makes this INSERT fail on its
         id (StoreError), and the next retry sees it."""
-        sources = self.__dict__.setdefault("_launch_sources", {})
+        sources = self._launch_sources
         source = sources.get(source_id)
         if (source is not None and not only_missing and 0 < len(clones) <= _AT_ONCE_MAX
                 and self._launch_from_seen(optimization_id, state, source, clones,
