@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from hpo.errors import StoreError, StoreUnavailable
-from hpo.store import open_store
+from hpo.lifecycle import TaskType
+from hpo.store import NewClone, open_store
 from tests.conftest import kill_connections_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
@@ -74,4 +75,29 @@ def test_a_cut_seen_on_the_drivers_cursor_replaces_every_pooled_connection(
         store.read_jobs([task.id], {task.id: 0})
     assert store.get_task(task.id).id == task.id
     assert store.get_task(task.id).id == task.id
+    store.close()
+
+
+def test_a_launch_cut_by_the_server_fails_once_and_its_retry_stores_each_clone_once(
+        pg_database_url, monkeypatch):
+    """A later launch is one statement on the driver's cursor (hpo.store.launches): cut
+    by the server, it stores nothing or all, and fails as the store unreachable; the
+    controller's retry (only_missing, the long way) then stores the state and each
+    clone once."""
+    monkeypatch.setattr("hpo.store.engine.PG_PING_IDLE_S", 3600.0)
+    store = open_store(pg_database_url)
+    source = store.create_task("p", "base")
+    optimizer = store.create_task("p", "optimizer", type=TaskType.optimizer).id
+    store.create_optimization(optimizer, {"c": 1})
+    store.launch_clones(optimizer, {"step": 1}, source.id, [NewClone("a")], queue="q",
+                        parent=optimizer)
+    clone = NewClone("b")
+    assert kill_connections_of(pg_database_url) >= 1
+    with pytest.raises(StoreUnavailable):
+        store.launch_clones(optimizer, {"step": 2}, source.id, [clone], queue="q",
+                            parent=optimizer)
+    assert store.launch_clones(optimizer, {"step": 2}, source.id, [clone], queue="q",
+                               parent=optimizer, only_missing=True) == [clone.id]
+    assert sorted(t.name for t in store.find_tasks(parent=optimizer)) == ["a", "b"]
+    assert store.load_optimization(optimizer)[1] == {"step": 2}
     store.close()

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.expression import ReturnsRows
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def padded_size(count: int) -> int:
@@ -35,7 +36,7 @@ def padded_size(count: int) -> int:
     return 1 << max(count - 1, 0).bit_length()
 
 
-def padded(values: Sequence[T], fill: T) -> list[T]:
+def padded(values: Sequence[T], fill: U) -> list[T | U]:
     """``values`` and as many ``fill`` after them as make ``padded_size`` of them (NULL
     in an ``IN`` list or an ``=`` matches nothing)."""
     return [*values, *[fill] * (padded_size(len(values)) - len(values))]

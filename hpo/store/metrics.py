@@ -473,10 +473,8 @@ def _scalars_after_some(conn: Connection, pairs: Sequence[tuple[str, int]],
                         titles: Sequence[str] | None, limit: int | None) -> list[Scalar]:
     """One statement of ``_scalars_after``: the pairs and titles padded to its shape
     with NULLs, which match nothing."""
-    some: list[tuple[str | None, int]] = [*pairs]
-    named: list[str | None] | None = None if titles is None else [*titles]
-    some = padded(some, (None, 0))
-    named = None if named is None else padded(named, None)
+    some = padded(pairs, (None, 0))
+    named = None if titles is None else padded(titles, None)
     query = _scalars_after_query(len(some), None if named is None else len(named),
                                  limit is not None, conn.dialect)
     params: dict[str, Any] = {"limit": limit}
