@@ -26,7 +26,10 @@ Groups of cases (``--only`` takes case or group names):
 * ``trivial``: the six cases above, ``--trials`` each; ratios hpo / optuna-journal and
   hpo / optuna-journal-final.
 * ``util``: 1 s trials (10 reports, 0.1 s apart), ``--util-trials``: utilization =
-  trials x 1 s / (wall x 2 workers), for hpo-embedded, hpo-redis and optuna-journal.
+  trials x 1 s / (wall x 2 workers), for hpo-embedded, hpo-redis and optuna-journal;
+  steady, over the span from the first trial's first line to the last trial's end;
+  and the hand-off, the median from a trial's last line to the next trial's first
+  line on the same worker (the trial scripts note their parent's pid).
 * ``heavy``: a trial that imports sklearn.ensemble and scipy.optimize first
   (``--heavy-trials``): hpo-embedded without and with ``hpo-agent --preload
   sklearn.ensemble,scipy.optimize`` (skipped with a note while the agent has no
@@ -54,6 +57,7 @@ import json
 import math
 import os
 import resource
+import select
 import signal
 import statistics
 import subprocess
@@ -198,6 +202,7 @@ class Run:
     # From the first trial's first line to the last trial's end: the run without its
     # start-up (launch, imports, agents) and its end (summary), for steady utilization.
     steady_s: float = math.nan
+    handoff_ms: float = math.nan  # median, a trial's last line -> the next one's first
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min, at its start
     note: str = ""
 
@@ -509,12 +514,13 @@ def run_hpo(case: Case, args: argparse.Namespace, run: Run, procs: Processes) ->
         try:
             if cold:
                 run.first_line_s = first_line_time(first_line, ctrl, timeout=120) - start
-            ctrl.wait(timeout=deadline_s(run.trials, shape))
+            wait_exit(ctrl, deadline_s(run.trials, shape))
         except BaseException:
             notes_of(procs.stop([ctrl]), run)
             raise
         run.wall_s = time.time() - start
         run.steady_s = steady_span(first_line, last_line)
+        run.handoff_ms = handoff_ms(first_line, last_line)
         run.controller_cpu_s = children_cpu_s() - cpu_before
         procs.stop([ctrl])  # already gone: only forgets it
         watch.thread.join(timeout=10)
@@ -527,15 +533,40 @@ def run_hpo(case: Case, args: argparse.Namespace, run: Run, procs: Processes) ->
                         f"{watch.status}; stderr: {tail(workdir / 'controller.err')}{logs}")
 
 
+def noted(path: Path) -> list[tuple[float, int]]:
+    """The (time, parent pid) lines the trials wrote to ``path`` (branin._note)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        t, parent = line.split()
+        rows.append((float(t), int(parent)))
+    return rows
+
+
 def steady_span(first_lines: Path, last_lines: Path) -> float:
     """The last trial's end minus the first trial's first line; nan when the trials
     noted none (the in-process peer runs no trial script)."""
     try:
-        first = min(float(x) for x in first_lines.read_text().split())
-        last = max(float(x) for x in last_lines.read_text().split())
+        first = min(t for t, _ in noted(first_lines))
+        last = max(t for t, _ in noted(last_lines))
     except (OSError, ValueError):
         return math.nan
     return last - first
+
+
+def handoff_ms(first_lines: Path, last_lines: Path) -> float:
+    """The median hand-off on a worker: from a trial's last line to the next trial's
+    first line under the same parent (an agent slot's warm process, an Optuna worker);
+    nan without two trials on one worker."""
+    try:
+        firsts, lasts = noted(first_lines), noted(last_lines)
+    except (OSError, ValueError):
+        return math.nan
+    gaps = []
+    for end, parent in lasts:
+        later = [t for t, p in firsts if p == parent and t > end]
+        if later:
+            gaps.append((min(later) - end) * 1000)
+    return statistics.median(gaps) if gaps else math.nan
 
 
 def first_line_time(path: Path, proc: subprocess.Popen[Any], timeout: float) -> float:
@@ -544,9 +575,22 @@ def first_line_time(path: Path, proc: subprocess.Popen[Any], timeout: float) -> 
         if proc.poll() is not None and not path.exists():
             raise BenchError(f"exited {proc.returncode} before any trial started")
         with contextlib.suppress(OSError, ValueError):
-            return min(float(x) for x in path.read_text().split())
+            return min(t for t, _ in noted(path))
         return None
     return float(wait_until("the first trial's first line", written, timeout, period=0.002))
+
+
+def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """``proc.wait(timeout)``, woken by the exit itself: Popen's own wait with a timeout
+    polls with sleeps of up to 50 ms, which would count in the wall time."""
+    fd = os.pidfd_open(proc.pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    proc.wait()
 
 
 def deadline_s(trials: int, shape: Shape) -> float:
@@ -598,12 +642,13 @@ def run_optuna(case: Case, args: argparse.Namespace, run: Run, procs: Processes)
                 run.first_line_s = first_line_time(first_line, workers[0], timeout=120) - start
             deadline = time.monotonic() + deadline_s(run.trials, shape)
             for worker in workers:
-                worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+                wait_exit(worker, max(0.1, deadline - time.monotonic()))
         except BaseException:
             notes_of(procs.stop(workers), run)
             raise
         run.wall_s = time.time() - start
         run.steady_s = steady_span(first_line, last_line)
+        run.handoff_ms = handoff_ms(first_line, last_line)
         procs.stop(workers)
         run.completed = run.trials if all(w.returncode == 0 for w in workers) else 0
         run.ok = run.completed == run.trials
@@ -632,7 +677,8 @@ def run_case(case: Case, round_no: int, args: argparse.Namespace, procs: Process
         extra = ""
         if case.group == "util":
             extra = (f", utilization {run.utilization(work_s):.3f} "
-                     f"({run.steady_utilization(work_s):.3f} steady)")
+                     f"({run.steady_utilization(work_s):.3f} steady), hand-off "
+                     f"{run.handoff_ms:.1f} ms")
         if case.system == "hpo":
             extra += (f", controller CPU {run.controller_cpu_s / run.trials * 1000:.1f} "
                       f"ms/job ({run.controller_steady_ms:.1f} steady)")
@@ -669,7 +715,8 @@ def cells(results: Results, case: Case) -> list[str]:
     if case.group == "cold":
         return ["", "", "", "", f"{med(lambda r: r.first_line_s):.3f}"]
     util = (f"{med(lambda r: r.utilization(w)):.3f} "
-            f"({med(lambda r: r.steady_utilization(w)):.3f} steady)"
+            f"({med(lambda r: r.steady_utilization(w)):.3f} steady; hand-off "
+            f"{med(lambda r: r.handoff_ms):.1f} ms)"
             if case.group == "util" else "")
     cpu = ""
     if case.system == "hpo":
@@ -689,7 +736,8 @@ def text_table(results: Results, cases: list[Case]) -> list[str]:
             cells(results, case), widths, strict=True))
             + f"  {len(results.of(case.name))}/{len(runs)}")
     lines.append("(controller CPU: all of the hpo-controller process / in brackets steady, "
-                 "between its first and last display refresh that printed finished jobs)")
+                 "between its first and last display refresh that printed finished jobs; "
+                 "hand-off: a trial's last line to the next one's first line on a worker)")
     return lines
 
 

@@ -2,6 +2,8 @@
 controller) and its Optuna peer ends cleanly and prints its table and ratio line. No
 timing is asserted: the numbers of a smoke run mean nothing."""
 
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,19 @@ def test_vs_optuna_quick_run_prints_its_ratios(tmp_path):
     assert "ratio overhead hpo-embedded / optuna-journal: " in run.stdout
     assert "controller CPU per job hpo-embedded" in run.stdout
     assert out.exists()
+
+
+def test_vs_optuna_measures_the_hand_off_between_one_second_trials(tmp_path):
+    """Four 1 s trials on two agents: each worker has a hand-off, measured from the
+    trials' own lines (told apart by their parent), so it is a number, not nan."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "vs_optuna.py"), "--quick",
+         "--only", "util-hpo-embedded"],
+        capture_output=True, text=True, timeout=170, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    found = re.search(r"util-hpo-embedded: .* hand-off (\S+) ms", run.stdout)
+    assert found, run.stdout[-3000:]
+    assert math.isfinite(float(found.group(1))), found.group(0)
 
 
 def test_vs_optuna_refuses_an_unknown_case_in_one_line():
