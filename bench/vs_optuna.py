@@ -17,7 +17,8 @@ random search, 2 trials at a time:
   telling only the final value; ``optuna-pg``: a subprocess per trial on a PostgreSQL
   RDBStorage; ``optuna-inproc``: the trial called in the worker, PostgreSQL.
 
-Wall time: from launching the controller (hpo) or the two workers (Optuna) to their exit.
+Wall time: from launching the controller (hpo) or the two workers (Optuna) to their exit,
+seen at once through a pidfd.
 Overhead per trial = wall x 2 workers / trials - the trial's own work time (the same
 function loop timed in this process: ~0 for the trivial trial, 1 s for the 1 s trial).
 
@@ -556,7 +557,8 @@ def steady_span(first_lines: Path, last_lines: Path) -> float:
 def handoff_ms(first_lines: Path, last_lines: Path) -> float:
     """The median hand-off on a worker: from a trial's last line to the next trial's
     first line under the same parent (an agent slot's warm process, an Optuna worker);
-    nan without two trials on one worker."""
+    nan without two trials on one worker, or without trial scripts (the in-process
+    peer)."""
     try:
         firsts, lasts = noted(first_lines), noted(last_lines)
     except (OSError, ValueError):
@@ -583,7 +585,14 @@ def first_line_time(path: Path, proc: subprocess.Popen[Any], timeout: float) -> 
 def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> None:
     """``proc.wait(timeout)``, woken by the exit itself: Popen's own wait with a timeout
     polls with sleeps of up to 50 ms, which would count in the wall time."""
-    fd = os.pidfd_open(proc.pid)
+    if proc.poll() is not None:
+        return  # reaped already (first_line_time polls it): its pid may be another's now
+    try:
+        # Unreaped, the pid cannot be reused before the wait below reaps it.
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd here (an old kernel, not Linux)
+        proc.wait(timeout)
+        return
     try:
         ready, _, _ = select.select([fd], [], [], timeout)
     finally:
@@ -727,7 +736,7 @@ def cells(results: Results, case: Case) -> list[str]:
 
 
 def text_table(results: Results, cases: list[Case]) -> list[str]:
-    widths = (18, 9, 11, 30, 12)
+    widths = (18, 9, 38, 30, 12)
     lines = [f"{'case':22} " + " ".join(f"{c[:w]:>{w}}" for c, w in zip(
         COLUMNS, widths, strict=True)) + "  rounds ok"]
     for case in cases:

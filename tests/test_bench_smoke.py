@@ -28,8 +28,9 @@ def test_vs_optuna_quick_run_prints_its_ratios(tmp_path):
 
 
 def test_vs_optuna_measures_the_hand_off_between_one_second_trials(tmp_path):
-    """Four 1 s trials on two agents: each worker has a hand-off, measured from the
-    trials' own lines (told apart by their parent), so it is a number, not nan."""
+    """Four 1 s trials on two agents: a worker runs two in a row, and the hand-off
+    between them, found from the trials' own lines (told apart by their parent), is a
+    number, not nan."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "vs_optuna.py"), "--quick",
          "--only", "util-hpo-embedded"],

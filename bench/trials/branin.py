@@ -12,9 +12,10 @@ import os
 import time
 from collections.abc import Callable
 
-# Where a trial script writes the time of its first line (the cold start measurement).
+# Where a trial script appends "time parent-pid" for its first line (the cold start
+# measurement) and for the end of its work (with the first lines: the steady span, and
+# each worker's hand-offs, a worker's trials being those of one parent).
 FIRST_LINE_ENV = "BENCH_FIRST_LINE_FILE"
-# Where it writes the time its work ended (with the first lines: the steady span).
 LAST_LINE_ENV = "BENCH_LAST_LINE_FILE"
 
 
@@ -38,7 +39,7 @@ def work(x1: float, x2: float, reports: int, seconds: float,
 
 
 def note_first_line(t0: float) -> None:
-    """Appends ``t0`` to the file the bench named, if it named one."""
+    """Appends ``t0`` and this process's parent to the file the bench named, if any."""
     _note(FIRST_LINE_ENV, t0)
 
 
